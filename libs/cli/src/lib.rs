@@ -1,0 +1,54 @@
+//! What every nn-tools binary shares, so the tools behave alike: errors printed one line per problem
+//! with exit code 2 for bad input and 1 for runtime failures, `-j` thread pools, and progress bars that
+//! appear on stderr only when it is a terminal.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nntools_io::{Error, Result};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+/// Runs a tool's body and turns its outcome into an exit code, printing errors to stderr as
+/// `TOOL: error: LINE`, one line per problem.
+pub fn run(tool: &str, body: impl FnOnce() -> Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            for line in error.message.lines() {
+                eprintln!("{tool}: error: {line}");
+            }
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Prints a warning line to stderr (unless quiet).
+pub fn warn(tool: &str, quiet: bool, line: &str) {
+    if !quiet {
+        eprintln!("{tool}: warning: {line}");
+    }
+}
+
+/// Sizes rayon's global pool: `threads` workers, or one per core when absent or zero.
+pub fn init_threads(threads: Option<usize>) -> Result<()> {
+    let threads = threads.unwrap_or(0);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| Error::runtime("thread pool", e))
+}
+
+/// A progress bar over `len` items on stderr; hidden when quiet or when stderr is not a terminal, so
+/// logs and pipelines stay clean.
+pub fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    if quiet || !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}

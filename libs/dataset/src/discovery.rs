@@ -1,0 +1,156 @@
+//! Finding the training cases of a raw dataset folder.
+
+use crate::Descriptor;
+use nntools_io::{Error, Result};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// One training case: where its channel images and label map are expected (they may be missing;
+/// the integrity check reports that).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub id: String,
+    /// One path per declared channel, in channel order.
+    pub images: Vec<PathBuf>,
+    pub label: PathBuf,
+}
+
+/// A raw dataset folder: its descriptor, its cases, and the naming problems found while listing them.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub descriptor: Descriptor,
+    pub cases: Vec<Case>,
+    /// Files that do not fit the layout (wrong names, undeclared channels), one line each.
+    pub layout_problems: Vec<String>,
+}
+
+impl Dataset {
+    /// Opens `root` (a folder holding `dataset.json`) and lists its training cases.
+    pub fn open(root: &Path) -> Result<Self> {
+        let json_path = root.join("dataset.json");
+        if !root.is_dir() {
+            return Err(Error::bad_input(root, "not a folder (expected an nnU-Net raw dataset)"));
+        }
+        if !json_path.is_file() {
+            return Err(Error::bad_input(&json_path, "missing (expected an nnU-Net raw dataset folder)"));
+        }
+        let descriptor = Descriptor::read(&json_path)?;
+        let mut layout_problems = Vec::new();
+        let cases = if let Some(explicit) = &descriptor.explicit_cases {
+            explicit
+                .iter()
+                .map(|(id, images, label)| Case {
+                    id: id.clone(),
+                    images: images.iter().map(|p| root.join(p)).collect(),
+                    label: root.join(label),
+                })
+                .collect()
+        } else {
+            let ids = match &descriptor.v1_training_images {
+                Some(images) => v1_case_ids(&json_path, images, &descriptor.file_ending)?,
+                None => list_case_ids(root, &descriptor, &mut layout_problems)?,
+            };
+            ids.into_iter().map(|id| standard_case(root, &descriptor, id)).collect()
+        };
+        Ok(Self { root: root.to_owned(), descriptor, cases, layout_problems })
+    }
+}
+
+fn standard_case(root: &Path, descriptor: &Descriptor, id: String) -> Case {
+    let ending = &descriptor.file_ending;
+    let images = (0..descriptor.channel_names.len())
+        .map(|c| root.join("imagesTr").join(format!("{id}_{c:04}{ending}")))
+        .collect();
+    let label = root.join("labelsTr").join(format!("{id}{ending}"));
+    Case { id, images, label }
+}
+
+/// Splits `CASE_XXXX<ending>` into the case id and channel index.
+fn split_image_name<'a>(name: &'a str, ending: &str) -> Option<(&'a str, usize)> {
+    let stem = name.strip_suffix(ending)?;
+    let (id, channel) = stem.rsplit_once('_')?;
+    (channel.len() == 4 && channel.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty())
+        .then(|| (id, channel.parse().expect("four digits")))
+}
+
+fn list_case_ids(root: &Path, descriptor: &Descriptor, problems: &mut Vec<String>) -> Result<Vec<String>> {
+    let images_dir = root.join("imagesTr");
+    let entries = std::fs::read_dir(&images_dir).map_err(|e| Error::io(&images_dir, &e))?;
+    let mut ids = BTreeSet::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&images_dir, &e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(&descriptor.file_ending) {
+            continue;
+        }
+        match split_image_name(&name, &descriptor.file_ending) {
+            Some((id, channel)) if channel < descriptor.channel_names.len() => {
+                ids.insert(id.to_owned());
+            }
+            Some((_, channel)) => problems.push(format!(
+                "{}: channel {channel:04} is not declared in dataset.json ({} channel(s))",
+                entry.path().display(),
+                descriptor.channel_names.len()
+            )),
+            None => problems.push(format!(
+                "{}: image name does not follow CASE_XXXX{}",
+                entry.path().display(),
+                descriptor.file_ending
+            )),
+        }
+    }
+    Ok(ids.into_iter().collect())
+}
+
+fn v1_case_ids(json_path: &Path, images: &[String], ending: &str) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = images
+        .iter()
+        .map(|image| {
+            let name = Path::new(image).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name.strip_suffix(ending).map(str::to_owned).ok_or_else(|| {
+                Error::bad_input(json_path, format!("training image {image:?} does not end with {ending}"))
+            })
+        })
+        .collect::<Result<_>>()?;
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_channel_suffix() {
+        assert_eq!(split_image_name("la_007_0001.nii.gz", ".nii.gz"), Some(("la_007", 1)));
+        assert_eq!(split_image_name("la_007.nii.gz", ".nii.gz"), None);
+        assert_eq!(split_image_name("la_007_01.nii.gz", ".nii.gz"), None);
+        assert_eq!(split_image_name("la_007_0000.nii", ".nii.gz"), None);
+    }
+
+    #[test]
+    fn lists_cases_and_layout_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("imagesTr")).unwrap();
+        std::fs::write(
+            root.join("dataset.json"),
+            r#"{"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "a": 1},
+                "numTraining": 2, "file_ending": ".nii.gz"}"#,
+        )
+        .unwrap();
+        for name in ["b_0000.nii.gz", "a_0001.nii.gz", "a_0000.nii.gz", "a_0002.nii.gz", "notes.txt", "c.nii.gz"] {
+            std::fs::write(root.join("imagesTr").join(name), b"").unwrap();
+        }
+        let dataset = Dataset::open(root).unwrap();
+        let ids: Vec<_> = dataset.cases.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(dataset.cases[1].images[1], root.join("imagesTr/b_0001.nii.gz"));
+        assert_eq!(dataset.cases[0].label, root.join("labelsTr/a.nii.gz"));
+        assert_eq!(dataset.layout_problems.len(), 2, "{:?}", dataset.layout_problems);
+        assert!(dataset.layout_problems.iter().any(|p| p.contains("a_0002") && p.contains("not declared")));
+        assert!(dataset.layout_problems.iter().any(|p| p.contains("c.nii.gz") && p.contains("CASE_XXXX")));
+    }
+}

@@ -1,0 +1,9 @@
+//! nnU-Net raw datasets: `dataset.json` in its v2 form (`channel_names`, `labels` name → int) or its
+//! v1/MSD form (`modality`, `labels` int → name, `training` list), the label bookkeeping nnU-Net derives
+//! from it, and the training cases found on disk (`imagesTr/CASE_XXXX<ending>`, `labelsTr/CASE<ending>`).
+
+mod descriptor;
+mod discovery;
+
+pub use descriptor::{Descriptor, Label};
+pub use discovery::{Case, Dataset};

@@ -1,0 +1,164 @@
+//! One training case: its integrity checks and its contribution to the fingerprint.
+
+use crate::sampling::RandomState;
+use ndarray::{ArrayView3, s};
+use nntools_dataset::Case;
+use nntools_io::{Image, read_image, read_label_map};
+use nntools_preprocessing::cropping::{box_shape, nonzero_bounding_box};
+
+/// nnU-Net re-seeds its sampler with this for every case.
+const SAMPLING_SEED: u32 = 1234;
+
+/// Tolerances of `np.allclose`, which nnU-Net's integrity check uses for spacing, origin and direction.
+const RTOL: f64 = 1e-5;
+const ATOL: f64 = 1e-8;
+
+#[derive(Debug, Default)]
+pub struct CaseSummary {
+    pub spacing: [f64; 3],
+    pub shape_after_crop: [usize; 3],
+    pub relative_size: f64,
+    /// Per channel: sampled foreground intensities as (value, times drawn).
+    pub samples: Vec<Vec<(f32, u64)>>,
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+fn allclose(a: &[f64], b: &[f64]) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= ATOL + RTOL * y.abs())
+}
+
+/// Checks one case and, with `samples_per_channel`, draws its foreground intensity samples.
+pub fn analyse_case(case: &Case, allowed: &[i64], channels: usize, samples_per_channel: Option<usize>) -> CaseSummary {
+    let mut summary = CaseSummary::default();
+    let mut images: Vec<Image<f32>> = Vec::with_capacity(channels);
+    for path in &case.images {
+        if !path.is_file() {
+            summary.problems.push(format!("{}: missing image file of case {}", path.display(), case.id));
+            continue;
+        }
+        match read_image(path) {
+            Ok(image) => images.push(image),
+            Err(e) => summary.problems.push(e.to_string()),
+        }
+    }
+    let label = if case.label.is_file() {
+        read_label_map(&case.label).map_err(|e| summary.problems.push(e.to_string())).ok()
+    } else {
+        summary.problems.push(format!("{}: missing label file of case {}", case.label.display(), case.id));
+        None
+    };
+    if images.len() != case.images.len() || label.is_none() {
+        return summary;
+    }
+    let label = label.expect("checked above");
+
+    for (path, image) in case.images.iter().zip(&images) {
+        let bad = image.data.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            summary.problems.push(format!("{}: {bad} voxel(s) are NaN or infinite", path.display()));
+        }
+    }
+    check_geometry(case, &images, &label, &mut summary);
+    check_label_values(case, &label, allowed, &mut summary);
+    if !summary.problems.is_empty() {
+        return summary;
+    }
+
+    let views: Vec<ArrayView3<f32>> = images.iter().map(|i| i.data.view()).collect();
+    let bbox = nonzero_bounding_box(&views);
+    let shape_after_crop = box_shape(&bbox);
+    summary.spacing = images[0].geometry.spacing;
+    summary.shape_after_crop = shape_after_crop;
+    summary.relative_size = shape_after_crop.iter().product::<usize>() as f64 / label.data.len() as f64;
+
+    if let Some(samples) = samples_per_channel {
+        let region = s![bbox[0][0]..bbox[0][1], bbox[1][0]..bbox[1][1], bbox[2][0]..bbox[2][1]];
+        let seg = label.data.slice(region);
+        let mut rng = RandomState::new(SAMPLING_SEED);
+        summary.samples = views
+            .iter()
+            .map(|channel| {
+                let foreground: Vec<f32> = channel
+                    .slice(region)
+                    .iter()
+                    .zip(seg.iter())
+                    .filter(|(_, l)| **l > 0)
+                    .map(|(v, _)| *v)
+                    .collect();
+                if foreground.is_empty() {
+                    return Vec::new();
+                }
+                let counts = rng.choice_counts(foreground.len(), samples);
+                foreground.into_iter().zip(counts).filter(|(_, c)| *c > 0).map(|(v, c)| (v, u64::from(c))).collect()
+            })
+            .collect();
+    }
+    summary
+}
+
+fn check_geometry(case: &Case, images: &[Image<f32>], label: &Image<i32>, summary: &mut CaseSummary) {
+    let reference = &images[0];
+    let reference_path = &case.images[0];
+    let others = case.images.iter().zip(images).skip(1).map(|(p, i)| (p, i.data.shape(), &i.geometry));
+    let label_entry = std::iter::once((&case.label, label.data.shape(), &label.geometry));
+    for (path, shape, geometry) in others.chain(label_entry) {
+        if shape != reference.data.shape() {
+            summary.problems.push(format!(
+                "{}: shape {:?} differs from {} ({:?})",
+                path.display(),
+                shape,
+                reference_path.display(),
+                reference.data.shape()
+            ));
+        }
+        if !allclose(&geometry.spacing, &reference.geometry.spacing) {
+            summary.problems.push(format!(
+                "{}: spacing {:?} differs from {} ({:?})",
+                path.display(),
+                geometry.spacing,
+                reference_path.display(),
+                reference.geometry.spacing
+            ));
+        }
+        if !allclose(&geometry.origin, &reference.geometry.origin) {
+            summary.warnings.push(format!(
+                "{}: origin {:?} differs from {} ({:?})",
+                path.display(),
+                geometry.origin,
+                reference_path.display(),
+                reference.geometry.origin
+            ));
+        }
+        if !allclose(&geometry.direction, &reference.geometry.direction) {
+            summary.warnings.push(format!(
+                "{}: direction {:?} differs from {} ({:?})",
+                path.display(),
+                geometry.direction,
+                reference_path.display(),
+                reference.geometry.direction
+            ));
+        }
+    }
+}
+
+fn check_label_values(case: &Case, label: &Image<i32>, allowed: &[i64], summary: &mut CaseSummary) {
+    let mut seen_small = [false; 256];
+    let mut seen_other = std::collections::BTreeSet::new();
+    for &v in &label.data {
+        match u8::try_from(v) {
+            Ok(small) => seen_small[small as usize] = true,
+            Err(_) => {
+                seen_other.insert(v);
+            }
+        }
+    }
+    let seen = (0..256).filter(|&v| seen_small[v as usize]).chain(seen_other);
+    let unexpected: Vec<i32> = seen.filter(|v| !allowed.contains(&i64::from(*v))).collect();
+    if !unexpected.is_empty() {
+        summary.problems.push(format!(
+            "{}: label values {unexpected:?} are not declared in dataset.json (declared: {allowed:?})",
+            case.label.display()
+        ));
+    }
+}

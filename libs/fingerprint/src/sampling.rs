@@ -1,0 +1,78 @@
+//! numpy's legacy `RandomState(seed).choice(values, n, replace=True)`, reproduced draw for draw.
+//!
+//! nnU-Net samples foreground intensities this way; reproducing its generator (MT19937 with
+//! `init_genrand` seeding, masked rejection sampling of 32-bit draws) gives the very same samples, so
+//! the statistics agree with nnU-Net's to float rounding instead of to sampling noise. Only how often
+//! each element was drawn matters for the statistics, so draws are counted rather than stored.
+
+use rand_mt::Mt;
+
+/// A numpy `RandomState` for the integer draws `choice` makes.
+pub struct RandomState(Mt);
+
+impl RandomState {
+    pub fn new(seed: u32) -> Self {
+        Self(Mt::new(seed))
+    }
+
+    /// `randint(0, population)` one at a time: smallest all-ones mask covering `population - 1`,
+    /// reject draws above it. A population of one consumes no draws, as in numpy.
+    fn index(&mut self, max: u32, mask: u32) -> u32 {
+        loop {
+            let draw = self.0.next_u32() & mask;
+            if draw <= max {
+                return draw;
+            }
+        }
+    }
+
+    /// How often each of `population` elements is drawn by `choice(population, samples, replace=True)`.
+    pub fn choice_counts(&mut self, population: usize, samples: usize) -> Vec<u32> {
+        assert!(population > 0 && population <= u32::MAX as usize, "population {population} out of range");
+        let mut counts = vec![0u32; population];
+        if population == 1 {
+            counts[0] = samples as u32;
+            return counts;
+        }
+        let max = (population - 1) as u32;
+        let mask = u32::MAX >> max.leading_zeros();
+        for _ in 0..samples {
+            counts[self.index(max, mask) as usize] += 1;
+        }
+        counts
+    }
+
+    #[cfg(test)]
+    fn randint(&mut self, population: u32, samples: usize) -> Vec<u32> {
+        let max = population - 1;
+        let mask = u32::MAX >> max.leading_zeros();
+        (0..samples).map(|_| self.index(max, mask)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Expected values printed by numpy 2 (np.random.RandomState(1234)...).
+    #[test]
+    fn matches_numpy_randint() {
+        let mut rs = RandomState::new(1234);
+        assert_eq!(rs.randint(1000, 8), [815, 723, 294, 53, 204, 372, 664, 655]);
+        let mut rs = RandomState::new(1234);
+        assert_eq!(rs.randint(100_000, 5), [92975, 58067, 34086, 60620, 89460]);
+    }
+
+    #[test]
+    fn choice_continues_the_stream_and_skips_single_element_draws() {
+        // rs.choice(5, 6) -> [3, 4, 4, 0, 1, 1]; then rs.choice(7, 4) -> [1, 2, 6, 3]
+        let mut rs = RandomState::new(1234);
+        assert_eq!(rs.choice_counts(5, 6), [1, 2, 0, 1, 2]);
+        assert_eq!(rs.choice_counts(7, 4), [0, 1, 1, 1, 0, 0, 1]);
+        // rs.choice(1, 3) consumes nothing: the next choice(3, 3) is [2, 1, 0] as from a fresh state.
+        let mut rs = RandomState::new(1234);
+        assert_eq!(rs.choice_counts(1, 3), [3]);
+        assert_eq!(rs.choice_counts(3, 3), [1, 1, 1]);
+        assert_eq!(RandomState::new(1234).randint(3, 3), [2, 1, 0]);
+    }
+}

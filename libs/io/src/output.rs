@@ -1,0 +1,64 @@
+//! Writing outputs so that a crash never leaves a partial file behind: everything is written to a
+//! hidden temporary name in the destination folder and renamed into place once complete.
+
+use crate::{Error, Result};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The temporary name used while `path` is being written: same folder (so the rename is atomic),
+/// same extension (so writers that pick compression from the name still do the right thing).
+pub fn temporary_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".nntmp-{}-{name}", std::process::id()))
+}
+
+/// Runs `write` against a temporary file and renames it to `path` when it succeeds; on failure the
+/// temporary file is removed and `path` is left untouched.
+pub fn write_atomically<F>(path: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(&Path) -> Result<()>,
+{
+    let tmp = temporary_path(path);
+    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, &e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes bytes produced by `fill` to `path` atomically, or to stdout when `path` is `-`.
+pub fn write_stream<F>(path: &Path, fill: F) -> Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
+{
+    if path == Path::new("-") {
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        return fill(&mut lock).and_then(|()| lock.flush()).map_err(|e| Error::runtime("<stdout>", e));
+    }
+    write_atomically(path, |tmp| {
+        let file = File::create(tmp).map_err(|e| Error::runtime(path, e))?;
+        let mut out = BufWriter::new(file);
+        fill(&mut out).and_then(|()| out.flush()).map_err(|e| Error::runtime(path, e))?;
+        out.get_ref().sync_all().map_err(|e| Error::runtime(path, e))
+    })
+}
+
+/// Serialises `value` as pretty JSON (with a trailing newline) to `path`, or to stdout for `-`.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_stream(path, |out| {
+        serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")
+    })
+}
+
+/// Reads and parses a JSON file (or stdin for `-`); a parse error names the file, line and column.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| Error::runtime("<stdin>", e))?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?
+    };
+    serde_json::from_str(&text).map_err(|e| Error::bad_input(path, format!("invalid JSON: {e}")))
+}
