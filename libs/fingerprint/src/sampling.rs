@@ -15,38 +15,45 @@ impl RandomState {
         Self(Mt::new(seed))
     }
 
-    /// `randint(0, population)` one at a time: smallest all-ones mask covering `population - 1`,
-    /// reject draws above it. A population of one consumes no draws, as in numpy.
-    fn index(&mut self, max: u32, mask: u32) -> u32 {
-        loop {
-            let draw = self.0.next_u32() & mask;
-            if draw <= max {
-                return draw;
-            }
-        }
-    }
-
     /// How often each of `population` elements is drawn by `choice(population, samples, replace=True)`.
     pub fn choice_counts(&mut self, population: usize, samples: usize) -> Vec<u32> {
         assert!(population > 0 && population <= u32::MAX as usize, "population {population} out of range");
-        let mut counts = vec![0u32; population];
         if population == 1 {
-            counts[0] = samples as u32;
-            return counts;
+            return vec![samples as u32];
         }
         let max = (population - 1) as u32;
         let mask = u32::MAX >> max.leading_zeros();
-        for _ in 0..samples {
-            counts[self.index(max, mask) as usize] += 1;
+        // Branch-free rejection: every masked draw is counted, rejected ones in slots past `max` that are
+        // dropped at the end. A round of `remaining` draws cannot accept more than `remaining`, so the
+        // accepted draws are exactly the first `samples` that numpy accepts.
+        let mut counts = vec![0u32; mask as usize + 1];
+        let mut accepted = 0;
+        while accepted < samples {
+            let mut round = 0;
+            for _ in 0..samples - accepted {
+                let draw = self.0.next_u32() & mask;
+                counts[draw as usize] += 1;
+                round += usize::from(draw <= max);
+            }
+            accepted += round;
         }
+        counts.truncate(population);
         counts
     }
 
+    /// numpy's `randint(0, population, samples)`: the smallest all-ones mask covering
+    /// `population - 1`, draws above it rejected.
     #[cfg(test)]
     fn randint(&mut self, population: u32, samples: usize) -> Vec<u32> {
         let max = population - 1;
         let mask = u32::MAX >> max.leading_zeros();
-        (0..samples).map(|_| self.index(max, mask)).collect()
+        let mut draw = || loop {
+            let d = self.0.next_u32() & mask;
+            if d <= max {
+                return d;
+            }
+        };
+        (0..samples).map(|_| draw()).collect()
     }
 }
 
@@ -61,6 +68,16 @@ mod tests {
         assert_eq!(rs.randint(1000, 8), [815, 723, 294, 53, 204, 372, 664, 655]);
         let mut rs = RandomState::new(1234);
         assert_eq!(rs.randint(100_000, 5), [92975, 58067, 34086, 60620, 89460]);
+    }
+
+    #[test]
+    fn counts_agree_with_one_draw_at_a_time() {
+        let counts = RandomState::new(99).choice_counts(5000, 200_000);
+        let mut expected = vec![0u32; 5000];
+        for i in RandomState::new(99).randint(5000, 200_000) {
+            expected[i as usize] += 1;
+        }
+        assert_eq!(counts, expected);
     }
 
     #[test]

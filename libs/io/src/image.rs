@@ -52,24 +52,6 @@ pub fn read_label_map(path: &Path) -> Result<Image<i32>> {
     Ok(Image { data, geometry: image.geometry, header: image.header })
 }
 
-/// Reads only the header of a NIfTI file (still decompressing up to the header for `.nii.gz`).
-pub fn read_header(path: &Path) -> Result<NiftiHeader> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
-    let mut bytes = Vec::with_capacity(HEADER_BYTES);
-    let mut reader = std::io::BufReader::new(file);
-    let is_gz = {
-        let buf = std::io::BufRead::fill_buf(&mut reader).map_err(|e| Error::io(path, &e))?;
-        buf.starts_with(&[0x1f, 0x8b])
-    };
-    let read = if is_gz {
-        MultiGzDecoder::new(reader).take(HEADER_BYTES as u64).read_to_end(&mut bytes)
-    } else {
-        reader.take(HEADER_BYTES as u64).read_to_end(&mut bytes)
-    };
-    read.map_err(|e| Error::bad_input(path, format!("cannot read NIfTI header: {e}")))?;
-    parse_header(path, &bytes)
-}
-
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader> {
     if bytes.len() < HEADER_BYTES {
         return Err(Error::bad_input(

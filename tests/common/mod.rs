@@ -1,0 +1,54 @@
+//! Helpers for the end-to-end tests: locating the built binaries and the shared ground truth.
+//!
+//! The binaries are the ones cargo built next to the test executable (`cargo build --release` before
+//! `cargo test --release`, as `scripts/test.sh` does). Tests that need `../shared` (nnU-Net's reference
+//! outputs and the real data sets) skip with a note when it is absent, as in a user's clone, but fail
+//! under CI (`CI` set), where it must be present.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace").to_owned()
+}
+
+/// `../shared` beside the workspace, or `None` (with a note) when it is absent outside CI.
+pub fn shared() -> Option<PathBuf> {
+    let shared = workspace().join("../shared");
+    if shared.join("data").is_dir() {
+        return Some(shared);
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI needs ../shared beside the workspace");
+    eprintln!("skipped: needs ../shared (nnU-Net reference data), which this clone does not have");
+    None
+}
+
+/// Path of a workspace binary built in the same profile as this test.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join(name);
+    assert!(path.is_file(), "{} is missing: run `cargo build --release` first (scripts/test.sh does)", path.display());
+    path
+}
+
+/// Runs a workspace binary with arguments; never panics on a failing exit code.
+pub fn run(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    Command::new(binary(name)).args(args.iter().map(|a| a.as_ref())).output().expect("binary starts")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout parsed as JSON.
+pub fn json_stdout(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "failed with {:?}: {}", output.status, stderr(output));
+    serde_json::from_slice(&output.stdout).expect("stdout is JSON")
+}
+
+/// Relative difference |a - b| / |b| (absolute when b is 0).
+pub fn relative_difference(a: f64, b: f64) -> f64 {
+    if b == 0.0 { a.abs() } else { ((a - b) / b).abs() }
+}
