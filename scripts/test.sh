@@ -6,4 +6,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 export LIBTORCH_USE_PYTORCH=1
 export PATH="$PWD/.venv/bin:$PATH"
-cargo test --release --locked --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --locked --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over all test binaries (cargo prints one result line per binary).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"

@@ -38,7 +38,7 @@ where
         return fill(&mut lock).and_then(|()| lock.flush()).map_err(|e| Error::runtime("<stdout>", e));
     }
     write_atomically(path, |tmp| {
-        let file = File::create(tmp).map_err(|e| Error::runtime(path, e))?;
+        let file = File::create(tmp).map_err(|e| Error::io(path, &e))?;
         let mut out = BufWriter::new(file);
         fill(&mut out).and_then(|()| out.flush()).map_err(|e| Error::runtime(path, e))?;
         out.get_ref().sync_all().map_err(|e| Error::runtime(path, e))
