@@ -152,5 +152,8 @@ fn malformed_files_are_bad_input_naming_the_file() {
     two_d[40..42].copy_from_slice(&2u16.to_le_bytes());
     expect(&write_bytes(dir.path(), "two_d.nii", &two_d), "2-D image");
     expect(&write_bytes(dir.path(), "tiny.nii", b"nii"), "truncated NIfTI header");
+    let mut nifti2 = bytes.clone();
+    nifti2[0..4].copy_from_slice(&540i32.to_le_bytes());
+    expect(&write_bytes(dir.path(), "v2.nii", &nifti2), "NIfTI-2 files are not supported");
     expect(&dir.path().join("absent.nii.gz"), "No such file");
 }

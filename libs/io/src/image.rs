@@ -17,6 +17,7 @@ use std::path::Path;
 
 /// Size of a NIfTI-1 header on disk; the voxel data of a `.nii` starts at or after `vox_offset >= 352`.
 const HEADER_BYTES: usize = 348;
+const NIFTI2_HEADER_BYTES: i32 = 540;
 const SINGLE_FILE_MAGIC: &[u8; 4] = b"n+1\0";
 
 /// A 3-D image: voxels in nnU-Net's axis order, the geometry SimpleITK would report, and the header it
@@ -61,6 +62,9 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader> {
     }
     let header = NiftiHeader::from_reader(bytes)
         .map_err(|e| Error::bad_input(path, format!("not a NIfTI-1 file: {e}")))?;
+    if header.sizeof_hdr == NIFTI2_HEADER_BYTES || header.sizeof_hdr.swap_bytes() == NIFTI2_HEADER_BYTES {
+        return Err(Error::bad_input(path, "NIfTI-2 files are not supported; convert to NIfTI-1"));
+    }
     if header.sizeof_hdr != HEADER_BYTES as i32 {
         return Err(Error::bad_input(path, format!("not a NIfTI-1 file (sizeof_hdr {})", header.sizeof_hdr)));
     }
