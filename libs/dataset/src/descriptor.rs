@@ -26,6 +26,8 @@ pub struct Descriptor {
     pub v1_training_images: Option<Vec<String>>,
     /// v2 only: the optional explicit `dataset` map, case id → (image paths, label path).
     pub explicit_cases: Option<Vec<(String, Vec<String>, String)>>,
+    /// nnU-Net's reader class chosen by hand (`overwrite_image_reader_writer`).
+    pub overwrite_image_reader_writer: Option<String>,
 }
 
 impl Descriptor {
@@ -76,6 +78,10 @@ impl Descriptor {
             _ => None,
         };
         let explicit_cases = object.get("dataset").map(parse_explicit_cases).transpose()?;
+        let overwrite_image_reader_writer = match object.get("overwrite_image_reader_writer") {
+            Some(v) => Some(v.as_str().ok_or("\"overwrite_image_reader_writer\" is not a string")?.to_owned()),
+            None => None,
+        };
         Ok(Self {
             channel_names,
             labels,
@@ -85,6 +91,7 @@ impl Descriptor {
             file_ending,
             v1_training_images,
             explicit_cases,
+            overwrite_image_reader_writer,
         })
     }
 

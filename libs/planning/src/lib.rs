@@ -1,0 +1,12 @@
+//! nnU-Net v2 experiment planning: from a dataset fingerprint and `dataset.json` to the plans
+//! (`nnUNetPlans.json`) that every later stage reads: target spacing and transposition, the 2d,
+//! 3d_fullres, 3d_lowres and cascade configurations, patch and batch sizes, network topology,
+//! normalisation and resampling settings.
+
+pub mod feature_maps;
+mod planner;
+mod plans;
+pub mod topology;
+
+pub use planner::{PlanRequest, Preset, fullres_target_spacing, plan};
+pub use plans::{ArchKwargs, Architecture, Configuration, NonlinKwargs, NormKwargs, Plans, ResamplingKwargs};

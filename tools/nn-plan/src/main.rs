@@ -1,0 +1,72 @@
+use clap::Parser;
+use nntools_dataset::Descriptor;
+use nntools_fingerprint::Fingerprint;
+use nntools_io::Error;
+use nntools_planning::{PlanRequest, Preset, plan};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const TOOL: &str = "nn-plan";
+
+/// Plan an nnU-Net experiment: the plans file (nnU-Net v2's nnUNetPlans.json) with the 2d, 3d_fullres
+/// and, for large images, 3d_lowres + 3d_cascade_fullres configurations, from a dataset fingerprint.
+///
+/// Target spacing, transposition, patch size, network topology and batch size follow nnU-Net v2.8.1's
+/// planners rule for rule, so the plans equal nnU-Net's for the same fingerprint. Reads nnU-Net's own
+/// dataset_fingerprint.json as well as nn-fingerprint's.
+#[derive(Parser)]
+#[command(name = TOOL, version, after_help = "\
+Examples:
+  nn-plan --fingerprint fingerprint.json --dataset raw/Dataset004_Hippocampus -o nnUNetPlans.json
+  nn-fingerprint raw/Dataset004_Hippocampus | nn-plan --fingerprint - --dataset raw/Dataset004_Hippocampus/dataset.json > plans.json
+  nn-plan --fingerprint fingerprint.json --dataset raw/Dataset004_Hippocampus --planner resenc-l -o nnUNetResEncUNetLPlans.json")]
+struct Args {
+    /// Dataset fingerprint (nn-fingerprint's output or nnU-Net's dataset_fingerprint.json); `-` reads stdin.
+    #[arg(short, long)]
+    fingerprint: PathBuf,
+    /// The raw dataset's dataset.json, or the raw dataset folder holding it.
+    #[arg(short, long)]
+    dataset: PathBuf,
+    /// Output plans file; `-` writes to stdout.
+    #[arg(short, long, default_value = "-")]
+    output: PathBuf,
+    /// Planner: nnU-Net's default (PlainConvUNet) or a residual-encoder preset (M: 8 GB, L: 24 GB, XL: 40 GB).
+    #[arg(long, default_value = "default", value_parser = Preset::NAMES)]
+    planner: String,
+    /// GPU memory to plan for, in GB (nnU-Net's -gpu_memory_target); default: the planner's own target.
+    #[arg(long)]
+    gpu_memory_gb: Option<f64>,
+    /// No warnings.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// The folder name nnU-Net calls the dataset (`DatasetXXX_Name`), from the folder holding dataset.json.
+fn dataset_name(json_path: &Path) -> Result<String, Error> {
+    let folder = json_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let folder = folder.canonicalize().map_err(|e| Error::io(folder, &e))?;
+    Ok(folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    nntools_cli::run(TOOL, || {
+        let preset = Preset::from_name(&args.planner).expect("clap restricts the planner names");
+        let json_path = if args.dataset.is_dir() { args.dataset.join("dataset.json") } else { args.dataset.clone() };
+        let descriptor = Descriptor::read(&json_path)?;
+        let fingerprint: Fingerprint = nntools_io::read_json(&args.fingerprint)?;
+        if let Some(gb) = args.gpu_memory_gb.filter(|&gb| preset != Preset::Default && gb != preset.default_gpu_memory_gb()) {
+            let expected = preset.default_gpu_memory_gb();
+            nntools_cli::warn(TOOL, args.quiet, &format!("planning {} for {gb} GB instead of its {expected} GB", args.planner));
+        }
+        let request = PlanRequest {
+            dataset_name: dataset_name(&json_path)?,
+            descriptor: &descriptor,
+            fingerprint: &fingerprint,
+            preset,
+            gpu_memory_gb: args.gpu_memory_gb,
+        };
+        let plans = plan(&request).map_err(|problem| Error::bad_input(&args.fingerprint, problem))?;
+        nntools_io::write_json(&args.output, &plans)
+    })
+}
