@@ -52,3 +52,34 @@ pub fn json_stdout(output: &Output) -> serde_json::Value {
 pub fn relative_difference(a: f64, b: f64) -> f64 {
     if b == 0.0 { a.abs() } else { ((a - b) / b).abs() }
 }
+
+/// Asserts two JSON documents are equal, numbers to `relative_tolerance`; extra keys in `ours` are
+/// allowed. Reports the path of the first difference.
+pub fn assert_json_matches(ours: &serde_json::Value, reference: &serde_json::Value, relative_tolerance: f64, path: &str) {
+    use serde_json::Value;
+    match (ours, reference) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, expected) in b {
+                let got = a.get(key).unwrap_or_else(|| panic!("{path}/{key}: missing"));
+                assert_json_matches(got, expected, relative_tolerance, &format!("{path}/{key}"));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            assert_eq!(a.len(), b.len(), "{path}: length");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert_json_matches(x, y, relative_tolerance, &format!("{path}[{i}]"));
+            }
+        }
+        (Value::Number(a), Value::Number(b)) => {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            assert!(relative_difference(a, b) <= relative_tolerance, "{path}: ours {a}, reference {b}");
+        }
+        _ => assert_eq!(ours, reference, "{path}"),
+    }
+}
+
+/// Reads a JSON file.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
