@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up if needed, then runs the pipeline on a synthetic dataset (seeded, so every run gives the
-# same result): generate a raw dataset, check it and write its fingerprint.
+# same result): generate a raw dataset, check it, write its fingerprint and plan the experiment.
 # Usage: scripts/demo.sh [WORK_DIR]   (default: demo-out)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,7 +17,10 @@ echo "== nn-synth: 12 labelled + 4 test cases, 2 channels, 3 labels, anisotropic
 echo "== nn-fingerprint -> $pre/dataset_fingerprint.json"
 "$bin/nn-fingerprint" "$raw" -o "$pre/dataset_fingerprint.json"
 
-python3 - "$pre/dataset_fingerprint.json" <<'PY'
+echo "== nn-plan -> $pre/nnUNetPlans.json"
+"$bin/nn-plan" --fingerprint "$pre/dataset_fingerprint.json" --dataset "$raw" -o "$pre/nnUNetPlans.json"
+
+python3 - "$pre/dataset_fingerprint.json" "$pre/nnUNetPlans.json" <<'PY'
 import json, statistics, sys
 f = json.load(open(sys.argv[1]))
 print(f"   {len(f['spacings'])} cases; median spacing (z, y, x):",
@@ -26,4 +29,10 @@ print("   median relative size after crop:", round(f["median_relative_size_after
 for channel, stats in f["foreground_intensity_properties_per_channel"].items():
     print(f"   channel {channel} foreground: mean {stats['mean']:.1f}, std {stats['std']:.1f}, "
           f"0.5-99.5% [{stats['percentile_00_5']:.1f}, {stats['percentile_99_5']:.1f}]")
+plans = json.load(open(sys.argv[2]))
+print("   transpose_forward:", plans["transpose_forward"])
+for name, c in plans["configurations"].items():
+    if "patch_size" in c:
+        print(f"   {name}: patch {c['patch_size']}, batch {c['batch_size']}, spacing "
+              f"{[round(s, 3) for s in c['spacing']]}, {c['architecture']['arch_kwargs']['n_stages']} stages")
 PY
