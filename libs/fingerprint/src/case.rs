@@ -1,6 +1,6 @@
 //! One training case: its integrity checks and its contribution to the fingerprint.
 
-use crate::sampling::RandomState;
+use nntools_random::RandomState;
 use ndarray::{ArrayView3, s};
 use nntools_dataset::Case;
 use nntools_io::{Image, read_image, read_label_map};

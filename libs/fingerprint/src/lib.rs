@@ -5,7 +5,6 @@
 //! statistics of foreground intensities sampled exactly as nnU-Net samples them.
 
 mod case;
-mod sampling;
 mod stats;
 
 pub use stats::IntensityStats;

@@ -1,9 +1,10 @@
-//! numpy's legacy `RandomState(seed).choice(values, n, replace=True)`, reproduced draw for draw.
+//! numpy's legacy `RandomState(seed)`, reproduced draw for draw for the calls nnU-Net makes:
+//! `choice(n, k, replace=True)` (foreground intensity samples of the fingerprint) and
+//! `choice(n, k, replace=False)` (class locations for foreground oversampling).
 //!
-//! nnU-Net samples foreground intensities this way; reproducing its generator (MT19937 with
-//! `init_genrand` seeding, masked rejection sampling of 32-bit draws) gives the very same samples, so
-//! the statistics agree with nnU-Net's to float rounding instead of to sampling noise. Only how often
-//! each element was drawn matters for the statistics, so draws are counted rather than stored.
+//! Reproducing the generator (MT19937 with `init_genrand` seeding, masked rejection sampling of 32-bit
+//! draws) gives the very same samples as nnU-Net, so derived numbers agree to float rounding instead of
+//! to sampling noise.
 
 use rand_mt::Mt;
 
@@ -15,7 +16,8 @@ impl RandomState {
         Self(Mt::new(seed))
     }
 
-    /// How often each of `population` elements is drawn by `choice(population, samples, replace=True)`.
+    /// How often each of `population` elements is drawn by `choice(population, samples, replace=True)`
+    /// (counted rather than listed: only the multiplicities matter to statistics).
     pub fn choice_counts(&mut self, population: usize, samples: usize) -> Vec<u32> {
         assert!(population > 0 && population <= u32::MAX as usize, "population {population} out of range");
         if population == 1 {
@@ -41,19 +43,35 @@ impl RandomState {
         counts
     }
 
+    /// `choice(population, samples, replace=False)`: the first `samples` entries of
+    /// `permutation(population)`, which shuffles `arange(population)` with Fisher-Yates from the top.
+    pub fn choice_without_replacement(&mut self, population: usize, samples: usize) -> Vec<usize> {
+        assert!(samples <= population && population <= u32::MAX as usize, "cannot draw {samples} of {population}");
+        let mut items: Vec<usize> = (0..population).collect();
+        for i in (1..population).rev() {
+            let j = self.interval(i as u32) as usize;
+            items.swap(i, j);
+        }
+        items.truncate(samples);
+        items
+    }
+
+    /// numpy's `random_interval(max)`: uniform in `0..=max` by masked rejection.
+    fn interval(&mut self, max: u32) -> u32 {
+        let mask = u32::MAX >> max.leading_zeros();
+        loop {
+            let draw = self.0.next_u32() & mask;
+            if draw <= max {
+                return draw;
+            }
+        }
+    }
+
     /// numpy's `randint(0, population, samples)`: the smallest all-ones mask covering
     /// `population - 1`, draws above it rejected.
     #[cfg(test)]
     fn randint(&mut self, population: u32, samples: usize) -> Vec<u32> {
-        let max = population - 1;
-        let mask = u32::MAX >> max.leading_zeros();
-        let mut draw = || loop {
-            let d = self.0.next_u32() & mask;
-            if d <= max {
-                return d;
-            }
-        };
-        (0..samples).map(|_| draw()).collect()
+        (0..samples).map(|_| self.interval(population - 1)).collect()
     }
 }
 
@@ -68,6 +86,15 @@ mod tests {
         assert_eq!(rs.randint(1000, 8), [815, 723, 294, 53, 204, 372, 664, 655]);
         let mut rs = RandomState::new(1234);
         assert_eq!(rs.randint(100_000, 5), [92975, 58067, 34086, 60620, 89460]);
+    }
+
+    #[test]
+    fn matches_numpy_choice_without_replacement() {
+        // np.random.RandomState(1234).choice(10, 4, replace=False) -> [7, 2, 9, 1]
+        // then .choice(100000, 3, replace=False) -> [42845, 37986, 15679]
+        let mut rs = RandomState::new(1234);
+        assert_eq!(rs.choice_without_replacement(10, 4), [7, 2, 9, 1]);
+        assert_eq!(rs.choice_without_replacement(100_000, 3), [42845, 37986, 15679]);
     }
 
     #[test]
