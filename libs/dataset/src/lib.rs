@@ -4,6 +4,8 @@
 
 mod descriptor;
 mod discovery;
+mod fingerprint_file;
 
 pub use descriptor::{Descriptor, Label};
 pub use discovery::{Case, Dataset};
+pub use fingerprint_file::{Fingerprint, IntensityStats};

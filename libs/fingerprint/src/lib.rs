@@ -7,30 +7,15 @@
 mod case;
 mod stats;
 
-pub use stats::IntensityStats;
+pub use nntools_dataset::{Fingerprint, IntensityStats};
 
 use nntools_dataset::Dataset;
 use nntools_io::{Error, Result};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// nnU-Net's foreground-intensity sample budget over the whole dataset (written `10e7` in its source).
 const FOREGROUND_SAMPLES_PER_DATASET: usize = 100_000_000;
-
-/// `dataset_fingerprint.json`. Field order is alphabetical, as nnU-Net writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    /// Extra key (not in nnU-Net's file): the case each entry of `spacings` and `shapes_after_crop` is for.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub case_identifiers: Vec<String>,
-    pub foreground_intensity_properties_per_channel: BTreeMap<String, IntensityStats>,
-    pub median_relative_size_after_cropping: f64,
-    /// Spatial shape after crop to nonzero, nnU-Net axis order.
-    pub shapes_after_crop: Vec<[usize; 3]>,
-    /// Voxel spacing in mm, nnU-Net axis order.
-    pub spacings: Vec<[f64; 3]>,
-}
 
 /// What a pass over the dataset found.
 #[derive(Debug, Default)]

@@ -1,19 +1,7 @@
 //! Intensity statistics over a multiset given as (value, multiplicity) pairs, with numpy's
 //! definitions: population standard deviation, linearly interpolated percentiles.
 
-use serde::{Deserialize, Serialize};
-
-/// `foreground_intensity_properties_per_channel` entry of nnU-Net's fingerprint.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct IntensityStats {
-    pub max: f64,
-    pub mean: f64,
-    pub median: f64,
-    pub min: f64,
-    pub percentile_00_5: f64,
-    pub percentile_99_5: f64,
-    pub std: f64,
-}
+use nntools_dataset::IntensityStats;
 
 /// Sorts and merges (value, count) pairs so every value appears once.
 pub fn merge_counts(mut pairs: Vec<(f32, u64)>) -> Vec<(f32, u64)> {

@@ -6,7 +6,7 @@ use crate::plans::{ArchKwargs, Architecture, Configuration, NonlinKwargs, NormKw
 use crate::topology::{Topology, plan_topology};
 use indexmap::IndexMap;
 use nntools_dataset::Descriptor;
-use nntools_fingerprint::Fingerprint;
+use nntools_dataset::Fingerprint;
 use std::collections::HashMap;
 
 /// nnU-Net's `ANISO_THRESHOLD`.

@@ -5,7 +5,7 @@
 //! the inheritance and gives the typed [`Configuration`] the later stages work with.
 
 use indexmap::IndexMap;
-use nntools_fingerprint::IntensityStats;
+use nntools_dataset::IntensityStats;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 use clap::Parser;
 use nntools_dataset::Descriptor;
-use nntools_fingerprint::Fingerprint;
+use nntools_dataset::Fingerprint;
 use nntools_io::Error;
 use nntools_planning::{PlanRequest, Preset, plan};
 use std::path::{Path, PathBuf};
