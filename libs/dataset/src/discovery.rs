@@ -57,6 +57,40 @@ impl Dataset {
     }
 }
 
+/// Unlabelled cases in a folder of `CASE_XXXX<ending>` images (test or inference images), with the
+/// ending `.nii.gz` or `.nii`; every case must have `channels` images.
+pub fn list_image_cases(dir: &Path, channels: usize) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, &e))?;
+    let mut found: std::collections::BTreeMap<String, Vec<(usize, PathBuf)>> = std::collections::BTreeMap::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, &e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let parsed = [".nii.gz", ".nii"].iter().find_map(|ending| split_image_name(&name, ending));
+        if let Some((id, channel)) = parsed {
+            found.entry(id.to_owned()).or_default().push((channel, entry.path()));
+        }
+    }
+    if found.is_empty() {
+        return Err(Error::bad_input(dir, "no CASE_XXXX.nii.gz images found"));
+    }
+    let mut cases = Vec::with_capacity(found.len());
+    for (id, mut files) in found {
+        files.sort();
+        let indices: Vec<usize> = files.iter().map(|(c, _)| *c).collect();
+        if indices != (0..channels).collect::<Vec<_>>() {
+            return Err(Error::bad_input(
+                dir,
+                format!("case {id} has channels {indices:?}, expected 0..{channels}"),
+            ));
+        }
+        cases.push((id, files.into_iter().map(|(_, p)| p).collect()));
+    }
+    Ok(cases)
+}
+
 fn standard_case(root: &Path, descriptor: &Descriptor, id: String) -> Case {
     let ending = &descriptor.file_ending;
     let images = (0..descriptor.channel_names.len())

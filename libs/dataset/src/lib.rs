@@ -7,5 +7,5 @@ mod discovery;
 mod fingerprint_file;
 
 pub use descriptor::{Descriptor, Label};
-pub use discovery::{Case, Dataset};
+pub use discovery::{Case, Dataset, list_image_cases};
 pub use fingerprint_file::{Fingerprint, IntensityStats};

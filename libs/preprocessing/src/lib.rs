@@ -1,3 +1,14 @@
-//! nnU-Net's preprocessing steps, shared by fingerprinting, `nn-resample` and inference.
+//! nnU-Net's preprocessing (nnunet-spec section 4): transpose, crop to nonzero, normalise, resample to
+//! the configuration's spacing, sample class locations; and the preprocessed dataset on disk, written
+//! case by case so that an interrupted run resumes where it stopped. Shared by fingerprinting
+//! (cropping), `nn-resample`, and inference (the same steps forward, resampling back).
 
+mod case;
+pub mod class_locations;
 pub mod cropping;
+pub mod normalization;
+pub mod resampling;
+mod store;
+
+pub use case::{preprocess_case, resampled_shape, CaseFiles, Preprocessed, Properties, Recipe, SitkStuff};
+pub use store::{preprocess_dataset, Stamp, Summary};

@@ -1,0 +1,243 @@
+//! One case through nnU-Net's `run_case_npy`: transpose, crop to nonzero, normalise, resample, and
+//! sample class locations.
+
+use crate::class_locations::sample_class_locations;
+use crate::cropping::{box_shape, nonzero_mask, BoundingBox};
+use crate::normalization::{normalize, Scheme};
+use crate::resampling::{resample_image, resample_labels, separate_z_axis, Resampling};
+use ndarray::{s, Array3, Array4, Axis, Zip};
+use nntools_dataset::{Descriptor, IntensityStats};
+use nntools_io::{read_image, read_label_map, Error, Geometry, Result};
+use nntools_planning::{Configuration, Plans, ResamplingKwargs};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything a case needs from the plans, resolved once per run.
+pub struct Recipe {
+    pub transpose_forward: [usize; 3],
+    pub configuration: Configuration,
+    pub schemes: Vec<Scheme>,
+    pub stats: Vec<IntensityStats>,
+    /// Classes (labels, or the labels of a region) to sample locations for, with their JSON keys.
+    pub classes: Vec<(String, Vec<i16>)>,
+}
+
+impl Recipe {
+    /// `descriptor` gives the classes for class locations; without it (unlabelled images) none are sampled.
+    pub fn new(plans: &Plans, configuration_name: &str, descriptor: Option<&Descriptor>) -> std::result::Result<Self, String> {
+        let configuration = plans.configuration(configuration_name)?;
+        let transpose_forward: [usize; 3] = plans
+            .transpose_forward
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("transpose_forward must have 3 axes, has {}", plans.transpose_forward.len()))?;
+        let schemes = configuration
+            .normalization_schemes
+            .iter()
+            .map(|name| Scheme::from_class_name(name).ok_or_else(|| format!("unknown normalization scheme {name:?}")))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let channels = schemes.len();
+        if configuration.use_mask_for_norm.len() != channels {
+            return Err(format!("use_mask_for_norm has {} entries for {channels} channels", configuration.use_mask_for_norm.len()));
+        }
+        let stats = (0..channels)
+            .map(|c| {
+                plans.foreground_intensity_properties_per_channel.get(&c.to_string()).copied().ok_or_else(|| {
+                    format!("foreground_intensity_properties_per_channel has no channel {c}")
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let classes = descriptor.map(classes_for_locations).unwrap_or_default();
+        Ok(Self { transpose_forward, configuration, schemes, stats, classes })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.schemes.len()
+    }
+
+    fn is_2d(&self) -> bool {
+        self.configuration.spacing.len() == 2
+    }
+}
+
+/// nnU-Net's foreground labels, or foreground regions, plus the "annotated voxels" class
+/// (-1 and all labels) when there is an ignore label. Keys as nnU-Net prints them.
+fn classes_for_locations(descriptor: &Descriptor) -> Vec<(String, Vec<i16>)> {
+    let to_i16 = |values: &[i64]| values.iter().map(|&v| v as i16).collect::<Vec<_>>();
+    let mut classes: Vec<(String, Vec<i16>)> = if descriptor.is_region_based() {
+        descriptor
+            .labels
+            .iter()
+            .filter(|l| l.values.iter().any(|&v| v != 0))
+            .map(|l| {
+                let key = l.values.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+                (format!("({key})"), to_i16(&l.values))
+            })
+            .collect()
+    } else {
+        descriptor.all_labels().into_iter().filter(|&l| l != 0).map(|l| (l.to_string(), vec![l as i16])).collect()
+    };
+    if descriptor.ignore_label.is_some() {
+        let mut annotated = vec![-1i64];
+        annotated.extend(descriptor.all_labels());
+        let key = annotated.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+        classes.push((format!("({key})"), to_i16(&annotated)));
+    }
+    classes
+}
+
+/// SimpleITK's geometry of the input, as nnU-Net records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SitkStuff {
+    pub spacing: [f64; 3],
+    pub origin: [f64; 3],
+    pub direction: [f64; 9],
+}
+
+/// nnU-Net's case properties (its `.pkl`), with class locations as counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Properties {
+    pub sitk_stuff: SitkStuff,
+    /// Raw spacing, reader (untransposed) order.
+    pub spacing: [f64; 3],
+    pub shape_before_cropping: [usize; 3],
+    pub bbox_used_for_cropping: BoundingBox,
+    pub shape_after_cropping_and_before_resampling: [usize; 3],
+    /// Locations stored per class, in the order of `CASE_locations.npy`'s class column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_locations_count: Option<indexmap::IndexMap<String, usize>>,
+}
+
+/// A preprocessed case.
+pub struct Preprocessed {
+    /// `(c, z, y, x)` in the transposed axis order.
+    pub data: Array4<f32>,
+    /// Labels with -1 outside the nonzero region; absent for unlabelled cases.
+    pub seg: Option<Array3<i16>>,
+    pub properties: Properties,
+    /// Per class (in `Recipe::classes` order), sampled `[z, y, x]` locations.
+    pub class_locations: Vec<Vec<[u32; 3]>>,
+}
+
+/// The input files of a case.
+pub struct CaseFiles {
+    pub id: String,
+    pub images: Vec<PathBuf>,
+    pub label: Option<PathBuf>,
+}
+
+fn transposed<T: Clone>(array: Array3<T>, order: [usize; 3]) -> Array3<T> {
+    array.permuted_axes(order).as_standard_layout().into_owned()
+}
+
+/// nnU-Net's `compute_new_shape`: Python-rounded (half to even) voxel counts at the new spacing.
+pub fn resampled_shape(shape: [usize; 3], spacing: &[f64], target: &[f64]) -> [usize; 3] {
+    [0, 1, 2].map(|a| (spacing[a] / target[a] * shape[a] as f64).round_ties_even() as usize)
+}
+
+fn crop<T: Clone>(array: &Array3<T>, bbox: &BoundingBox) -> Array3<T> {
+    array.slice(s![bbox[0][0]..bbox[0][1], bbox[1][0]..bbox[1][1], bbox[2][0]..bbox[2][1]]).to_owned()
+}
+
+fn resampling(kwargs: &ResamplingKwargs) -> Resampling {
+    Resampling { order: kwargs.order, order_z: kwargs.order_z, force_separate_z: kwargs.force_separate_z }
+}
+
+/// Reads and preprocesses one case.
+pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocessed> {
+    if files.images.len() != recipe.channels() {
+        let path = files.images.first().map_or(Path::new(&files.id), |p| p.as_path());
+        return Err(Error::bad_input(path, format!("case {} has {} channels, the plans {}", files.id, files.images.len(), recipe.channels())));
+    }
+    let images = files.images.iter().map(|p| read_image(p)).collect::<Result<Vec<_>>>()?;
+    let geometry: Geometry = images[0].geometry;
+    for (path, image) in files.images.iter().zip(&images).skip(1) {
+        if image.data.shape() != images[0].data.shape() {
+            return Err(Error::bad_input(path, format!("shape {:?} differs from channel 0 ({:?})", image.data.shape(), images[0].data.shape())));
+        }
+    }
+    for (path, image) in files.images.iter().zip(&images) {
+        if image.data.iter().any(|v| !v.is_finite()) {
+            return Err(Error::bad_input(path, "holds NaN or infinite voxels"));
+        }
+    }
+    let seg = match &files.label {
+        Some(path) => {
+            let label = read_label_map(path)?;
+            if label.data.shape() != images[0].data.shape() {
+                return Err(Error::bad_input(path, format!("shape {:?} differs from the image's {:?}", label.data.shape(), images[0].data.shape())));
+            }
+            if label.data.iter().any(|&v| i16::try_from(v).is_err()) {
+                return Err(Error::bad_input(path, "label values must fit in 16 bits"));
+            }
+            Some(transposed(label.data.mapv(|v| v as i16), recipe.transpose_forward))
+        }
+        None => None,
+    };
+    let tf = recipe.transpose_forward;
+    let channels: Vec<Array3<f32>> = images.into_iter().map(|i| transposed(i.data, tf)).collect();
+    let original_spacing: Vec<f64> = tf.iter().map(|&a| geometry.spacing[a]).collect();
+    let shape_before = [channels[0].shape()[0], channels[0].shape()[1], channels[0].shape()[2]];
+
+    let views: Vec<_> = channels.iter().map(|c| c.view()).collect();
+    let mask = nonzero_mask(&views);
+    let bbox = crate::cropping::nonzero_bounding_box(&views);
+    let mask = crop(&mask, &bbox);
+    let mut cropped_seg = match &seg {
+        Some(seg) => crop(seg, &bbox),
+        None => Array3::zeros(mask.raw_dim()),
+    };
+    Zip::from(&mut cropped_seg).and(&mask).for_each(|s, &inside| {
+        if *s == 0 && !inside {
+            *s = -1;
+        }
+    });
+    let shape_after_crop = box_shape(&bbox);
+
+    let mut target_spacing = recipe.configuration.spacing.clone();
+    if recipe.is_2d() {
+        target_spacing.insert(0, original_spacing[0]);
+    }
+    let new_shape = resampled_shape(shape_after_crop, &original_spacing, &target_spacing);
+
+    let inside = cropped_seg.mapv(|v| v >= 0);
+    let mut data = Array4::<f32>::zeros((channels.len(), new_shape[0], new_shape[1], new_shape[2]));
+    let config = &recipe.configuration;
+    let data_resampling = resampling(&config.resampling_fn_data_kwargs);
+    let separate = separate_z_axis(data_resampling.force_separate_z, &original_spacing, &target_spacing);
+    for (c, channel) in channels.iter().enumerate() {
+        let mut cropped = crop(channel, &bbox);
+        normalize(&mut cropped.view_mut(), &inside.view(), recipe.schemes[c], config.use_mask_for_norm[c], &recipe.stats[c])
+            .map_err(|problem| Error::bad_input(&files.images[c], problem))?;
+        let resampled = resample_image(&cropped, new_shape, separate, data_resampling);
+        data.index_axis_mut(Axis(0), c).assign(&resampled);
+    }
+
+    let (seg, class_locations) = if seg.is_some() {
+        let seg_resampling = resampling(&config.resampling_fn_seg_kwargs);
+        let separate = separate_z_axis(seg_resampling.force_separate_z, &original_spacing, &target_spacing);
+        let resampled = resample_labels(&cropped_seg, new_shape, separate, seg_resampling);
+        let class_sets: Vec<Vec<i16>> = recipe.classes.iter().map(|(_, labels)| labels.clone()).collect();
+        let locations = sample_class_locations(&resampled, &class_sets);
+        (Some(resampled), locations)
+    } else {
+        (None, Vec::new())
+    };
+    let class_locations_count = seg.as_ref().map(|_| {
+        recipe.classes.iter().zip(&class_locations).map(|((key, _), l)| (key.clone(), l.len())).collect()
+    });
+    let spacing_xyz = [geometry.spacing[2], geometry.spacing[1], geometry.spacing[0]];
+    Ok(Preprocessed {
+        data,
+        seg,
+        properties: Properties {
+            sitk_stuff: SitkStuff { spacing: spacing_xyz, origin: geometry.origin, direction: geometry.direction },
+            spacing: geometry.spacing,
+            shape_before_cropping: shape_before,
+            bbox_used_for_cropping: bbox,
+            shape_after_cropping_and_before_resampling: shape_after_crop,
+            class_locations_count,
+        },
+        class_locations,
+    })
+}

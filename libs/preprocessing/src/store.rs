@@ -1,0 +1,184 @@
+//! A preprocessed dataset on disk, written so that runs resume and interrupted runs leave nothing
+//! half-written behind.
+//!
+//! Per case: `CASE.npy` (float32 `(c, z, y, x)`), `CASE_seg.npy` (int8, or int16 past 127;
+//! `(1, z, y, x)`), `CASE_locations.npy` (int32 `(n, 4)`: class index, z, y, x) and `CASE.json`
+//! (properties). Every file is written under a temporary name and renamed; `CASE.json` comes last and
+//! records the plans hash, configuration and input files (size, mtime), so a case whose JSON matches
+//! the current run is complete and skipped. `manifest.json` lists the finished cases.
+
+use crate::case::{preprocess_case, CaseFiles, Preprocessed, Properties, Recipe};
+use ndarray::{Array2, Axis};
+use ndarray_npy::WriteNpyExt;
+use nntools_io::{write_atomically, write_json, Error, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+/// What makes outputs current: the plans (by content) and the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub plans_sha256: String,
+    pub configuration: String,
+}
+
+/// An input file as it was when a case was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct InputFile {
+    path: PathBuf,
+    bytes: u64,
+    mtime_ns: u128,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Provenance {
+    #[serde(flatten)]
+    stamp: Stamp,
+    inputs: Vec<InputFile>,
+}
+
+/// `CASE.json`: nnU-Net's property keys plus how the case was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CaseRecord {
+    #[serde(flatten)]
+    properties: Properties,
+    nn_tools: Provenance,
+}
+
+#[derive(Debug, Serialize)]
+struct Manifest<'a> {
+    #[serde(flatten)]
+    stamp: &'a Stamp,
+    data_identifier: &'a str,
+    cases: Vec<&'a str>,
+}
+
+/// How a run went.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub processed: usize,
+    pub skipped: usize,
+}
+
+fn input_files(files: &CaseFiles) -> Result<Vec<InputFile>> {
+    files
+        .images
+        .iter()
+        .chain(files.label.iter())
+        .map(|path| {
+            let meta = std::fs::metadata(path).map_err(|e| Error::io(path, &e))?;
+            let mtime = meta.modified().map_err(|e| Error::runtime(path, e))?;
+            let mtime_ns = mtime.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            Ok(InputFile { path: path.clone(), bytes: meta.len(), mtime_ns })
+        })
+        .collect()
+}
+
+fn outputs(out: &Path, id: &str, labelled: bool) -> Vec<PathBuf> {
+    let mut files = vec![out.join(format!("{id}.npy"))];
+    if labelled {
+        files.push(out.join(format!("{id}_seg.npy")));
+        files.push(out.join(format!("{id}_locations.npy")));
+    }
+    files
+}
+
+/// Whether the case's outputs exist and were made from these inputs with this stamp.
+fn is_current(out: &Path, files: &CaseFiles, provenance: &Provenance) -> bool {
+    let json = out.join(format!("{}.json", files.id));
+    let Ok(text) = std::fs::read_to_string(&json) else { return false };
+    let Ok(record) = serde_json::from_str::<CaseRecord>(&text) else { return false };
+    record.nn_tools == *provenance && outputs(out, &files.id, files.label.is_some()).iter().all(|p| p.is_file())
+}
+
+fn write_npy<T: WriteNpyExt>(path: &Path, array: &T) -> Result<()> {
+    write_atomically(path, |tmp| {
+        let file = std::fs::File::create(tmp).map_err(|e| Error::io(path, &e))?;
+        let mut writer = std::io::BufWriter::new(file);
+        array.write_npy(&mut writer).map_err(|e| Error::runtime(path, e))?;
+        let file = writer.into_inner().map_err(|e| Error::runtime(path, e.error()))?;
+        file.sync_all().map_err(|e| Error::runtime(path, e))
+    })
+}
+
+fn write_case(out: &Path, id: &str, case: Preprocessed, provenance: Provenance) -> Result<()> {
+    write_npy(&out.join(format!("{id}.npy")), &case.data)?;
+    if let Some(seg) = &case.seg {
+        let seg = seg.view().insert_axis(Axis(0));
+        let path = out.join(format!("{id}_seg.npy"));
+        if seg.iter().all(|&v| v <= i16::from(i8::MAX)) {
+            write_npy(&path, &seg.mapv(|v| v as i8))?;
+        } else {
+            write_npy(&path, &seg.to_owned())?;
+        }
+        let rows: Vec<[i32; 4]> = case
+            .class_locations
+            .iter()
+            .enumerate()
+            .flat_map(|(class, locations)| locations.iter().map(move |l| [class as i32, l[0] as i32, l[1] as i32, l[2] as i32]))
+            .collect();
+        let table = Array2::from_shape_vec((rows.len(), 4), rows.into_iter().flatten().collect()).expect("n x 4");
+        write_npy(&out.join(format!("{id}_locations.npy")), &table)?;
+    }
+    write_json(&out.join(format!("{id}.json")), &CaseRecord { properties: case.properties, nn_tools: provenance })
+}
+
+/// Removes temporary files a killed run left behind (only nn-tools' own `.nntmp-` names).
+fn remove_stale_temporaries(out: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, &e))? {
+        let entry = entry.map_err(|e| Error::io(out, &e))?;
+        if entry.file_name().to_string_lossy().starts_with(".nntmp-") {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::runtime(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Preprocesses every case into `out` in parallel, skipping cases that are current unless `force`.
+/// `on_case_done` is called once per case (for progress display).
+pub fn preprocess_dataset(
+    recipe: &Recipe,
+    cases: &[CaseFiles],
+    out: &Path,
+    stamp: &Stamp,
+    force: bool,
+    on_case_done: &(dyn Fn() + Sync),
+) -> Result<Summary> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, &e))?;
+    remove_stale_temporaries(out)?;
+    let results: Vec<Result<bool>> = cases
+        .par_iter()
+        .map(|files| {
+            let provenance = Provenance { stamp: stamp.clone(), inputs: input_files(files)? };
+            let done = if !force && is_current(out, files, &provenance) {
+                false
+            } else {
+                let case = preprocess_case(recipe, files)?;
+                write_case(out, &files.id, case, provenance)?;
+                true
+            };
+            on_case_done();
+            Ok(done)
+        })
+        .collect();
+    let mut summary = Summary::default();
+    let mut errors = Vec::new();
+    let mut finished = Vec::new();
+    for (files, result) in cases.iter().zip(results) {
+        match result {
+            Ok(processed) => {
+                if processed { summary.processed += 1 } else { summary.skipped += 1 }
+                finished.push(files.id.as_str());
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    finished.sort_unstable();
+    let manifest = Manifest { stamp, data_identifier: &recipe.configuration.data_identifier, cases: finished };
+    write_json(&out.join("manifest.json"), &manifest)?;
+    match errors.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(summary),
+    }
+}
