@@ -127,6 +127,9 @@ pub struct CaseFiles {
 }
 
 fn transposed<T: Clone>(array: Array3<T>, order: [usize; 3]) -> Array3<T> {
+    if order == [0, 1, 2] {
+        return array;
+    }
     array.permuted_axes(order).as_standard_layout().into_owned()
 }
 
@@ -135,7 +138,10 @@ pub fn resampled_shape(shape: [usize; 3], spacing: &[f64], target: &[f64]) -> [u
     [0, 1, 2].map(|a| (spacing[a] / target[a] * shape[a] as f64).round_ties_even() as usize)
 }
 
-fn crop<T: Clone>(array: &Array3<T>, bbox: &BoundingBox) -> Array3<T> {
+fn crop<T: Clone>(array: Array3<T>, bbox: &BoundingBox) -> Array3<T> {
+    if array.shape().iter().zip(bbox).all(|(&n, [lo, hi])| *lo == 0 && *hi == n) {
+        return array;
+    }
     array.slice(s![bbox[0][0]..bbox[0][1], bbox[1][0]..bbox[1][1], bbox[2][0]..bbox[2][1]]).to_owned()
 }
 
@@ -182,8 +188,9 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     let views: Vec<_> = channels.iter().map(|c| c.view()).collect();
     let mask = nonzero_mask(&views);
     let bbox = crate::cropping::nonzero_bounding_box(&views);
-    let mask = crop(&mask, &bbox);
-    let mut cropped_seg = match &seg {
+    let mask = crop(mask, &bbox);
+    let labelled = seg.is_some();
+    let mut cropped_seg = match seg {
         Some(seg) => crop(seg, &bbox),
         None => Array3::zeros(mask.raw_dim()),
     };
@@ -205,7 +212,7 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     let config = &recipe.configuration;
     let data_resampling = resampling(&config.resampling_fn_data_kwargs);
     let separate = separate_z_axis(data_resampling.force_separate_z, &original_spacing, &target_spacing);
-    for (c, channel) in channels.iter().enumerate() {
+    for (c, channel) in channels.into_iter().enumerate() {
         let mut cropped = crop(channel, &bbox);
         normalize(&mut cropped.view_mut(), &inside.view(), recipe.schemes[c], config.use_mask_for_norm[c], &recipe.stats[c])
             .map_err(|problem| Error::bad_input(&files.images[c], problem))?;
@@ -213,7 +220,7 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
         data.index_axis_mut(Axis(0), c).assign(&resampled);
     }
 
-    let (seg, class_locations) = if seg.is_some() {
+    let (seg, class_locations) = if labelled {
         let seg_resampling = resampling(&config.resampling_fn_seg_kwargs);
         let separate = separate_z_axis(seg_resampling.force_separate_z, &original_spacing, &target_spacing);
         let resampled = resample_labels(&cropped_seg, new_shape, separate, seg_resampling);

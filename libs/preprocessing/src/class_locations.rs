@@ -4,6 +4,7 @@
 
 use ndarray::Array3;
 use nntools_random::RandomState;
+use std::collections::BTreeMap;
 
 const SEED: u32 = 1234;
 const MIN_SAMPLES: usize = 10_000;
@@ -11,22 +12,25 @@ const MIN_COVERAGE: f64 = 0.01;
 
 /// Sampled `[z, y, x]` locations for each class, in the order the classes were given.
 pub fn sample_class_locations(seg: &Array3<i16>, classes: &[Vec<i16>]) -> Vec<Vec<[u32; 3]>> {
+    // one pass: the voxels of every requested label, in C order
+    let mut wanted: Vec<i16> = classes.iter().flatten().copied().collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut voxels_of: BTreeMap<i16, Vec<[u32; 3]>> = wanted.iter().map(|&l| (l, Vec::new())).collect();
+    for ((z, y, x), label) in seg.indexed_iter() {
+        if let Some(voxels) = voxels_of.get_mut(label) {
+            voxels.push([z as u32, y as u32, x as u32]);
+        }
+    }
     let mut rng = RandomState::new(SEED);
     classes
         .iter()
         .map(|labels| {
-            // voxels grouped by label in the order the labels are sorted, C order within a label
+            // a region's voxels grouped by label in ascending label order
             let mut sorted_labels = labels.clone();
             sorted_labels.sort_unstable();
             sorted_labels.dedup();
-            let voxels: Vec<[u32; 3]> = sorted_labels
-                .iter()
-                .flat_map(|&label| {
-                    seg.indexed_iter()
-                        .filter(move |(_, v)| **v == label)
-                        .map(|((z, y, x), _)| [z as u32, y as u32, x as u32])
-                })
-                .collect();
+            let voxels: Vec<[u32; 3]> = sorted_labels.iter().flat_map(|l| voxels_of[l].iter().copied()).collect();
             if voxels.is_empty() {
                 return Vec::new();
             }

@@ -12,21 +12,19 @@ pub type BoundingBox = [[usize; 2]; 3];
 /// Filling holes cannot move this box (a background voxel outside it reaches the border in a straight
 /// line through background), so it is computed without building the mask.
 pub fn nonzero_bounding_box(channels: &[ArrayView3<f32>]) -> BoundingBox {
-    let shape = channels[0].shape();
+    let (nz, ny, nx) = channels[0].dim();
     let mut lo = [usize::MAX; 3];
     let mut hi = [0usize; 3];
     for channel in channels {
-        for ((z, y, x), &v) in channel.indexed_iter() {
-            if v != 0.0 {
-                for (axis, i) in [z, y, x].into_iter().enumerate() {
-                    lo[axis] = lo[axis].min(i);
-                    hi[axis] = hi[axis].max(i + 1);
-                }
-            }
+        for ((z, y), row) in channel.rows().into_iter().enumerate().map(|(i, row)| ((i / ny, i % ny), row)) {
+            let Some(first) = row.iter().position(|&v| v != 0.0) else { continue };
+            let last = row.iter().rposition(|&v| v != 0.0).expect("a nonzero value exists");
+            lo = [lo[0].min(z), lo[1].min(y), lo[2].min(first)];
+            hi = [hi[0].max(z + 1), hi[1].max(y + 1), hi[2].max(last + 1)];
         }
     }
     if lo[0] == usize::MAX {
-        return [[0, shape[0]], [0, shape[1]], [0, shape[2]]];
+        return [[0, nz], [0, ny], [0, nx]];
     }
     [[lo[0], hi[0]], [lo[1], hi[1]], [lo[2], hi[2]]]
 }

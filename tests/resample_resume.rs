@@ -1,0 +1,125 @@
+//! nn-resample is resumable and crash safe: a run killed with SIGKILL at any moment, then rerun, leaves
+//! byte for byte what an uninterrupted run leaves; current cases are skipped; changed inputs are redone.
+//! Runs on a synthetic dataset, so it needs no ../shared.
+
+use nntools_tests::{binary, run, stderr};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A synthetic raw dataset and its plans, in a temporary folder.
+struct Setup {
+    dir: tempfile::TempDir,
+    raw: PathBuf,
+    plans: PathBuf,
+}
+
+fn setup(cases: usize) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("Dataset901_Resume");
+    let cases = cases.to_string();
+    let synth = run("nn-synth", &[&"-o", &raw, &"--cases", &cases, &"--channels", &"2", &"--min-size", &"40", &"--max-size", &"64"]);
+    assert!(synth.status.success(), "{}", stderr(&synth));
+    let fingerprint = dir.path().join("fingerprint.json");
+    assert!(run("nn-fingerprint", &[&raw, &"-o", &fingerprint]).status.success());
+    let plans = dir.path().join("plans.json");
+    assert!(run("nn-plan", &[&"--fingerprint", &fingerprint, &"--dataset", &raw, &"-o", &plans]).status.success());
+    Setup { dir, raw, plans }
+}
+
+fn resample(s: &Setup, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--plans", &s.plans, &"-c", &"3d_fullres", &"-i", &s.raw, &"-o", &out];
+    args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+    run("nn-resample", &args)
+}
+
+fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn killed_runs_resume_to_identical_outputs() {
+    let s = setup(24);
+    let clean = s.dir.path().join("clean");
+    let output = resample(&s, &clean, &["-q"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let expected = contents(&clean);
+    assert_eq!(expected.len(), 24 * 4 + 1, "4 files per case and the manifest");
+
+    let resumed = s.dir.path().join("resumed");
+    let mut partial_runs = 0;
+    // kill at increasing moments: the first as soon as any file appears, later ones further in
+    for round in 0..4 {
+        let mut child = Command::new(binary("nn-resample"))
+            .args(["--plans".as_ref(), s.plans.as_os_str(), "-c".as_ref(), "3d_fullres".as_ref()])
+            .args(["-i".as_ref(), s.raw.as_os_str(), "-o".as_ref(), resumed.as_os_str(), "-q".as_ref(), "-j".as_ref(), "1".as_ref()])
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let wait = Duration::from_millis(20 * round);
+        loop {
+            let files = std::fs::read_dir(&resumed).map(|d| d.count()).unwrap_or(0);
+            if (files > 0 && start.elapsed() >= wait) || start.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        if !status.success() {
+            partial_runs += 1;
+        }
+    }
+    assert!(partial_runs > 0, "no run was interrupted; the dataset is too small to test this");
+    let output = resample(&s, &resumed, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let got = contents(&resumed);
+    assert_eq!(got.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "same files, no leftovers");
+    for (name, bytes) in &expected {
+        assert!(got[name] == *bytes, "{name} differs from the uninterrupted run");
+    }
+}
+
+#[test]
+fn current_cases_are_skipped_and_changed_inputs_redone() {
+    let s = setup(4);
+    let out = s.dir.path().join("out");
+    assert!(resample(&s, &out, &[]).status.success());
+    let again = resample(&s, &out, &[]);
+    assert!(stderr(&again).contains("0 case(s) preprocessed, 4 already current"), "{}", stderr(&again));
+
+    // rewriting one input (new mtime) makes that case stale, and only that one
+    let image = s.raw.join("imagesTr/synth_002_0001.nii.gz");
+    let bytes = std::fs::read(&image).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&image, bytes).unwrap();
+    let after_touch = resample(&s, &out, &[]);
+    assert!(stderr(&after_touch).contains("1 case(s) preprocessed, 3 already current"), "{}", stderr(&after_touch));
+
+    let forced = resample(&s, &out, &["--force"]);
+    assert!(stderr(&forced).contains("4 case(s) preprocessed, 0 already current"), "{}", stderr(&forced));
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["cases"].as_array().unwrap().len(), 4);
+    assert_eq!(manifest["configuration"], "3d_fullres");
+    assert_eq!(manifest["plans_sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn unknown_configuration_is_bad_input() {
+    let s = setup(2);
+    let output = resample(&s, &s.dir.path().join("x"), &[]);
+    assert!(output.status.success());
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--plans", &s.plans, &"-c", &"3d_lowres", &"-i", &s.raw, &"-o", &"unused"];
+    args.push(&"-q");
+    let bad = run("nn-resample", &args);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("no configuration \"3d_lowres\""), "{}", stderr(&bad));
+    assert!(!Path::new("unused").exists());
+}
