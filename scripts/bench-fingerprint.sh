@@ -3,7 +3,7 @@
 # same data set and cores: median of RUNS runs each (default 3).
 # Usage: scripts/bench-fingerprint.sh [RAW_DIR]   (default ../shared/data/Dataset004_Hippocampus)
 # nnU-Net is taken from NNUNET_VENV (default .bench-venv); with --install it is created there first
-# (nnunetv2==2.8.1, reusing .venv's torch). Without it, only nn-tools is timed and compared with the
+# (scripts/install-nnunet.sh: nnunetv2==2.8.1, reusing .venv's torch). Without it, only nn-tools is timed and compared with the
 # figures measured when the benchmark was written (nnU-Net: 11.2 s, 1.88 GB on 2 cores).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -14,12 +14,7 @@ runs=${RUNS:-3}
 venv=${NNUNET_VENV:-.bench-venv}
 scripts/setup.sh
 
-if [[ $install == 1 && ! -x $venv/bin/nnUNetv2_extract_fingerprint ]]; then
-    python3 -m venv "$venv"
-    torch_site=$(.venv/bin/python3 -c 'import site; print(site.getsitepackages()[0])')
-    echo "$torch_site" > "$("$venv/bin/python3" -c 'import site; print(site.getsitepackages()[0])')/nn-tools-torch.pth"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check nnunetv2==2.8.1
-fi
+if [[ $install == 1 ]]; then scripts/install-nnunet.sh "$venv"; fi
 
 # Prints "SECONDS MAX_RSS_KB" for the median-time run of a command.
 measure() {

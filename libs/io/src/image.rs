@@ -98,35 +98,36 @@ fn spatial_shape(header: &NiftiHeader) -> std::result::Result<[usize; 3], String
 
 fn decode(path: &Path) -> Result<(NiftiHeader, Array3<f32>)> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| Error::bad_input(path, format!("corrupt or truncated gzip stream: {e}")))?;
-        out
-    } else {
-        raw
-    };
-    let header = parse_header(path, &bytes)?;
+    let corrupt = |e: std::io::Error| Error::bad_input(path, format!("corrupt or truncated gzip stream: {e}"));
+    let mut stream: Box<dyn Read> =
+        if raw.starts_with(&[0x1f, 0x8b]) { Box::new(MultiGzDecoder::new(raw.as_slice())) } else { Box::new(raw.as_slice()) };
+    // Header first, so the voxel buffer can be allocated once at its exact size.
+    let mut header_bytes = Vec::with_capacity(HEADER_BYTES);
+    (&mut stream).take(HEADER_BYTES as u64).read_to_end(&mut header_bytes).map_err(corrupt)?;
+    let header = parse_header(path, &header_bytes)?;
     let [nx, ny, nz] = spatial_shape(&header).map_err(|problem| Error::bad_input(path, problem))?;
     let datatype = header
         .data_type()
         .ok()
         .filter(|t| SUPPORTED_TYPES.contains(t))
         .ok_or_else(|| Error::bad_input(path, format!("unsupported NIfTI datatype code {}", header.datatype)))?;
+    if header.vox_offset < HEADER_BYTES as f32 {
+        return Err(Error::bad_input(path, format!("invalid vox_offset {}", header.vox_offset)));
+    }
     let voxels = nx * ny * nz;
     let needed = voxels * datatype.size_of();
-    let offset = header.vox_offset as usize;
-    let available = bytes.len().saturating_sub(offset);
-    if header.vox_offset < 352.0 || available < needed {
+    let skip = header.vox_offset as u64 - HEADER_BYTES as u64;
+    std::io::copy(&mut (&mut stream).take(skip), &mut std::io::sink()).map_err(corrupt)?;
+    let mut data = Vec::with_capacity(needed);
+    (&mut stream).take(needed as u64).read_to_end(&mut data).map_err(corrupt)?;
+    if data.len() < needed {
         return Err(Error::bad_input(
             path,
-            format!(
-                "header claims {voxels} voxels ({needed} bytes) but the file holds {available} bytes of voxel data"
-            ),
+            format!("header claims {voxels} voxels ({needed} bytes) but the file holds {} bytes of voxel data", data.len()),
         ));
     }
-    let data = bytes[offset..offset + needed].to_vec();
+    drop(stream);
+    drop(raw);
     let volume = InMemNiftiVolume::from_raw_data(&with_valid_scaling(&header), data)
         .map_err(|e| Error::bad_input(path, format!("invalid voxel data: {e}")))?;
     debug_assert_eq!(volume.dim()[..3], header.dim[1..4]);
