@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up if needed, then runs the pipeline on a synthetic dataset (seeded, so every run gives the
-# same result): generate a raw dataset, check it, write its fingerprint and plan the experiment.
+# same result): generate a raw dataset, check it, write its fingerprint, plan the experiment and
+# preprocess every configuration.
 # Usage: scripts/demo.sh [WORK_DIR]   (default: demo-out)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,6 +20,11 @@ echo "== nn-fingerprint -> $pre/dataset_fingerprint.json"
 
 echo "== nn-plan -> $pre/nnUNetPlans.json"
 "$bin/nn-plan" --fingerprint "$pre/dataset_fingerprint.json" --dataset "$raw" -o "$pre/nnUNetPlans.json"
+
+for configuration in $(python3 -c "import json,sys; print(' '.join(c for c, v in json.load(open(sys.argv[1]))['configurations'].items() if 'inherits_from' not in v))" "$pre/nnUNetPlans.json"); do
+    echo "== nn-resample -c $configuration -> $pre/nnUNetPlans_$configuration"
+    "$bin/nn-resample" --plans "$pre/nnUNetPlans.json" -c "$configuration" -i "$raw" -o "$pre/nnUNetPlans_$configuration"
+done
 
 python3 - "$pre/dataset_fingerprint.json" "$pre/nnUNetPlans.json" <<'PY'
 import json, statistics, sys
