@@ -6,9 +6,11 @@
 mod case;
 pub mod class_locations;
 pub mod cropping;
+mod export;
 pub mod normalization;
 pub mod resampling;
 mod store;
 
 pub use case::{preprocess_case, resampled_shape, CaseFiles, Preprocessed, Properties, Recipe, SitkStuff};
 pub use store::{preprocess_dataset, Stamp, Summary};
+pub use export::{logits_to_cropped_shape, to_input_geometry};
