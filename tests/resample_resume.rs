@@ -103,12 +103,40 @@ fn current_cases_are_skipped_and_changed_inputs_redone() {
     let after_touch = resample(&s, &out, &[]);
     assert!(stderr(&after_touch).contains("1 case(s) preprocessed, 3 already current"), "{}", stderr(&after_touch));
 
+    // an array cut short (as a power loss can leave it) no longer matches the size CASE.json recorded
+    let array = out.join("synth_001.npy");
+    let bytes = std::fs::read(&array).unwrap();
+    std::fs::write(&array, &bytes[..bytes.len() / 2]).unwrap();
+    let after_truncation = resample(&s, &out, &[]);
+    assert!(stderr(&after_truncation).contains("1 case(s) preprocessed, 3 already current"), "{}", stderr(&after_truncation));
+    assert_eq!(std::fs::read(&array).unwrap(), bytes);
+
     let forced = resample(&s, &out, &["--force"]);
     assert!(stderr(&forced).contains("4 case(s) preprocessed, 0 already current"), "{}", stderr(&forced));
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["cases"].as_array().unwrap().len(), 4);
     assert_eq!(manifest["configuration"], "3d_fullres");
     assert_eq!(manifest["plans_sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn unlabelled_images_give_arrays_and_properties_only() {
+    let s = setup(2);
+    let images = s.dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for channel in ["0000", "0001"] {
+        let name = format!("synth_000_{channel}.nii.gz");
+        std::fs::copy(s.raw.join("imagesTr").join(&name), images.join(&name)).unwrap();
+    }
+    let out = s.dir.path().join("unlabelled");
+    let args: [&dyn AsRef<std::ffi::OsStr>; 9] = [&"--plans", &s.plans, &"-c", &"3d_fullres", &"--images", &images, &"-o", &out, &"-q"];
+    let output = run("nn-resample", &args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let names: Vec<String> = contents(&out).into_keys().collect();
+    assert_eq!(names, ["manifest.json", "synth_000.json", "synth_000.npy"]);
+    let labelled = s.dir.path().join("labelled");
+    assert!(resample(&s, &labelled, &["-q"]).status.success());
+    assert_eq!(std::fs::read(out.join("synth_000.npy")).unwrap(), std::fs::read(labelled.join("synth_000.npy")).unwrap(), "same image array with or without labels");
 }
 
 #[test]

@@ -44,6 +44,8 @@ struct CaseRecord {
     #[serde(flatten)]
     properties: Properties,
     nn_tools: Provenance,
+    /// Byte size of each array file written for the case, by file name.
+    outputs: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,21 +77,20 @@ fn input_files(files: &CaseFiles) -> Result<Vec<InputFile>> {
         .collect()
 }
 
-fn outputs(out: &Path, id: &str, labelled: bool) -> Vec<PathBuf> {
-    let mut files = vec![out.join(format!("{id}.npy"))];
-    if labelled {
-        files.push(out.join(format!("{id}_seg.npy")));
-        files.push(out.join(format!("{id}_locations.npy")));
-    }
-    files
+fn file_size(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.len())
 }
 
-/// Whether the case's outputs exist and were made from these inputs with this stamp.
+/// Whether the case's outputs exist with the sizes recorded and were made from these inputs with this
+/// stamp.
 fn is_current(out: &Path, files: &CaseFiles, provenance: &Provenance) -> bool {
     let json = out.join(format!("{}.json", files.id));
     let Ok(text) = std::fs::read_to_string(&json) else { return false };
     let Ok(record) = serde_json::from_str::<CaseRecord>(&text) else { return false };
-    record.nn_tools == *provenance && outputs(out, &files.id, files.label.is_some()).iter().all(|p| p.is_file())
+    let expected_files = if files.label.is_some() { 3 } else { 1 };
+    record.nn_tools == *provenance
+        && record.outputs.len() == expected_files
+        && record.outputs.iter().all(|(name, bytes)| file_size(&out.join(name)) == Some(*bytes))
 }
 
 fn write_npy<T: WriteNpyExt>(path: &Path, array: &T) -> Result<()> {
@@ -98,15 +99,20 @@ fn write_npy<T: WriteNpyExt>(path: &Path, array: &T) -> Result<()> {
         let mut writer = std::io::BufWriter::new(file);
         array.write_npy(&mut writer).map_err(|e| Error::runtime(path, e))?;
         let file = writer.into_inner().map_err(|e| Error::runtime(path, e.error()))?;
-        file.sync_all().map_err(|e| Error::runtime(path, e))
+        // No fsync per file: CASE.json records every array's size, so an array that a power loss
+        // truncated makes its case stale instead of silently wrong.
+        drop(file);
+        Ok(())
     })
 }
 
 fn write_case(out: &Path, id: &str, case: Preprocessed, provenance: Provenance) -> Result<()> {
-    write_npy(&out.join(format!("{id}.npy")), &case.data)?;
+    let mut names = vec![format!("{id}.npy")];
+    write_npy(&out.join(&names[0]), &case.data)?;
     if let Some(seg) = &case.seg {
         let seg = seg.view().insert_axis(Axis(0));
-        let path = out.join(format!("{id}_seg.npy"));
+        names.push(format!("{id}_seg.npy"));
+        let path = out.join(&names[1]);
         if seg.iter().all(|&v| v <= i16::from(i8::MAX)) {
             write_npy(&path, &seg.mapv(|v| v as i8))?;
         } else {
@@ -119,9 +125,17 @@ fn write_case(out: &Path, id: &str, case: Preprocessed, provenance: Provenance) 
             .flat_map(|(class, locations)| locations.iter().map(move |l| [class as i32, l[0] as i32, l[1] as i32, l[2] as i32]))
             .collect();
         let table = Array2::from_shape_vec((rows.len(), 4), rows.into_iter().flatten().collect()).expect("n x 4");
-        write_npy(&out.join(format!("{id}_locations.npy")), &table)?;
+        names.push(format!("{id}_locations.npy"));
+        write_npy(&out.join(&names[2]), &table)?;
     }
-    write_json(&out.join(format!("{id}.json")), &CaseRecord { properties: case.properties, nn_tools: provenance })
+    let outputs = names
+        .into_iter()
+        .map(|name| {
+            let path = out.join(&name);
+            file_size(&path).map(|bytes| (name, bytes)).ok_or_else(|| Error::runtime(&path, "vanished after writing"))
+        })
+        .collect::<Result<_>>()?;
+    write_json(&out.join(format!("{id}.json")), &CaseRecord { properties: case.properties, nn_tools: provenance, outputs })
 }
 
 /// Removes temporary files a killed run left behind (only nn-tools' own `.nntmp-` names).
