@@ -1,0 +1,327 @@
+//! nnU-Net's networks in libtorch: PlainConvUNet and ResidualEncoderUNet (dynamic_network_architectures)
+//! built from a configuration's `architecture` block, with nnU-Net v2's state_dict names so weights
+//! move both ways as safetensors.
+//!
+//! Blocks are conv → InstanceNorm (eps 1e-5, affine) → LeakyReLU(0.01); downsampling is the first,
+//! strided conv of a stage; upsampling is a transposed conv with kernel = stride; the decoder
+//! concatenates `[upsampled, skip]`. 2D and 3D share the code: kernels, strides and padding are vectors.
+
+use nntools_planning::ArchKwargs;
+use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
+use tch::nn::{Init, Path, VarStore};
+use tch::{Device, Kind, TchError, Tensor};
+
+/// LeakyReLU's negative slope (torch's default, which nnU-Net keeps).
+const NEGATIVE_SLOPE: f64 = 0.01;
+const NORM_EPS: f64 = 1e-5;
+
+/// nnU-Net's `InitWeights_He(1e-2)`: Kaiming normal, fan-in, LeakyReLU gain for slope 0.01.
+fn he_init() -> Init {
+    Init::Kaiming {
+        dist: NormalOrUniform::Normal,
+        fan: FanInOut::FanIn,
+        non_linearity: NonLinearity::ExplicitGain((2.0 / (1.0 + NEGATIVE_SLOPE * NEGATIVE_SLOPE)).sqrt()),
+    }
+}
+
+fn as_i64(values: &[usize]) -> Vec<i64> {
+    values.iter().map(|&v| v as i64).collect()
+}
+
+/// A convolution of any dimension (2D or 3D), or a transposed one.
+struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: Vec<i64>,
+    padding: Vec<i64>,
+    transposed: bool,
+}
+
+impl Conv {
+    fn new(path: &Path, inputs: usize, outputs: usize, kernel: &[usize], stride: &[usize], bias: bool) -> Self {
+        let mut shape = vec![outputs as i64, inputs as i64];
+        shape.extend(as_i64(kernel));
+        Self {
+            weight: path.var("weight", &shape, he_init()),
+            bias: bias.then(|| path.var("bias", &[outputs as i64], Init::Const(0.0))),
+            stride: as_i64(stride),
+            padding: kernel.iter().map(|&k| (k as i64 - 1) / 2).collect(),
+            transposed: false,
+        }
+    }
+
+    /// Transposed conv with kernel = stride, as nnU-Net's decoder upsamples.
+    fn transposed(path: &Path, inputs: usize, outputs: usize, stride: &[usize]) -> Self {
+        let mut shape = vec![inputs as i64, outputs as i64];
+        shape.extend(as_i64(stride));
+        Self {
+            weight: path.var("weight", &shape, he_init()),
+            bias: Some(path.var("bias", &[outputs as i64], Init::Const(0.0))),
+            stride: as_i64(stride),
+            padding: vec![0; stride.len()],
+            transposed: true,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let zeros = vec![0i64; self.stride.len()];
+        let ones = vec![1i64; self.stride.len()];
+        x.convolution(&self.weight, self.bias.as_ref(), &self.stride, &self.padding, &ones, self.transposed, &zeros, 1)
+    }
+}
+
+/// InstanceNorm with affine parameters and no running statistics.
+struct InstanceNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl InstanceNorm {
+    fn new(path: &Path, channels: usize) -> Self {
+        Self {
+            weight: path.var("weight", &[channels as i64], Init::Const(1.0)),
+            bias: path.var("bias", &[channels as i64], Init::Const(0.0)),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        Tensor::instance_norm(x, Some(&self.weight), Some(&self.bias), None::<&Tensor>, None::<&Tensor>, true, 0.1, NORM_EPS, true)
+    }
+}
+
+/// `ConvDropoutNormReLU`: conv, norm and (optionally) LeakyReLU, params under `conv.*` and `norm.*`.
+struct ConvNormAct {
+    conv: Conv,
+    norm: InstanceNorm,
+    activate: bool,
+}
+
+impl ConvNormAct {
+    fn new(path: &Path, inputs: usize, outputs: usize, kernel: &[usize], stride: &[usize], bias: bool, activate: bool) -> Self {
+        Self { conv: Conv::new(&(path / "conv"), inputs, outputs, kernel, stride, bias), norm: InstanceNorm::new(&(path / "norm"), outputs), activate }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let y = self.norm.forward(&self.conv.forward(x));
+        if self.activate { y.leaky_relu() } else { y }
+    }
+}
+
+/// `StackedConvBlocks`: `n` blocks under `convs.{i}`, the first one strided.
+fn stacked_convs(path: &Path, n: usize, inputs: usize, outputs: usize, kernel: &[usize], stride: &[usize]) -> Vec<ConvNormAct> {
+    let ones = vec![1; stride.len()];
+    (0..n)
+        .map(|i| {
+            let (inputs, stride) = if i == 0 { (inputs, stride) } else { (outputs, ones.as_slice()) };
+            ConvNormAct::new(&(path / "convs" / i), inputs, outputs, kernel, stride, true, true)
+        })
+        .collect()
+}
+
+/// ResNet-D basic block: two convs (the second without nonlinearity) plus a skip that average-pools
+/// when the block is strided and projects (1x1 conv without bias, norm) when it changes channels.
+struct BasicBlock {
+    conv1: ConvNormAct,
+    conv2: ConvNormAct,
+    pool: Option<Vec<i64>>,
+    projection: Option<ConvNormAct>,
+}
+
+impl BasicBlock {
+    fn new(path: &Path, inputs: usize, outputs: usize, kernel: &[usize], stride: &[usize]) -> Self {
+        let ones = vec![1; stride.len()];
+        let strided = stride.iter().any(|&s| s != 1);
+        let projection = (inputs != outputs).then(|| {
+            let index = usize::from(strided); // skip.0 is the pooling when there is one
+            ConvNormAct::new(&(path / "skip" / index), inputs, outputs, &ones, &ones, false, false)
+        });
+        Self {
+            conv1: ConvNormAct::new(&(path / "conv1"), inputs, outputs, kernel, stride, true, true),
+            conv2: ConvNormAct::new(&(path / "conv2"), outputs, outputs, kernel, &ones, true, false),
+            pool: strided.then(|| as_i64(stride)),
+            projection,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mut residual = match &self.pool {
+            Some(stride) => x.avg_pool(stride, stride),
+            None => x.shallow_clone(),
+        };
+        if let Some(projection) = &self.projection {
+            residual = projection.forward(&residual);
+        }
+        (self.conv2.forward(&self.conv1.forward(x)) + residual).leaky_relu()
+    }
+}
+
+trait Pool {
+    fn avg_pool(&self, kernel: &[i64], stride: &[i64]) -> Tensor;
+}
+
+impl Pool for Tensor {
+    fn avg_pool(&self, kernel: &[i64], stride: &[i64]) -> Tensor {
+        let padding = vec![0i64; kernel.len()];
+        if kernel.len() == 2 {
+            self.avg_pool2d(kernel, stride, &padding, false, true, None::<i64>)
+        } else {
+            self.avg_pool3d(kernel, stride, &padding, false, true, None::<i64>)
+        }
+    }
+}
+
+enum EncoderStage {
+    Plain(Vec<ConvNormAct>),
+    Residual(Vec<BasicBlock>),
+}
+
+impl EncoderStage {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            Self::Plain(convs) => convs.iter().fold(x.shallow_clone(), |x, c| c.forward(&x)),
+            Self::Residual(blocks) => blocks.iter().fold(x.shallow_clone(), |x, b| b.forward(&x)),
+        }
+    }
+}
+
+/// A U-Net as nnU-Net builds it from the plans.
+pub struct UNet {
+    stem: Option<ConvNormAct>,
+    encoder: Vec<EncoderStage>,
+    transpconvs: Vec<Conv>,
+    decoder: Vec<Vec<ConvNormAct>>,
+    seg_layers: Vec<Conv>,
+}
+
+/// Which network class the plans ask for.
+fn is_residual(class_name: &str) -> Result<bool, String> {
+    match class_name.rsplit('.').next().unwrap_or_default() {
+        "PlainConvUNet" => Ok(false),
+        "ResidualEncoderUNet" => Ok(true),
+        other => Err(format!("unsupported network class {other:?} (PlainConvUNet or ResidualEncoderUNet)")),
+    }
+}
+
+impl UNet {
+    /// Creates the network's variables under `root` (nnU-Net's state_dict names), He-initialised.
+    pub fn new(root: &Path, class_name: &str, arch: &ArchKwargs, input_channels: usize, num_classes: usize) -> Result<Self, String> {
+        let residual = is_residual(class_name)?;
+        let stages = arch.n_stages;
+        let blocks = if residual { &arch.n_blocks_per_stage } else { &arch.n_conv_per_stage }
+            .as_ref()
+            .ok_or_else(|| format!("arch_kwargs lack {}", if residual { "n_blocks_per_stage" } else { "n_conv_per_stage" }))?;
+        let lengths = [arch.features_per_stage.len(), arch.kernel_sizes.len(), arch.strides.len(), blocks.len()];
+        if lengths.iter().any(|&l| l != stages) || arch.n_conv_per_stage_decoder.len() + 1 != stages {
+            return Err(format!("arch_kwargs lists do not match n_stages = {stages}"));
+        }
+        let features = &arch.features_per_stage;
+        let encoder_path = root / "encoder";
+        let stem = residual.then(|| {
+            let ones = vec![1; arch.strides[0].len()];
+            ConvNormAct::new(&(&encoder_path / "stem" / "convs" / 0), input_channels, features[0], &arch.kernel_sizes[0], &ones, true, true)
+        });
+        let mut inputs = if residual { features[0] } else { input_channels };
+        let mut encoder = Vec::with_capacity(stages);
+        for s in 0..stages {
+            let path = &encoder_path / "stages" / s;
+            let (kernel, stride) = (&arch.kernel_sizes[s], &arch.strides[s]);
+            encoder.push(if residual {
+                let ones = vec![1; stride.len()];
+                EncoderStage::Residual(
+                    (0..blocks[s])
+                        .map(|b| {
+                            let (inputs, stride) = if b == 0 { (inputs, stride.as_slice()) } else { (features[s], ones.as_slice()) };
+                            BasicBlock::new(&(&path / "blocks" / b), inputs, features[s], kernel, stride)
+                        })
+                        .collect(),
+                )
+            } else {
+                EncoderStage::Plain(stacked_convs(&(&path / 0), blocks[s], inputs, features[s], kernel, stride))
+            });
+            inputs = features[s];
+        }
+        let decoder_path = root / "decoder";
+        let mut transpconvs = Vec::new();
+        let mut decoder = Vec::new();
+        let mut seg_layers = Vec::new();
+        for j in 0..stages - 1 {
+            let (below, skip) = (features[stages - 1 - j], features[stages - 2 - j]);
+            transpconvs.push(Conv::transposed(&(&decoder_path / "transpconvs" / j), below, skip, &arch.strides[stages - 1 - j]));
+            let ones = vec![1; arch.strides[0].len()];
+            decoder.push(stacked_convs(&(&decoder_path / "stages" / j), arch.n_conv_per_stage_decoder[j], 2 * skip, skip, &arch.kernel_sizes[stages - 2 - j], &ones));
+            seg_layers.push(Conv::new(&(&decoder_path / "seg_layers" / j), skip, num_classes, &ones, &ones, true));
+        }
+        Ok(Self { stem, encoder, transpconvs, decoder, seg_layers })
+    }
+
+    /// Segmentation logits at every decoder resolution, full resolution first (deep supervision).
+    pub fn forward_deep_supervision(&self, x: &Tensor) -> Vec<Tensor> {
+        self.forward_impl(x, true)
+    }
+
+    /// Full-resolution segmentation logits only.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.forward_impl(x, false).remove(0)
+    }
+
+    fn forward_impl(&self, x: &Tensor, all_heads: bool) -> Vec<Tensor> {
+        let mut x = match &self.stem {
+            Some(stem) => stem.forward(x),
+            None => x.shallow_clone(),
+        };
+        let mut skips = Vec::with_capacity(self.encoder.len());
+        for stage in &self.encoder {
+            x = stage.forward(&x);
+            skips.push(x.shallow_clone());
+        }
+        let mut below = skips.pop().expect("at least one stage");
+        let mut outputs = Vec::new();
+        let last = self.decoder.len() - 1;
+        for (j, ((up, convs), head)) in self.transpconvs.iter().zip(&self.decoder).zip(&self.seg_layers).enumerate() {
+            let skip = skips.pop().expect("a skip per decoder stage");
+            let joined = Tensor::cat(&[up.forward(&below), skip], 1);
+            below = convs.iter().fold(joined, |x, c| c.forward(&x));
+            if all_heads || j == last {
+                outputs.push(head.forward(&below));
+            }
+        }
+        outputs.reverse();
+        outputs
+    }
+}
+
+/// A network with its variables, ready to load or save nnU-Net weights.
+pub struct Model {
+    pub vs: VarStore,
+    pub net: UNet,
+}
+
+impl Model {
+    pub fn new(device: Device, class_name: &str, arch: &ArchKwargs, input_channels: usize, num_classes: usize) -> Result<Self, String> {
+        let vs = VarStore::new(device);
+        let net = UNet::new(&vs.root(), class_name, arch, input_channels, num_classes)?;
+        Ok(Self { vs, net })
+    }
+
+    /// Loads weights from a safetensors file with nnU-Net's key names. nnU-Net checkpoints repeat
+    /// tensors under alias keys (`decoder.encoder.*`, `*.all_modules.*`), which are ignored; every
+    /// variable of this network must be present with its shape.
+    pub fn load_safetensors(&mut self, path: &std::path::Path) -> Result<(), TchError> {
+        let tensors = Tensor::read_safetensors(path)?;
+        let named: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+        let _guard = tch::no_grad_guard();
+        for (name, mut var) in self.vs.variables() {
+            let source = named.get(&name).ok_or_else(|| TchError::TensorNameNotFound(name.clone(), path.display().to_string()))?;
+            if source.size() != var.size() {
+                return Err(TchError::Shape(format!("{name}: file has {:?}, network has {:?}", source.size(), var.size())));
+            }
+            var.copy_(&source.to_kind(Kind::Float).to_device(var.device()));
+        }
+        Ok(())
+    }
+
+    /// Saves the weights as safetensors with nnU-Net's key names.
+    pub fn save_safetensors(&self, path: &std::path::Path) -> Result<(), TchError> {
+        self.vs.save(path)
+    }
+}

@@ -1,0 +1,86 @@
+//! Both network classes against dynamic_network_architectures (nnU-Net v2.8.1's) on small seeded
+//! networks with anisotropic kernels and strides (tests/fixtures, made by make_fixtures.py): the
+//! weights load from a real state_dict (alias keys included), and every deep-supervision output
+//! matches. Needs no ../shared.
+
+use nntools_network::Model;
+use nntools_planning::ArchKwargs;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tch::{Device, Tensor};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn model_of(name: &str) -> (Model, HashMap<String, Tensor>) {
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{name}.json"))).unwrap()).unwrap();
+    let arch: ArchKwargs = serde_json::from_value(meta["arch_kwargs"].clone()).unwrap();
+    let class = meta["network_class_name"].as_str().unwrap();
+    let inputs = meta["input_channels"].as_u64().unwrap() as usize;
+    let classes = meta["num_classes"].as_u64().unwrap() as usize;
+    let mut model = Model::new(Device::Cpu, class, &arch, inputs, classes).unwrap();
+    let path = fixture(&format!("{name}.safetensors"));
+    model.load_safetensors(&path).unwrap();
+    let tensors = Tensor::read_safetensors(&path).unwrap().into_iter().collect();
+    (model, tensors)
+}
+
+fn assert_outputs_match(name: &str, model: &Model, tensors: &HashMap<String, Tensor>) {
+    let outputs = tch::no_grad(|| model.net.forward_deep_supervision(&tensors["input"]));
+    assert_eq!(outputs.len(), 3, "{name}");
+    for (k, output) in outputs.iter().enumerate() {
+        let expected = &tensors[&format!("output_ds{k}")];
+        assert_eq!(output.size(), expected.size(), "{name} output {k}");
+        let max = (output - expected).abs().max().double_value(&[]);
+        assert!(max <= 1e-5, "{name} output {k}: max |diff| {max}");
+    }
+}
+
+#[test]
+fn residual_encoder_unet_matches_nnunet() {
+    let (model, tensors) = model_of("resenc_small");
+    assert_outputs_match("resenc_small", &model, &tensors);
+}
+
+#[test]
+fn plain_unet_with_anisotropic_kernels_matches_nnunet() {
+    let (model, tensors) = model_of("plain_aniso");
+    assert_outputs_match("plain_aniso", &model, &tensors);
+}
+
+#[test]
+fn saved_weights_use_nnunet_names_and_load_back() {
+    let (model, tensors) = model_of("resenc_small");
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("weights.safetensors");
+    model.save_safetensors(&saved).unwrap();
+    let names: std::collections::BTreeSet<String> = Tensor::read_safetensors(&saved).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains("encoder.stem.convs.0.conv.weight"));
+    assert!(names.contains("encoder.stages.1.blocks.0.skip.1.conv.weight"));
+    assert!(names.contains("decoder.seg_layers.2.bias"));
+    assert!(names.iter().all(|n| tensors.contains_key(n)), "every saved name is one of nnU-Net's");
+    let (mut fresh, _) = model_of("plain_aniso");
+    assert!(fresh.load_safetensors(&saved).is_err(), "weights of another architecture are refused");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("resenc_small.json")).unwrap()).unwrap();
+    let arch: ArchKwargs = serde_json::from_value(meta["arch_kwargs"].clone()).unwrap();
+    let mut reloaded = Model::new(Device::Cpu, meta["network_class_name"].as_str().unwrap(), &arch, 2, 3).unwrap();
+    reloaded.load_safetensors(&saved).unwrap();
+    assert_outputs_match("reloaded", &reloaded, &tensors);
+}
+
+#[test]
+fn fresh_weights_follow_he_initialisation() {
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("plain_aniso.json")).unwrap()).unwrap();
+    let arch: ArchKwargs = serde_json::from_value(meta["arch_kwargs"].clone()).unwrap();
+    tch::manual_seed(0);
+    let model = Model::new(Device::Cpu, meta["network_class_name"].as_str().unwrap(), &arch, 2, 3).unwrap();
+    let variables = model.vs.variables();
+    // decoder.stages.0.convs.0.conv: 32 -> 16 channels, 3x3x3: fan-in 864, std sqrt(2 / 1.0001) / sqrt(864)
+    let weight = &variables["decoder.stages.0.convs.0.conv.weight"];
+    let std = weight.std(true).double_value(&[]);
+    let expected = (2.0f64 / 1.0001).sqrt() / 864f64.sqrt();
+    assert!((std / expected - 1.0).abs() < 0.05, "std {std} vs {expected}");
+    assert_eq!(variables["decoder.stages.0.convs.0.conv.bias"].abs().sum(tch::Kind::Float).double_value(&[]), 0.0);
+    assert_eq!(variables["encoder.stages.0.0.convs.0.norm.weight"].mean(tch::Kind::Float).double_value(&[]), 1.0);
+}
