@@ -1,9 +1,11 @@
 //! nnU-Net's training objective and optimiser (nnunet-spec section 6): the Dice + cross-entropy loss
 //! with deep supervision, and SGD with Nesterov momentum, weight decay, gradient clipping and the
-//! poly learning-rate schedule.
+//! poly learning-rate schedule; and nnU-Net's cross-validation splits.
 
 mod loss;
 mod optimizer;
+mod splits;
 
 pub use loss::{deep_supervision_weights, DiceCeLoss};
 pub use optimizer::{poly_learning_rate, sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
+pub use splits::{crossval_splits, Split, SPLIT_SEED};

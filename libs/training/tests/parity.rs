@@ -72,3 +72,14 @@ fn two_sgd_steps_match_nnunet() {
         }
     }
 }
+
+#[test]
+fn splits_match_nnunet_splits_final() {
+    let Some(shared) = shared() else { return };
+    let reference: Vec<nntools_training::Split> =
+        serde_json::from_value(read_json(&shared.join("reference/Dataset004_Hippocampus/splits_final.json"))).unwrap();
+    let mut ids: Vec<String> = reference[0].train.iter().chain(&reference[0].val).cloned().collect();
+    ids.reverse(); // order of the input does not matter: nnU-Net sorts
+    let ours = nntools_training::crossval_splits(&ids, 5, nntools_training::SPLIT_SEED);
+    assert_eq!(ours, reference);
+}
