@@ -7,5 +7,5 @@ mod optimizer;
 mod splits;
 
 pub use loss::{deep_supervision_weights, DiceCeLoss};
-pub use optimizer::{poly_learning_rate, sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
+pub use optimizer::{poly_learning_rate, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
 pub use splits::{crossval_splits, Split, SPLIT_SEED};

@@ -2,8 +2,7 @@
 //! gradient-norm clipping at 12, and the poly learning rate `0.01 * (1 - epoch / epochs)^0.9` set at the
 //! start of each epoch.
 
-use tch::nn::{Optimizer, OptimizerConfig, Sgd, VarStore};
-use tch::TchError;
+use tch::{Kind, Tensor};
 
 pub const INITIAL_LEARNING_RATE: f64 = 1e-2;
 pub const GRADIENT_CLIP_NORM: f64 = 12.0;
@@ -11,9 +10,82 @@ const MOMENTUM: f64 = 0.99;
 const WEIGHT_DECAY: f64 = 3e-5;
 const POLY_EXPONENT: f64 = 0.9;
 
-/// nnU-Net's SGD over all variables of `vs`, at the initial learning rate.
-pub fn sgd(vs: &VarStore) -> Result<Optimizer, TchError> {
-    Sgd { momentum: MOMENTUM, dampening: 0.0, wd: WEIGHT_DECAY, nesterov: true }.build(vs, INITIAL_LEARNING_RATE)
+/// SGD with Nesterov momentum and weight decay, as `torch.optim.SGD` computes it, with its momentum
+/// buffers in the open so that checkpoints can carry them and a resumed run continues exactly.
+pub struct Sgd {
+    parameters: Vec<Tensor>,
+    /// One buffer per parameter; undefined until the first step, as in torch.
+    pub momentum_buffers: Vec<Tensor>,
+}
+
+impl Sgd {
+    pub fn new(parameters: Vec<Tensor>) -> Self {
+        let momentum_buffers = parameters.iter().map(|_| Tensor::new()).collect();
+        Self { parameters, momentum_buffers }
+    }
+
+    /// Clears every gradient (torch's `zero_grad(set_to_none=True)`).
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.parameters {
+            let mut grad = p.grad();
+            if grad.defined() {
+                let _ = grad.detach_();
+                let _ = grad.zero_();
+            }
+        }
+    }
+
+    /// Scales the gradients so that their global L2 norm is at most `max` (torch's
+    /// `clip_grad_norm_`); returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max: f64) -> f64 {
+        tch::no_grad(|| {
+            let norms: Vec<Tensor> = self.parameters.iter().map(Tensor::grad).filter(Tensor::defined).map(|g| g.norm()).collect();
+            if norms.is_empty() {
+                return 0.0;
+            }
+            let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
+            let coefficient = max / (total + 1e-6);
+            if coefficient < 1.0 {
+                for p in &self.parameters {
+                    let mut grad = p.grad();
+                    if grad.defined() {
+                        let _ = grad.g_mul_scalar_(coefficient);
+                    }
+                }
+            }
+            total
+        })
+    }
+
+    /// One step at learning rate `lr`: `d = g + wd * w; buf = momentum * buf + d` (buf = d at first);
+    /// `w -= lr * (d + momentum * buf)`.
+    pub fn step(&mut self, lr: f64) {
+        tch::no_grad(|| {
+            for (p, buffer) in self.parameters.iter_mut().zip(&mut self.momentum_buffers) {
+                let grad = p.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let d = &grad + &*p * WEIGHT_DECAY;
+                if buffer.defined() {
+                    let _ = buffer.g_mul_scalar_(MOMENTUM).g_add_(&d);
+                } else {
+                    *buffer = d.detach().copy();
+                }
+                let update = &d + &*buffer * MOMENTUM;
+                let _ = p.g_sub_(&(update * lr));
+            }
+        });
+    }
+
+    /// The momentum buffers as named tensors (for checkpoints), zeros where no step was taken yet.
+    pub fn buffers(&self) -> Vec<Tensor> {
+        self.momentum_buffers
+            .iter()
+            .zip(&self.parameters)
+            .map(|(b, p)| if b.defined() { b.shallow_clone() } else { p.zeros_like().to_kind(Kind::Float) })
+            .collect()
+    }
 }
 
 /// The learning rate of `epoch` (0-based) out of `epochs`.

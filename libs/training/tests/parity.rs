@@ -4,7 +4,7 @@
 use nntools_network::Model;
 use nntools_planning::Plans;
 use nntools_tests::{read_json, shared};
-use nntools_training::{deep_supervision_weights, sgd, DiceCeLoss, GRADIENT_CLIP_NORM};
+use nntools_training::{deep_supervision_weights, DiceCeLoss, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -59,12 +59,15 @@ fn two_sgd_steps_match_nnunet() {
     let config = plans.configuration("2d").unwrap();
     let mut model = Model::new(Device::Cpu, &config.architecture.network_class_name, &config.architecture.arch_kwargs, 1, 3).unwrap();
     model.load_safetensors(&dir.join("weights_init.safetensors")).unwrap();
-    let mut optimizer = sgd(&model.vs).unwrap();
+    let mut optimizer = Sgd::new(model.vs.trainable_variables());
+    let summary = read_json(&shared.join("reference/train/summary.json"));
     for step in 1..=2 {
         optimizer.zero_grad();
         set_gradients(&model, &tensors(&dir.join(format!("grads_step{step}_raw.safetensors"))));
-        optimizer.clip_grad_norm(GRADIENT_CLIP_NORM);
-        optimizer.step();
+        let norm = optimizer.clip_grad_norm(GRADIENT_CLIP_NORM);
+        let expected_norm = summary["2d"][format!("grad_norm_step{step}_before_clip")].as_f64().unwrap();
+        assert!((norm - expected_norm).abs() <= 1e-4 * expected_norm, "step {step}: gradient norm {norm} vs {expected_norm}");
+        optimizer.step(INITIAL_LEARNING_RATE);
         let expected = tensors(&dir.join(format!("weights_after_step{step}.safetensors")));
         for (name, var) in model.vs.variables() {
             let max = (&var - &expected[&name]).abs().max().double_value(&[]);
