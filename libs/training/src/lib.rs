@@ -2,10 +2,15 @@
 //! with deep supervision, and SGD with Nesterov momentum, weight decay, gradient clipping and the
 //! poly learning-rate schedule; and nnU-Net's cross-validation splits.
 
+pub mod data;
 mod loss;
 mod optimizer;
+mod run;
 mod splits;
+mod trainer;
 
 pub use loss::{deep_supervision_weights, DiceCeLoss};
 pub use optimizer::{poly_learning_rate, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
 pub use splits::{crossval_splits, Split, SPLIT_SEED};
+pub use trainer::{EpochLog, Settings, Trainer};
+pub use run::{train, Fold, Request};

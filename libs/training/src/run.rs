@@ -1,0 +1,93 @@
+//! One training run as nn-train starts it: plans, dataset description, preprocessed cases and split
+//! in; a run folder (`plans.json`, `dataset.json`, `settings.json`, `fold_F/`) out.
+
+use crate::data::TrainingCase;
+use crate::{crossval_splits, EpochLog, Settings, Split, Trainer, SPLIT_SEED};
+use nntools_dataset::Descriptor;
+use nntools_io::{read_json, write_json, Error, Result};
+use nntools_planning::Plans;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Which cases to train on: one cross-validation fold, or all cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    Index(usize),
+    All,
+}
+
+/// Everything nn-train was asked to do.
+pub struct Request {
+    pub plans_path: PathBuf,
+    pub configuration: String,
+    pub dataset_json: PathBuf,
+    pub data_dir: PathBuf,
+    pub splits: Option<PathBuf>,
+    pub fold: Fold,
+    pub run_dir: PathBuf,
+    pub settings: Settings,
+}
+
+/// The split file to use: the given one, else the preprocessed folder's, else a new seeded 5-fold split
+/// written there in nnU-Net's format.
+fn splits(request: &Request, case_ids: &[String]) -> Result<Vec<Split>> {
+    let path = request.splits.clone().unwrap_or_else(|| request.data_dir.join("splits_final.json"));
+    if path.is_file() {
+        return read_json(&path);
+    }
+    if request.splits.is_some() {
+        return Err(Error::bad_input(&path, "split file not found"));
+    }
+    let splits = crossval_splits(case_ids, 5, SPLIT_SEED);
+    write_json(&path, &splits)?;
+    Ok(splits)
+}
+
+fn load_cases(dir: &Path, ids: &[String]) -> Result<Vec<Arc<TrainingCase>>> {
+    ids.iter().map(|id| TrainingCase::load(dir, id).map(Arc::new).map_err(|p| Error::bad_input(dir, p))).collect()
+}
+
+/// Trains one fold; `report` sees every finished epoch.
+pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> {
+    let plans: Plans = read_json(&request.plans_path)?;
+    let configuration = plans.configuration(&request.configuration).map_err(|p| Error::bad_input(&request.plans_path, p))?;
+    let descriptor = Descriptor::read(&request.dataset_json)?;
+    if descriptor.is_region_based() || descriptor.ignore_label.is_some() {
+        return Err(Error::bad_input(&request.dataset_json, "region-based and ignore-label training are not supported yet"));
+    }
+    let manifest_path = request.data_dir.join("manifest.json");
+    let manifest: serde_json::Value = read_json(&manifest_path)?;
+    let case_ids: Vec<String> = serde_json::from_value(manifest["cases"].clone())
+        .map_err(|e| Error::bad_input(&manifest_path, format!("no case list: {e}")))?;
+    let (train_ids, val_ids) = match request.fold {
+        Fold::All => (case_ids.clone(), case_ids.clone()),
+        Fold::Index(fold) => {
+            let splits = splits(&request, &case_ids)?;
+            let split = splits.get(fold).ok_or_else(|| {
+                Error::bad_input(&request.data_dir, format!("fold {fold} does not exist ({} folds)", splits.len()))
+            })?;
+            (split.train.clone(), split.val.clone())
+        }
+    };
+    std::fs::create_dir_all(&request.settings.fold_dir).map_err(|e| Error::io(&request.settings.fold_dir, &e))?;
+    write_json(&request.run_dir.join("plans.json"), &plans)?;
+    let dataset: serde_json::Value = read_json(&request.dataset_json)?;
+    write_json(&request.run_dir.join("dataset.json"), &dataset)?;
+    let settings = serde_json::json!({
+        "configuration": request.configuration,
+        "fold": match request.fold { Fold::All => "all".to_owned(), Fold::Index(f) => f.to_string() },
+        "epochs": request.settings.epochs,
+        "iterations": request.settings.iterations,
+        "validation_iterations": request.settings.validation_iterations,
+        "seed": request.settings.seed,
+        "train_cases": train_ids,
+        "val_cases": val_ids,
+    });
+    write_json(&request.settings.fold_dir.join("settings.json"), &settings)?;
+    let train_cases = load_cases(&request.data_dir, &train_ids)?;
+    let val_cases = load_cases(&request.data_dir, &val_ids)?;
+    let classes = descriptor.all_labels().len();
+    let mut trainer = Trainer::new(&configuration, classes, train_cases, val_cases, request.settings)
+        .map_err(|p| Error::bad_input(&request.plans_path, p))?;
+    trainer.run(report).map_err(|p| Error::runtime(&request.run_dir, p))
+}

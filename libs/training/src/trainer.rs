@@ -1,0 +1,314 @@
+//! The training loop: nnU-Net's epochs of 250 training and 50 validation iterations, poly learning
+//! rate, online pseudo Dice with its EMA, JSON-lines log, and safetensors checkpoints that carry
+//! everything needed to resume exactly (weights, momentum buffers, epoch, EMA, random state).
+
+use crate::data::{stack, PatchSampler, TrainingCase};
+use crate::{deep_supervision_weights, poly_learning_rate, DiceCeLoss, Sgd, GRADIENT_CLIP_NORM};
+use ndarray::{ArrayD, Axis};
+use nntools_network::Model;
+use nntools_planning::Configuration;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tch::{Device, Kind, Tensor};
+
+/// Epochs between `checkpoint_latest` saves.
+const CHECKPOINT_EVERY: usize = 50;
+const EMA_DECAY: f64 = 0.9;
+
+/// How long and where to train.
+pub struct Settings {
+    pub epochs: usize,
+    pub iterations: usize,
+    pub validation_iterations: usize,
+    pub seed: u64,
+    pub device: Device,
+    /// Output folder of this fold (`RUN_DIR/fold_F`).
+    pub fold_dir: PathBuf,
+    pub resume: bool,
+}
+
+/// One line of `log.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub pseudo_dice: Vec<f64>,
+    pub ema_pseudo_dice: f64,
+    pub lr: f64,
+    pub epoch_time_s: f64,
+}
+
+/// A checkpoint's sidecar: where training stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainingState {
+    /// The next epoch to run.
+    epoch: usize,
+    ema_pseudo_dice: Option<f64>,
+    best_ema: Option<f64>,
+    seed: u64,
+    /// Position of the batch sampler's random stream.
+    rng_word_position: u128,
+}
+
+/// Everything a training run works with.
+pub struct Trainer {
+    model: Model,
+    names: Vec<String>,
+    optimizer: Sgd,
+    loss: DiceCeLoss,
+    ds_weights: Vec<f64>,
+    /// Cumulative stride of each deep-supervision output, full resolution first.
+    ds_strides: Vec<Vec<usize>>,
+    sampler: PatchSampler,
+    two_d: bool,
+    batch_size: usize,
+    classes: usize,
+    train_cases: Vec<Arc<TrainingCase>>,
+    val_cases: Vec<Arc<TrainingCase>>,
+    rng: ChaCha8Rng,
+    state: TrainingState,
+    settings: Settings,
+}
+
+fn to_tensor<T: tch::kind::Element + Copy>(array: &ArrayD<T>, device: Device) -> Tensor {
+    let standard = array.as_standard_layout();
+    let shape: Vec<i64> = array.shape().iter().map(|&s| s as i64).collect();
+    Tensor::from_slice(standard.as_slice().expect("standard layout")).view(shape.as_slice()).to_device(device)
+}
+
+impl Trainer {
+    pub fn new(
+        configuration: &Configuration,
+        classes: usize,
+        train_cases: Vec<Arc<TrainingCase>>,
+        val_cases: Vec<Arc<TrainingCase>>,
+        settings: Settings,
+    ) -> Result<Self, String> {
+        let channels = train_cases.first().ok_or("no training cases")?.data.shape()[0];
+        tch::manual_seed(settings.seed as i64);
+        let arch = &configuration.architecture;
+        let model = Model::new(settings.device, &arch.network_class_name, &arch.arch_kwargs, channels, classes)?;
+        let mut named: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let (names, parameters): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
+        let strides = &arch.arch_kwargs.strides;
+        let outputs = strides.len() - 1;
+        let mut cumulative = vec![1usize; strides[0].len()];
+        let ds_strides = (0..outputs)
+            .map(|k| {
+                for (c, s) in cumulative.iter_mut().zip(&strides[k]) {
+                    *c *= s;
+                }
+                cumulative.clone()
+            })
+            .collect();
+        let patch = &configuration.patch_size;
+        let two_d = patch.len() == 2;
+        let sampler = PatchSampler { patch: if two_d { [1, patch[0], patch[1]] } else { [patch[0], patch[1], patch[2]] } };
+        let state = TrainingState { epoch: 0, ema_pseudo_dice: None, best_ema: None, seed: settings.seed, rng_word_position: 0 };
+        let mut trainer = Self {
+            optimizer: Sgd::new(parameters),
+            model,
+            names,
+            loss: DiceCeLoss { batch_dice: configuration.batch_dice, ignore_label: None },
+            ds_weights: deep_supervision_weights(outputs),
+            ds_strides,
+            sampler,
+            two_d,
+            batch_size: configuration.batch_size,
+            classes,
+            train_cases,
+            val_cases,
+            rng: ChaCha8Rng::seed_from_u64(settings.seed),
+            state,
+            settings,
+        };
+        if trainer.settings.resume {
+            trainer.resume()?;
+        }
+        Ok(trainer)
+    }
+
+    /// A batch: image tensor and the deep-supervision targets (-1 outside the image mapped to 0).
+    fn batch(&mut self, training: bool) -> (Tensor, Vec<Tensor>) {
+        let cases = if training || self.val_cases.is_empty() { &self.train_cases } else { &self.val_cases };
+        let mut patches = Vec::with_capacity(self.batch_size);
+        for index in 0..self.batch_size {
+            let case = &cases[self.rng.random_range(0..cases.len())];
+            let foreground = PatchSampler::forces_foreground(index, self.batch_size);
+            let corner = self.sampler.corner(case, foreground, &mut self.rng);
+            let (mut data, mut seg) = self.sampler.crop(case, corner);
+            if training {
+                // mirroring along every spatial axis with p = 0.5 (the in-plane ones for 2d)
+                for axis in usize::from(self.two_d)..3 {
+                    if self.rng.random_bool(0.5) {
+                        data.invert_axis(Axis(axis + 1));
+                        seg.invert_axis(Axis(axis));
+                    }
+                }
+            }
+            patches.push((data, seg.mapv(|v| v.max(0))));
+        }
+        let (data, seg) = stack(patches, self.two_d);
+        let device = self.settings.device;
+        let seg = to_tensor(&seg, device);
+        let spatial = seg.dim() - 2;
+        let targets = self
+            .ds_strides
+            .iter()
+            .map(|stride| {
+                // nearest-exact downsampling by an integer factor picks the centre voxel of each block
+                (0..spatial).fold(seg.shallow_clone(), |t, a| {
+                    let f = stride[a] as i64;
+                    t.slice((a + 2) as i64, f / 2, None, f)
+                })
+            })
+            .collect();
+        (to_tensor(&data, device), targets)
+    }
+
+    fn train_epoch(&mut self, lr: f64) -> f64 {
+        let mut total = 0.0;
+        for _ in 0..self.settings.iterations {
+            let (input, targets) = self.batch(true);
+            self.optimizer.zero_grad();
+            let outputs = self.model.net.forward_deep_supervision(&input);
+            let loss = self.loss.deep_supervision(&outputs, &targets, &self.ds_weights);
+            loss.backward();
+            self.optimizer.clip_grad_norm(GRADIENT_CLIP_NORM);
+            self.optimizer.step(lr);
+            total += loss.double_value(&[]);
+        }
+        total / self.settings.iterations as f64
+    }
+
+    /// Validation loss and per-class pseudo Dice from TP/FP/FN summed over all validation batches.
+    fn validate(&mut self) -> (f64, Vec<f64>) {
+        let foreground = self.classes - 1;
+        let (mut tp, mut fp, mut fn_) = (vec![0.0; foreground], vec![0.0; foreground], vec![0.0; foreground]);
+        let mut total = 0.0;
+        for _ in 0..self.settings.validation_iterations {
+            let (input, targets) = self.batch(false);
+            tch::no_grad(|| {
+                let outputs = self.model.net.forward_deep_supervision(&input);
+                total += self.loss.deep_supervision(&outputs, &targets, &self.ds_weights).double_value(&[]);
+                let predicted = outputs[0].argmax(1, true);
+                let target = targets[0].to_kind(Kind::Int64);
+                for c in 1..self.classes {
+                    let p = predicted.eq(c as i64);
+                    let t = target.eq(c as i64);
+                    let count = |m: Tensor| m.sum(Kind::Float).double_value(&[]);
+                    tp[c - 1] += count(p.logical_and(&t));
+                    fp[c - 1] += count(p.logical_and(&t.logical_not()));
+                    fn_[c - 1] += count(p.logical_not().logical_and(&t));
+                }
+            });
+        }
+        let dice = (0..foreground)
+            .map(|c| {
+                let denominator = 2.0 * tp[c] + fp[c] + fn_[c];
+                if denominator == 0.0 { f64::NAN } else { 2.0 * tp[c] / denominator }
+            })
+            .collect();
+        (total / self.settings.validation_iterations.max(1) as f64, dice)
+    }
+
+    /// Runs the remaining epochs, calling `report` after each.
+    pub fn run(&mut self, report: &mut dyn FnMut(&EpochLog)) -> Result<(), String> {
+        std::fs::create_dir_all(&self.settings.fold_dir).map_err(|e| format!("{}: {e}", self.settings.fold_dir.display()))?;
+        while self.state.epoch < self.settings.epochs {
+            let epoch = self.state.epoch;
+            let start = std::time::Instant::now();
+            let lr = poly_learning_rate(epoch, self.settings.epochs);
+            let train_loss = self.train_epoch(lr);
+            let (val_loss, pseudo_dice) = self.validate();
+            let present: Vec<f64> = pseudo_dice.iter().copied().filter(|d| !d.is_nan()).collect();
+            let mean = if present.is_empty() { f64::NAN } else { present.iter().sum::<f64>() / present.len() as f64 };
+            let ema = match self.state.ema_pseudo_dice {
+                Some(previous) if !mean.is_nan() => EMA_DECAY * previous + (1.0 - EMA_DECAY) * mean,
+                Some(previous) => previous,
+                None => mean,
+            };
+            self.state.ema_pseudo_dice = Some(ema);
+            self.state.epoch = epoch + 1;
+            let log = EpochLog { epoch, train_loss, val_loss, pseudo_dice, ema_pseudo_dice: ema, lr, epoch_time_s: start.elapsed().as_secs_f64() };
+            self.append_log(&log)?;
+            if self.state.best_ema.is_none_or(|best| ema > best) {
+                self.state.best_ema = Some(ema);
+                self.save_checkpoint("best")?;
+            }
+            let last = self.state.epoch == self.settings.epochs;
+            if self.state.epoch % CHECKPOINT_EVERY == 0 && !last {
+                self.save_checkpoint("latest")?;
+            }
+            report(&log);
+        }
+        self.save_checkpoint("final")?;
+        let _ = std::fs::remove_file(self.settings.fold_dir.join("checkpoint_latest.safetensors"));
+        let _ = std::fs::remove_file(self.settings.fold_dir.join("checkpoint_latest.json"));
+        Ok(())
+    }
+
+    fn append_log(&self, log: &EpochLog) -> Result<(), String> {
+        let path = self.settings.fold_dir.join("log.jsonl");
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let line = serde_json::to_string(log).map_err(|e| e.to_string())?;
+        writeln!(file, "{line}").and_then(|()| file.sync_data()).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Writes `checkpoint_NAME.safetensors` (weights, nnU-Net names), `checkpoint_NAME.momentum.safetensors`
+    /// and `checkpoint_NAME.json` (state), each atomically; the JSON last, as the completion mark.
+    pub fn save_checkpoint(&mut self, name: &str) -> Result<(), String> {
+        let dir = &self.settings.fold_dir;
+        self.state.rng_word_position = self.rng.get_word_pos();
+        let weights = dir.join(format!("checkpoint_{name}.safetensors"));
+        let momentum = dir.join(format!("checkpoint_{name}.momentum.safetensors"));
+        let write = |path: &Path, write: &dyn Fn(&Path) -> Result<(), tch::TchError>| {
+            let tmp = nntools_io::temporary_path(path);
+            write(&tmp).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        write(&weights, &|p| self.model.save_safetensors(p))?;
+        let buffers: Vec<(String, Tensor)> = self.names.iter().cloned().zip(self.optimizer.buffers()).collect();
+        write(&momentum, &|p| Tensor::write_safetensors(&buffers, p))?;
+        nntools_io::write_json(&dir.join(format!("checkpoint_{name}.json")), &self.state).map_err(|e| e.to_string())
+    }
+
+    /// Continues from the newest complete checkpoint (latest, final or best).
+    fn resume(&mut self) -> Result<(), String> {
+        let dir = self.settings.fold_dir.clone();
+        let newest = ["latest", "final", "best"]
+            .iter()
+            .filter_map(|name| {
+                let text = std::fs::read_to_string(dir.join(format!("checkpoint_{name}.json"))).ok()?;
+                let state: TrainingState = serde_json::from_str(&text).ok()?;
+                Some((name, state))
+            })
+            .max_by_key(|(_, state)| state.epoch);
+        let Some((name, state)) = newest else { return Ok(()) };
+        self.model.load_safetensors(&dir.join(format!("checkpoint_{name}.safetensors"))).map_err(|e| e.to_string())?;
+        let buffers: std::collections::HashMap<String, Tensor> =
+            Tensor::read_safetensors(dir.join(format!("checkpoint_{name}.momentum.safetensors"))).map_err(|e| e.to_string())?.into_iter().collect();
+        let device = self.settings.device;
+        self.optimizer.momentum_buffers = self
+            .names
+            .iter()
+            .map(|n| buffers.get(n).map(|b| b.to_device(device)).ok_or_else(|| format!("momentum buffer {n} missing")))
+            .collect::<Result<_, _>>()?;
+        self.rng = ChaCha8Rng::seed_from_u64(state.seed);
+        self.rng.set_word_pos(state.rng_word_position);
+        // the log keeps only the epochs the checkpoint covers
+        let log_path = dir.join("log.jsonl");
+        if let Ok(text) = std::fs::read_to_string(&log_path) {
+            let kept: Vec<&str> = text.lines().take(state.epoch).collect();
+            std::fs::write(&log_path, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(|e| e.to_string())?;
+        }
+        self.state = state;
+        Ok(())
+    }
+}

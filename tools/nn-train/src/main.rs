@@ -1,0 +1,118 @@
+use clap::Parser;
+use nntools_io::Error;
+use nntools_training::{train, Fold, Request, Settings};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tch::Device;
+
+const TOOL: &str = "nn-train";
+
+/// Train nnU-Net's U-Net for one configuration and cross-validation fold: Dice + CE loss with deep
+/// supervision, SGD with Nesterov momentum and poly learning rate, foreground oversampling, mirroring.
+///
+/// Writes RUN_DIR/plans.json, dataset.json and fold_F/ with log.jsonl (one JSON line per epoch) and
+/// checkpoint_{best,latest,final}.safetensors (nnU-Net's state_dict names) with their state sidecars.
+/// --resume continues from the newest checkpoint with the same learning-rate position and random state.
+#[derive(Parser)]
+#[command(name = TOOL, version, after_help = "\
+Examples:
+  nn-train --plans nnUNetPlans.json -c 3d_fullres --data pre/nnUNetPlans_3d_fullres --dataset raw/Dataset004_Hippocampus/dataset.json --fold 0 -o runs/3d_fullres
+  nn-train ... --fold all --epochs 50 --iters 100 --device cpu
+  nn-train ... --fold 0 -o runs/3d_fullres --resume")]
+struct Args {
+    /// Plans file.
+    #[arg(short, long)]
+    plans: PathBuf,
+    /// Configuration to train (2d, 3d_fullres, 3d_lowres).
+    #[arg(short, long)]
+    configuration: String,
+    /// Preprocessed folder of that configuration (nn-resample's output).
+    #[arg(long)]
+    data: PathBuf,
+    /// The dataset's dataset.json (labels).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Cross-validation fold (0-4), or `all` to train on every case.
+    #[arg(long)]
+    fold: String,
+    /// Run folder.
+    #[arg(short, long)]
+    output: PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    epochs: usize,
+    /// Training iterations per epoch.
+    #[arg(long, default_value_t = 250)]
+    iters: usize,
+    /// Validation iterations per epoch.
+    #[arg(long, default_value_t = 50)]
+    val_iters: usize,
+    /// auto (CUDA when present), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Continue from the newest checkpoint in the fold folder.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 12345)]
+    seed: u64,
+    /// Split file in nnU-Net's splits_final.json format (default: DATA/splits_final.json, made if absent).
+    #[arg(long)]
+    splits: Option<PathBuf>,
+    /// CPU threads for libtorch (default: libtorch's choice).
+    #[arg(short = 'j', long)]
+    threads: Option<usize>,
+    /// No per-epoch lines on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn device(name: &str) -> Option<Device> {
+    Some(match name {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => Device::Cuda(other.strip_prefix("cuda:")?.parse().ok()?),
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    nntools_cli::run(TOOL, || {
+        let device = device(&args.device).ok_or_else(|| Error::bad_input(&args.device, "device must be auto, cpu, cuda or cuda:N"))?;
+        let fold = match args.fold.as_str() {
+            "all" => Fold::All,
+            f => Fold::Index(f.parse().map_err(|_| Error::bad_input(&args.fold, "fold must be a number or `all`"))?),
+        };
+        if let Some(threads) = args.threads {
+            tch::set_num_threads(threads as i32);
+        }
+        let fold_name = match fold { Fold::All => "fold_all".to_owned(), Fold::Index(f) => format!("fold_{f}") };
+        let request = Request {
+            plans_path: args.plans.clone(),
+            configuration: args.configuration.clone(),
+            dataset_json: args.dataset.clone(),
+            data_dir: args.data.clone(),
+            splits: args.splits.clone(),
+            fold,
+            run_dir: args.output.clone(),
+            settings: Settings {
+                epochs: args.epochs,
+                iterations: args.iters,
+                validation_iterations: args.val_iters,
+                seed: args.seed,
+                device,
+                fold_dir: args.output.join(fold_name),
+                resume: args.resume,
+            },
+        };
+        let quiet = args.quiet;
+        train(request, &mut |log| {
+            if !quiet {
+                let dice: Vec<String> = log.pseudo_dice.iter().map(|d| format!("{d:.3}")).collect();
+                eprintln!(
+                    "{TOOL}: epoch {}: train loss {:.4}, val loss {:.4}, pseudo dice [{}], ema {:.4}, lr {:.5}, {:.1} s",
+                    log.epoch, log.train_loss, log.val_loss, dice.join(", "), log.ema_pseudo_dice, log.lr, log.epoch_time_s
+                );
+            }
+        })
+    })
+}
