@@ -2,36 +2,18 @@
 //! byte for byte what an uninterrupted run leaves; current cases are skipped; changed inputs are redone.
 //! Runs on a synthetic dataset, so it needs no ../shared.
 
-use nntools_tests::{binary, run, stderr};
+use nntools_tests::{binary, run, stderr, SyntheticDataset};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A synthetic raw dataset and its plans, in a temporary folder.
-struct Setup {
-    dir: tempfile::TempDir,
-    raw: PathBuf,
-    plans: PathBuf,
+fn setup(cases: usize) -> SyntheticDataset {
+    SyntheticDataset::new(cases)
 }
 
-fn setup(cases: usize) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("Dataset901_Resume");
-    let cases = cases.to_string();
-    let synth = run("nn-synth", &[&"-o", &raw, &"--cases", &cases, &"--channels", &"2", &"--min-size", &"40", &"--max-size", &"64"]);
-    assert!(synth.status.success(), "{}", stderr(&synth));
-    let fingerprint = dir.path().join("fingerprint.json");
-    assert!(run("nn-fingerprint", &[&raw, &"-o", &fingerprint]).status.success());
-    let plans = dir.path().join("plans.json");
-    assert!(run("nn-plan", &[&"--fingerprint", &fingerprint, &"--dataset", &raw, &"-o", &plans]).status.success());
-    Setup { dir, raw, plans }
-}
-
-fn resample(s: &Setup, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--plans", &s.plans, &"-c", &"3d_fullres", &"-i", &s.raw, &"-o", &out];
-    args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
-    run("nn-resample", &args)
+fn resample(s: &SyntheticDataset, out: &Path, extra: &[&str]) -> std::process::Output {
+    s.resample("3d_fullres", out, extra)
 }
 
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {

@@ -83,3 +83,42 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// A synthetic raw dataset (nn-synth, 2 channels) with its fingerprint and plans, in a temporary folder.
+pub struct SyntheticDataset {
+    pub dir: tempfile::TempDir,
+    pub raw: PathBuf,
+    pub plans: PathBuf,
+}
+
+impl SyntheticDataset {
+    /// `cases` two-channel cases of 40-64 voxels per axis, planned with nn-plan.
+    pub fn new(cases: usize) -> Self {
+        Self::with(cases, 2, [40, 64])
+    }
+
+    /// `cases` cases of `channels` channels and `sizes` voxels per axis, planned with nn-plan.
+    pub fn with(cases: usize, channels: usize, sizes: [usize; 2]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("Dataset901_Synthetic");
+        let [cases, channels, min, max] = [cases, channels, sizes[0], sizes[1]].map(|v| v.to_string());
+        let synth = run(
+            "nn-synth",
+            &[&"-o", &raw, &"--cases", &cases, &"--channels", &channels, &"--min-size", &min, &"--max-size", &max, &"--seed", &"5"],
+        );
+        assert!(synth.status.success(), "{}", stderr(&synth));
+        let fingerprint = dir.path().join("fingerprint.json");
+        assert!(run("nn-fingerprint", &[&raw, &"-o", &fingerprint]).status.success());
+        let plans = dir.path().join("plans.json");
+        assert!(run("nn-plan", &[&"--fingerprint", &fingerprint, &"--dataset", &raw, &"-o", &plans]).status.success());
+        Self { dir, raw, plans }
+    }
+
+    /// Runs nn-resample for `configuration` into `out` with extra flags.
+    pub fn resample(&self, configuration: &str, out: &Path, extra: &[&str]) -> Output {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"--plans", &self.plans, &"-c", &configuration, &"-i", &self.raw, &"-o", &out];
+        args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+        run("nn-resample", &args)
+    }
+}

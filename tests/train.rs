@@ -1,0 +1,114 @@
+//! nn-train end to end on CPU on a small synthetic dataset: it learns, it resumes after SIGKILL with
+//! the same epoch counter, learning-rate schedule and log, and it refuses bad requests.
+
+use nntools_tests::{binary, run, stderr, SyntheticDataset};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Prepared {
+    data: SyntheticDataset,
+    pre: PathBuf,
+}
+
+/// Small one-channel cases (patch 14 x 20 x 20), so that CPU training takes seconds per epoch.
+fn prepare(cases: usize) -> Prepared {
+    let data = SyntheticDataset::with(cases, 1, [20, 28]);
+    let pre = data.dir.path().join("pre_3d_fullres");
+    let output = data.resample("3d_fullres", &pre, &["-q"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    Prepared { data, pre }
+}
+
+fn train_args(p: &Prepared, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--plans", p.data.plans.to_str().unwrap(), "-c", "3d_fullres", "--data", p.pre.to_str().unwrap(),
+        "--dataset", p.data.raw.join("dataset.json").to_str().unwrap(), "-o", out.to_str().unwrap(), "-q",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn log_lines(fold_dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(fold_dir.join("log.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn learns_a_synthetic_dataset() {
+    let p = prepare(8);
+    let out = p.data.dir.path().join("run");
+    let args = train_args(&p, &out, &["--fold", "0", "--epochs", "30", "--iters", "25", "--val-iters", "5", "--device", "cpu"]);
+    let output = Command::new(binary("nn-train")).args(&args).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = log_lines(&out.join("fold_0"));
+    assert_eq!(log.len(), 30);
+    let last = log.last().unwrap();
+    let ema = last["ema_pseudo_dice"].as_f64().unwrap();
+    let dice: Vec<f64> = serde_json::from_value(last["pseudo_dice"].clone()).unwrap();
+    assert!(ema > 0.8, "EMA pseudo Dice {ema}, last epoch {dice:?}");
+    assert!(dice.iter().all(|&d| d > 0.8), "pseudo Dice per class {dice:?}");
+    for name in ["checkpoint_final.safetensors", "checkpoint_best.safetensors", "settings.json"] {
+        assert!(out.join("fold_0").join(name).is_file(), "{name}");
+    }
+    assert!(!out.join("fold_0/checkpoint_latest.safetensors").exists(), "latest is removed at the end");
+    assert!(out.join("plans.json").is_file() && out.join("dataset.json").is_file());
+    assert!(p.pre.join("splits_final.json").is_file(), "a split file is made where none was given");
+}
+
+#[test]
+fn resumes_after_sigkill_with_the_same_schedule() {
+    let p = prepare(6);
+    let out = p.data.dir.path().join("run");
+    let fold_dir = out.join("fold_1");
+    let epochs = 6;
+    let args = train_args(&p, &out, &["--fold", "1", "--epochs", "6", "--iters", "4", "--val-iters", "2", "--device", "cpu"]);
+    let mut child = Command::new(binary("nn-train")).args(&args).spawn().unwrap();
+    let start = Instant::now();
+    // kill once a checkpoint beyond the first epoch exists
+    loop {
+        let checkpoint: Option<Value> = std::fs::read_to_string(fold_dir.join("checkpoint_best.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+        if checkpoint.is_some_and(|c| c["epoch"].as_u64().unwrap() >= 2) || start.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let killed = !child.wait().unwrap().success();
+    let before = log_lines(&fold_dir).len();
+    let mut resumed_args = args.clone();
+    resumed_args.push("--resume".into());
+    let output = Command::new(binary("nn-train")).args(&resumed_args).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = log_lines(&fold_dir);
+    assert_eq!(log.len(), epochs, "every epoch logged once (killed: {killed}, {before} lines before resuming)");
+    for (i, line) in log.iter().enumerate() {
+        assert_eq!(line["epoch"].as_u64(), Some(i as u64));
+        let lr = 0.01 * (1.0 - i as f64 / epochs as f64).powf(0.9);
+        assert!((line["lr"].as_f64().unwrap() - lr).abs() < 1e-12, "epoch {i}: lr continues the poly schedule");
+        assert!(line["train_loss"].as_f64().unwrap().is_finite());
+    }
+    let final_state: Value = serde_json::from_str(&std::fs::read_to_string(fold_dir.join("checkpoint_final.json")).unwrap()).unwrap();
+    assert_eq!(final_state["epoch"].as_u64(), Some(epochs as u64));
+}
+
+#[test]
+fn bad_requests_are_refused() {
+    let p = prepare(3);
+    let out = p.data.dir.path().join("run");
+    for (extra, message) in [
+        (vec!["--fold", "7", "--device", "cpu"], "fold 7 does not exist"),
+        (vec!["--fold", "x", "--device", "cpu"], "fold must be a number"),
+        (vec!["--fold", "0", "--device", "tpu"], "device must be"),
+    ] {
+        let output = run("nn-train", &train_args(&p, &out, &extra).iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
+        assert_eq!(output.status.code(), Some(2), "{extra:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains(message), "{extra:?}: {}", stderr(&output));
+    }
+}
