@@ -45,7 +45,7 @@ fn every_voxel_type_round_trips_in_axis_order() {
 }
 
 #[test]
-fn scaling_is_applied_and_nan_slope_means_none() {
+fn scaling_is_applied_and_invalid_slopes_read_as_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("scaled.nii");
     write_new(&path, ramp((2, 2, 2)).mapv(|v| v as i16).view(), &geometry()).unwrap();
@@ -59,6 +59,11 @@ fn scaling_is_applied_and_nan_slope_means_none() {
     bytes[116..120].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     assert_eq!(read_image(&path).unwrap().data, ramp((2, 2, 2)));
+    // ITK: slope 0 reads as 1 and the intercept still applies
+    bytes[112..116].copy_from_slice(&0f32.to_le_bytes());
+    bytes[116..120].copy_from_slice(&5f32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(read_image(&path).unwrap().data, ramp((2, 2, 2)).mapv(|v| v + 5.0));
 }
 
 fn assert_same_geometry_fields(a: &NiftiHeader, b: &NiftiHeader) {

@@ -2,8 +2,8 @@
 //! spacings and the `sitk_stuff` of nnU-Net's properties can be compared number for number.
 //!
 //! ITK reads NIfTI's RAS world coordinates into its LPS convention: x and y of the origin and the first
-//! two rows of the direction matrix change sign. It takes the sform when its code is set (and it
-//! is a rotation once the voxel scaling is divided out), otherwise the qform, otherwise pixdim alone.
+//! two rows of the direction matrix change sign. Which of sform and qform it trusts is spelled out on
+//! [`Geometry::from_header`].
 
 use nifti::NiftiHeader;
 
@@ -19,30 +19,47 @@ pub struct Geometry {
 
 /// How far a normalised sform may be from a rotation before ITK falls back to the qform.
 const ORTHONORMAL_TOLERANCE: f64 = 1e-4;
+/// How closely sform and qform must agree for ITK to prefer a non-scanner sform.
+const SFORM_QFORM_TOLERANCE: f64 = 1e-4;
 
 impl Geometry {
-    /// Derives the geometry from a header; fails on non-positive or non-finite spacings.
+    /// Derives the geometry from a header the way ITK's NiftiImageIO does (ITK 5.4, SimpleITK 2.4/2.5):
+    /// spacing from pixdim (0 or non-finite read as 1, negative ones flip their direction column, metres
+    /// and microns scaled to mm); the sform when it is a rotation and either the qform is unset, the
+    /// sform is scanner-anatomical, or both agree; else the qform; identity when neither is set.
     pub fn from_header(header: &NiftiHeader) -> Result<Self, String> {
-        let pixdim = [header.pixdim[1], header.pixdim[2], header.pixdim[3]].map(|p| f64::from(p).abs());
-        if pixdim.iter().any(|p| !p.is_finite() || *p == 0.0) {
-            return Err(format!("invalid voxel spacing (pixdim {:?})", &header.pixdim[1..4]));
-        }
-        let (origin_ras, axes_ras) = if header.sform_code > 0 && sform_is_rotation(header) {
-            sform(header)
+        let unit_scale = match header.xyzt_units & 0x07 {
+            1 => 1e3,  // metres
+            3 => 1e-3, // microns
+            _ => 1.0,
+        };
+        let pixdim = [1, 2, 3].map(|i| {
+            let p = f64::from(header.pixdim[i]);
+            if p == 0.0 || !p.is_finite() { 1.0 } else { p }
+        });
+        let transform = if header.qform_code <= 0 && header.sform_code <= 0 {
+            None // ITK keeps its default: identity direction (in LPS) at the origin
+        } else if header.sform_code > 0 && sform_is_rotation(header) && prefer_sform(header, pixdim) {
+            Some(sform(header))
         } else if header.qform_code > 0 {
-            qform(header, pixdim)
+            Some(qform(header))
         } else {
-            ([0.0; 3], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+            return Err("neither sform nor qform describes an orthonormal direction".into());
+        };
+        let (origin_lps, axes_lps) = match transform {
+            None => ([0.0; 3], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+            Some((o, axes)) => ([-o[0], -o[1], o[2]], axes.map(|c| [-c[0], -c[1], c[2]])),
         };
         let mut direction = [0.0; 9];
-        for (axis, column) in axes_ras.iter().enumerate() {
+        for (axis, column) in axes_lps.iter().enumerate() {
+            let sign = if pixdim[axis] < 0.0 { -1.0 } else { 1.0 };
             for (row, value) in column.iter().enumerate() {
-                let lps = if row < 2 { -value } else { *value };
-                direction[row * 3 + axis] = lps;
+                direction[row * 3 + axis] = sign * value;
             }
         }
-        let origin = [-origin_ras[0], -origin_ras[1], origin_ras[2]];
-        Ok(Self { spacing: [pixdim[2], pixdim[1], pixdim[0]], origin, direction })
+        let origin = origin_lps.map(|v| v * unit_scale);
+        let spacing = pixdim.map(|p| p.abs() * unit_scale);
+        Ok(Self { spacing: [spacing[2], spacing[1], spacing[0]], origin, direction })
     }
 
     /// A header (single-file NIfTI-1, float32 placeholder type) whose sform and qform both describe
@@ -108,6 +125,20 @@ fn sform(header: &NiftiHeader) -> ([f64; 3], [[f64; 3]; 3]) {
     (origin, columns.map(normalised))
 }
 
+/// ITK's choice between a usable sform and a set qform: the sform unless the qform is set, the sform is
+/// not scanner-anatomical, and the two disagree (compared element by element, scaled matrices and offsets).
+fn prefer_sform(header: &NiftiHeader, pixdim: [f64; 3]) -> bool {
+    if header.qform_code <= 0 || header.sform_code == 1 {
+        return true;
+    }
+    let (s_origin, s_columns) = sform_columns(header);
+    let (q_origin, q_axes) = qform(header);
+    let scale = pixdim.map(|p| if p > 0.0 { p } else { 1.0 });
+    let close = |a: f64, b: f64| (a - b).abs() <= SFORM_QFORM_TOLERANCE;
+    (0..3).all(|axis| (0..3).all(|row| close(s_columns[axis][row], q_axes[axis][row] * scale[axis])))
+        && (0..3).all(|i| close(s_origin[i], q_origin[i]))
+}
+
 fn sform_is_rotation(header: &NiftiHeader) -> bool {
     let (_, columns) = sform_columns(header);
     if columns.iter().any(|c| norm(c) == 0.0 || c.iter().any(|v| !v.is_finite())) {
@@ -118,7 +149,7 @@ fn sform_is_rotation(header: &NiftiHeader) -> bool {
 }
 
 /// The qform's rotation (nifti_quatern_to_mat44) with qfac applied to the third axis, and its offset.
-fn qform(header: &NiftiHeader, _pixdim: [f64; 3]) -> ([f64; 3], [[f64; 3]; 3]) {
+fn qform(header: &NiftiHeader) -> ([f64; 3], [[f64; 3]; 3]) {
     let (b, c, d) = (f64::from(header.quatern_b), f64::from(header.quatern_c), f64::from(header.quatern_d));
     let a_squared = 1.0 - (b * b + c * c + d * d);
     let (a, b, c, d) = if a_squared < 1e-7 {
@@ -199,6 +230,7 @@ mod tests {
         let mut qform_only = header.clone();
         qform_only.sform_code = 0;
         let from_qform = Geometry::from_header(&qform_only).unwrap();
+        assert_eq!(from_qform.origin.map(|v| v as f32), geometry.origin.map(|v| v as f32));
         for (a, b) in from_qform.direction.iter().zip(&geometry.direction) {
             assert!((a - b).abs() < 1e-6, "qform {from_qform:?} vs {geometry:?}");
         }
@@ -215,6 +247,36 @@ mod tests {
         let (s, c) = (0.3f64.sin(), 0.3f64.cos());
         let rotated = [c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0];
         round_trip(Geometry { spacing: [2.5, 0.7, 0.7], origin: [-3.0, 4.0, 9.5], direction: rotated });
+    }
+
+    #[test]
+    fn itk_rules_for_pixdim_units_and_conflicting_transforms() {
+        let mut header = Geometry { spacing: [3.0, 2.0, 1.0], origin: [1.0, 2.0, 3.0], direction: [-1., 0., 0., 0., -1., 0., 0., 0., 1.] }.to_header();
+        // a negative pixdim keeps its magnitude as spacing and flips its direction column
+        header.pixdim[2] = -2.0;
+        let g = Geometry::from_header(&header).unwrap();
+        assert_eq!(g.spacing, [3.0, 2.0, 1.0]);
+        assert_eq!(g.direction[4], 1.0);
+        // metres become millimetres, origin included
+        header.pixdim[2] = 2.0;
+        header.xyzt_units = 1;
+        let g = Geometry::from_header(&header).unwrap();
+        assert_eq!(g.spacing, [3000.0, 2000.0, 1000.0]);
+        assert_eq!(g.origin, [1000.0, 2000.0, 3000.0]);
+        header.xyzt_units = 2;
+        // an aligned (code 2) sform that disagrees with the qform loses to it; a scanner one wins
+        header.sform_code = 2;
+        header.srow_x[3] += 10.0;
+        assert_eq!(Geometry::from_header(&header).unwrap().origin, [1.0, 2.0, 3.0]);
+        header.sform_code = 1;
+        assert_eq!(Geometry::from_header(&header).unwrap().origin, [-9.0, 2.0, 3.0]);
+        // neither transform set: identity at the origin, spacing from pixdim (0 read as 1)
+        header.sform_code = 0;
+        header.qform_code = 0;
+        header.pixdim[1] = 0.0;
+        let g = Geometry::from_header(&header).unwrap();
+        assert_eq!((g.origin, g.spacing), ([0.0; 3], [3.0, 2.0, 1.0]));
+        assert_eq!(g.direction, [1., 0., 0., 0., 1., 0., 0., 0., 1.]);
     }
 
     #[test]

@@ -138,12 +138,14 @@ fn decode(path: &Path) -> Result<(NiftiHeader, Array3<f32>)> {
     Ok((header, array.reversed_axes()))
 }
 
-/// NIfTI says a zero slope means no scaling; files in the wild also carry NaN there (the Hippocampus
-/// images do), which nifti_io and ITK treat as zero too.
+/// ITK's reading of the scaling fields (nnU-Net reads through SimpleITK): a zero or non-finite slope
+/// counts as 1, a non-finite intercept as 0 (the Hippocampus images carry NaN in both).
 fn with_valid_scaling(header: &NiftiHeader) -> NiftiHeader {
     let mut header = header.clone();
-    if !header.scl_slope.is_finite() || !header.scl_inter.is_finite() || header.scl_slope == 0.0 {
-        header.scl_slope = 0.0;
+    if !header.scl_slope.is_finite() || header.scl_slope.abs() < f32::EPSILON {
+        header.scl_slope = 1.0;
+    }
+    if !header.scl_inter.is_finite() {
         header.scl_inter = 0.0;
     }
     header
