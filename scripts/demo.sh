@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up if needed, then runs the pipeline on a synthetic dataset (seeded, so every run gives the
-# same result): generate a raw dataset, check it, write its fingerprint, plan the experiment and
-# preprocess every configuration.
+# same result): generate a raw dataset, check it, write its fingerprint, plan the experiment,
+# preprocess every configuration, and train 3d_fullres fold 0 for a few short epochs.
 # Usage: scripts/demo.sh [WORK_DIR]   (default: demo-out)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,6 +25,10 @@ for configuration in $(python3 -c "import json,sys; print(' '.join(c for c, v in
     echo "== nn-resample -c $configuration -> $pre/nnUNetPlans_$configuration"
     "$bin/nn-resample" --plans "$pre/nnUNetPlans.json" -c "$configuration" -i "$raw" -o "$pre/nnUNetPlans_$configuration"
 done
+
+echo "== nn-train 3d_fullres fold 0, 5 short epochs -> $work/runs/3d_fullres"
+"$bin/nn-train" --plans "$pre/nnUNetPlans.json" -c 3d_fullres --data "$pre/nnUNetPlans_3d_fullres" \
+    --dataset "$raw/dataset.json" --fold 0 -o "$work/runs/3d_fullres" --epochs 5 --iters 20 --val-iters 5
 
 python3 - "$pre/dataset_fingerprint.json" "$pre/nnUNetPlans.json" <<'PY'
 import json, statistics, sys
