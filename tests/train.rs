@@ -112,3 +112,31 @@ fn bad_requests_are_refused() {
         assert!(stderr(&output).contains(message), "{extra:?}: {}", stderr(&output));
     }
 }
+
+#[test]
+fn sigterm_checkpoints_and_the_run_resumes() {
+    let p = prepare(4);
+    let out = p.data.dir.path().join("run");
+    let fold_dir = out.join("fold_0");
+    let args = train_args(&p, &out, &["--fold", "0", "--epochs", "4", "--iters", "6", "--val-iters", "2", "--device", "cpu"]);
+    let child = Command::new(binary("nn-train")).args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while log_lines(&fold_dir).is_empty() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    if output.status.success() {
+        return; // it finished before the signal arrived: nothing to resume
+    }
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("checkpoint_latest saved, continue with --resume"), "{}", stderr(&output));
+    assert!(fold_dir.join("checkpoint_latest.safetensors").is_file());
+    let mut resumed = args.clone();
+    resumed.push("--resume".into());
+    let output = Command::new(binary("nn-train")).args(&resumed).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let epochs: Vec<u64> = log_lines(&fold_dir).iter().map(|l| l["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [0, 1, 2, 3]);
+}

@@ -2,6 +2,7 @@
 //! in; a run folder (`plans.json`, `dataset.json`, `settings.json`, `fold_F/`) out.
 
 use crate::data::TrainingCase;
+use crate::trainer::Stopped;
 use crate::{crossval_splits, EpochLog, Settings, Split, Trainer, SPLIT_SEED};
 use nntools_dataset::Descriptor;
 use nntools_io::{read_json, write_json, Error, Result};
@@ -89,5 +90,11 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
     let classes = descriptor.all_labels().len();
     let mut trainer = Trainer::new(&configuration, classes, train_cases, val_cases, request.settings)
         .map_err(|p| Error::bad_input(&request.plans_path, p))?;
-    trainer.run(report).map_err(|p| Error::runtime(&request.run_dir, p))
+    trainer.run(report).map_err(|stopped| match stopped {
+        Stopped::Interrupted { epoch } => Error::runtime(
+            &request.run_dir,
+            format!("interrupted in epoch {epoch}; checkpoint_latest saved, continue with --resume"),
+        ),
+        Stopped::Failed(problem) => Error::runtime(&request.run_dir, problem),
+    })
 }

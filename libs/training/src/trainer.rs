@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
@@ -29,6 +30,22 @@ pub struct Settings {
     /// Output folder of this fold (`RUN_DIR/fold_F`).
     pub fold_dir: PathBuf,
     pub resume: bool,
+    /// Set (by a signal handler) to stop after the current iteration with `checkpoint_latest` saved.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Why a run ended early.
+#[derive(Debug)]
+pub enum Stopped {
+    /// `Settings::stop` was set; `checkpoint_latest` holds the weights of the interrupted epoch.
+    Interrupted { epoch: usize },
+    Failed(String),
+}
+
+impl From<String> for Stopped {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
 }
 
 /// One line of `log.jsonl`.
@@ -172,9 +189,13 @@ impl Trainer {
         (to_tensor(&data, device), targets)
     }
 
-    fn train_epoch(&mut self, lr: f64) -> f64 {
+    /// Mean training loss of the epoch, or `None` when stopped by `Settings::stop`.
+    fn train_epoch(&mut self, lr: f64) -> Option<f64> {
         let mut total = 0.0;
         for _ in 0..self.settings.iterations {
+            if self.settings.stop.load(Ordering::Relaxed) {
+                return None;
+            }
             let (input, targets) = self.batch(true);
             self.optimizer.zero_grad();
             let outputs = self.model.net.forward_deep_supervision(&input);
@@ -184,7 +205,7 @@ impl Trainer {
             self.optimizer.step(lr);
             total += loss.double_value(&[]);
         }
-        total / self.settings.iterations as f64
+        Some(total / self.settings.iterations as f64)
     }
 
     /// Validation loss and per-class pseudo Dice from TP/FP/FN summed over all validation batches.
@@ -219,13 +240,17 @@ impl Trainer {
     }
 
     /// Runs the remaining epochs, calling `report` after each.
-    pub fn run(&mut self, report: &mut dyn FnMut(&EpochLog)) -> Result<(), String> {
+    pub fn run(&mut self, report: &mut dyn FnMut(&EpochLog)) -> Result<(), Stopped> {
         std::fs::create_dir_all(&self.settings.fold_dir).map_err(|e| format!("{}: {e}", self.settings.fold_dir.display()))?;
         while self.state.epoch < self.settings.epochs {
             let epoch = self.state.epoch;
             let start = std::time::Instant::now();
             let lr = poly_learning_rate(epoch, self.settings.epochs);
-            let train_loss = self.train_epoch(lr);
+            let Some(train_loss) = self.train_epoch(lr) else {
+                // the interrupted epoch is redone on resume, from the weights it reached
+                self.save_checkpoint("latest")?;
+                return Err(Stopped::Interrupted { epoch });
+            };
             let (val_loss, pseudo_dice) = self.validate();
             let present: Vec<f64> = pseudo_dice.iter().copied().filter(|d| !d.is_nan()).collect();
             let mean = if present.is_empty() { f64::NAN } else { present.iter().sum::<f64>() / present.len() as f64 };

@@ -13,6 +13,7 @@ const TOOL: &str = "nn-train";
 /// Writes RUN_DIR/plans.json, dataset.json and fold_F/ with log.jsonl (one JSON line per epoch) and
 /// checkpoint_{best,latest,final}.safetensors (nnU-Net's state_dict names) with their state sidecars.
 /// --resume continues from the newest checkpoint with the same learning-rate position and random state.
+/// SIGTERM or SIGINT stop after the current iteration and save checkpoint_latest (exit code 1).
 #[derive(Parser)]
 #[command(name = TOOL, version, after_help = "\
 Examples:
@@ -85,6 +86,11 @@ fn main() -> ExitCode {
         if let Some(threads) = args.threads {
             tch::set_num_threads(threads as i32);
         }
+        // SIGTERM (a cluster's pre-emption) and SIGINT stop after the current iteration with a checkpoint
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(signal, stop.clone()).map_err(|e| Error::runtime("signal handler", e))?;
+        }
         let fold_name = match fold { Fold::All => "fold_all".to_owned(), Fold::Index(f) => format!("fold_{f}") };
         let request = Request {
             plans_path: args.plans.clone(),
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
                 device,
                 fold_dir: args.output.join(fold_name),
                 resume: args.resume,
+                stop,
             },
         };
         let quiet = args.quiet;
