@@ -58,6 +58,8 @@ fn learns_a_synthetic_dataset() {
         assert!(out.join("fold_0").join(name).is_file(), "{name}");
     }
     assert!(!out.join("fold_0/checkpoint_latest.safetensors").exists(), "latest is removed at the end");
+    let plot = std::fs::read(out.join("fold_0/progress.png")).unwrap();
+    assert!(plot.starts_with(b"\x89PNG\r\n") && plot.len() > 10_000, "progress.png is drawn");
     assert!(out.join("plans.json").is_file() && out.join("dataset.json").is_file());
     assert!(p.pre.join("splits_final.json").is_file(), "a split file is made where none was given");
 }

@@ -5,6 +5,7 @@
 pub mod data;
 mod loss;
 mod optimizer;
+mod progress;
 mod run;
 mod splits;
 mod trainer;
@@ -14,3 +15,4 @@ pub use optimizer::{poly_learning_rate, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNIN
 pub use splits::{crossval_splits, Split, SPLIT_SEED};
 pub use trainer::{EpochLog, Settings, Trainer};
 pub use run::{train, Fold, Request};
+pub use progress::plot_progress;

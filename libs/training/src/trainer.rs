@@ -90,6 +90,8 @@ pub struct Trainer {
     rng: ChaCha8Rng,
     state: TrainingState,
     settings: Settings,
+    /// The epochs logged so far (for progress.png).
+    history: Vec<EpochLog>,
 }
 
 fn to_tensor<T: tch::kind::Element + Copy>(array: &ArrayD<T>, device: Device) -> Tensor {
@@ -144,6 +146,7 @@ impl Trainer {
             rng: ChaCha8Rng::seed_from_u64(settings.seed),
             state,
             settings,
+            history: Vec::new(),
         };
         if trainer.settings.resume {
             trainer.resume()?;
@@ -263,6 +266,8 @@ impl Trainer {
             self.state.epoch = epoch + 1;
             let log = EpochLog { epoch, train_loss, val_loss, pseudo_dice, ema_pseudo_dice: ema, lr, epoch_time_s: start.elapsed().as_secs_f64() };
             self.append_log(&log)?;
+            self.history.push(log.clone());
+            crate::plot_progress(&self.settings.fold_dir.join("progress.png"), &self.history)?;
             if self.state.best_ema.is_none_or(|best| ema > best) {
                 self.state.best_ema = Some(ema);
                 self.save_checkpoint("best")?;
@@ -332,6 +337,7 @@ impl Trainer {
         if let Ok(text) = std::fs::read_to_string(&log_path) {
             let kept: Vec<&str> = text.lines().take(state.epoch).collect();
             std::fs::write(&log_path, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(|e| e.to_string())?;
+            self.history = kept.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
         }
         self.state = state;
         Ok(())
