@@ -16,17 +16,7 @@ scripts/setup.sh
 
 if [[ $install == 1 ]]; then scripts/install-nnunet.sh "$venv"; fi
 
-# Prints "SECONDS MAX_RSS_KB" for the median-time run of a command.
-measure() {
-    local results=() log
-    log=$(mktemp)
-    for _ in $(seq "$runs"); do
-        /usr/bin/time -o "$log" -f '%e %M' "$@" > /dev/null 2>&1
-        results+=("$(tail -n 1 "$log")")
-    done
-    rm -f "$log"
-    printf '%s\n' "${results[@]}" | sort -n | sed -n "$(( (runs + 1) / 2 ))p"
-}
+source scripts/measure.sh
 
 read -r ours_s ours_kb < <(measure target/release/nn-fingerprint -q -j 2 "$raw")
 echo "nn-fingerprint:               ${ours_s} s, $((ours_kb / 1024)) MB peak RSS"

@@ -15,17 +15,7 @@ scripts/setup.sh
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-# Prints "SECONDS MAX_RSS_KB" for the median-time run of a command.
-measure() {
-    local results=() log
-    log=$(mktemp)
-    for _ in $(seq "$runs"); do
-        /usr/bin/time -o "$log" -f '%e %M' "$@" > /dev/null 2>&1
-        results+=("$(tail -n 1 "$log")")
-    done
-    rm -f "$log"
-    printf '%s\n' "${results[@]}" | sort -n | sed -n "$(( (runs + 1) / 2 ))p"
-}
+source scripts/measure.sh
 
 declare -A recorded=([Dataset104_HippocampusAniso]="7.7 $((820 * 1024))" [Dataset005_BraTS2013mini]="9.5 $((950 * 1024))")
 for dataset in Dataset104_HippocampusAniso Dataset005_BraTS2013mini; do
