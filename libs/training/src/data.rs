@@ -12,7 +12,6 @@ const OVERSAMPLE_FOREGROUND: f64 = 0.33;
 
 /// A preprocessed, labelled case held in memory.
 pub struct TrainingCase {
-    pub id: String,
     /// `(c, z, y, x)`.
     pub data: Array4<f32>,
     /// `(z, y, x)`, -1 outside the nonzero region.
@@ -48,7 +47,7 @@ impl TrainingCase {
         if data.shape()[1..] != *seg.shape() {
             return Err(format!("{id}: image {:?} and labels {:?} differ in shape", data.shape(), seg.shape()));
         }
-        Ok(Self { id: id.to_owned(), data, seg, class_locations })
+        Ok(Self { data, seg, class_locations })
     }
 }
 
@@ -125,7 +124,6 @@ mod tests {
         let mut seg = ndarray::Array3::<i16>::zeros((10, 12, 14));
         seg[[5, 6, 7]] = 1;
         TrainingCase {
-            id: "c".into(),
             data: Array4::from_shape_fn((1, 10, 12, 14), |(_, z, y, x)| (z * 1000 + y * 10 + x) as f32),
             seg,
             class_locations: vec![vec![[5, 6, 7]]],

@@ -57,16 +57,15 @@ pub fn plot_progress(path: &Path, logs: &[EpochLog]) -> Result<(), String> {
         let present: Vec<f64> = l.pseudo_dice.iter().copied().filter(|d| !d.is_nan()).collect();
         if present.is_empty() { f64::NAN } else { present.iter().sum::<f64>() / present.len() as f64 }
     };
-    let tmp = nntools_io::temporary_path(path);
-    {
-        let root = BitMapBackend::new(&tmp, (900, 1100)).into_drawing_area();
+    let draw = |tmp: &Path| -> Result<(), String> {
+        let root = BitMapBackend::new(tmp, (900, 1100)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let areas = root.split_evenly((4, 1));
         panel(&areas[0], "loss", &[("train", curve(&|l| l.train_loss), BLUE), ("validation", curve(&|l| l.val_loss), RED)])?;
         panel(&areas[1], "pseudo Dice (foreground mean)", &[("pseudo Dice", curve(&mean_dice), GREEN), ("EMA", curve(&|l| l.ema_pseudo_dice), BLACK)])?;
         panel(&areas[2], "learning rate", &[("lr", curve(&|l| l.lr), MAGENTA)])?;
         panel(&areas[3], "epoch time (s)", &[("seconds", curve(&|l| l.epoch_time_s), CYAN)])?;
-        root.present().map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+        root.present().map_err(|e| format!("{}: {e}", path.display()))
+    };
+    nntools_io::write_atomically(path, |tmp| draw(tmp).map_err(|p| nntools_io::Error::runtime(path, p))).map_err(|e| e.to_string())
 }

@@ -298,14 +298,13 @@ impl Trainer {
         self.state.rng_word_position = self.rng.get_word_pos();
         let weights = dir.join(format!("checkpoint_{name}.safetensors"));
         let momentum = dir.join(format!("checkpoint_{name}.momentum.safetensors"));
-        let write = |path: &Path, write: &dyn Fn(&Path) -> Result<(), tch::TchError>| {
-            let tmp = nntools_io::temporary_path(path);
-            write(&tmp).map_err(|e| format!("{}: {e}", path.display()))?;
-            std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+        let tensors_to = |path: &Path, write: &dyn Fn(&Path) -> Result<(), tch::TchError>| {
+            nntools_io::write_atomically(path, |tmp| write(tmp).map_err(|e| nntools_io::Error::runtime(path, e)))
+                .map_err(|e| e.to_string())
         };
-        write(&weights, &|p| self.model.save_safetensors(p))?;
+        tensors_to(&weights, &|p| self.model.save_safetensors(p))?;
         let buffers: Vec<(String, Tensor)> = self.names.iter().cloned().zip(self.optimizer.buffers()).collect();
-        write(&momentum, &|p| Tensor::write_safetensors(&buffers, p))?;
+        tensors_to(&momentum, &|p| Tensor::write_safetensors(&buffers, p))?;
         nntools_io::write_json(&dir.join(format!("checkpoint_{name}.json")), &self.state).map_err(|e| e.to_string())
     }
 
