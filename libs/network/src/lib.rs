@@ -307,10 +307,20 @@ impl Model {
     /// tensors under alias keys (`decoder.encoder.*`, `*.all_modules.*`), which are ignored; every
     /// variable of this network must be present with its shape.
     pub fn load_safetensors(&mut self, path: &std::path::Path) -> Result<(), TchError> {
+        self.load_variables(path, |_| true)
+    }
+
+    /// Loads pretrained weights as nnU-Net's `load_pretrained_weights` does: every variable but the
+    /// segmentation heads, whose class count may differ between the pretraining and this dataset.
+    pub fn load_pretrained(&mut self, path: &std::path::Path) -> Result<(), TchError> {
+        self.load_variables(path, |name| !name.contains(".seg_layers."))
+    }
+
+    fn load_variables(&mut self, path: &std::path::Path, wanted: impl Fn(&str) -> bool) -> Result<(), TchError> {
         let tensors = Tensor::read_safetensors(path)?;
         let named: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
         let _guard = tch::no_grad_guard();
-        for (name, mut var) in self.vs.variables() {
+        for (name, mut var) in self.vs.variables().into_iter().filter(|(name, _)| wanted(name)) {
             let source = named.get(&name).ok_or_else(|| TchError::TensorNameNotFound(name.clone(), path.display().to_string()))?;
             if source.size() != var.size() {
                 return Err(TchError::Shape(format!("{name}: file has {:?}, network has {:?}", source.size(), var.size())));

@@ -1,53 +1,108 @@
-//! Preprocessed cases as nn-resample writes them (`CASE.npy`, `CASE_seg.npy`, `CASE_locations.npy`,
-//! `CASE.json`), and patches cropped from them as nnU-Net's data loader crops (nnunet-spec 6.4).
+//! Preprocessed cases as nn-resample writes them (`CASE.npy`, `CASE_seg.npy`, `CASE_locations.npy`),
+//! patches cropped from them as nnU-Net's data loader crops (nnunet-spec 6.4), and the background
+//! threads that assemble batches ahead of the training step.
+//!
+//! Cases are memory-mapped rather than read, so a dataset larger than RAM trains and start-up is
+//! instant; the page cache keeps hot cases in memory. Every batch has its own random stream (the
+//! run's seed and the batch's index), so which batch a worker thread makes, and when, does not change
+//! the run, and a resumed run draws exactly the batches the uninterrupted one would have.
 
-use ndarray::{s, Array2, Array4, ArrayD, Axis};
-use ndarray_npy::ReadNpyExt;
-use rand::RngExt;
+use memmap2::Mmap;
+use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView, ArrayView3, ArrayView4, Axis, Dimension};
+use ndarray_npy::{ReadNpyExt, ViewElement, ViewNpyExt};
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 /// Share of each batch forced to contain foreground (its last samples).
 const OVERSAMPLE_FOREGROUND: f64 = 0.33;
+/// Finished batches each loader thread may hold ahead of the training step.
+const PREFETCH_PER_WORKER: usize = 2;
 
-/// A preprocessed, labelled case held in memory.
+/// The label map's element type: nn-resample writes int8, and int16 past 127 labels.
+enum Labels {
+    I8(Mmap),
+    I16(Mmap),
+}
+
+/// A preprocessed, labelled case, memory-mapped.
 pub struct TrainingCase {
-    /// `(c, z, y, x)`.
-    pub data: Array4<f32>,
-    /// `(z, y, x)`, -1 outside the nonzero region.
-    pub seg: ndarray::Array3<i16>,
+    /// `CASE.npy`: float32 `(c, z, y, x)`.
+    data: Mmap,
+    /// `CASE_seg.npy`: `(1, z, y, x)`, -1 outside the nonzero region.
+    labels: Labels,
     /// Per class, its sampled `[z, y, x]` locations.
     pub class_locations: Vec<Vec<[usize; 3]>>,
 }
 
-fn read<T: ndarray_npy::ReadableElement>(path: &Path) -> Result<ArrayD<T>, String> {
+fn map(path: &Path) -> Result<Mmap, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    ArrayD::<T>::read_npy(file).map_err(|e| format!("{}: {e}", path.display()))
+    // SAFETY: preprocessed files are written once (atomically renamed into place) and never modified
+    // while a run reads them.
+    unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn view<'a, A: ViewElement, D: Dimension>(bytes: &'a [u8], path: &Path) -> Result<ArrayView<'a, A, D>, String> {
+    ArrayView::<A, ndarray::IxDyn>::view_npy(bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .into_dimensionality()
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl TrainingCase {
-    /// Loads case `id` from a preprocessed folder.
+    /// Maps case `id` of a preprocessed folder, checking that its arrays are readable and agree.
     pub fn load(dir: &Path, id: &str) -> Result<Self, String> {
-        let data = read::<f32>(&dir.join(format!("{id}.npy")))?
-            .into_dimensionality()
-            .map_err(|e| format!("{id}.npy: {e}"))?;
+        let data_path = dir.join(format!("{id}.npy"));
+        let data = map(&data_path)?;
+        let image_shape = view::<f32, ndarray::Ix4>(&data, &data_path)?.shape()[1..].to_vec();
         let seg_path = dir.join(format!("{id}_seg.npy"));
-        let seg = match read::<i8>(&seg_path) {
-            Ok(seg) => seg.mapv(i16::from),
-            Err(_) => read::<i16>(&seg_path)?,
+        let seg = map(&seg_path)?;
+        let (label_shape, labels) = match view::<i8, ndarray::Ix4>(&seg, &seg_path) {
+            Ok(v) => (v.shape()[1..].to_vec(), Labels::I8(seg)),
+            Err(_) => (view::<i16, ndarray::Ix4>(&seg, &seg_path)?.shape()[1..].to_vec(), Labels::I16(seg)),
         };
-        let seg = seg.index_axis_move(Axis(0), 0).into_dimensionality().map_err(|e| format!("{id}_seg.npy: {e}"))?;
-        let table: Array2<i32> =
-            read::<i32>(&dir.join(format!("{id}_locations.npy")))?.into_dimensionality().map_err(|e| format!("{id}_locations.npy: {e}"))?;
+        if image_shape != label_shape {
+            return Err(format!("{id}: image {image_shape:?} and labels {label_shape:?} differ in shape"));
+        }
+        let locations_path = dir.join(format!("{id}_locations.npy"));
+        let file = std::fs::File::open(&locations_path).map_err(|e| format!("{}: {e}", locations_path.display()))?;
+        let table: Array2<i32> = ArrayD::<i32>::read_npy(file)
+            .map_err(|e| format!("{}: {e}", locations_path.display()))?
+            .into_dimensionality()
+            .map_err(|e| format!("{}: {e}", locations_path.display()))?;
         let classes = table.column(0).iter().map(|&c| c as usize + 1).max().unwrap_or(0);
         let mut class_locations = vec![Vec::new(); classes];
         for row in table.rows() {
             class_locations[row[0] as usize].push([row[1] as usize, row[2] as usize, row[3] as usize]);
         }
-        if data.shape()[1..] != *seg.shape() {
-            return Err(format!("{id}: image {:?} and labels {:?} differ in shape", data.shape(), seg.shape()));
+        Ok(Self { data, labels, class_locations })
+    }
+
+    /// The image, `(c, z, y, x)`.
+    pub fn data(&self) -> ArrayView4<'_, f32> {
+        view(&self.data, Path::new("")).expect("checked when mapped")
+    }
+
+    /// Spatial shape `(z, y, x)`.
+    pub fn shape(&self) -> [usize; 3] {
+        let data = self.data();
+        [data.shape()[1], data.shape()[2], data.shape()[3]]
+    }
+
+    /// Copies the labels of `from..to` into `into`, widened to i16.
+    fn copy_labels(&self, from: [usize; 3], to: [usize; 3], mut into: ndarray::ArrayViewMut3<i16>) {
+        fn region<T: ViewElement + Copy + Into<i16>>(bytes: &[u8], from: [usize; 3], to: [usize; 3], into: &mut ndarray::ArrayViewMut3<i16>) {
+            let all: ArrayView4<T> = view(bytes, Path::new("")).expect("checked when mapped");
+            let part: ArrayView3<T> = all.slice_move(s![0, from[0]..to[0], from[1]..to[1], from[2]..to[2]]);
+            into.zip_mut_with(&part, |d, &v| *d = v.into());
         }
-        Ok(Self { data, seg, class_locations })
+        match &self.labels {
+            Labels::I8(bytes) => region::<i8>(bytes, from, to, &mut into),
+            Labels::I16(bytes) => region::<i16>(bytes, from, to, &mut into),
+        }
     }
 }
 
@@ -66,7 +121,7 @@ impl PatchSampler {
 
     /// The lower corner of a patch in `case`.
     pub fn corner(&self, case: &TrainingCase, foreground: bool, rng: &mut ChaCha8Rng) -> [i64; 3] {
-        let shape = case.seg.shape();
+        let shape = case.shape();
         let need = [0, 1, 2].map(|a| (self.patch[a] as i64 - shape[a] as i64).max(0));
         let lower = need.map(|n| -(n / 2));
         let upper = [0, 1, 2].map(|a| shape[a] as i64 + need[a] / 2 + need[a] % 2 - self.patch[a] as i64);
@@ -80,12 +135,12 @@ impl PatchSampler {
     }
 
     /// The patch of `case` at `corner`: image `(c, pz, py, px)` and labels `(pz, py, px)`.
-    pub fn crop(&self, case: &TrainingCase, corner: [i64; 3]) -> (Array4<f32>, ndarray::Array3<i16>) {
-        let channels = case.data.shape()[0];
+    pub fn crop(&self, case: &TrainingCase, corner: [i64; 3]) -> (Array4<f32>, Array3<i16>) {
+        let image = case.data();
         let [pz, py, px] = self.patch;
-        let mut data = Array4::<f32>::zeros((channels, pz, py, px));
-        let mut seg = ndarray::Array3::<i16>::from_elem((pz, py, px), -1);
-        let shape = case.seg.shape();
+        let mut data = Array4::<f32>::zeros((image.shape()[0], pz, py, px));
+        let mut seg = Array3::<i16>::from_elem((pz, py, px), -1);
+        let shape = case.shape();
         // overlap of the patch with the image, in image and in patch coordinates
         let from = [0, 1, 2].map(|a| corner[a].max(0) as usize);
         let to = [0, 1, 2].map(|a| ((corner[a] + self.patch[a] as i64).min(shape[a] as i64)).max(0) as usize);
@@ -94,16 +149,52 @@ impl PatchSampler {
         }
         let at = [0, 1, 2].map(|a| (from[a] as i64 - corner[a]) as usize);
         let len = [0, 1, 2].map(|a| to[a] - from[a]);
-        seg.slice_mut(s![at[0]..at[0] + len[0], at[1]..at[1] + len[1], at[2]..at[2] + len[2]])
-            .assign(&case.seg.slice(s![from[0]..to[0], from[1]..to[1], from[2]..to[2]]));
+        case.copy_labels(from, to, seg.slice_mut(s![at[0]..at[0] + len[0], at[1]..at[1] + len[1], at[2]..at[2] + len[2]]));
         data.slice_mut(s![.., at[0]..at[0] + len[0], at[1]..at[1] + len[1], at[2]..at[2] + len[2]])
-            .assign(&case.data.slice(s![.., from[0]..to[0], from[1]..to[1], from[2]..to[2]]));
+            .assign(&image.slice(s![.., from[0]..to[0], from[1]..to[1], from[2]..to[2]]));
         (data, seg)
     }
 }
 
+/// A batch as the loader hands it to the training step.
+pub struct Batch {
+    /// `(b, c, z, y, x)`, or `(b, c, y, x)` for 2d.
+    pub data: ArrayD<f32>,
+    /// `(b, 1, ...)`, -1 outside the image.
+    pub seg: ArrayD<i16>,
+    /// The batch's random stream after sampling, for the augmentation that follows on the device.
+    pub rng: ChaCha8Rng,
+}
+
+/// How the batches of one kind (training or validation) are drawn.
+pub struct BatchPlan {
+    pub cases: Vec<Arc<TrainingCase>>,
+    pub sampler: PatchSampler,
+    pub batch_size: usize,
+    pub two_d: bool,
+    pub seed: u64,
+}
+
+impl BatchPlan {
+    /// Batch number `index` of this plan: random cases, the last third forced to contain foreground.
+    pub fn batch(&self, index: u64) -> Batch {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(index);
+        let patches: Vec<_> = (0..self.batch_size)
+            .map(|i| {
+                let case = &self.cases[rng.random_range(0..self.cases.len())];
+                let foreground = PatchSampler::forces_foreground(i, self.batch_size);
+                let corner = self.sampler.corner(case, foreground, &mut rng);
+                self.sampler.crop(case, corner)
+            })
+            .collect();
+        let (data, seg) = stack(patches, self.two_d);
+        Batch { data, seg, rng }
+    }
+}
+
 /// Stacks patches into `(b, c, ...)` and `(b, 1, ...)` arrays, dropping the singleton axis of 2d patches.
-pub fn stack(patches: Vec<(Array4<f32>, ndarray::Array3<i16>)>, two_d: bool) -> (ArrayD<f32>, ArrayD<i16>) {
+fn stack(patches: Vec<(Array4<f32>, Array3<i16>)>, two_d: bool) -> (ArrayD<f32>, ArrayD<i16>) {
     let views_data: Vec<_> = patches.iter().map(|(d, _)| d.view().insert_axis(Axis(0))).collect();
     let views_seg: Vec<_> = patches.iter().map(|(_, s)| s.view().insert_axis(Axis(0)).insert_axis(Axis(0))).collect();
     let mut data = ndarray::concatenate(Axis(0), &views_data).expect("equal patch shapes").into_dyn();
@@ -115,19 +206,72 @@ pub fn stack(patches: Vec<(Array4<f32>, ndarray::Array3<i16>)>, two_d: bool) -> 
     (data, seg)
 }
 
+/// Batches `first..first + count` of a plan, made by background threads and yielded in order; each
+/// thread runs at most a few batches ahead. Dropping it stops the threads.
+pub struct Prefetcher {
+    queues: Vec<Receiver<Batch>>,
+    workers: Vec<JoinHandle<()>>,
+    next: usize,
+    count: usize,
+}
+
+impl Prefetcher {
+    pub fn start(plan: Arc<BatchPlan>, first: u64, count: usize, threads: usize) -> Self {
+        let threads = threads.clamp(1, count.max(1));
+        let (queues, workers) = (0..threads)
+            .map(|worker| {
+                let (sender, receiver) = sync_channel(PREFETCH_PER_WORKER);
+                let plan = plan.clone();
+                let handle = std::thread::spawn(move || {
+                    for index in (worker..count).step_by(threads) {
+                        // a closed queue means the consumer stopped early
+                        if sender.send(plan.batch(first + index as u64)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                (receiver, handle)
+            })
+            .unzip();
+        Self { queues, workers, next: 0, count }
+    }
+}
+
+impl Iterator for Prefetcher {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        if self.next == self.count {
+            return None;
+        }
+        let batch = self.queues[self.next % self.queues.len()].recv().expect("loader thread panicked");
+        self.next += 1;
+        Some(batch)
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.queues.clear();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
+    use ndarray_npy::write_npy;
 
-    fn case() -> TrainingCase {
-        let mut seg = ndarray::Array3::<i16>::zeros((10, 12, 14));
-        seg[[5, 6, 7]] = 1;
-        TrainingCase {
-            data: Array4::from_shape_fn((1, 10, 12, 14), |(_, z, y, x)| (z * 1000 + y * 10 + x) as f32),
-            seg,
-            class_locations: vec![vec![[5, 6, 7]]],
-        }
+    fn case(dir: &Path) -> Arc<TrainingCase> {
+        let mut seg = Array4::<i8>::zeros((1, 10, 12, 14));
+        seg[[0, 5, 6, 7]] = 1;
+        let data = Array4::from_shape_fn((1, 10, 12, 14), |(_, z, y, x)| (z * 1000 + y * 10 + x) as f32);
+        write_npy(dir.join("c.npy"), &data).unwrap();
+        write_npy(dir.join("c_seg.npy"), &seg).unwrap();
+        write_npy(dir.join("c_locations.npy"), &ndarray::arr2(&[[0i32, 5, 6, 7]])).unwrap();
+        Arc::new(TrainingCase::load(dir, "c").unwrap())
     }
 
     #[test]
@@ -140,9 +284,10 @@ mod tests {
 
     #[test]
     fn foreground_patches_contain_the_location_and_pad_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = case(dir.path());
         let sampler = PatchSampler { patch: [8, 16, 16] };
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let c = case();
         for _ in 0..20 {
             let corner = sampler.corner(&c, true, &mut rng);
             let (data, seg) = sampler.crop(&c, corner);
@@ -154,5 +299,20 @@ mod tests {
         let (data, _) = sampler.crop(&c, [1, -2, 0]);
         assert_eq!(data[[0, 0, 2, 3]], 1003.0, "patch (0, 2, 3) is image (1, 0, 3)");
         assert_eq!(data[[0, 0, 0, 0]], 0.0, "padding");
+    }
+
+    #[test]
+    fn prefetched_batches_do_not_depend_on_thread_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Arc::new(BatchPlan { cases: vec![case(dir.path())], sampler: PatchSampler { patch: [4, 6, 6] }, batch_size: 3, two_d: false, seed: 7 });
+        let collect = |threads| Prefetcher::start(plan.clone(), 10, 7, threads).map(|b| (b.data, b.seg)).collect::<Vec<_>>();
+        let one = collect(1);
+        assert_eq!(one.len(), 7);
+        assert_eq!(one, collect(3));
+        assert_ne!(one[0], one[1], "batches differ from each other");
+        let later = Prefetcher::start(plan.clone(), 12, 1, 2).next().unwrap();
+        assert_eq!((later.data, later.seg), one[2], "batch 12 is the same whichever range it is drawn in");
+        // stopping early must not hang on the threads still producing
+        drop(Prefetcher::start(plan, 0, 100, 2).take(1).count());
     }
 }

@@ -11,7 +11,7 @@ mod splits;
 mod trainer;
 
 pub use loss::{deep_supervision_weights, DiceCeLoss};
-pub use optimizer::{poly_learning_rate, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
+pub use optimizer::{poly_learning_rate, LossScaler, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
 pub use splits::{crossval_splits, Split, SPLIT_SEED};
 pub use trainer::{EpochLog, Settings, Trainer};
 pub use run::{train, Fold, Request};

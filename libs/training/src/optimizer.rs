@@ -46,15 +46,22 @@ impl Sgd {
             let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
             let coefficient = max / (total + 1e-6);
             if coefficient < 1.0 {
-                for p in &self.parameters {
-                    let mut grad = p.grad();
-                    if grad.defined() {
-                        let _ = grad.g_mul_scalar_(coefficient);
-                    }
-                }
+                self.scale_gradients(coefficient);
             }
             total
         })
+    }
+
+    /// Multiplies every gradient by `factor`.
+    pub fn scale_gradients(&mut self, factor: f64) {
+        tch::no_grad(|| {
+            for p in &self.parameters {
+                let mut grad = p.grad();
+                if grad.defined() {
+                    let _ = grad.g_mul_scalar_(factor);
+                }
+            }
+        });
     }
 
     /// One step at learning rate `lr`: `d = g + wd * w; buf = momentum * buf + d` (buf = d at first);
@@ -88,6 +95,38 @@ impl Sgd {
     }
 }
 
+/// Dynamic loss scaling for fp16 training, as torch's `GradScaler` with its defaults: the loss is
+/// multiplied by the scale before backward; a step whose gradients overflow is skipped and halves the
+/// scale, and 2000 clean steps in a row double it.
+pub struct LossScaler {
+    pub scale: f64,
+    clean_steps: usize,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        Self { scale: 65536.0, clean_steps: 0 }
+    }
+}
+
+impl LossScaler {
+    const GROWTH_INTERVAL: usize = 2000;
+
+    /// Records whether the step's gradients were finite and adapts the scale.
+    pub fn update(&mut self, finite: bool) {
+        if finite {
+            self.clean_steps += 1;
+            if self.clean_steps == Self::GROWTH_INTERVAL {
+                self.scale *= 2.0;
+                self.clean_steps = 0;
+            }
+        } else {
+            self.scale *= 0.5;
+            self.clean_steps = 0;
+        }
+    }
+}
+
 /// The learning rate of `epoch` (0-based) out of `epochs`.
 pub fn poly_learning_rate(epoch: usize, epochs: usize) -> f64 {
     INITIAL_LEARNING_RATE * (1.0 - epoch as f64 / epochs as f64).powf(POLY_EXPONENT)
@@ -102,5 +141,18 @@ mod tests {
         assert_eq!(poly_learning_rate(0, 1000), 1e-2);
         assert!((poly_learning_rate(500, 1000) - 5.359e-3).abs() < 1e-6);
         assert!((poly_learning_rate(999, 1000) - 2.0e-5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn loss_scale_halves_on_overflow_and_doubles_after_2000_clean_steps() {
+        let mut scaler = LossScaler::default();
+        scaler.update(false);
+        assert_eq!(scaler.scale, 32768.0);
+        for _ in 0..1999 {
+            scaler.update(true);
+        }
+        assert_eq!(scaler.scale, 32768.0);
+        scaler.update(true);
+        assert_eq!(scaler.scale, 65536.0);
     }
 }

@@ -88,7 +88,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
     let train_cases = load_cases(&request.data_dir, &train_ids)?;
     let val_cases = load_cases(&request.data_dir, &val_ids)?;
     let classes = descriptor.all_labels().len();
-    let mut trainer = Trainer::new(&configuration, classes, train_cases, val_cases, request.settings)
+    let mut trainer = Trainer::new(&request.configuration, &configuration, classes, train_cases, val_cases, request.settings)
         .map_err(|p| Error::bad_input(&request.plans_path, p))?;
     trainer.run(report).map_err(|stopped| match stopped {
         Stopped::Interrupted { epoch } => Error::runtime(

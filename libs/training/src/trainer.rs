@@ -2,13 +2,12 @@
 //! rate, online pseudo Dice with its EMA, JSON-lines log, and safetensors checkpoints that carry
 //! everything needed to resume exactly (weights, momentum buffers, epoch, EMA, random state).
 
-use crate::data::{stack, PatchSampler, TrainingCase};
-use crate::{deep_supervision_weights, poly_learning_rate, DiceCeLoss, Sgd, GRADIENT_CLIP_NORM};
-use ndarray::{ArrayD, Axis};
+use crate::data::{Batch, BatchPlan, PatchSampler, Prefetcher, TrainingCase};
+use crate::{deep_supervision_weights, poly_learning_rate, DiceCeLoss, LossScaler, Sgd, GRADIENT_CLIP_NORM};
+use ndarray::ArrayD;
 use nntools_network::Model;
 use nntools_planning::Configuration;
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +18,10 @@ use tch::{Device, Kind, Tensor};
 /// Epochs between `checkpoint_latest` saves.
 const CHECKPOINT_EVERY: usize = 50;
 const EMA_DECAY: f64 = 0.9;
+/// Threads cropping batches ahead of the training step.
+const LOADER_THREADS: usize = 2;
+/// Mixes the seed for validation batches, so they are not the training batches.
+const VALIDATION_STREAM_SEED: u64 = 0x5eed_0f_7a11d;
 
 /// How long and where to train.
 pub struct Settings {
@@ -30,6 +33,8 @@ pub struct Settings {
     /// Output folder of this fold (`RUN_DIR/fold_F`).
     pub fold_dir: PathBuf,
     pub resume: bool,
+    /// Weights to start from (all but the segmentation heads), when not resuming.
+    pub pretrained: Option<PathBuf>,
     /// Set (by a signal handler) to stop after the current iteration with `checkpoint_latest` saved.
     pub stop: Arc<AtomicBool>,
 }
@@ -60,16 +65,16 @@ pub struct EpochLog {
     pub epoch_time_s: f64,
 }
 
-/// A checkpoint's sidecar: where training stands.
+/// A checkpoint's sidecar: where training stands, and what inference needs to know about the weights
+/// (the keys of nnU-Net's checkpoint that nn-infer reads).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TrainingState {
     /// The next epoch to run.
     epoch: usize,
     ema_pseudo_dice: Option<f64>,
     best_ema: Option<f64>,
-    seed: u64,
-    /// Position of the batch sampler's random stream.
-    rng_word_position: u128,
+    configuration: String,
+    inference_allowed_mirroring_axes: Vec<usize>,
 }
 
 /// Everything a training run works with.
@@ -81,13 +86,13 @@ pub struct Trainer {
     ds_weights: Vec<f64>,
     /// Cumulative stride of each deep-supervision output, full resolution first.
     ds_strides: Vec<Vec<usize>>,
-    sampler: PatchSampler,
-    two_d: bool,
-    batch_size: usize,
+    /// Spatial tensor axes mirrored at random in training.
+    mirror_axes: Vec<i64>,
     classes: usize,
-    train_cases: Vec<Arc<TrainingCase>>,
-    val_cases: Vec<Arc<TrainingCase>>,
-    rng: ChaCha8Rng,
+    train_batches: Arc<BatchPlan>,
+    val_batches: Arc<BatchPlan>,
+    /// fp16 autocast with loss scaling, on CUDA only.
+    loss_scaler: Option<LossScaler>,
     state: TrainingState,
     settings: Settings,
     /// The epochs logged so far (for progress.png).
@@ -102,13 +107,14 @@ fn to_tensor<T: tch::kind::Element + Copy>(array: &ArrayD<T>, device: Device) ->
 
 impl Trainer {
     pub fn new(
+        configuration_name: &str,
         configuration: &Configuration,
         classes: usize,
         train_cases: Vec<Arc<TrainingCase>>,
         val_cases: Vec<Arc<TrainingCase>>,
         settings: Settings,
     ) -> Result<Self, String> {
-        let channels = train_cases.first().ok_or("no training cases")?.data.shape()[0];
+        let channels = train_cases.first().ok_or("no training cases")?.data().shape()[0];
         tch::manual_seed(settings.seed as i64);
         let arch = &configuration.architecture;
         let model = Model::new(settings.device, &arch.network_class_name, &arch.arch_kwargs, channels, classes)?;
@@ -128,8 +134,17 @@ impl Trainer {
             .collect();
         let patch = &configuration.patch_size;
         let two_d = patch.len() == 2;
-        let sampler = PatchSampler { patch: if two_d { [1, patch[0], patch[1]] } else { [patch[0], patch[1], patch[2]] } };
-        let state = TrainingState { epoch: 0, ema_pseudo_dice: None, best_ema: None, seed: settings.seed, rng_word_position: 0 };
+        let plan = |cases: Vec<Arc<TrainingCase>>, seed| {
+            let patch = if two_d { [1, patch[0], patch[1]] } else { [patch[0], patch[1], patch[2]] };
+            Arc::new(BatchPlan { cases, sampler: PatchSampler { patch }, batch_size: configuration.batch_size, two_d, seed })
+        };
+        // with --fold all nnU-Net validates on the training cases
+        let val_cases = if val_cases.is_empty() { train_cases.clone() } else { val_cases };
+        let spatial = patch.len() as i64;
+        let cuda = settings.device.is_cuda();
+        if cuda {
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         let mut trainer = Self {
             optimizer: Sgd::new(parameters),
             model,
@@ -137,46 +152,47 @@ impl Trainer {
             loss: DiceCeLoss { batch_dice: configuration.batch_dice, ignore_label: None },
             ds_weights: deep_supervision_weights(outputs),
             ds_strides,
-            sampler,
-            two_d,
-            batch_size: configuration.batch_size,
+            mirror_axes: (2..2 + spatial).collect(),
             classes,
-            train_cases,
-            val_cases,
-            rng: ChaCha8Rng::seed_from_u64(settings.seed),
-            state,
+            train_batches: plan(train_cases, settings.seed),
+            val_batches: plan(val_cases, settings.seed ^ VALIDATION_STREAM_SEED),
+            loss_scaler: cuda.then(LossScaler::default),
+            state: TrainingState {
+                epoch: 0,
+                ema_pseudo_dice: None,
+                best_ema: None,
+                configuration: configuration_name.to_owned(),
+                inference_allowed_mirroring_axes: (0..patch.len()).collect(),
+            },
             settings,
             history: Vec::new(),
         };
-        if trainer.settings.resume {
-            trainer.resume()?;
+        let resumed = trainer.settings.resume && trainer.resume()?;
+        if let (false, Some(weights)) = (resumed, &trainer.settings.pretrained) {
+            trainer.model.load_pretrained(weights).map_err(|e| format!("{}: {e}", weights.display()))?;
         }
         Ok(trainer)
     }
 
-    /// A batch: image tensor and the deep-supervision targets (-1 outside the image mapped to 0).
-    fn batch(&mut self, training: bool) -> (Tensor, Vec<Tensor>) {
-        let cases = if training || self.val_cases.is_empty() { &self.train_cases } else { &self.val_cases };
-        let mut patches = Vec::with_capacity(self.batch_size);
-        for index in 0..self.batch_size {
-            let case = &cases[self.rng.random_range(0..cases.len())];
-            let foreground = PatchSampler::forces_foreground(index, self.batch_size);
-            let corner = self.sampler.corner(case, foreground, &mut self.rng);
-            let (mut data, mut seg) = self.sampler.crop(case, corner);
-            if training {
-                // mirroring along every spatial axis with p = 0.5 (the in-plane ones for 2d)
-                for axis in usize::from(self.two_d)..3 {
-                    if self.rng.random_bool(0.5) {
-                        data.invert_axis(Axis(axis + 1));
-                        seg.invert_axis(Axis(axis));
-                    }
-                }
-            }
-            patches.push((data, seg.mapv(|v| v.max(0))));
-        }
-        let (data, seg) = stack(patches, self.two_d);
+    /// A batch on the device: the image tensor and the deep-supervision targets (-1 outside the image
+    /// mapped to 0), mirrored at random along each spatial axis when training.
+    fn tensors(&self, batch: Batch, training: bool) -> (Tensor, Vec<Tensor>) {
+        let Batch { data, seg, mut rng } = batch;
         let device = self.settings.device;
-        let seg = to_tensor(&seg, device);
+        let mut data = to_tensor(&data, device);
+        let mut seg = to_tensor(&seg, device).clamp_min(0);
+        if training {
+            let samples: Vec<(Tensor, Tensor)> = (0..data.size()[0])
+                .map(|i| {
+                    let axes: Vec<i64> = self.mirror_axes.iter().copied().filter(|_| rng.random_bool(0.5)).map(|a| a - 1).collect();
+                    let (d, s) = (data.get(i), seg.get(i));
+                    if axes.is_empty() { (d, s) } else { (d.flip(&axes), s.flip(&axes)) }
+                })
+                .collect();
+            let (d, s): (Vec<Tensor>, Vec<Tensor>) = samples.into_iter().unzip();
+            data = Tensor::stack(&d, 0);
+            seg = Tensor::stack(&s, 0);
+        }
         let spatial = seg.dim() - 2;
         let targets = self
             .ds_strides
@@ -189,36 +205,57 @@ impl Trainer {
                 })
             })
             .collect();
-        (to_tensor(&data, device), targets)
+        (data, targets)
     }
 
     /// Mean training loss of the epoch, or `None` when stopped by `Settings::stop`.
-    fn train_epoch(&mut self, lr: f64) -> Option<f64> {
+    fn train_epoch(&mut self, epoch: usize, lr: f64) -> Option<f64> {
+        let iterations = self.settings.iterations;
+        let batches = Prefetcher::start(self.train_batches.clone(), (epoch * iterations) as u64, iterations, LOADER_THREADS);
+        let amp = self.loss_scaler.is_some();
         let mut total = 0.0;
-        for _ in 0..self.settings.iterations {
+        for batch in batches {
             if self.settings.stop.load(Ordering::Relaxed) {
                 return None;
             }
-            let (input, targets) = self.batch(true);
+            let (input, targets) = self.tensors(batch, true);
             self.optimizer.zero_grad();
-            let outputs = self.model.net.forward_deep_supervision(&input);
-            let loss = self.loss.deep_supervision(&outputs, &targets, &self.ds_weights);
-            loss.backward();
-            self.optimizer.clip_grad_norm(GRADIENT_CLIP_NORM);
-            self.optimizer.step(lr);
+            let loss = tch::autocast(amp, || {
+                let outputs = self.model.net.forward_deep_supervision(&input);
+                self.loss.deep_supervision(&outputs, &targets, &self.ds_weights)
+            });
+            match &mut self.loss_scaler {
+                None => {
+                    loss.backward();
+                    self.optimizer.clip_grad_norm(GRADIENT_CLIP_NORM);
+                    self.optimizer.step(lr);
+                }
+                Some(scaler) => {
+                    (&loss * scaler.scale).backward();
+                    self.optimizer.scale_gradients(1.0 / scaler.scale);
+                    let norm = self.optimizer.clip_grad_norm(GRADIENT_CLIP_NORM);
+                    // an overflowing step is skipped, as torch's GradScaler does
+                    if norm.is_finite() {
+                        self.optimizer.step(lr);
+                    }
+                    scaler.update(norm.is_finite());
+                }
+            }
             total += loss.double_value(&[]);
         }
-        Some(total / self.settings.iterations as f64)
+        Some(total / iterations as f64)
     }
 
     /// Validation loss and per-class pseudo Dice from TP/FP/FN summed over all validation batches.
-    fn validate(&mut self) -> (f64, Vec<f64>) {
+    fn validate(&mut self, epoch: usize) -> (f64, Vec<f64>) {
         let foreground = self.classes - 1;
         let (mut tp, mut fp, mut fn_) = (vec![0.0; foreground], vec![0.0; foreground], vec![0.0; foreground]);
         let mut total = 0.0;
-        for _ in 0..self.settings.validation_iterations {
-            let (input, targets) = self.batch(false);
-            tch::no_grad(|| {
+        let iterations = self.settings.validation_iterations;
+        let amp = self.loss_scaler.is_some();
+        for batch in Prefetcher::start(self.val_batches.clone(), (epoch * iterations) as u64, iterations, LOADER_THREADS) {
+            let (input, targets) = self.tensors(batch, false);
+            tch::autocast(amp, || tch::no_grad(|| {
                 let outputs = self.model.net.forward_deep_supervision(&input);
                 total += self.loss.deep_supervision(&outputs, &targets, &self.ds_weights).double_value(&[]);
                 let predicted = outputs[0].argmax(1, true);
@@ -231,7 +268,7 @@ impl Trainer {
                     fp[c - 1] += count(p.logical_and(&t.logical_not()));
                     fn_[c - 1] += count(p.logical_not().logical_and(&t));
                 }
-            });
+            }));
         }
         let dice = (0..foreground)
             .map(|c| {
@@ -249,12 +286,12 @@ impl Trainer {
             let epoch = self.state.epoch;
             let start = std::time::Instant::now();
             let lr = poly_learning_rate(epoch, self.settings.epochs);
-            let Some(train_loss) = self.train_epoch(lr) else {
+            let Some(train_loss) = self.train_epoch(epoch, lr) else {
                 // the interrupted epoch is redone on resume, from the weights it reached
                 self.save_checkpoint("latest")?;
                 return Err(Stopped::Interrupted { epoch });
             };
-            let (val_loss, pseudo_dice) = self.validate();
+            let (val_loss, pseudo_dice) = self.validate(epoch);
             let present: Vec<f64> = pseudo_dice.iter().copied().filter(|d| !d.is_nan()).collect();
             let mean = if present.is_empty() { f64::NAN } else { present.iter().sum::<f64>() / present.len() as f64 };
             let ema = match self.state.ema_pseudo_dice {
@@ -295,7 +332,6 @@ impl Trainer {
     /// and `checkpoint_NAME.json` (state), each atomically; the JSON last, as the completion mark.
     pub fn save_checkpoint(&mut self, name: &str) -> Result<(), String> {
         let dir = &self.settings.fold_dir;
-        self.state.rng_word_position = self.rng.get_word_pos();
         let weights = dir.join(format!("checkpoint_{name}.safetensors"));
         let momentum = dir.join(format!("checkpoint_{name}.momentum.safetensors"));
         let tensors_to = |path: &Path, write: &dyn Fn(&Path) -> Result<(), tch::TchError>| {
@@ -308,8 +344,8 @@ impl Trainer {
         nntools_io::write_json(&dir.join(format!("checkpoint_{name}.json")), &self.state).map_err(|e| e.to_string())
     }
 
-    /// Continues from the newest complete checkpoint (latest, final or best).
-    fn resume(&mut self) -> Result<(), String> {
+    /// Continues from the newest complete checkpoint (latest, final or best); false when there is none.
+    fn resume(&mut self) -> Result<bool, String> {
         let dir = self.settings.fold_dir.clone();
         let newest = ["latest", "final", "best"]
             .iter()
@@ -319,7 +355,7 @@ impl Trainer {
                 Some((name, state))
             })
             .max_by_key(|(_, state)| state.epoch);
-        let Some((name, state)) = newest else { return Ok(()) };
+        let Some((name, state)) = newest else { return Ok(false) };
         self.model.load_safetensors(&dir.join(format!("checkpoint_{name}.safetensors"))).map_err(|e| e.to_string())?;
         let buffers: std::collections::HashMap<String, Tensor> =
             Tensor::read_safetensors(dir.join(format!("checkpoint_{name}.momentum.safetensors"))).map_err(|e| e.to_string())?.into_iter().collect();
@@ -329,8 +365,6 @@ impl Trainer {
             .iter()
             .map(|n| buffers.get(n).map(|b| b.to_device(device)).ok_or_else(|| format!("momentum buffer {n} missing")))
             .collect::<Result<_, _>>()?;
-        self.rng = ChaCha8Rng::seed_from_u64(state.seed);
-        self.rng.set_word_pos(state.rng_word_position);
         // the log keeps only the epochs the checkpoint covers
         let log_path = dir.join("log.jsonl");
         if let Ok(text) = std::fs::read_to_string(&log_path) {
@@ -339,6 +373,6 @@ impl Trainer {
             self.history = kept.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
         }
         self.state = state;
-        Ok(())
+        Ok(true)
     }
 }

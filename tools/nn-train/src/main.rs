@@ -55,6 +55,10 @@ struct Args {
     resume: bool,
     #[arg(long, default_value_t = 12345)]
     seed: u64,
+    /// Start from these weights (safetensors, nnU-Net names; every layer but the segmentation heads),
+    /// e.g. a model pretrained on another dataset. Ignored when --resume finds a checkpoint.
+    #[arg(long)]
+    pretrained: Option<PathBuf>,
     /// Split file in nnU-Net's splits_final.json format (default: DATA/splits_final.json, made if absent).
     #[arg(long)]
     splits: Option<PathBuf>,
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
                 device,
                 fold_dir: args.output.join(fold_name),
                 resume: args.resume,
+                pretrained: args.pretrained.clone(),
                 stop,
             },
         };
