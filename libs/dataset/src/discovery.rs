@@ -57,24 +57,40 @@ impl Dataset {
     }
 }
 
+/// The image file endings recognised outside a dataset (where dataset.json names the ending).
+const IMAGE_ENDINGS: [&str; 2] = [".nii.gz", ".nii"];
+
+fn parse_image_path(path: &Path) -> Option<(String, usize)> {
+    let name = path.file_name()?.to_string_lossy();
+    IMAGE_ENDINGS.iter().find_map(|ending| split_image_name(&name, ending)).map(|(id, c)| (id.to_owned(), c))
+}
+
 /// Unlabelled cases in a folder of `CASE_XXXX<ending>` images (test or inference images), with the
-/// ending `.nii.gz` or `.nii`; every case must have `channels` images.
+/// ending `.nii.gz` or `.nii`; every case must have `channels` images. Other files are ignored.
 pub fn list_image_cases(dir: &Path, channels: usize) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, &e))?;
-    let mut found: std::collections::BTreeMap<String, Vec<(usize, PathBuf)>> = std::collections::BTreeMap::new();
+    let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io(dir, &e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        let parsed = [".nii.gz", ".nii"].iter().find_map(|ending| split_image_name(&name, ending));
-        if let Some((id, channel)) = parsed {
-            found.entry(id.to_owned()).or_default().push((channel, entry.path()));
+        let path = entry.map_err(|e| Error::io(dir, &e))?.path();
+        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if !hidden && parse_image_path(&path).is_some() {
+            files.push(path);
         }
     }
-    if found.is_empty() {
+    if files.is_empty() {
         return Err(Error::bad_input(dir, "no CASE_XXXX.nii.gz images found"));
+    }
+    group_image_files(dir, &files, channels)
+}
+
+/// Groups `CASE_XXXX<ending>` image files into cases (sorted by id), each with its `channels` images in
+/// channel order; `origin` names where the files came from in errors.
+pub fn group_image_files(origin: &Path, files: &[PathBuf], channels: usize) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let mut found: std::collections::BTreeMap<String, Vec<(usize, PathBuf)>> = std::collections::BTreeMap::new();
+    for path in files {
+        let (id, channel) = parse_image_path(path)
+            .ok_or_else(|| Error::bad_input(path, "image name does not follow CASE_XXXX.nii.gz"))?;
+        found.entry(id).or_default().push((channel, path.clone()));
     }
     let mut cases = Vec::with_capacity(found.len());
     for (id, mut files) in found {
@@ -82,7 +98,7 @@ pub fn list_image_cases(dir: &Path, channels: usize) -> Result<Vec<(String, Vec<
         let indices: Vec<usize> = files.iter().map(|(c, _)| *c).collect();
         if indices != (0..channels).collect::<Vec<_>>() {
             return Err(Error::bad_input(
-                dir,
+                origin,
                 format!("case {id} has channels {indices:?}, expected 0..{channels}"),
             ));
         }

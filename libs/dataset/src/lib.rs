@@ -7,5 +7,5 @@ mod discovery;
 mod fingerprint_file;
 
 pub use descriptor::{Descriptor, Label};
-pub use discovery::{Case, Dataset, list_image_cases};
+pub use discovery::{group_image_files, list_image_cases, Case, Dataset};
 pub use fingerprint_file::{Fingerprint, IntensityStats};

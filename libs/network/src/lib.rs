@@ -290,6 +290,17 @@ impl UNet {
     }
 }
 
+/// A `--device` argument: `auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`. `cpu` never touches
+/// CUDA.
+pub fn parse_device(name: &str) -> Option<Device> {
+    Some(match name {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => Device::Cuda(other.strip_prefix("cuda:")?.parse().ok()?),
+    })
+}
+
 /// A network with its variables, ready to load or save nnU-Net weights.
 pub struct Model {
     pub vs: VarStore,

@@ -7,7 +7,7 @@ use crate::normalization::{normalize, Scheme};
 use crate::resampling::{resample_image, resample_labels, separate_z_axis, Resampling};
 use ndarray::{s, Array3, Array4, Axis, Zip};
 use nntools_dataset::{Descriptor, IntensityStats};
-use nntools_io::{read_image, read_label_map, Error, Geometry, Result};
+use nntools_io::{read_image, read_label_map, Error, Geometry, NiftiHeader, Result};
 use nntools_planning::{Configuration, Plans, ResamplingKwargs};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -117,6 +117,8 @@ pub struct Preprocessed {
     pub properties: Properties,
     /// Per class (in `Recipe::classes` order), sampled `[z, y, x]` locations.
     pub class_locations: Vec<Vec<[u32; 3]>>,
+    /// Channel 0's header, so that a prediction can be written with the input's geometry bit for bit.
+    pub header: NiftiHeader,
 }
 
 /// The input files of a case.
@@ -157,6 +159,7 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     }
     let images = files.images.iter().map(|p| read_image(p)).collect::<Result<Vec<_>>>()?;
     let geometry: Geometry = images[0].geometry;
+    let header = images[0].header.clone();
     for (path, image) in files.images.iter().zip(&images).skip(1) {
         if image.data.shape() != images[0].data.shape() {
             return Err(Error::bad_input(path, format!("shape {:?} differs from channel 0 ({:?})", image.data.shape(), images[0].data.shape())));
@@ -246,5 +249,6 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
             class_locations_count,
         },
         class_locations,
+        header,
     })
 }

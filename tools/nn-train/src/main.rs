@@ -3,7 +3,6 @@ use nntools_io::Error;
 use nntools_training::{train, Fold, Request, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tch::Device;
 
 const TOOL: &str = "nn-train";
 
@@ -70,19 +69,10 @@ struct Args {
     quiet: bool,
 }
 
-fn device(name: &str) -> Option<Device> {
-    Some(match name {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => Device::Cuda(other.strip_prefix("cuda:")?.parse().ok()?),
-    })
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        let device = device(&args.device).ok_or_else(|| Error::bad_input(&args.device, "device must be auto, cpu, cuda or cuda:N"))?;
+        let device = nntools_network::parse_device(&args.device).ok_or_else(|| Error::bad_input(&args.device, "device must be auto, cpu, cuda or cuda:N"))?;
         let fold = match args.fold.as_str() {
             "all" => Fold::All,
             f => Fold::Index(f.parse().map_err(|_| Error::bad_input(&args.fold, "fold must be a number or `all`"))?),

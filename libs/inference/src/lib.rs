@@ -1,0 +1,349 @@
+//! nnU-Net's inference (nnunet-spec 8): a trained model folder (ours or nnU-Net v2's, weights as
+//! safetensors) predicts raw images: the training preprocessing, sliding-window prediction with the
+//! Gaussian importance map and mirroring, logits averaged over folds, resampled back and written in
+//! the input image's exact geometry. Several model folders are ensembled by averaging probabilities.
+//!
+//! Cases stream through three stages on their own threads (read and preprocess, predict, export and
+//! write), so at most one case per stage is in memory and the network never waits for disk.
+
+mod export;
+mod sliding_window;
+
+pub use export::{export, Exported, Labelling};
+pub use sliding_window::{importance_map, tile_starts, SlidingWindow};
+
+use ndarray::{Array4, Axis};
+use nntools_dataset::{group_image_files, list_image_cases, Descriptor};
+use nntools_io::{read_json, write_atomically, write_json, write_like, Error, Result};
+use nntools_network::Model;
+use nntools_planning::Plans;
+use nntools_preprocessing::{preprocess_case, CaseFiles, Preprocessed, Properties, Recipe};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use tch::{Device, Kind, Tensor};
+
+/// What to predict with.
+pub struct Options {
+    /// Fold folders to use (`0`, `all`, ...); every `fold_N` holding the checkpoint when absent.
+    pub folds: Option<Vec<String>>,
+    /// `final` or `best`.
+    pub checkpoint: String,
+    /// Mirroring test-time augmentation.
+    pub tta: bool,
+    /// Sliding-window step as a fraction of the patch.
+    pub step: f64,
+    pub device: Device,
+}
+
+/// The keys of a checkpoint's sidecar that inference reads (nnU-Net's and ours share them).
+#[derive(serde::Deserialize)]
+struct CheckpointInfo {
+    configuration: String,
+    inference_allowed_mirroring_axes: Vec<usize>,
+}
+
+/// What a model folder says about its cases: plans, labels, configuration (shared with the threads
+/// that preprocess and export).
+pub struct ModelFolder {
+    pub dir: PathBuf,
+    pub plans: Plans,
+    pub descriptor: Descriptor,
+    pub recipe: Recipe,
+    pub labelling: Labelling,
+    /// Foreground labels of the previous stage, appended one-hot to the input (cascade only).
+    previous_stage_labels: Option<Vec<i64>>,
+    /// Weights of each fold used.
+    weights: Vec<PathBuf>,
+    mirror_axes: Vec<usize>,
+    classes: usize,
+}
+
+/// A model folder's networks, one per fold, on the device.
+pub struct Predictor {
+    models: Vec<Model>,
+    window: SlidingWindow,
+    classes: i64,
+    previous_stage_labels: Option<Vec<i64>>,
+}
+
+fn fold_folders(dir: &Path, options: &Options) -> Result<Vec<PathBuf>> {
+    let checkpoint = format!("checkpoint_{}.safetensors", options.checkpoint);
+    if let Some(folds) = &options.folds {
+        return folds
+            .iter()
+            .map(|fold| {
+                let folder = dir.join(format!("fold_{fold}"));
+                if folder.join(&checkpoint).is_file() {
+                    Ok(folder)
+                } else {
+                    Err(Error::bad_input(folder.join(&checkpoint), "checkpoint not found"))
+                }
+            })
+            .collect();
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, &e))?;
+    let mut folds: Vec<(usize, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let index = e.file_name().to_string_lossy().strip_prefix("fold_")?.parse().ok()?;
+            e.path().join(&checkpoint).is_file().then(|| (index, e.path()))
+        })
+        .collect();
+    folds.sort();
+    if folds.is_empty() {
+        let all = dir.join("fold_all");
+        if all.join(&checkpoint).is_file() {
+            return Ok(vec![all]);
+        }
+        return Err(Error::bad_input(dir, format!("no fold_N/{checkpoint} in the model folder")));
+    }
+    Ok(folds.into_iter().map(|(_, p)| p).collect())
+}
+
+impl ModelFolder {
+    /// Reads a model folder: `plans.json`, `dataset.json`, and the folds' `checkpoint_X.json` sidecars
+    /// (configuration and mirroring axes).
+    pub fn open(dir: &Path, options: &Options) -> Result<Self> {
+        let plans: Plans = read_json(&dir.join("plans.json"))?;
+        let descriptor = Descriptor::read(&dir.join("dataset.json"))?;
+        let folds = fold_folders(dir, options)?;
+        let info_path = folds[0].join(format!("checkpoint_{}.json", options.checkpoint));
+        let info: CheckpointInfo = read_json(&info_path)?;
+        let recipe = Recipe::new(&plans, &info.configuration, None).map_err(|p| Error::bad_input(dir.join("plans.json"), p))?;
+        let labelling = Labelling::of(&descriptor).map_err(|p| Error::bad_input(dir.join("dataset.json"), p))?;
+        let classes = match &labelling {
+            Labelling::Classes => descriptor.all_labels().len(),
+            Labelling::Regions(_) => descriptor.labels.iter().filter(|l| l.values.iter().any(|&v| v != 0)).count(),
+        };
+        let previous_stage_labels = recipe.configuration.previous_stage.as_ref().map(|_| {
+            descriptor.all_labels().into_iter().filter(|&l| l != 0).collect::<Vec<_>>()
+        });
+        let weights = folds.iter().map(|f| f.join(format!("checkpoint_{}.safetensors", options.checkpoint))).collect();
+        let mirror_axes = if options.tta { info.inference_allowed_mirroring_axes } else { Vec::new() };
+        Ok(Self { dir: dir.to_owned(), plans, descriptor, recipe, labelling, previous_stage_labels, weights, mirror_axes, classes })
+    }
+}
+
+impl Predictor {
+    /// Builds the folder's network once per fold on the device and loads the fold's weights.
+    pub fn load(folder: &ModelFolder, options: &Options) -> Result<Self> {
+        let labels = &folder.previous_stage_labels;
+        let input_channels = folder.recipe.channels() + labels.as_ref().map_or(0, Vec::len);
+        let arch = &folder.recipe.configuration.architecture;
+        let models = folder
+            .weights
+            .iter()
+            .map(|weights| {
+                let mut model = Model::new(options.device, &arch.network_class_name, &arch.arch_kwargs, input_channels, folder.classes)
+                    .map_err(|p| Error::bad_input(folder.dir.join("plans.json"), p))?;
+                model.load_safetensors(weights).map_err(|e| Error::bad_input(weights, e))?;
+                Ok(model)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let window = SlidingWindow::new(&folder.recipe.configuration.patch_size, options.step, &folder.mirror_axes, options.device);
+        Ok(Self { models, window, classes: folder.classes as i64, previous_stage_labels: labels.clone() })
+    }
+
+    /// Network evaluations per case of this preprocessed shape, over all folds.
+    pub fn tile_count(&self, case: &Preprocessed) -> usize {
+        self.window.tile_count(&case.data.shape()[1..]) * self.models.len()
+    }
+
+    /// The network input of a preprocessed case: its channels, plus for the cascade the previous
+    /// stage's labels one-hot (-1 and 0 give all-zero channels).
+    fn input(&self, case: &Preprocessed) -> Tensor {
+        let mut data = case.data.clone();
+        if let (Some(labels), Some(seg)) = (&self.previous_stage_labels, &case.seg) {
+            let one_hot: Vec<_> = labels.iter().map(|&l| seg.mapv(|v| f32::from(i64::from(v) == l))).collect();
+            let views: Vec<_> = one_hot.iter().map(|c| c.view()).collect();
+            let extra = ndarray::stack(Axis(0), &views).expect("equal shapes");
+            data = ndarray::concatenate(Axis(0), &[data.view(), extra.view()]).expect("equal spatial shapes");
+        }
+        let shape: Vec<i64> = data.shape().iter().map(|&s| s as i64).collect();
+        Tensor::from_slice(data.as_slice().expect("standard layout")).view(shape.as_slice()).to_device(self.window.gaussian.device())
+    }
+
+    /// Fold-averaged logits `(classes, z, y, x)` at the configuration's spacing, as nnU-Net's fp16
+    /// accumulators hold them; `on_tile` is called after every network evaluation.
+    pub fn logits(&self, case: &Preprocessed, on_tile: &mut dyn FnMut()) -> Array4<f32> {
+        let input = self.input(case);
+        let mut sum: Option<Tensor> = None;
+        for model in &self.models {
+            let logits = self.window.predict(&model.net, &input, self.classes, &mut *on_tile).to_device(Device::Cpu);
+            sum = Some(match sum {
+                None => logits,
+                Some(previous) => previous + logits,
+            });
+        }
+        let mut logits = sum.expect("at least one fold");
+        if self.models.len() > 1 {
+            logits /= self.models.len() as f64;
+        }
+        let logits = logits.to_kind(Kind::Float).contiguous();
+        let shape: Vec<usize> = logits.size().iter().map(|&s| s as usize).collect();
+        let values = Vec::<f32>::try_from(logits.view(-1)).expect("float tensor");
+        Array4::from_shape_vec((shape[0], shape[1], shape[2], shape[3]), values).expect("logits shape")
+    }
+}
+
+/// Where images come from and where predictions go.
+pub struct Request {
+    pub models: Vec<PathBuf>,
+    /// Image folders and/or image files (`CASE_XXXX.nii.gz`).
+    pub inputs: Vec<PathBuf>,
+    pub output: PathBuf,
+    /// Folder of the previous stage's predictions (`CASE<ending>`), for the cascade.
+    pub prev_stage: Option<PathBuf>,
+    pub save_probabilities: bool,
+    pub options: Options,
+}
+
+/// Progress of a prediction run.
+pub enum Event<'a> {
+    Started { cases: usize },
+    CaseStarted { id: &'a str, tiles: usize },
+    Tile,
+    CasePredicted { id: &'a str },
+}
+
+fn cases(request: &Request, channels: usize) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let (dirs, files): (Vec<&PathBuf>, Vec<&PathBuf>) = request.inputs.iter().partition(|p| p.is_dir());
+    let mut cases = Vec::new();
+    for dir in dirs {
+        cases.extend(list_image_cases(dir, channels)?);
+    }
+    if !files.is_empty() {
+        let files: Vec<PathBuf> = files.into_iter().cloned().collect();
+        for file in &files {
+            if !file.is_file() {
+                return Err(Error::bad_input(file, "no such image file or folder"));
+            }
+        }
+        cases.extend(group_image_files(&files[0], &files, channels)?);
+    }
+    let mut ids: Vec<&str> = cases.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    if let Some(pair) = ids.windows(2).find(|p| p[0] == p[1]) {
+        return Err(Error::bad_input(&request.inputs[0], format!("case {} is given more than once", pair[0])));
+    }
+    Ok(cases)
+}
+
+/// A case preprocessed for each model.
+struct Prepared {
+    id: String,
+    per_model: Vec<Preprocessed>,
+}
+
+/// A case's fold-averaged logits for each model, with what exporting them needs.
+struct Predicted {
+    id: String,
+    per_model: Vec<(Array4<f32>, Properties)>,
+    header: nntools_io::NiftiHeader,
+}
+
+/// Predicts every case of the request and writes `OUT/CASE<ending>` (and `CASE.npz` + `CASE.json` with
+/// probabilities), plus the first model's `plans.json` and `dataset.json`.
+pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
+    let folders = request.models.iter().map(|dir| ModelFolder::open(dir, &request.options)).collect::<Result<Vec<_>>>()?;
+    let predictors = folders.iter().map(|f| Predictor::load(f, &request.options)).collect::<Result<Vec<_>>>()?;
+    let first = &folders[0];
+    let channels = first.recipe.channels();
+    for p in &folders[1..] {
+        if p.recipe.channels() != channels || p.descriptor.labels != first.descriptor.labels {
+            return Err(Error::bad_input(&p.dir, format!("its channels or labels differ from {}'s", first.dir.display())));
+        }
+    }
+    let cascade = folders.iter().any(|f| f.previous_stage_labels.is_some());
+    if cascade && request.prev_stage.is_none() {
+        return Err(Error::bad_input(&first.dir, "a 3d_cascade_fullres model needs --prev-stage DIR (the 3d_lowres predictions)"));
+    }
+    let cases = cases(request, channels)?;
+    std::fs::create_dir_all(&request.output).map_err(|e| Error::io(&request.output, &e))?;
+    write_json(&request.output.join("plans.json"), &first.plans)?;
+    write_json(&request.output.join("dataset.json"), &read_json::<serde_json::Value>(&first.dir.join("dataset.json"))?)?;
+    report(Event::Started { cases: cases.len() });
+    let ending = first.descriptor.file_ending.clone();
+
+    std::thread::scope(|scope| {
+        let (prepared_tx, prepared_rx) = sync_channel::<Result<Prepared>>(1);
+        let (predicted_tx, predicted_rx) = sync_channel::<Predicted>(1);
+        let folders = &folders;
+        let ending = ending.as_str();
+        scope.spawn(move || {
+            for (id, images) in cases {
+                let label = request.prev_stage.as_ref().filter(|_| cascade).map(|dir| dir.join(format!("{id}{ending}")));
+                let files = CaseFiles { id: id.clone(), images, label };
+                let per_model = folders.iter().map(|f| preprocess_case(&f.recipe, &files)).collect::<Result<Vec<_>>>();
+                // a closed queue means the run already failed
+                if prepared_tx.send(per_model.map(|per_model| Prepared { id, per_model })).is_err() {
+                    return;
+                }
+            }
+        });
+        let writer = scope.spawn(move || -> Result<()> {
+            for case in predicted_rx {
+                write_case(folders, case, request, ending)?;
+            }
+            Ok(())
+        });
+        for prepared in prepared_rx {
+            let prepared = prepared?;
+            let tiles = predictors.iter().zip(&prepared.per_model).map(|(p, c)| p.tile_count(c)).sum();
+            report(Event::CaseStarted { id: &prepared.id, tiles });
+            let header = prepared.per_model[0].header.clone();
+            let per_model = predictors
+                .iter()
+                .zip(prepared.per_model)
+                .map(|(p, case)| (p.logits(&case, &mut || report(Event::Tile)), case.properties))
+                .collect();
+            if predicted_tx.send(Predicted { id: prepared.id.clone(), per_model, header }).is_err() {
+                break;
+            }
+            report(Event::CasePredicted { id: &prepared.id });
+        }
+        drop(predicted_tx);
+        writer.join().expect("writer thread panicked")
+    })
+}
+
+/// Exports a case's logits and writes its label map (and probabilities); with several models their
+/// probabilities are averaged first.
+fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request, ending: &str) -> Result<()> {
+    let several = folders.len() > 1;
+    let mut exported: Vec<Exported> = folders
+        .iter()
+        .zip(&case.per_model)
+        .map(|(p, (logits, properties))| export(logits, properties, &p.recipe, &p.labelling, request.save_probabilities || several))
+        .collect();
+    let labelling = &folders[0].labelling;
+    let (labels, probabilities) = if several {
+        let mut sum = exported[0].probabilities.take().expect("asked for");
+        for e in &mut exported[1..] {
+            sum += &e.probabilities.take().expect("asked for");
+        }
+        sum /= folders.len() as f32;
+        (export::labels_from_probabilities(&sum, labelling), Some(sum))
+    } else {
+        let only = exported.pop().expect("one model");
+        (only.labels, only.probabilities)
+    };
+    let path = request.output.join(format!("{}{ending}", case.id));
+    if folders[0].descriptor.all_labels().iter().all(|&l| l <= i64::from(u8::MAX)) {
+        write_like(&path, labels.mapv(|l| l as u8).view(), &case.header)?;
+    } else {
+        write_like(&path, labels.view(), &case.header)?;
+    }
+    if let Some(probabilities) = probabilities.filter(|_| request.save_probabilities) {
+        let npz = request.output.join(format!("{}.npz", case.id));
+        write_atomically(&npz, |tmp| {
+            let file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, &e))?;
+            let mut writer = ndarray_npy::NpzWriter::new_compressed(file);
+            writer.add_array("probabilities", &probabilities).map_err(|e| Error::runtime(&npz, e))?;
+            writer.finish().map_err(|e| Error::runtime(&npz, e))?;
+            Ok(())
+        })?;
+        write_json(&request.output.join(format!("{}.json", case.id)), &case.per_model[0].1)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! nnU-Net's sliding-window prediction (nnunet-spec 8.3): tiles at half-patch steps, each prediction
+//! weighted by a Gaussian importance map and accumulated, mirrored test-time augmentation averaged over
+//! the flips. Accumulation is in fp16 as nnU-Net does it, so the logits round the same way.
+
+use nntools_network::UNet;
+use tch::{Device, Kind, Tensor};
+
+/// `scipy.ndimage.gaussian_filter` truncates its kernel at 4 standard deviations.
+const GAUSSIAN_TRUNCATE: f64 = 4.0;
+const GAUSSIAN_SIGMA_SCALE: f64 = 1.0 / 8.0;
+/// The importance map's maximum; weights are large enough that fp16 sums stay accurate.
+const GAUSSIAN_PEAK: f64 = 10.0;
+
+/// Tile positions along each axis: `ceil((size - patch) / (patch * step)) + 1` tiles spread evenly
+/// from 0 to `size - patch`. `size` must be at least `patch`.
+pub fn tile_starts(size: &[usize], patch: &[usize], step: f64) -> Vec<Vec<usize>> {
+    size.iter()
+        .zip(patch)
+        .map(|(&size, &patch)| {
+            let span = (size - patch) as f64;
+            let count = (span / (patch as f64 * step)).ceil() as usize + 1;
+            if count == 1 {
+                return vec![0];
+            }
+            let stride = span / (count - 1) as f64;
+            (0..count).map(|i| (stride * i as f64).round_ties_even() as usize).collect()
+        })
+        .collect()
+}
+
+/// The 1-D profile scipy's Gaussian filter gives a unit impulse at `len / 2`, normalised kernel weights
+/// within the truncation radius and zero beyond.
+fn impulse_response(len: usize) -> Vec<f64> {
+    let sigma = len as f64 * GAUSSIAN_SIGMA_SCALE;
+    let radius = (GAUSSIAN_TRUNCATE * sigma + 0.5) as i64;
+    let weight = |d: i64| (-0.5 * (d * d) as f64 / (sigma * sigma)).exp();
+    let total: f64 = (-radius..=radius).map(weight).sum();
+    let centre = (len / 2) as i64;
+    (0..len as i64)
+        .map(|i| {
+            let d = i - centre;
+            if d.abs() <= radius { weight(d) / total } else { 0.0 }
+        })
+        .collect()
+}
+
+/// nnU-Net's `compute_gaussian(patch, 1/8, value_scaling_factor=10)` in fp16: a Gaussian of σ = patch/8
+/// centred at `patch // 2`, peak 10, zeros replaced by the smallest non-zero weight.
+pub fn importance_map(patch: &[usize], device: Device) -> Tensor {
+    let profiles: Vec<Tensor> = patch.iter().map(|&len| Tensor::from_slice(&impulse_response(len))).collect();
+    let mut map = profiles[0].shallow_clone();
+    for profile in &profiles[1..] {
+        map = map.unsqueeze(-1) * profile;
+    }
+    let map = (&map / map.max() * GAUSSIAN_PEAK).to_kind(Kind::Half);
+    let zero = map.eq(0.0);
+    let smallest = map.masked_select(&zero.logical_not()).min();
+    map.masked_fill(&zero, smallest.double_value(&[])).to_device(device)
+}
+
+/// Every non-empty combination of `axes`, in `itertools.combinations` order by size.
+fn mirror_combinations(axes: &[i64]) -> Vec<Vec<i64>> {
+    let mut combinations = Vec::new();
+    for size in 1..=axes.len() {
+        let mut pick: Vec<usize> = (0..size).collect();
+        loop {
+            combinations.push(pick.iter().map(|&i| axes[i]).collect());
+            let Some(i) = (0..size).rev().find(|&i| pick[i] != i + axes.len() - size) else { break };
+            pick[i] += 1;
+            for j in i + 1..size {
+                pick[j] = pick[j - 1] + 1;
+            }
+        }
+    }
+    combinations
+}
+
+/// How a network is applied to a whole preprocessed image.
+pub struct SlidingWindow {
+    /// Spatial patch of the network (2 or 3 axes).
+    pub patch: Vec<usize>,
+    pub step: f64,
+    /// Tensor axes of a `(1, c, ...)` tile to mirror for test-time augmentation; empty for none.
+    pub mirror_axes: Vec<i64>,
+    /// fp16 map over the patch.
+    pub gaussian: Tensor,
+}
+
+impl SlidingWindow {
+    pub fn new(patch: &[usize], step: f64, spatial_mirror_axes: &[usize], device: Device) -> Self {
+        Self {
+            patch: patch.to_vec(),
+            step,
+            mirror_axes: spatial_mirror_axes.iter().map(|&a| a as i64 + 2).collect(),
+            gaussian: importance_map(patch, device),
+        }
+    }
+
+    /// Logits `(classes, ...)` of one tile `(1, c, ...)`: the network's output, plus with TTA the mirrored outputs
+    /// flipped back, summed in nnU-Net's order and divided by the number of passes. The mirrored
+    /// copies go through the network as one batch.
+    fn tile_logits(&self, net: &UNet, tile: &Tensor) -> Tensor {
+        let flips = mirror_combinations(&self.mirror_axes);
+        let mut batch = vec![tile.shallow_clone()];
+        batch.extend(flips.iter().map(|axes| tile.flip(axes)));
+        let outputs = net.forward(&Tensor::cat(&batch, 0));
+        let mut sum = outputs.get(0);
+        for (i, axes) in flips.iter().enumerate() {
+            // per-sample axes lose the batch dimension
+            let sample_axes: Vec<i64> = axes.iter().map(|a| a - 1).collect();
+            sum += outputs.get(i as i64 + 1).flip(&sample_axes);
+        }
+        if flips.is_empty() { sum } else { sum / (flips.len() + 1) as f64 }
+    }
+
+    /// fp16 logits `(classes, ...)` of a preprocessed image `(c, ...)` (3-D spatial, or `(c, z, y, x)`
+    /// predicted slice by slice for a 2-D patch), on the image tensor's device.
+    pub fn predict(&self, net: &UNet, image: &Tensor, classes: i64, mut on_tile: impl FnMut()) -> Tensor {
+        tch::no_grad(|| {
+            let spatial: Vec<usize> = image.size()[1..].iter().map(|&s| s as usize).collect();
+            let planar = self.patch.len() == 2;
+            let tiled = if planar { &spatial[1..] } else { &spatial[..] };
+            // images smaller than the patch are padded with 0, split as nnU-Net's pad_nd_image does
+            let padding: Vec<(usize, usize)> =
+                tiled.iter().zip(&self.patch).map(|(&s, &p)| { let d = p.saturating_sub(s); (d / 2, d - d / 2) }).collect();
+            let offset = spatial.len() - tiled.len();
+            let mut pad_spec = Vec::new();
+            for &(before, after) in padding.iter().rev() {
+                pad_spec.extend([before as i64, after as i64]);
+            }
+            let image = if pad_spec.iter().any(|&p| p > 0) { image.constant_pad_nd(&pad_spec) } else { image.shallow_clone() };
+            let padded: Vec<i64> = image.size()[1..].to_vec();
+            let options = (Kind::Half, image.device());
+            let mut shape = vec![classes];
+            shape.extend(&padded);
+            let logits = Tensor::zeros(&shape, options);
+            let weights = Tensor::zeros(&padded, options);
+            let tiled_size: Vec<usize> = padded[offset..].iter().map(|&s| s as usize).collect();
+            let starts = tile_starts(&tiled_size, &self.patch, self.step);
+            let slices: Vec<Option<i64>> = if planar { (0..padded[0]).map(Some).collect() } else { vec![None] };
+            for slice in slices {
+                for corner in cartesian(&starts) {
+                    let window = |t: &Tensor, first_axis: i64| {
+                        let t = match slice { Some(z) => t.narrow(first_axis, z, 1).squeeze_dim(first_axis), None => t.shallow_clone() };
+                        corner.iter().zip(&self.patch).enumerate().fold(t, |t, (a, (&start, &len))| {
+                            t.narrow(first_axis + a as i64, start as i64, len as i64)
+                        })
+                    };
+                    let tile = window(&image, 1).unsqueeze(0).contiguous();
+                    let prediction = self.tile_logits(net, &tile) * &self.gaussian;
+                    let mut target = window(&logits, 1);
+                    let _ = target.g_add_(&prediction);
+                    let mut weight = window(&weights, 0);
+                    let _ = weight.g_add_(&self.gaussian);
+                    on_tile();
+                }
+            }
+            let logits = logits / weights;
+            // back to the image's extent
+            padding.iter().enumerate().fold(logits, |t, (a, &(before, _))| {
+                t.narrow((1 + offset + a) as i64, before as i64, tiled[a] as i64)
+            })
+        })
+    }
+
+    /// Number of network evaluations `predict` makes for an image of `spatial` shape (for progress).
+    pub fn tile_count(&self, spatial: &[usize]) -> usize {
+        let planar = self.patch.len() == 2;
+        let tiled: Vec<usize> = spatial[usize::from(planar)..].iter().zip(&self.patch).map(|(&s, &p)| s.max(p)).collect();
+        let per_slice: usize = tile_starts(&tiled, &self.patch, self.step).iter().map(Vec::len).product();
+        if planar { per_slice * spatial[0] } else { per_slice }
+    }
+}
+
+/// Every combination of one start per axis, the last axis fastest.
+fn cartesian(starts: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    starts.iter().fold(vec![Vec::new()], |prefixes, axis| {
+        prefixes.iter().flat_map(|p| axis.iter().map(move |&s| [p.as_slice(), &[s]].concat())).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_starts_as_nnunet() {
+        assert_eq!(tile_starts(&[110], &[64], 0.5), [vec![0, 23, 46]]);
+        assert_eq!(tile_starts(&[64, 40], &[64, 40], 0.5), [vec![0], vec![0]]);
+        assert_eq!(tile_starts(&[41], &[40], 0.5), [vec![0, 1]]);
+    }
+
+    #[test]
+    fn mirror_combinations_in_itertools_order() {
+        let c = mirror_combinations(&[2, 3, 4]);
+        assert_eq!(c, [vec![2], vec![3], vec![4], vec![2, 3], vec![2, 4], vec![3, 4], vec![2, 3, 4]]);
+        assert_eq!(mirror_combinations(&[2, 3]).len(), 3);
+        assert!(mirror_combinations(&[]).is_empty());
+    }
+
+    #[test]
+    fn importance_map_peaks_at_ten_in_the_centre_and_has_no_zeros() {
+        let map = importance_map(&[40, 56, 40], Device::Cpu);
+        assert_eq!(map.kind(), Kind::Half);
+        assert_eq!(map.double_value(&[20, 28, 20]), 10.0);
+        assert!(map.min().double_value(&[]) > 0.0);
+        // σ = 5 along z: one σ away the weight falls to exp(-1/2) of the peak
+        let ratio = map.double_value(&[25, 28, 20]) / 10.0;
+        assert!((ratio - (-0.5f64).exp()).abs() < 2e-3, "{ratio}");
+    }
+
+    #[test]
+    fn impulse_response_sums_to_one_within_the_truncation_radius() {
+        let profile = impulse_response(64);
+        assert!((profile.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        // σ = 8, radius 32: the first voxel is exactly at the radius, so non-zero
+        assert!(profile[0] > 0.0);
+        let short = impulse_response(8);
+        assert!(short.iter().all(|&w| w > 0.0));
+    }
+}
