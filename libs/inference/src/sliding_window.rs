@@ -97,18 +97,15 @@ impl SlidingWindow {
     }
 
     /// Logits `(classes, ...)` of one tile `(1, c, ...)`: the network's output, plus with TTA the mirrored outputs
-    /// flipped back, summed in nnU-Net's order and divided by the number of passes. The mirrored
-    /// copies go through the network as one batch.
+    /// flipped back, summed in nnU-Net's order and divided by the number of passes. One pass at a
+    /// time: on CPU a batch of the eight mirrored tiles measured 25% slower and twice the memory.
     fn tile_logits(&self, net: &UNet, tile: &Tensor) -> Tensor {
         let flips = mirror_combinations(&self.mirror_axes);
-        let mut batch = vec![tile.shallow_clone()];
-        batch.extend(flips.iter().map(|axes| tile.flip(axes)));
-        let outputs = net.forward(&Tensor::cat(&batch, 0));
-        let mut sum = outputs.get(0);
-        for (i, axes) in flips.iter().enumerate() {
+        let mut sum = net.forward(tile).get(0);
+        for axes in &flips {
             // per-sample axes lose the batch dimension
             let sample_axes: Vec<i64> = axes.iter().map(|a| a - 1).collect();
-            sum += outputs.get(i as i64 + 1).flip(&sample_axes);
+            sum += net.forward(&tile.flip(axes)).get(0).flip(&sample_axes);
         }
         if flips.is_empty() { sum } else { sum / (flips.len() + 1) as f64 }
     }

@@ -1,0 +1,124 @@
+//! nn-infer against nnU-Net v2.8.1's predictions in ../shared/reference/infer (the same nnU-Net-trained
+//! weights and images, fp32 on CPU, with and without mirroring), and end to end on a two-channel
+//! synthetic dataset trained by nn-train.
+
+use ndarray::Array4;
+use ndarray_npy::NpzReader;
+use nntools_io::{read_image, read_label_map, NiftiHeader};
+use nntools_tests::{run, shared, stderr, SyntheticDataset};
+use std::path::Path;
+
+fn probabilities(path: &Path) -> Array4<f32> {
+    NpzReader::new(std::fs::File::open(path).unwrap()).unwrap().by_name("probabilities").unwrap()
+}
+
+/// The header fields that place voxels in space.
+fn placement(header: &NiftiHeader) -> Vec<f64> {
+    let mut fields: Vec<f64> = header.pixdim[1..4].iter().map(|&v| f64::from(v)).collect();
+    fields.extend([header.qform_code as f64, header.sform_code as f64]);
+    fields.extend([header.quatern_b, header.quatern_c, header.quatern_d, header.quatern_x, header.quatern_y, header.quatern_z].map(f64::from));
+    fields.extend(header.srow_x.iter().chain(&header.srow_y).chain(&header.srow_z).map(|&v| f64::from(v)));
+    fields
+}
+
+/// Every case's labels agree with nnU-Net's on at least 99.9% of voxels and carry its input's geometry;
+/// probabilities (when both exist) within 1e-3.
+fn assert_matches_nnunet(ours: &Path, reference: &Path, images: &Path) {
+    let mut compared = 0;
+    for entry in std::fs::read_dir(reference).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(case) = name.strip_suffix(".nii.gz") else { continue };
+        let expected = read_label_map(&path).unwrap();
+        let predicted = read_label_map(&ours.join(&name)).unwrap();
+        assert_eq!(predicted.data.shape(), expected.data.shape(), "{case}");
+        let agree = predicted.data.iter().zip(&expected.data).filter(|(a, b)| a == b).count() as f64 / expected.data.len() as f64;
+        assert!(agree >= 0.999, "{case}: labels agree on {agree}");
+        let input = read_image(&images.join(format!("{case}_0000.nii.gz"))).unwrap();
+        assert_eq!(placement(&predicted.header), placement(&input.header), "{case}: geometry");
+        assert_eq!(predicted.header.datatype, 2, "{case}: labels are written as uint8");
+        let reference_probabilities = reference.join(format!("{case}.npz"));
+        if reference_probabilities.is_file() {
+            let ours = probabilities(&ours.join(format!("{case}.npz")));
+            let theirs = probabilities(&reference_probabilities);
+            assert_eq!(ours.shape(), theirs.shape(), "{case}");
+            let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-3, "{case}: probabilities differ by up to {worst}");
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 16);
+}
+
+#[test]
+fn predictions_match_nnunet_with_and_without_mirroring() {
+    let Some(shared) = shared() else { return };
+    let reference = shared.join("reference/infer");
+    let (model, images) = (reference.join("model"), reference.join("images"));
+    let out = tempfile::tempdir().unwrap();
+    for (flags, expected) in [(&["--save-probabilities"][..], "pred_tta"), (&["--no-tta"][..], "pred_notta")] {
+        let predictions = out.path().join(expected);
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"-m", &model, &"-i", &images, &"-o", &predictions, &"--device", &"cpu", &"-q"];
+        args.extend(flags.iter().map(|f| f as &dyn AsRef<std::ffi::OsStr>));
+        let output = run("nn-infer", &args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_matches_nnunet(&predictions, &reference.join(expected), &images);
+    }
+}
+
+#[test]
+fn a_trained_two_channel_run_predicts_in_the_input_geometry() {
+    let data = SyntheticDataset::with(4, 2, [20, 28]);
+    let pre = data.dir.path().join("pre");
+    let output = data.resample("3d_fullres", &pre, &["-q"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let run_dir = data.dir.path().join("run");
+    let dataset_json = data.raw.join("dataset.json");
+    let output = run("nn-train", &[
+        &"--plans", &data.plans, &"-c", &"3d_fullres", &"--data", &pre, &"--dataset", &dataset_json, &"--fold", &"all",
+        &"-o", &run_dir, &"--epochs", &"1", &"--iters", &"2", &"--val-iters", &"1", &"--device", &"cpu", &"-q",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let predictions = data.dir.path().join("predictions");
+    let images = data.raw.join("imagesTr");
+    let output = run("nn-infer", &[&"-m", &run_dir, &"-i", &images, &"-o", &predictions, &"--device", &"cpu", &"--save-probabilities", &"-q"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for entry in std::fs::read_dir(data.raw.join("labelsTr")).unwrap() {
+        let label_path = entry.unwrap().path();
+        let name = label_path.file_name().unwrap().to_string_lossy().into_owned();
+        let reference = read_label_map(&label_path).unwrap();
+        let predicted = read_label_map(&predictions.join(&name)).unwrap();
+        assert_eq!(predicted.data.shape(), reference.data.shape(), "{name}");
+        assert_eq!(predicted.geometry, reference.geometry, "{name}");
+        assert!(predicted.data.iter().all(|&l| (0..3).contains(&l)), "{name}: labels outside the dataset's");
+        let p = probabilities(&predictions.join(name.replace(".nii.gz", ".npz")));
+        assert_eq!(p.shape()[1..], *reference.data.shape());
+        for lane in p.lanes(ndarray::Axis(0)) {
+            assert!((lane.sum() - 1.0).abs() < 1e-4, "probabilities sum to one");
+        }
+    }
+}
+
+#[test]
+fn bad_requests_name_the_problem() {
+    let Some(shared) = shared() else { return };
+    let reference = shared.join("reference/infer");
+    let out = tempfile::tempdir().unwrap();
+    let nowhere = out.path().join("missing");
+    let (model, images) = (reference.join("model"), reference.join("images"));
+    let [a, b, c] = ["a", "b", "c"].map(|name| out.path().join(name));
+    let cases: [(Vec<&dyn AsRef<std::ffi::OsStr>>, &str); 3] = [
+        (vec![&"-m", &nowhere, &"-i", &images, &"-o", &a], "missing"),
+        (vec![&"-m", &model, &"-i", &nowhere, &"-o", &b], "no such image"),
+        (vec![&"-m", &model, &"--folds", &"3", &"-i", &images, &"-o", &c], "fold_3"),
+    ];
+    for (args, expected) in cases {
+        let output = run("nn-infer", &args);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{message}");
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(message.contains(expected), "{message}");
+    }
+    assert!(!a.exists() && !b.exists() && !c.exists(), "no output folder on bad input");
+}
