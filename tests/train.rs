@@ -1,6 +1,7 @@
 //! nn-train end to end on CPU on a small synthetic dataset: it learns, it resumes after SIGKILL with
 //! the same epoch counter, learning-rate schedule and log, and it refuses bad requests.
 
+use nntools_io::read_label_map;
 use nntools_tests::{binary, run, stderr, SyntheticDataset};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,26 @@ fn learns_a_synthetic_dataset() {
     assert!(plot.starts_with(b"\x89PNG\r\n") && plot.len() > 10_000, "progress.png is drawn");
     assert!(out.join("plans.json").is_file() && out.join("dataset.json").is_file());
     assert!(p.pre.join("splits_final.json").is_file(), "a split file is made where none was given");
+
+    // the final validation predicts the held-out cases in their input geometry, and they are segmented
+    let settings: Value = serde_json::from_str(&std::fs::read_to_string(out.join("fold_0/settings.json")).unwrap()).unwrap();
+    let val_cases: Vec<String> = serde_json::from_value(settings["val_cases"].clone()).unwrap();
+    assert!(!val_cases.is_empty());
+    for case in &val_cases {
+        let reference = read_label_map(&p.data.raw.join(format!("labelsTr/{case}.nii.gz"))).unwrap();
+        let predicted = read_label_map(&out.join(format!("fold_0/validation/{case}.nii.gz"))).unwrap();
+        assert_eq!(predicted.geometry, reference.geometry, "{case}");
+        assert!(out.join(format!("fold_0/validation/{case}.npz")).is_file(), "{case}: probabilities");
+        for label in 1..=2 {
+            let (mut both, mut total) = (0, 0);
+            for (&a, &b) in predicted.data.iter().zip(&reference.data) {
+                both += usize::from(a == label && b == label);
+                total += usize::from(a == label) + usize::from(b == label);
+            }
+            let dice = 2.0 * both as f64 / total as f64;
+            assert!(dice > 0.7, "{case}: validation Dice of label {label} is {dice}");
+        }
+    }
 }
 
 #[test]
@@ -70,7 +91,8 @@ fn resumes_after_sigkill_with_the_same_schedule() {
     let out = p.data.dir.path().join("run");
     let fold_dir = out.join("fold_1");
     let epochs = 6;
-    let args = train_args(&p, &out, &["--fold", "1", "--epochs", "6", "--iters", "4", "--val-iters", "2", "--device", "cpu"]);
+    let budget = ["--fold", "1", "--epochs", "6", "--iters", "4", "--val-iters", "2", "--device", "cpu"];
+    let args = train_args(&p, &out, &budget);
     let mut child = Command::new(binary("nn-train")).args(&args).spawn().unwrap();
     let start = Instant::now();
     // kill once a checkpoint beyond the first epoch exists
@@ -98,6 +120,44 @@ fn resumes_after_sigkill_with_the_same_schedule() {
     }
     let final_state: Value = serde_json::from_str(&std::fs::read_to_string(fold_dir.join("checkpoint_final.json")).unwrap()).unwrap();
     assert_eq!(final_state["epoch"].as_u64(), Some(epochs as u64));
+
+    // resumed from an epoch boundary with the same batches and momentum, the run is the uninterrupted one
+    let uninterrupted = p.data.dir.path().join("uninterrupted");
+    let output = Command::new(binary("nn-train")).args(train_args(&p, &uninterrupted, &budget)).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let weights = |dir: &Path| std::fs::read(dir.join("fold_1/checkpoint_final.safetensors")).unwrap();
+    assert!(weights(&out) == weights(&uninterrupted), "final weights equal bit for bit (killed: {killed})");
+}
+
+#[test]
+fn starts_from_pretrained_weights() {
+    let p = prepare(6);
+    let budget = ["--fold", "0", "--epochs", "1", "--iters", "1", "--val-iters", "1", "--device", "cpu"];
+    let source = p.data.dir.path().join("source");
+    assert!(Command::new(binary("nn-train")).args(train_args(&p, &source, &budget)).status().unwrap().success());
+    let pretrained = source.join("fold_0/checkpoint_final.safetensors");
+    let [fresh, tuned] = ["fresh", "tuned"].map(|name| p.data.dir.path().join(name));
+    assert!(Command::new(binary("nn-train")).args(train_args(&p, &fresh, &[&budget[..], &["--seed", "7"]].concat())).status().unwrap().success());
+    let with_pretrained = [&budget[..], &["--seed", "7", "--pretrained", pretrained.to_str().unwrap()]].concat();
+    let output = Command::new(binary("nn-train")).args(train_args(&p, &tuned, &with_pretrained)).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let read = |dir: &Path| std::fs::read(dir.join("fold_0/checkpoint_final.safetensors")).unwrap();
+    let (source_bytes, fresh_bytes, tuned_bytes) = (read(&source), read(&fresh), read(&tuned));
+    let tensors = |bytes: &[u8]| safetensors::SafeTensors::deserialize(bytes).unwrap().tensors().into_iter()
+        .map(|(name, view)| (name, view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>()))
+        .collect::<std::collections::HashMap<_, _>>();
+    let (source, fresh, tuned) = (tensors(&source_bytes), tensors(&fresh_bytes), tensors(&tuned_bytes));
+    let distance = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let name = "encoder.stages.0.0.convs.0.conv.weight";
+    // one SGD step (lr 0.01, gradients clipped to norm 12) moves a weight by far less than a new initialisation
+    assert!(distance(&tuned[name], &source[name]) < 0.2 * distance(&fresh[name], &source[name]), "{name} starts from the pretrained weights");
+
+    let truncated = p.data.dir.path().join("truncated.safetensors");
+    std::fs::write(&truncated, &source_bytes[..source_bytes.len() / 2]).unwrap();
+    let bad = [&budget[..], &["--pretrained", truncated.to_str().unwrap()]].concat();
+    let output = Command::new(binary("nn-train")).args(train_args(&p, &p.data.dir.path().join("bad"), &bad)).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("truncated.safetensors"), "{}", stderr(&output));
 }
 
 #[test]

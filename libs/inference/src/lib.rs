@@ -12,7 +12,7 @@ mod sliding_window;
 pub use export::{export, Exported, Labelling};
 pub use sliding_window::{importance_map, tile_starts, SlidingWindow};
 
-use ndarray::{Array4, Axis};
+use ndarray::{Array3, Array4, Axis};
 use nntools_dataset::{group_image_files, list_image_cases, Descriptor};
 use nntools_io::{read_json, write_atomically, write_json, write_like, Error, Result};
 use nntools_network::Model;
@@ -144,16 +144,16 @@ impl Predictor {
         Ok(Self { models, window, classes: folder.classes as i64, previous_stage_labels: labels.clone() })
     }
 
-    /// Network evaluations per case of this preprocessed shape, over all folds.
-    pub fn tile_count(&self, case: &Preprocessed) -> usize {
-        self.window.tile_count(&case.data.shape()[1..]) * self.models.len()
+    /// Network evaluations per case of this preprocessed shape `(c, z, y, x)`, over all folds.
+    pub fn tile_count(&self, shape: &[usize]) -> usize {
+        self.window.tile_count(&shape[1..]) * self.models.len()
     }
 
     /// The network input of a preprocessed case: its channels, plus for the cascade the previous
     /// stage's labels one-hot (-1 and 0 give all-zero channels).
-    fn input(&self, case: &Preprocessed) -> Tensor {
-        let mut data = case.data.clone();
-        if let (Some(labels), Some(seg)) = (&self.previous_stage_labels, &case.seg) {
+    fn input(&self, data: &Array4<f32>, previous_stage: Option<&Array3<i16>>) -> Tensor {
+        let mut data = data.clone();
+        if let (Some(labels), Some(seg)) = (&self.previous_stage_labels, previous_stage) {
             let one_hot: Vec<_> = labels.iter().map(|&l| seg.mapv(|v| f32::from(i64::from(v) == l))).collect();
             let views: Vec<_> = one_hot.iter().map(|c| c.view()).collect();
             let extra = ndarray::stack(Axis(0), &views).expect("equal shapes");
@@ -163,10 +163,11 @@ impl Predictor {
         Tensor::from_slice(data.as_slice().expect("standard layout")).view(shape.as_slice()).to_device(self.window.gaussian.device())
     }
 
-    /// Fold-averaged logits `(classes, z, y, x)` at the configuration's spacing, as nnU-Net's fp16
-    /// accumulators hold them; `on_tile` is called after every network evaluation.
-    pub fn logits(&self, case: &Preprocessed, on_tile: &mut dyn FnMut()) -> Array4<f32> {
-        let input = self.input(case);
+    /// Fold-averaged logits `(classes, z, y, x)` of preprocessed data `(c, z, y, x)` (with the
+    /// previous stage's preprocessed labels for the cascade), as nnU-Net's fp16 accumulators hold them;
+    /// `on_tile` is called after every network evaluation.
+    pub fn logits(&self, data: &Array4<f32>, previous_stage: Option<&Array3<i16>>, on_tile: &mut dyn FnMut()) -> Array4<f32> {
+        let input = self.input(data, previous_stage);
         let mut sum: Option<Tensor> = None;
         for model in &self.models {
             let logits = self.window.predict(&model.net, &input, self.classes, &mut *on_tile).to_device(Device::Cpu);
@@ -289,13 +290,13 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
         });
         for prepared in prepared_rx {
             let prepared = prepared?;
-            let tiles = predictors.iter().zip(&prepared.per_model).map(|(p, c)| p.tile_count(c)).sum();
+            let tiles = predictors.iter().zip(&prepared.per_model).map(|(p, c)| p.tile_count(c.data.shape())).sum();
             report(Event::CaseStarted { id: &prepared.id, tiles });
             let header = prepared.per_model[0].header.clone();
             let per_model = predictors
                 .iter()
                 .zip(prepared.per_model)
-                .map(|(p, case)| (p.logits(&case, &mut || report(Event::Tile)), case.properties))
+                .map(|(p, case)| (p.logits(&case.data, case.seg.as_ref(), &mut || report(Event::Tile)), case.properties))
                 .collect();
             if predicted_tx.send(Predicted { id: prepared.id.clone(), per_model, header }).is_err() {
                 break;
@@ -328,22 +329,42 @@ fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request, endin
         let only = exported.pop().expect("one model");
         (only.labels, only.probabilities)
     };
-    let path = request.output.join(format!("{}{ending}", case.id));
-    if folders[0].descriptor.all_labels().iter().all(|&l| l <= i64::from(u8::MAX)) {
-        write_like(&path, labels.mapv(|l| l as u8).view(), &case.header)?;
+    let probabilities = probabilities.filter(|_| request.save_probabilities);
+    let properties = &case.per_model[0].1;
+    let wide = folders[0].descriptor.all_labels().iter().any(|&l| l > i64::from(u8::MAX));
+    write_prediction(&request.output, &case.id, ending, &labels, probabilities.as_ref(), properties, &case.header, wide)
+}
+
+/// Writes a case's prediction into `dir`: `ID<ending>` (uint8 labels, uint16 when `wide`) with
+/// `header`'s geometry, and with probabilities `ID.npz` (`probabilities`, float32, classes first) and
+/// `ID.json` (the preprocessing properties).
+#[allow(clippy::too_many_arguments)]
+pub fn write_prediction(
+    dir: &Path,
+    id: &str,
+    ending: &str,
+    labels: &Array3<u16>,
+    probabilities: Option<&Array4<f32>>,
+    properties: &Properties,
+    header: &nntools_io::NiftiHeader,
+    wide: bool,
+) -> Result<()> {
+    let path = dir.join(format!("{id}{ending}"));
+    if wide {
+        write_like(&path, labels.view(), header)?;
     } else {
-        write_like(&path, labels.view(), &case.header)?;
+        write_like(&path, labels.mapv(|l| l as u8).view(), header)?;
     }
-    if let Some(probabilities) = probabilities.filter(|_| request.save_probabilities) {
-        let npz = request.output.join(format!("{}.npz", case.id));
+    if let Some(probabilities) = probabilities {
+        let npz = dir.join(format!("{id}.npz"));
         write_atomically(&npz, |tmp| {
             let file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, &e))?;
             let mut writer = ndarray_npy::NpzWriter::new_compressed(file);
-            writer.add_array("probabilities", &probabilities).map_err(|e| Error::runtime(&npz, e))?;
+            writer.add_array("probabilities", probabilities).map_err(|e| Error::runtime(&npz, e))?;
             writer.finish().map_err(|e| Error::runtime(&npz, e))?;
             Ok(())
         })?;
-        write_json(&request.output.join(format!("{}.json", case.id)), &case.per_model[0].1)?;
+        write_json(&dir.join(format!("{id}.json")), properties)?;
     }
     Ok(())
 }

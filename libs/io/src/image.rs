@@ -191,8 +191,14 @@ pub fn write_like<T: Voxel>(path: &Path, data: ArrayView3<T>, reference: &NiftiH
 /// Writes `data` (nnU-Net axis order) as a new image with the given geometry (sform and qform both set,
 /// scanner-anatomical).
 pub fn write_new<T: Voxel>(path: &Path, data: ArrayView3<T>, geometry: &Geometry) -> Result<()> {
+    write_like(path, data, &new_header(geometry, [data.shape()[0], data.shape()[1], data.shape()[2]]))
+}
+
+/// A header for a new image of `shape` (nnU-Net axis order) with the given geometry (sform and qform
+/// both set, scanner-anatomical).
+pub fn new_header(geometry: &Geometry, shape: [usize; 3]) -> NiftiHeader {
     let mut header = geometry.to_header();
-    let [nz, ny, nx] = [data.shape()[0], data.shape()[1], data.shape()[2]];
+    let [nz, ny, nx] = shape;
     header.dim = [3, nx as u16, ny as u16, nz as u16, 1, 1, 1, 1];
-    write_like(path, data, &header)
+    header
 }

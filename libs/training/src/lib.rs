@@ -9,6 +9,7 @@ mod progress;
 mod run;
 mod splits;
 mod trainer;
+mod validation;
 
 pub use loss::{deep_supervision_weights, DiceCeLoss};
 pub use optimizer::{poly_learning_rate, LossScaler, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
@@ -16,3 +17,4 @@ pub use splits::{crossval_splits, Split, SPLIT_SEED};
 pub use trainer::{EpochLog, Settings, Trainer};
 pub use run::{train, Fold, Request};
 pub use progress::plot_progress;
+pub use validation::validate_fold;

@@ -27,6 +27,10 @@ pub struct Request {
     pub fold: Fold,
     pub run_dir: PathBuf,
     pub settings: Settings,
+    /// Weights to start from (all but the segmentation heads), unless resuming from a checkpoint.
+    pub pretrained: Option<PathBuf>,
+    /// Only predict the fold's validation cases with its final checkpoint (no training).
+    pub validate_only: bool,
 }
 
 /// The split file to use: the given one, else the preprocessed folder's, else a new seeded 5-fold split
@@ -70,6 +74,14 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
             (split.train.clone(), split.val.clone())
         }
     };
+    let device = request.settings.device;
+    let validate = |fold| crate::validate_fold(&request.run_dir, fold, &request.data_dir, &val_ids, device);
+    if request.validate_only {
+        let Fold::Index(fold) = request.fold else {
+            return Err(Error::bad_input(&request.run_dir, "--validate-only needs a fold number"));
+        };
+        return validate(fold);
+    }
     std::fs::create_dir_all(&request.settings.fold_dir).map_err(|e| Error::io(&request.settings.fold_dir, &e))?;
     write_json(&request.run_dir.join("plans.json"), &plans)?;
     let dataset: serde_json::Value = read_json(&request.dataset_json)?;
@@ -90,11 +102,20 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
     let classes = descriptor.all_labels().len();
     let mut trainer = Trainer::new(&request.configuration, &configuration, classes, train_cases, val_cases, request.settings)
         .map_err(|p| Error::bad_input(&request.plans_path, p))?;
+    if let Some(weights) = request.pretrained.as_ref().filter(|_| trainer.epoch() == 0) {
+        trainer.load_pretrained(weights).map_err(|p| Error::bad_input(weights, p))?;
+    }
     trainer.run(report).map_err(|stopped| match stopped {
         Stopped::Interrupted { epoch } => Error::runtime(
             &request.run_dir,
             format!("interrupted in epoch {epoch}; checkpoint_latest saved, continue with --resume"),
         ),
         Stopped::Failed(problem) => Error::runtime(&request.run_dir, problem),
-    })
+    })?;
+    drop(trainer);
+    // nnU-Net validates every cross-validation fold at the end; `--fold all` has no held-out cases
+    match request.fold {
+        Fold::Index(fold) => validate(fold),
+        Fold::All => Ok(()),
+    }
 }

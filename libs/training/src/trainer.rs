@@ -33,8 +33,6 @@ pub struct Settings {
     /// Output folder of this fold (`RUN_DIR/fold_F`).
     pub fold_dir: PathBuf,
     pub resume: bool,
-    /// Weights to start from (all but the segmentation heads), when not resuming.
-    pub pretrained: Option<PathBuf>,
     /// Set (by a signal handler) to stop after the current iteration with `checkpoint_latest` saved.
     pub stop: Arc<AtomicBool>,
 }
@@ -167,11 +165,20 @@ impl Trainer {
             settings,
             history: Vec::new(),
         };
-        let resumed = trainer.settings.resume && trainer.resume()?;
-        if let (false, Some(weights)) = (resumed, &trainer.settings.pretrained) {
-            trainer.model.load_pretrained(weights).map_err(|e| format!("{}: {e}", weights.display()))?;
+        if trainer.settings.resume {
+            trainer.resume()?;
         }
         Ok(trainer)
+    }
+
+    /// The next epoch to run: 0 for a new run, later when resumed.
+    pub fn epoch(&self) -> usize {
+        self.state.epoch
+    }
+
+    /// Starts from another model's weights (all but the segmentation heads).
+    pub fn load_pretrained(&mut self, weights: &Path) -> Result<(), String> {
+        self.model.load_pretrained(weights).map_err(|e| e.to_string())
     }
 
     /// A batch on the device: the image tensor and the deep-supervision targets (-1 outside the image
@@ -344,8 +351,8 @@ impl Trainer {
         nntools_io::write_json(&dir.join(format!("checkpoint_{name}.json")), &self.state).map_err(|e| e.to_string())
     }
 
-    /// Continues from the newest complete checkpoint (latest, final or best); false when there is none.
-    fn resume(&mut self) -> Result<bool, String> {
+    /// Continues from the newest complete checkpoint (latest, final or best), if there is one.
+    fn resume(&mut self) -> Result<(), String> {
         let dir = self.settings.fold_dir.clone();
         let newest = ["latest", "final", "best"]
             .iter()
@@ -355,7 +362,7 @@ impl Trainer {
                 Some((name, state))
             })
             .max_by_key(|(_, state)| state.epoch);
-        let Some((name, state)) = newest else { return Ok(false) };
+        let Some((name, state)) = newest else { return Ok(()) };
         self.model.load_safetensors(&dir.join(format!("checkpoint_{name}.safetensors"))).map_err(|e| e.to_string())?;
         let buffers: std::collections::HashMap<String, Tensor> =
             Tensor::read_safetensors(dir.join(format!("checkpoint_{name}.momentum.safetensors"))).map_err(|e| e.to_string())?.into_iter().collect();
@@ -373,6 +380,6 @@ impl Trainer {
             self.history = kept.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
         }
         self.state = state;
-        Ok(true)
+        Ok(())
     }
 }

@@ -58,6 +58,10 @@ struct Args {
     /// e.g. a model pretrained on another dataset. Ignored when --resume finds a checkpoint.
     #[arg(long)]
     pretrained: Option<PathBuf>,
+    /// Only predict the fold's validation cases into fold_F/validation/ with checkpoint_final (done
+    /// automatically after training; this redoes it).
+    #[arg(long)]
+    validate_only: bool,
     /// Split file in nnU-Net's splits_final.json format (default: DATA/splits_final.json, made if absent).
     #[arg(long)]
     splits: Option<PathBuf>,
@@ -94,6 +98,8 @@ fn main() -> ExitCode {
             splits: args.splits.clone(),
             fold,
             run_dir: args.output.clone(),
+            validate_only: args.validate_only,
+            pretrained: args.pretrained.clone(),
             settings: Settings {
                 epochs: args.epochs,
                 iterations: args.iters,
@@ -102,7 +108,6 @@ fn main() -> ExitCode {
                 device,
                 fold_dir: args.output.join(fold_name),
                 resume: args.resume,
-                pretrained: args.pretrained.clone(),
                 stop,
             },
         };
