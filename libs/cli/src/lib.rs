@@ -2,7 +2,7 @@
 //! with exit code 2 for bad input and 1 for runtime failures, `-j` thread pools, and progress bars that
 //! appear on stderr only when it is a terminal.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nntools_io::{Error, Result};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -37,11 +37,15 @@ pub fn init_threads(threads: Option<usize>) -> Result<()> {
         .map_err(|e| Error::runtime("thread pool", e))
 }
 
-/// A progress bar over `len` items on stderr; hidden when quiet or when stderr is not a terminal, so
-/// logs and pipelines stay clean.
+/// Whether progress may be drawn: not quiet, and stderr is a terminal (logs and pipelines stay clean).
+fn shows_progress(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
+/// A progress bar over `len` items on stderr; hidden when quiet or when stderr is not a terminal.
 pub fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    if quiet || !std::io::stderr().is_terminal() {
+    if !shows_progress(quiet) {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar.set_style(
@@ -51,4 +55,11 @@ pub fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
     );
     bar.set_message(what.to_owned());
     bar
+}
+
+/// Stacked progress bars on stderr (e.g. overall and current item), drawn under the same rule as
+/// [`progress`]; add bars made by [`progress`] with `MultiProgress::add`.
+pub fn progress_group(quiet: bool) -> MultiProgress {
+    let target = if shows_progress(quiet) { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    MultiProgress::with_draw_target(target)
 }

@@ -82,11 +82,12 @@ fn main() -> ExitCode {
             save_probabilities: args.save_probabilities,
             options: Options { folds: args.folds.clone(), checkpoint: args.checkpoint.clone(), tta: !args.no_tta, step: args.step, device },
         };
+        let bars = nntools_cli::progress_group(args.quiet);
         let mut cases = None;
         let mut tiles = None;
         predict(&request, &mut |event| match event {
-            Event::Started { cases: n } => cases = Some(nntools_cli::progress(n, "cases", args.quiet)),
-            Event::CaseStarted { id, tiles: n } => tiles = Some(nntools_cli::progress(n, id, args.quiet)),
+            Event::Started { cases: n } => cases = Some(bars.add(nntools_cli::progress(n, "cases", args.quiet))),
+            Event::CaseStarted { id, tiles: n } => tiles = Some(bars.add(nntools_cli::progress(n, id, args.quiet))),
             Event::Tile => tiles.iter().for_each(|t| t.inc(1)),
             Event::CasePredicted { .. } => {
                 tiles.take().iter().for_each(|t| t.finish_and_clear());
