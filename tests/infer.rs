@@ -122,3 +122,38 @@ fn bad_requests_name_the_problem() {
     }
     assert!(!a.exists() && !b.exists() && !c.exists(), "no output folder on bad input");
 }
+
+#[test]
+fn a_killed_run_reruns_to_the_same_files() {
+    let Some(shared) = shared() else { return };
+    let reference = shared.join("reference/infer");
+    let (model, images) = (reference.join("model"), reference.join("images"));
+    let out = tempfile::tempdir().unwrap();
+    let [whole, killed] = ["whole", "killed"].map(|name| out.path().join(name));
+    let args = |dir: &Path| -> Vec<std::ffi::OsString> {
+        ["-m".as_ref(), model.as_os_str(), "-i".as_ref(), images.as_os_str(), "-o".as_ref(), dir.as_os_str(), "--no-tta".as_ref(), "--device".as_ref(), "cpu".as_ref(), "-q".as_ref()]
+            .map(std::ffi::OsString::from)
+            .to_vec()
+    };
+    let status = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&whole)).status().unwrap();
+    assert!(status.success());
+    let mut child = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&killed)).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !killed.join("hippocampus_017.nii.gz").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // a temporary of a process that is gone, as a kill during a write leaves it
+    std::fs::write(killed.join(".nntmp-999999999-hippocampus_019.nii.gz"), b"partial").unwrap();
+    let status = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&killed)).status().unwrap();
+    assert!(status.success());
+    let mut names: Vec<String> = std::fs::read_dir(&whole).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    let mut rerun: Vec<String> = std::fs::read_dir(&killed).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    rerun.sort();
+    assert_eq!(rerun, names, "same files, no temporaries left");
+    for name in names {
+        assert!(std::fs::read(whole.join(&name)).unwrap() == std::fs::read(killed.join(&name)).unwrap(), "{name} differs");
+    }
+}

@@ -261,6 +261,7 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
     }
     let cases = cases(request, channels)?;
     std::fs::create_dir_all(&request.output).map_err(|e| Error::io(&request.output, &e))?;
+    nntools_io::remove_stale_temporaries(&request.output)?;
     write_json(&request.output.join("plans.json"), &first.plans)?;
     write_json(&request.output.join("dataset.json"), &read_json::<serde_json::Value>(&first.dir.join("dataset.json"))?)?;
     report(Event::Started { cases: cases.len() });

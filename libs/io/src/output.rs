@@ -13,6 +13,25 @@ pub fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".nntmp-{}-{name}", std::process::id()))
 }
 
+/// Removes the temporary files that killed nn-tools processes left in `dir` (`.nntmp-PID-*` of a PID
+/// no longer running; a live process's files are its own business, e.g. another fold writing there).
+pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, &e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, &e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(".nntmp-").and_then(|rest| rest.split('-').next()) else { continue };
+        if !Path::new("/proc").join(pid).exists() {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::runtime(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs `write` against a temporary file and renames it to `path` when it succeeds; on failure the
 /// temporary file is removed and `path` is left untouched.
 pub fn write_atomically<F>(path: &Path, write: F) -> Result<()>

@@ -138,17 +138,6 @@ fn write_case(out: &Path, id: &str, case: Preprocessed, provenance: Provenance) 
     write_json(&out.join(format!("{id}.json")), &CaseRecord { properties: case.properties, nn_tools: provenance, outputs })
 }
 
-/// Removes temporary files a killed run left behind (only nn-tools' own `.nntmp-` names).
-fn remove_stale_temporaries(out: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, &e))? {
-        let entry = entry.map_err(|e| Error::io(out, &e))?;
-        if entry.file_name().to_string_lossy().starts_with(".nntmp-") {
-            std::fs::remove_file(entry.path()).map_err(|e| Error::runtime(entry.path(), e))?;
-        }
-    }
-    Ok(())
-}
-
 /// Preprocesses every case into `out` in parallel, skipping cases that are current unless `force`.
 /// `on_case_done` is called once per case (for progress display).
 pub fn preprocess_dataset(
@@ -160,7 +149,7 @@ pub fn preprocess_dataset(
     on_case_done: &(dyn Fn() + Sync),
 ) -> Result<Summary> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, &e))?;
-    remove_stale_temporaries(out)?;
+    nntools_io::remove_stale_temporaries(out)?;
     let results: Vec<Result<bool>> = cases
         .par_iter()
         .map(|files| {

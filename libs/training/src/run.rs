@@ -83,6 +83,9 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
         return validate(fold);
     }
     std::fs::create_dir_all(&request.settings.fold_dir).map_err(|e| Error::io(&request.settings.fold_dir, &e))?;
+    for dir in [&request.run_dir, &request.settings.fold_dir] {
+        nntools_io::remove_stale_temporaries(dir)?;
+    }
     write_json(&request.run_dir.join("plans.json"), &plans)?;
     let dataset: serde_json::Value = read_json(&request.dataset_json)?;
     write_json(&request.run_dir.join("dataset.json"), &dataset)?;

@@ -21,6 +21,7 @@ pub fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_ids: &[S
     let predictor = Predictor::load(&folder, &options)?;
     let out = run_dir.join(format!("fold_{fold}")).join("validation");
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, &e))?;
+    nntools_io::remove_stale_temporaries(&out)?;
     let wide = folder.descriptor.all_labels().iter().any(|&l| l > i64::from(u8::MAX));
     for id in case_ids {
         let data_path = data_dir.join(format!("{id}.npy"));
