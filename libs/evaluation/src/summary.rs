@@ -1,0 +1,205 @@
+//! Evaluating a folder of predictions against a folder of references, and nnU-Net's `summary.json`.
+
+use crate::metrics::{class_metrics, ClassMetrics};
+use nntools_dataset::Descriptor;
+use nntools_io::{read_label_map, write_atomically, Error, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// How far two geometries may differ (relative, as float32 headers round) and still be the same.
+const GEOMETRY_TOLERANCE: f64 = 1e-4;
+
+/// One case's metrics per class key (`"1"`, or `"(1, 2)"` for a region).
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub metrics: BTreeMap<String, ClassMetrics>,
+    pub prediction_file: PathBuf,
+    pub reference_file: PathBuf,
+}
+
+/// nnU-Net's `summary.json` (keys sorted as Python's `json.dump(sort_keys=True)` writes them).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub foreground_mean: BTreeMap<&'static str, f64>,
+    pub mean: BTreeMap<String, BTreeMap<&'static str, f64>>,
+    pub metric_per_case: Vec<CaseResult>,
+}
+
+/// The metric names and values of a class, in `summary.json`'s names.
+fn named(m: &ClassMetrics) -> [(&'static str, f64); 8] {
+    [
+        ("Dice", m.dice),
+        ("FN", m.fn_ as f64),
+        ("FP", m.fp as f64),
+        ("IoU", m.iou),
+        ("TN", m.tn as f64),
+        ("TP", m.tp as f64),
+        ("n_pred", m.n_pred as f64),
+        ("n_ref", m.n_ref as f64),
+    ]
+}
+
+/// Averages as nnU-Net does: per class over cases ignoring NaN, then over classes (NaN if any class's
+/// mean is NaN).
+pub fn summarize(metric_per_case: Vec<CaseResult>) -> Summary {
+    let mut mean: BTreeMap<String, BTreeMap<&'static str, f64>> = BTreeMap::new();
+    let classes: Vec<String> = metric_per_case.first().map(|c| c.metrics.keys().cloned().collect()).unwrap_or_default();
+    for class in &classes {
+        let mut sums: BTreeMap<&'static str, (f64, usize)> = BTreeMap::new();
+        for case in &metric_per_case {
+            for (name, value) in named(&case.metrics[class]) {
+                let entry = sums.entry(name).or_insert((0.0, 0));
+                if !value.is_nan() {
+                    *entry = (entry.0 + value, entry.1 + 1);
+                }
+            }
+        }
+        let means = sums.into_iter().map(|(name, (sum, n))| (name, if n == 0 { f64::NAN } else { sum / n as f64 })).collect();
+        mean.insert(class.clone(), means);
+    }
+    let mut foreground_mean = BTreeMap::new();
+    if let Some(first) = mean.values().next() {
+        for &name in first.keys() {
+            let total: f64 = mean.values().map(|m| m[name]).sum();
+            foreground_mean.insert(name, total / mean.len() as f64);
+        }
+    }
+    Summary { foreground_mean, mean, metric_per_case }
+}
+
+/// The classes to evaluate with their keys: the foreground labels, or the foreground regions.
+fn classes(descriptor: &Descriptor) -> Vec<(String, Vec<i64>)> {
+    descriptor
+        .labels
+        .iter()
+        .filter(|l| l.values.iter().any(|&v| v != 0))
+        .map(|l| {
+            let key = match l.values.as_slice() {
+                [one] => one.to_string(),
+                many => format!("({})", many.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")),
+            };
+            (key, l.values.clone())
+        })
+        .collect()
+}
+
+fn same_geometry(a: &nntools_io::Geometry, b: &nntools_io::Geometry) -> bool {
+    let close = |x: &[f64], y: &[f64]| x.iter().zip(y).all(|(p, q)| (p - q).abs() <= GEOMETRY_TOLERANCE * p.abs().max(q.abs()).max(1.0));
+    close(&a.spacing, &b.spacing) && close(&a.origin, &b.origin) && close(&a.direction, &b.direction)
+}
+
+fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i64>)], ignore: Option<i64>) -> Result<CaseResult> {
+    let truth = read_label_map(reference)?;
+    let predicted = read_label_map(prediction)?;
+    if truth.data.shape() != predicted.data.shape() || !same_geometry(&truth.geometry, &predicted.geometry) {
+        return Err(Error::bad_input(
+            prediction,
+            format!("geometry differs from the reference {} (shape {:?} vs {:?})", reference.display(), predicted.data.shape(), truth.data.shape()),
+        ));
+    }
+    let metrics = classes
+        .iter()
+        .map(|(key, labels)| (key.clone(), class_metrics(truth.data.view(), predicted.data.view(), labels, ignore)))
+        .collect();
+    Ok(CaseResult { metrics, prediction_file: prediction.to_owned(), reference_file: reference.to_owned() })
+}
+
+/// Evaluates every reference `CASE<ending>` in `reference_dir` against `prediction_dir/CASE<ending>`.
+pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor: &Descriptor) -> Result<Summary> {
+    let ending = &descriptor.file_ending;
+    let entries = std::fs::read_dir(reference_dir).map_err(|e| Error::io(reference_dir, &e))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(ending.as_str()) && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(Error::bad_input(reference_dir, format!("no reference label maps (*{ending})")));
+    }
+    let missing: Vec<String> = names
+        .iter()
+        .map(|n| prediction_dir.join(n))
+        .filter(|p| !p.is_file())
+        .map(|p| format!("{}: no prediction for reference {}", p.display(), reference_dir.join(p.file_name().unwrap()).display()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::bad_input_lines(missing));
+    }
+    let classes = classes(descriptor);
+    let cases = names
+        .par_iter()
+        .map(|n| evaluate_case(&reference_dir.join(n), &prediction_dir.join(n), &classes, descriptor.ignore_label))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(summarize(cases))
+}
+
+/// Writes Python's JSON for non-finite numbers (`NaN`), as nnU-Net's summary.json has them; serde_json
+/// hands every non-finite float to `write_null`, and a summary has no other nulls.
+struct NanAsPython(serde_json::ser::PrettyFormatter<'static>);
+
+impl serde_json::ser::Formatter for NanAsPython {
+    fn write_null<W: ?Sized + Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        writer.write_all(b"NaN")
+    }
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.begin_array(w) }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.end_array(w) }
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> { self.0.begin_array_value(w, first) }
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.end_array_value(w) }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.begin_object(w) }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.end_object(w) }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> { self.0.begin_object_key(w, first) }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.begin_object_value(w) }
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.end_object_value(w) }
+}
+
+impl Summary {
+    /// The summary as JSON text, NaN written as Python writes it.
+    pub fn to_json(&self) -> String {
+        let mut bytes = Vec::new();
+        let formatter = NanAsPython(serde_json::ser::PrettyFormatter::with_indent(b"    "));
+        let mut serializer = serde_json::Serializer::with_formatter(&mut bytes, formatter);
+        self.serialize(&mut serializer).expect("a summary serialises");
+        bytes.push(b'\n');
+        String::from_utf8(bytes).expect("JSON is UTF-8")
+    }
+
+    /// Writes the summary to `path` (atomically), or to stdout for `-`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = self.to_json();
+        if path == Path::new("-") {
+            return std::io::stdout().write_all(text.as_bytes()).map_err(|e| Error::runtime("<stdout>", e));
+        }
+        write_atomically(path, |tmp| std::fs::write(tmp, &text).map_err(|e| Error::io(path, &e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(dice: [f64; 2]) -> CaseResult {
+        let metrics = |d: f64| ClassMetrics { dice: d, iou: d, tp: 1, fp: 0, fn_: 0, tn: 0, n_pred: 1, n_ref: 1 };
+        CaseResult {
+            metrics: [("1".to_owned(), metrics(dice[0])), ("2".to_owned(), metrics(dice[1]))].into(),
+            prediction_file: "p".into(),
+            reference_file: "r".into(),
+        }
+    }
+
+    #[test]
+    fn means_ignore_nan_per_class_and_propagate_it_across_classes() {
+        let summary = summarize(vec![case([0.5, f64::NAN]), case([1.0, f64::NAN])]);
+        assert_eq!(summary.mean["1"]["Dice"], 0.75);
+        assert!(summary.mean["2"]["Dice"].is_nan());
+        assert!(summary.foreground_mean["Dice"].is_nan());
+        assert_eq!(summary.foreground_mean["TP"], 1.0);
+        let summary = summarize(vec![case([0.5, 1.0]), case([1.0, f64::NAN])]);
+        assert_eq!(summary.foreground_mean["Dice"], (0.75 + 1.0) / 2.0);
+        let text = summary.to_json();
+        assert!(text.contains("\"Dice\": NaN"), "{text}");
+    }
+}

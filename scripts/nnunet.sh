@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# nnU-Net's whole pipeline on one raw dataset, stage by stage with the nn-tools binaries:
+# fingerprint -> plan -> preprocess each configuration -> train every configuration x fold (each fold
+# ends with its validation predictions) -> choose the best configuration or ensemble and its
+# postprocessing from the cross-validation -> predict RAW_DIR/imagesTs with that choice.
+#
+# Every stage skips work whose outputs are complete and newer than their inputs, so rerunning after a
+# failure or a pre-emption resumes: nn-resample skips finished cases, nn-train --resume continues an
+# interrupted fold, finished folds are left alone.
+#
+# Usage: scripts/nnunet.sh RAW_DIR WORK_DIR [--configs 2d,3d_fullres] [--folds 0-4] [--epochs N]
+#                          [--iters N] [--device auto|cpu|cuda] [-j N]
+# Outputs: WORK_DIR/{dataset_fingerprint.json, plans.json, preprocessed/CONFIG, runs/CONFIG/fold_F,
+#          inference_plan.json, predictions/}
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=${NN_TOOLS_BIN:-$here/target/release}
+usage() { sed -n '/^# Usage/,/^# Outputs/p' "$0" | sed 's/^# //' >&2; exit 2; }
+[[ $# -ge 2 ]] || usage
+raw=$1 work=$2
+shift 2
+configs="" folds="0-4" train_flags=() device=auto threads=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --configs) configs=$2; shift 2 ;;
+        --folds) folds=$2; shift 2 ;;
+        --epochs|--iters|--val-iters) train_flags+=("$1" "$2"); shift 2 ;;
+        --device) device=$2; shift 2 ;;
+        -j|--threads) threads=(-j "$2"); shift 2 ;;
+        *) echo "nnunet.sh: unknown option $1" >&2; usage ;;
+    esac
+done
+[[ -f $raw/dataset.json ]] || { echo "nnunet.sh: error: $raw: no dataset.json" >&2; exit 2; }
+mkdir -p "$work"
+step() { echo "== $*" >&2; }
+# true when $1 exists and is newer than every later argument
+current() { local out=$1; shift; [[ -e $out ]] || return 1; for input in "$@"; do [[ $out -nt $input ]] || return 1; done; }
+
+fingerprint=$work/dataset_fingerprint.json plans=$work/plans.json
+if current "$fingerprint" "$raw/dataset.json" "$raw/imagesTr" "$raw/labelsTr"; then
+    step "fingerprint: current"
+else
+    step "nn-fingerprint $raw"
+    "$bin/nn-fingerprint" "$raw" -o "$fingerprint" "${threads[@]}"
+fi
+if current "$plans" "$fingerprint"; then
+    step "plans: current"
+else
+    step "nn-plan"
+    "$bin/nn-plan" --fingerprint "$fingerprint" --dataset "$raw" -o "$plans"
+fi
+
+# configurations to run: the plans' trainable ones (a cascade needs its lowres stage's predictions,
+# which training does not produce yet), or the requested subset
+planned=$(python3 -c '
+import json, sys
+plans = json.load(open(sys.argv[1]))["configurations"]
+print(" ".join(name for name, c in plans.items() if "previous_stage" not in c and "inherits_from" not in c))' "$plans")
+if [[ -n $configs ]]; then
+    planned=$(for c in ${configs//,/ }; do
+        [[ " $planned " == *" $c "* ]] || { echo "nnunet.sh: error: $plans: no trainable configuration $c ($planned)" >&2; exit 2; }
+        echo "$c"
+    done)
+fi
+if [[ $folds =~ ^([0-9])-([0-9])$ ]]; then folds=$(seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"); else folds=${folds//,/ }; fi
+
+runs=()
+for c in $planned; do
+    step "nn-resample -c $c"
+    "$bin/nn-resample" --plans "$plans" -c "$c" -i "$raw" -o "$work/preprocessed/$c" -q "${threads[@]}"
+    run=$work/runs/$c
+    runs+=("$run")
+    for f in $folds; do
+        if [[ -f $run/fold_$f/checkpoint_final.json && -d $run/fold_$f/validation ]]; then
+            step "train $c fold $f: done"
+            continue
+        fi
+        step "nn-train -c $c --fold $f"
+        "$bin/nn-train" --plans "$plans" -c "$c" --data "$work/preprocessed/$c" --dataset "$raw/dataset.json" \
+            --fold "$f" -o "$run" --resume --device "$device" "${train_flags[@]}" "${threads[@]}"
+    done
+done
+
+step "nn-ensemble select"
+"$bin/nn-ensemble" select --runs "${runs[@]}" --ref "$raw/labelsTr" -o "$work/inference_plan.json"
+
+if [[ -d $raw/imagesTs ]]; then
+    step "predict $raw/imagesTs with the chosen configuration(s)"
+    "$here/scripts/apply-inference-plan.sh" "$work/inference_plan.json" "$raw/imagesTs" "$work/predictions" \
+        --device "$device" "${threads[@]}"
+fi
+step "done: $work"

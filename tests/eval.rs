@@ -1,0 +1,78 @@
+//! nn-eval against nnU-Net v2.8.1's own summary.json on ../shared/reference/eval (perturbed Hippocampus
+//! predictions, some classes empty so that Dice is NaN), and its refusal of mismatched geometry.
+
+use nntools_tests::{run, shared, stderr};
+use serde_json::Value;
+use std::path::Path;
+
+/// summary.json with Python's `NaN` read as null.
+fn read_summary(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap().replace("NaN", "null")).unwrap()
+}
+
+fn assert_same(ours: &Value, theirs: &Value, path: &str) {
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{path}: keys");
+            for (key, value) in b {
+                assert_same(&a[key], value, &format!("{path}/{key}"));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            assert_eq!(a.len(), b.len(), "{path}");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert_same(x, y, &format!("{path}[{i}]"));
+            }
+        }
+        // file paths: ours are as given on the command line, theirs relative to where nnU-Net ran
+        (Value::String(a), Value::String(b)) => assert_eq!(Path::new(a).file_name(), Path::new(b).file_name(), "{path}"),
+        (Value::Null, Value::Null) => {}
+        (a, b) => {
+            let (x, y) = (a.as_f64().unwrap_or_else(|| panic!("{path}: {a} for {b}")), b.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-6, "{path}: {x} vs nnU-Net's {y}");
+        }
+    }
+}
+
+#[test]
+fn summary_matches_nnunet() {
+    let Some(shared) = shared() else { return };
+    let eval = shared.join("reference/eval");
+    let out = tempfile::tempdir().unwrap();
+    let summary = out.path().join("summary.json");
+    let output = run("nn-eval", &[&"--ref", &eval.join("ref"), &"--pred", &eval.join("pred"), &"--dataset", &eval.join("dataset.json"), &"-o", &summary]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let ours = read_summary(&summary);
+    let theirs = read_summary(&eval.join("summary.json"));
+    assert_same(&ours, &theirs, "");
+    let nan_cases = theirs["metric_per_case"].as_array().unwrap().iter().filter(|c| c["metrics"]["1"]["Dice"].is_null() || c["metrics"]["2"]["Dice"].is_null()).count();
+    assert!(nan_cases > 0, "the reference exercises NaN Dice");
+}
+
+#[test]
+fn mismatched_geometry_and_missing_predictions_are_refused() {
+    let Some(shared) = shared() else { return };
+    let eval = shared.join("reference/eval");
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, prediction) = (dir.path().join("ref"), dir.path().join("pred"));
+    std::fs::create_dir_all(&reference).unwrap();
+    std::fs::create_dir_all(&prediction).unwrap();
+    for case in ["hippocampus_001", "hippocampus_003"] {
+        std::fs::copy(eval.join(format!("ref/{case}.nii.gz")), reference.join(format!("{case}.nii.gz"))).unwrap();
+    }
+    // a prediction of another case: another shape
+    std::fs::copy(eval.join("pred/hippocampus_004.nii.gz"), prediction.join("hippocampus_001.nii.gz")).unwrap();
+    let summary = dir.path().join("summary.json");
+    let args: [&dyn AsRef<std::ffi::OsStr>; 8] = [&"--ref", &reference, &"--pred", &prediction, &"--dataset", &eval.join("dataset.json"), &"-o", &summary];
+    let output = run("nn-eval", &args);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("hippocampus_003") && message.contains("no prediction"), "{message}");
+    std::fs::copy(eval.join("pred/hippocampus_003.nii.gz"), prediction.join("hippocampus_003.nii.gz")).unwrap();
+    let output = run("nn-eval", &args);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.contains("pred/hippocampus_001.nii.gz") && message.contains("ref/hippocampus_001.nii.gz"), "{message}");
+    assert!(!summary.exists(), "no summary on bad input");
+}

@@ -1,0 +1,44 @@
+use clap::Parser;
+use nntools_dataset::Descriptor;
+use nntools_evaluation::evaluate_folders;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const TOOL: &str = "nn-eval";
+
+/// Evaluate a folder of predicted label maps against the reference label maps of the same names, as
+/// nnU-Net's nnUNetv2_evaluate_folder: per case and per class (or region) Dice, IoU, TP, FP, FN, TN,
+/// n_pred and n_ref; means over cases ignoring NaN (Dice is NaN where reference and prediction are both
+/// empty) and the mean over foreground classes, in nnU-Net's summary.json layout.
+#[derive(Parser)]
+#[command(name = TOOL, version, after_help = "\
+Examples:
+  nn-eval --ref raw/Dataset004_Hippocampus/labelsTr --pred runs/3d_fullres/fold_0/validation -o summary.json
+  nn-eval --ref labelsTs --pred predictions --dataset raw/Dataset004_Hippocampus/dataset.json -o - | jq .foreground_mean")]
+struct Args {
+    /// Folder of reference label maps (CASE.nii.gz).
+    #[arg(long = "ref")]
+    reference: PathBuf,
+    /// Folder of predicted label maps with the same names.
+    #[arg(long)]
+    pred: PathBuf,
+    /// dataset.json with the labels (or regions) to evaluate (default: REF/../dataset.json).
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Output summary (`-`: stdout).
+    #[arg(short, long, default_value = "-")]
+    output: PathBuf,
+    /// Worker threads (default: one per core).
+    #[arg(short = 'j', long)]
+    threads: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    nntools_cli::run(TOOL, || {
+        nntools_cli::init_threads(args.threads)?;
+        let dataset = args.dataset.clone().unwrap_or_else(|| args.reference.join("..").join("dataset.json"));
+        let descriptor = Descriptor::read(&dataset)?;
+        evaluate_folders(&args.reference, &args.pred, &descriptor)?.write(&args.output)
+    })
+}
