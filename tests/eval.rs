@@ -13,7 +13,9 @@ fn read_summary(path: &Path) -> Value {
 fn assert_same(ours: &Value, theirs: &Value, path: &str) {
     match (ours, theirs) {
         (Value::Object(a), Value::Object(b)) => {
-            assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{path}: keys");
+            // ours may add the surface metrics
+            let ours: Vec<&String> = a.keys().filter(|k| !matches!(k.as_str(), "HD95" | "NSD")).collect();
+            assert_eq!(ours, b.keys().collect::<Vec<_>>(), "{path}: keys");
             for (key, value) in b {
                 assert_same(&a[key], value, &format!("{path}/{key}"));
             }
@@ -47,6 +49,17 @@ fn summary_matches_nnunet() {
     assert_same(&ours, &theirs, "");
     let nan_cases = theirs["metric_per_case"].as_array().unwrap().iter().filter(|c| c["metrics"]["1"]["Dice"].is_null() || c["metrics"]["2"]["Dice"].is_null()).count();
     assert!(nan_cases > 0, "the reference exercises NaN Dice");
+    // surface metrics on by default: identical masks have HD95 0 and NSD 1, empty ones NaN
+    for case in ours["metric_per_case"].as_array().unwrap() {
+        for metrics in case["metrics"].as_object().unwrap().values() {
+            let (dice, hd95, nsd) = (metrics["Dice"].as_f64(), metrics["HD95"].as_f64(), metrics["NSD"].as_f64());
+            match dice {
+                None => assert!(hd95.is_none() && nsd.is_none(), "{metrics}"),
+                Some(d) if d == 1.0 => assert_eq!((hd95, nsd), (Some(0.0), Some(1.0)), "{metrics}"),
+                Some(_) => assert!(nsd.is_some_and(|n| (0.0..=1.0).contains(&n)), "{metrics}"),
+            }
+        }
+    }
 }
 
 #[test]

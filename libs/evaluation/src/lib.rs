@@ -1,9 +1,11 @@
 //! nnU-Net's evaluation (nnunet-spec 10): every predicted label map against its reference, per case
 //! and per class (or region), Dice, IoU and the confusion counts, averaged over cases ignoring NaN, and
-//! written as nnU-Net's `summary.json`.
+//! written as nnU-Net's `summary.json`; optionally surface metrics (HD95, normalised surface Dice).
 
 mod metrics;
 mod summary;
+mod surface;
 
 pub use metrics::{class_metrics, ClassMetrics};
-pub use summary::{evaluate_folders, summarize, CaseResult, Summary};
+pub use summary::{evaluate_folders, summarize, CaseResult, Options, Summary};
+pub use surface::{distance_to, surface_metrics};

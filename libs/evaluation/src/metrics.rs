@@ -3,21 +3,26 @@
 use ndarray::{ArrayView3, Zip};
 use serde::Serialize;
 
-/// nnU-Net's per-class metrics; Dice and IoU are NaN when reference and prediction are both empty.
+/// nnU-Net's per-class metrics (fields in summary.json's sorted key order); Dice and IoU are NaN when
+/// reference and prediction are both empty. HD95 (mm) and NSD are ours, present when asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ClassMetrics {
     #[serde(rename = "Dice")]
     pub dice: f64,
-    #[serde(rename = "IoU")]
-    pub iou: f64,
-    #[serde(rename = "TP")]
-    pub tp: u64,
-    #[serde(rename = "FP")]
-    pub fp: u64,
     #[serde(rename = "FN")]
     pub fn_: u64,
+    #[serde(rename = "FP")]
+    pub fp: u64,
+    #[serde(rename = "HD95", skip_serializing_if = "Option::is_none")]
+    pub hd95: Option<f64>,
+    #[serde(rename = "IoU")]
+    pub iou: f64,
+    #[serde(rename = "NSD", skip_serializing_if = "Option::is_none")]
+    pub nsd: Option<f64>,
     #[serde(rename = "TN")]
     pub tn: u64,
+    #[serde(rename = "TP")]
+    pub tp: u64,
     pub n_pred: u64,
     pub n_ref: u64,
 }
@@ -43,7 +48,7 @@ pub fn class_metrics(reference: ArrayView3<i32>, prediction: ArrayView3<i32>, la
     } else {
         (2.0 * tp as f64 / (2 * tp + fp + fn_) as f64, tp as f64 / (tp + fp + fn_) as f64)
     };
-    ClassMetrics { dice, iou, tp, fp, fn_, tn, n_pred: tp + fp, n_ref: tp + fn_ }
+    ClassMetrics { dice, fn_, fp, hd95: None, iou, nsd: None, tn, tp, n_pred: tp + fp, n_ref: tp + fn_ }
 }
 
 #[cfg(test)]

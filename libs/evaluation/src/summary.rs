@@ -1,6 +1,7 @@
 //! Evaluating a folder of predictions against a folder of references, and nnU-Net's `summary.json`.
 
 use crate::metrics::{class_metrics, ClassMetrics};
+use crate::surface::surface_metrics;
 use nntools_dataset::Descriptor;
 use nntools_io::{read_label_map, write_atomically, Error, Result};
 use rayon::prelude::*;
@@ -29,8 +30,8 @@ pub struct Summary {
 }
 
 /// The metric names and values of a class, in `summary.json`'s names.
-fn named(m: &ClassMetrics) -> [(&'static str, f64); 8] {
-    [
+fn named(m: &ClassMetrics) -> Vec<(&'static str, f64)> {
+    let mut named = vec![
         ("Dice", m.dice),
         ("FN", m.fn_ as f64),
         ("FP", m.fp as f64),
@@ -39,7 +40,10 @@ fn named(m: &ClassMetrics) -> [(&'static str, f64); 8] {
         ("TP", m.tp as f64),
         ("n_pred", m.n_pred as f64),
         ("n_ref", m.n_ref as f64),
-    ]
+    ];
+    named.extend(m.hd95.map(|v| ("HD95", v)));
+    named.extend(m.nsd.map(|v| ("NSD", v)));
+    named
 }
 
 /// Averages as nnU-Net does: per class over cases ignoring NaN, then over classes (NaN if any class's
@@ -91,7 +95,14 @@ fn same_geometry(a: &nntools_io::Geometry, b: &nntools_io::Geometry) -> bool {
     close(&a.spacing, &b.spacing) && close(&a.origin, &b.origin) && close(&a.direction, &b.direction)
 }
 
-fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i64>)], ignore: Option<i64>) -> Result<CaseResult> {
+/// What to compute beyond nnU-Net's metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// HD95 and NSD at this tolerance (mm).
+    pub surface_tolerance: Option<f64>,
+}
+
+fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i64>)], ignore: Option<i64>, options: Options) -> Result<CaseResult> {
     let truth = read_label_map(reference)?;
     let predicted = read_label_map(prediction)?;
     if truth.data.shape() != predicted.data.shape() || !same_geometry(&truth.geometry, &predicted.geometry) {
@@ -102,13 +113,21 @@ fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i6
     }
     let metrics = classes
         .iter()
-        .map(|(key, labels)| (key.clone(), class_metrics(truth.data.view(), predicted.data.view(), labels, ignore)))
+        .map(|(key, labels)| {
+            let mut metrics = class_metrics(truth.data.view(), predicted.data.view(), labels, ignore);
+            if let Some(tolerance) = options.surface_tolerance {
+                let mask = |image: &ndarray::Array3<i32>| image.mapv(|v| labels.contains(&i64::from(v)));
+                let (hd95, nsd) = surface_metrics(mask(&truth.data).view(), mask(&predicted.data).view(), truth.geometry.spacing, tolerance);
+                (metrics.hd95, metrics.nsd) = (Some(hd95), Some(nsd));
+            }
+            (key.clone(), metrics)
+        })
         .collect();
     Ok(CaseResult { metrics, prediction_file: prediction.to_owned(), reference_file: reference.to_owned() })
 }
 
 /// Evaluates every reference `CASE<ending>` in `reference_dir` against `prediction_dir/CASE<ending>`.
-pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor: &Descriptor) -> Result<Summary> {
+pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor: &Descriptor, options: Options) -> Result<Summary> {
     let ending = &descriptor.file_ending;
     let entries = std::fs::read_dir(reference_dir).map_err(|e| Error::io(reference_dir, &e))?;
     let mut names: Vec<String> = entries
@@ -132,7 +151,7 @@ pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor:
     let classes = classes(descriptor);
     let cases = names
         .par_iter()
-        .map(|n| evaluate_case(&reference_dir.join(n), &prediction_dir.join(n), &classes, descriptor.ignore_label))
+        .map(|n| evaluate_case(&reference_dir.join(n), &prediction_dir.join(n), &classes, descriptor.ignore_label, options))
         .collect::<Result<Vec<_>>>()?;
     Ok(summarize(cases))
 }
@@ -182,7 +201,7 @@ mod tests {
     use super::*;
 
     fn case(dice: [f64; 2]) -> CaseResult {
-        let metrics = |d: f64| ClassMetrics { dice: d, iou: d, tp: 1, fp: 0, fn_: 0, tn: 0, n_pred: 1, n_ref: 1 };
+        let metrics = |d: f64| ClassMetrics { dice: d, fn_: 0, fp: 0, hd95: None, iou: d, nsd: None, tn: 0, tp: 1, n_pred: 1, n_ref: 1 };
         CaseResult {
             metrics: [("1".to_owned(), metrics(dice[0])), ("2".to_owned(), metrics(dice[1]))].into(),
             prediction_file: "p".into(),

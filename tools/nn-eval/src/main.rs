@@ -1,6 +1,6 @@
 use clap::Parser;
 use nntools_dataset::Descriptor;
-use nntools_evaluation::evaluate_folders;
+use nntools_evaluation::{evaluate_folders, Options};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,7 +9,9 @@ const TOOL: &str = "nn-eval";
 /// Evaluate a folder of predicted label maps against the reference label maps of the same names, as
 /// nnU-Net's nnUNetv2_evaluate_folder: per case and per class (or region) Dice, IoU, TP, FP, FN, TN,
 /// n_pred and n_ref; means over cases ignoring NaN (Dice is NaN where reference and prediction are both
-/// empty) and the mean over foreground classes, in nnU-Net's summary.json layout.
+/// empty) and the mean over foreground classes, in nnU-Net's summary.json layout. Beyond nnU-Net:
+/// HD95 (mm) and normalised surface Dice per case and class, from an exact Euclidean distance transform
+/// honouring the voxel spacing (NaN where a mask is empty; NSD 0 where only one is).
 #[derive(Parser)]
 #[command(name = TOOL, version, after_help = "\
 Examples:
@@ -28,6 +30,12 @@ struct Args {
     /// Output summary (`-`: stdout).
     #[arg(short, long, default_value = "-")]
     output: PathBuf,
+    /// No surface metrics (HD95 and normalised surface Dice, computed by default).
+    #[arg(long)]
+    no_surface: bool,
+    /// Tolerance of the normalised surface Dice, in mm.
+    #[arg(long, default_value_t = 1.0)]
+    nsd_tolerance_mm: f64,
     /// Worker threads (default: one per core).
     #[arg(short = 'j', long)]
     threads: Option<usize>,
@@ -39,6 +47,7 @@ fn main() -> ExitCode {
         nntools_cli::init_threads(args.threads)?;
         let dataset = args.dataset.clone().unwrap_or_else(|| args.reference.join("..").join("dataset.json"));
         let descriptor = Descriptor::read(&dataset)?;
-        evaluate_folders(&args.reference, &args.pred, &descriptor)?.write(&args.output)
+        let options = Options { surface_tolerance: (!args.no_surface).then_some(args.nsd_tolerance_mm) };
+        evaluate_folders(&args.reference, &args.pred, &descriptor, options)?.write(&args.output)
     })
 }
