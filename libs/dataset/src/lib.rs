@@ -5,7 +5,9 @@
 mod descriptor;
 mod discovery;
 mod fingerprint_file;
+mod labelling;
 
 pub use descriptor::{Descriptor, Label};
 pub use discovery::{group_image_files, list_image_cases, Case, Dataset};
 pub use fingerprint_file::{Fingerprint, IntensityStats};
+pub use labelling::Labelling;

@@ -4,30 +4,9 @@
 //! image's extent and axis order.
 
 use half::f16;
-use ndarray::{Array3, Array4, ArrayView3, Axis, Zip};
-use nntools_dataset::Descriptor;
+use ndarray::{Array3, Array4, ArrayView3, Axis};
+use nntools_dataset::Labelling;
 use nntools_preprocessing::{logits_to_cropped_shape, to_input_geometry, Properties, Recipe};
-
-/// How class scores become labels.
-pub enum Labelling {
-    /// Softmax over classes; the label is the index of the largest logit.
-    Classes,
-    /// Sigmoid per region; regions painted in this order where their probability exceeds 0.5.
-    Regions(Vec<i64>),
-}
-
-impl Labelling {
-    pub fn of(descriptor: &Descriptor) -> Result<Self, String> {
-        if !descriptor.is_region_based() {
-            return Ok(Self::Classes);
-        }
-        descriptor
-            .regions_class_order
-            .clone()
-            .map(Self::Regions)
-            .ok_or_else(|| "region-based labels need \"regions_class_order\"".to_owned())
-    }
-}
 
 /// Labels and, when asked for, per-class probabilities `(c, z, y, x)`, both in the input geometry.
 pub struct Exported {
@@ -57,45 +36,13 @@ fn probabilities(logits: &Array4<f32>, labelling: &Labelling) -> Array4<f32> {
     probabilities
 }
 
-/// Labels from scores (logits or probabilities: argmax is the same; regions need probabilities).
-fn labels(scores: &Array4<f32>, labelling: &Labelling) -> Array3<u16> {
-    let shape = (scores.shape()[1], scores.shape()[2], scores.shape()[3]);
-    match labelling {
-        Labelling::Classes => {
-            let mut labels = Array3::<u16>::zeros(shape);
-            Zip::from(&mut labels).and(scores.lanes(Axis(0))).for_each(|label, lane| {
-                // the first of equal maxima, as numpy's argmax
-                let mut best = 0;
-                for (c, &v) in lane.iter().enumerate() {
-                    if v > lane[best] {
-                        best = c;
-                    }
-                }
-                *label = best as u16;
-            });
-            labels
-        }
-        Labelling::Regions(order) => {
-            let mut labels = Array3::<u16>::zeros(shape);
-            for (region, &label) in order.iter().enumerate() {
-                Zip::from(&mut labels).and(scores.index_axis(Axis(0), region)).for_each(|l, &p| {
-                    if p > 0.5 {
-                        *l = label as u16;
-                    }
-                });
-            }
-            labels
-        }
-    }
-}
-
 /// Exports fold-averaged logits `(c, z, y, x)` of a preprocessed case.
 pub fn export(logits: &Array4<f32>, properties: &Properties, recipe: &Recipe, labelling: &Labelling, with_probabilities: bool) -> Exported {
     let mut cropped = logits_to_cropped_shape(logits, properties, recipe);
     round_to_half(&mut cropped);
     let needs_probabilities = with_probabilities || matches!(labelling, Labelling::Regions(_));
     let cropped_probabilities = needs_probabilities.then(|| probabilities(&cropped, labelling));
-    let cropped_labels = labels(cropped_probabilities.as_ref().unwrap_or(&cropped), labelling);
+    let cropped_labels = labelling.labels(cropped_probabilities.as_ref().unwrap_or(&cropped).view());
     let labels = to_input_geometry(cropped_labels.view(), properties, recipe, 0);
     let probabilities = with_probabilities.then(|| {
         let cropped = cropped_probabilities.expect("computed when asked for");
@@ -113,11 +60,6 @@ pub fn export(logits: &Array4<f32>, properties: &Properties, recipe: &Recipe, la
     Exported { labels, probabilities }
 }
 
-/// Labels from probabilities already in the input geometry (for averaging several models).
-pub fn labels_from_probabilities(probabilities: &Array4<f32>, labelling: &Labelling) -> Array3<u16> {
-    labels(probabilities, labelling)
-}
-
 fn stack_channels(channels: &[Array3<f32>]) -> Array4<f32> {
     let views: Vec<ArrayView3<f32>> = channels.iter().map(|c| c.view()).collect();
     ndarray::stack(Axis(0), &views).expect("channels share the input's shape")
@@ -126,20 +68,6 @@ fn stack_channels(channels: &[Array3<f32>]) -> Array4<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
-
-    #[test]
-    fn argmax_takes_the_first_of_equal_maxima() {
-        let scores = Array4::from_shape_vec((3, 1, 1, 3), vec![1.0, 0.0, 2.0, 1.0, 5.0, 2.0, 0.5, 5.0, 1.0]).unwrap();
-        assert_eq!(labels(&scores, &Labelling::Classes), array![[[0u16, 1, 0]]]);
-    }
-
-    #[test]
-    fn regions_are_painted_in_order() {
-        // voxel 0: both regions fire, the later one (label 2) wins; voxel 1: only the first
-        let scores = Array4::from_shape_vec((2, 1, 1, 2), vec![0.9, 0.8, 0.7, 0.2]).unwrap();
-        assert_eq!(labels(&scores, &Labelling::Regions(vec![1, 2])), array![[[2u16, 1]]]);
-    }
 
     #[test]
     fn softmax_sums_to_one_per_voxel() {

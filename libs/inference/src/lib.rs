@@ -9,12 +9,12 @@
 mod export;
 mod sliding_window;
 
-pub use export::{export, Exported, Labelling};
+pub use export::{export, Exported};
 pub use sliding_window::{importance_map, tile_starts, SlidingWindow};
 
 use ndarray::{Array3, Array4, Axis};
-use nntools_dataset::{group_image_files, list_image_cases, Descriptor};
-use nntools_io::{read_json, write_atomically, write_json, write_like, Error, Result};
+use nntools_dataset::{group_image_files, list_image_cases, Descriptor, Labelling};
+use nntools_io::{read_json, write_json, write_like, write_npz, Error, Result};
 use nntools_network::Model;
 use nntools_planning::Plans;
 use nntools_preprocessing::{preprocess_case, CaseFiles, Preprocessed, Properties, Recipe};
@@ -325,7 +325,7 @@ fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request, endin
             sum += &e.probabilities.take().expect("asked for");
         }
         sum /= folders.len() as f32;
-        (export::labels_from_probabilities(&sum, labelling), Some(sum))
+        (labelling.labels(sum.view()), Some(sum))
     } else {
         let only = exported.pop().expect("one model");
         (only.labels, only.probabilities)
@@ -357,14 +357,7 @@ pub fn write_prediction(
         write_like(&path, labels.mapv(|l| l as u8).view(), header)?;
     }
     if let Some(probabilities) = probabilities {
-        let npz = dir.join(format!("{id}.npz"));
-        write_atomically(&npz, |tmp| {
-            let file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, &e))?;
-            let mut writer = ndarray_npy::NpzWriter::new_compressed(file);
-            writer.add_array("probabilities", probabilities).map_err(|e| Error::runtime(&npz, e))?;
-            writer.finish().map_err(|e| Error::runtime(&npz, e))?;
-            Ok(())
-        })?;
+        write_npz(&dir.join(format!("{id}.npz")), "probabilities", probabilities)?;
         write_json(&dir.join(format!("{id}.json")), properties)?;
     }
     Ok(())

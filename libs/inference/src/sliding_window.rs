@@ -208,10 +208,11 @@ mod tests {
 
     #[test]
     fn impulse_response_sums_to_one_within_the_truncation_radius() {
+        // σ = 8, radius 32, centre 32: the patch holds offsets -32..=31, so the kernel's weight at +32
+        // (equal to the one at -32, the first voxel) is the only part missing from a total of one
         let profile = impulse_response(64);
-        assert!((profile.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        // σ = 8, radius 32: the first voxel is exactly at the radius, so non-zero
         assert!(profile[0] > 0.0);
+        assert!((profile.iter().sum::<f64>() + profile[0] - 1.0).abs() < 1e-12);
         let short = impulse_response(8);
         assert!(short.iter().all(|&w| w > 0.0));
     }

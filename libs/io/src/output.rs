@@ -81,3 +81,31 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     };
     serde_json::from_str(&text).map_err(|e| Error::bad_input(path, format!("invalid JSON: {e}")))
 }
+
+/// Writes `array` as the single entry `name` of a compressed `.npz` (numpy's `np.load(path)[name]`),
+/// atomically.
+pub fn write_npz<A, D>(path: &Path, name: &str, array: &ndarray::ArrayBase<A, D>) -> Result<()>
+where
+    A: ndarray::Data,
+    A::Elem: ndarray_npy::WritableElement,
+    D: ndarray::Dimension,
+{
+    write_atomically(path, |tmp| {
+        let file = File::create(tmp).map_err(|e| Error::io(path, &e))?;
+        let mut writer = ndarray_npy::NpzWriter::new_compressed(file);
+        writer.add_array(name, array).map_err(|e| Error::runtime(path, e))?;
+        writer.finish().map_err(|e| Error::runtime(path, e))?;
+        Ok(())
+    })
+}
+
+/// Reads the entry `name` of a `.npz` file.
+pub fn read_npz<T, D>(path: &Path, name: &str) -> Result<ndarray::Array<T, D>>
+where
+    T: ndarray_npy::ReadableElement,
+    D: ndarray::Dimension,
+{
+    let file = File::open(path).map_err(|e| Error::io(path, &e))?;
+    let mut reader = ndarray_npy::NpzReader::new(file).map_err(|e| Error::bad_input(path, e))?;
+    reader.by_name(name).map_err(|e| Error::bad_input(path, format!("{name}: {e}")))
+}
