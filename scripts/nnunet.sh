@@ -81,12 +81,19 @@ for c in $planned; do
     done
 done
 
+folds_csv=$(echo $folds | tr ' ' ',')
+plan=$work/inference_plan.json
 step "nn-ensemble select"
-"$bin/nn-ensemble" select --runs "${runs[@]}" --ref "$raw/labelsTr" -o "$work/inference_plan.json"
+"$bin/nn-ensemble" select --runs "${runs[@]}" --ref "$raw/labelsTr" --folds "$folds_csv" -o "$plan" "${threads[@]}"
 
 if [[ -d $raw/imagesTs ]]; then
-    step "predict $raw/imagesTs with the chosen configuration(s)"
-    "$here/scripts/apply-inference-plan.sh" "$work/inference_plan.json" "$raw/imagesTs" "$work/predictions" \
-        --device "$device" "${threads[@]}"
+    models=$(python3 -c 'import json, sys; print(" ".join(m["run"] for m in json.load(open(sys.argv[1]))["models"]))' "$plan")
+    model_flags=()
+    for m in $models; do model_flags+=(-m "$m"); done
+    step "nn-infer $raw/imagesTs with ${models//$work\//}"
+    "$bin/nn-infer" "${model_flags[@]}" --folds "$folds_csv" -i "$raw/imagesTs" -o "$work/predictions_raw" \
+        --device "$device" -q "${threads[@]}"
+    step "nn-ensemble postprocess -> $work/predictions"
+    "$bin/nn-ensemble" postprocess -i "$work/predictions_raw" -o "$work/predictions" --plan "$plan" "${threads[@]}"
 fi
 step "done: $work"

@@ -7,5 +7,5 @@ mod summary;
 mod surface;
 
 pub use metrics::{class_metrics, ClassMetrics};
-pub use summary::{evaluate_folders, summarize, CaseResult, Options, Summary};
+pub use summary::{case_metrics, classes, evaluate_folders, summarize, CaseResult, Options, Summary};
 pub use surface::{distance_to, surface_metrics};

@@ -4,6 +4,7 @@ use crate::metrics::{class_metrics, ClassMetrics};
 use crate::surface::surface_metrics;
 use nntools_dataset::Descriptor;
 use nntools_io::{read_label_map, write_atomically, Error, Result};
+use ndarray::ArrayView3;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -75,7 +76,7 @@ pub fn summarize(metric_per_case: Vec<CaseResult>) -> Summary {
 }
 
 /// The classes to evaluate with their keys: the foreground labels, or the foreground regions.
-fn classes(descriptor: &Descriptor) -> Vec<(String, Vec<i64>)> {
+pub fn classes(descriptor: &Descriptor) -> Vec<(String, Vec<i64>)> {
     descriptor
         .labels
         .iter()
@@ -100,6 +101,8 @@ fn same_geometry(a: &nntools_io::Geometry, b: &nntools_io::Geometry) -> bool {
 pub struct Options {
     /// HD95 and NSD at this tolerance (mm).
     pub surface_tolerance: Option<f64>,
+    /// Evaluate only the references that have a prediction (nnU-Net's `--chill`).
+    pub chill: bool,
 }
 
 fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i64>)], ignore: Option<i64>, options: Options) -> Result<CaseResult> {
@@ -111,19 +114,31 @@ fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i6
             format!("geometry differs from the reference {} (shape {:?} vs {:?})", reference.display(), predicted.data.shape(), truth.data.shape()),
         ));
     }
-    let metrics = classes
+    let metrics = case_metrics(truth.data.view(), predicted.data.view(), truth.geometry.spacing, classes, ignore, options);
+    Ok(CaseResult { metrics, prediction_file: prediction.to_owned(), reference_file: reference.to_owned() })
+}
+
+/// Every class's metrics for one case (`spacing` in array axis order, for the surface metrics).
+pub fn case_metrics(
+    reference: ArrayView3<i32>,
+    prediction: ArrayView3<i32>,
+    spacing: [f64; 3],
+    classes: &[(String, Vec<i64>)],
+    ignore: Option<i64>,
+    options: Options,
+) -> BTreeMap<String, ClassMetrics> {
+    classes
         .iter()
         .map(|(key, labels)| {
-            let mut metrics = class_metrics(truth.data.view(), predicted.data.view(), labels, ignore);
+            let mut metrics = class_metrics(reference, prediction, labels, ignore);
             if let Some(tolerance) = options.surface_tolerance {
-                let mask = |image: &ndarray::Array3<i32>| image.mapv(|v| labels.contains(&i64::from(v)));
-                let (hd95, nsd) = surface_metrics(mask(&truth.data).view(), mask(&predicted.data).view(), truth.geometry.spacing, tolerance);
+                let mask = |image: ArrayView3<i32>| image.mapv(|v| labels.contains(&i64::from(v)));
+                let (hd95, nsd) = surface_metrics(mask(reference).view(), mask(prediction).view(), spacing, tolerance);
                 (metrics.hd95, metrics.nsd) = (Some(hd95), Some(nsd));
             }
             (key.clone(), metrics)
         })
-        .collect();
-    Ok(CaseResult { metrics, prediction_file: prediction.to_owned(), reference_file: reference.to_owned() })
+        .collect()
 }
 
 /// Evaluates every reference `CASE<ending>` in `reference_dir` against `prediction_dir/CASE<ending>`.
@@ -136,8 +151,8 @@ pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor:
         .filter(|n| n.ends_with(ending.as_str()) && !n.starts_with('.'))
         .collect();
     names.sort();
-    if names.is_empty() {
-        return Err(Error::bad_input(reference_dir, format!("no reference label maps (*{ending})")));
+    if options.chill {
+        names.retain(|n| prediction_dir.join(n).is_file());
     }
     let missing: Vec<String> = names
         .iter()
@@ -147,6 +162,9 @@ pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor:
         .collect();
     if !missing.is_empty() {
         return Err(Error::bad_input_lines(missing));
+    }
+    if names.is_empty() {
+        return Err(Error::bad_input(reference_dir, format!("no reference label maps (*{ending}) with predictions")));
     }
     let classes = classes(descriptor);
     let cases = names

@@ -14,7 +14,7 @@ pub use sliding_window::{importance_map, tile_starts, SlidingWindow};
 
 use ndarray::{Array3, Array4, Axis};
 use nntools_dataset::{group_image_files, list_image_cases, Descriptor, Labelling};
-use nntools_io::{read_json, write_json, write_like, write_npz, Error, Result};
+use nntools_io::{read_json, write_json, write_label_map, write_npz, Error, Result};
 use nntools_network::Model;
 use nntools_planning::Plans;
 use nntools_preprocessing::{preprocess_case, CaseFiles, Preprocessed, Properties, Recipe};
@@ -332,14 +332,12 @@ fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request, endin
     };
     let probabilities = probabilities.filter(|_| request.save_probabilities);
     let properties = &case.per_model[0].1;
-    let wide = folders[0].descriptor.all_labels().iter().any(|&l| l > i64::from(u8::MAX));
-    write_prediction(&request.output, &case.id, ending, &labels, probabilities.as_ref(), properties, &case.header, wide)
+    write_prediction(&request.output, &case.id, ending, &labels, probabilities.as_ref(), properties, &case.header)
 }
 
-/// Writes a case's prediction into `dir`: `ID<ending>` (uint8 labels, uint16 when `wide`) with
+/// Writes a case's prediction into `dir`: `ID<ending>` (uint8 labels, uint16 past 255) with
 /// `header`'s geometry, and with probabilities `ID.npz` (`probabilities`, float32, classes first) and
 /// `ID.json` (the preprocessing properties).
-#[allow(clippy::too_many_arguments)]
 pub fn write_prediction(
     dir: &Path,
     id: &str,
@@ -348,14 +346,8 @@ pub fn write_prediction(
     probabilities: Option<&Array4<f32>>,
     properties: &Properties,
     header: &nntools_io::NiftiHeader,
-    wide: bool,
 ) -> Result<()> {
-    let path = dir.join(format!("{id}{ending}"));
-    if wide {
-        write_like(&path, labels.view(), header)?;
-    } else {
-        write_like(&path, labels.mapv(|l| l as u8).view(), header)?;
-    }
+    write_label_map(&dir.join(format!("{id}{ending}")), labels.view(), header)?;
     if let Some(probabilities) = probabilities {
         write_npz(&dir.join(format!("{id}.npz")), "probabilities", probabilities)?;
         write_json(&dir.join(format!("{id}.json")), properties)?;

@@ -188,6 +188,15 @@ pub fn write_like<T: Voxel>(path: &Path, data: ArrayView3<T>, reference: &NiftiH
     })
 }
 
+/// Writes a label map with `reference`'s geometry as uint8, or uint16 when a label exceeds 255.
+pub fn write_label_map(path: &Path, labels: ArrayView3<u16>, reference: &NiftiHeader) -> Result<()> {
+    if labels.iter().all(|&l| l <= u16::from(u8::MAX)) {
+        write_like(path, labels.mapv(|l| l as u8).view(), reference)
+    } else {
+        write_like(path, labels, reference)
+    }
+}
+
 /// Writes `data` (nnU-Net axis order) as a new image with the given geometry (sform and qform both set,
 /// scanner-anatomical).
 pub fn write_new<T: Voxel>(path: &Path, data: ArrayView3<T>, geometry: &Geometry) -> Result<()> {

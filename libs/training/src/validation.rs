@@ -22,7 +22,6 @@ pub fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_ids: &[S
     let out = run_dir.join(format!("fold_{fold}")).join("validation");
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, &e))?;
     nntools_io::remove_stale_temporaries(&out)?;
-    let wide = folder.descriptor.all_labels().iter().any(|&l| l > i64::from(u8::MAX));
     for id in case_ids {
         let data_path = data_dir.join(format!("{id}.npy"));
         let file = std::fs::File::open(&data_path).map_err(|e| Error::io(&data_path, &e))?;
@@ -33,7 +32,7 @@ pub fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_ids: &[S
         let geometry = Geometry { spacing: properties.spacing, origin: properties.sitk_stuff.origin, direction: properties.sitk_stuff.direction };
         let shape = exported.labels.shape();
         let header = new_header(&geometry, [shape[0], shape[1], shape[2]]);
-        write_prediction(&out, id, &folder.descriptor.file_ending, &exported.labels, exported.probabilities.as_ref(), &properties, &header, wide)?;
+        write_prediction(&out, id, &folder.descriptor.file_ending, &exported.labels, exported.probabilities.as_ref(), &properties, &header)?;
     }
     Ok(())
 }

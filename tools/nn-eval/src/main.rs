@@ -36,6 +36,9 @@ struct Args {
     /// Tolerance of the normalised surface Dice, in mm.
     #[arg(long, default_value_t = 1.0)]
     nsd_tolerance_mm: f64,
+    /// Evaluate only the references that have a prediction (default: a missing prediction is an error).
+    #[arg(long)]
+    chill: bool,
     /// Worker threads (default: one per core).
     #[arg(short = 'j', long)]
     threads: Option<usize>,
@@ -47,7 +50,7 @@ fn main() -> ExitCode {
         nntools_cli::init_threads(args.threads)?;
         let dataset = args.dataset.clone().unwrap_or_else(|| args.reference.join("..").join("dataset.json"));
         let descriptor = Descriptor::read(&dataset)?;
-        let options = Options { surface_tolerance: (!args.no_surface).then_some(args.nsd_tolerance_mm) };
+        let options = Options { surface_tolerance: (!args.no_surface).then_some(args.nsd_tolerance_mm), chill: args.chill };
         evaluate_folders(&args.reference, &args.pred, &descriptor, options)?.write(&args.output)
     })
 }

@@ -1,0 +1,77 @@
+//! Averaging the probabilities of several prediction folders (nnunet-spec 9.2).
+
+use nntools_dataset::{Descriptor, Labelling};
+use nntools_io::{read_json, read_label_map, read_npz, write_json, write_label_map, write_npz, Error, Result};
+use ndarray::Array4;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// The dataset description of a prediction folder: its `dataset.json` (nn-infer writes one), or that
+/// of the run two levels up for a training run's `fold_F/validation`.
+pub fn folder_descriptor(folder: &Path) -> Result<Descriptor> {
+    let candidates = [folder.join("dataset.json"), folder.join("../../dataset.json")];
+    let found = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
+        Error::bad_input(folder, "no dataset.json in the folder (or its run folder); pass --dataset")
+    })?;
+    Descriptor::read(found)
+}
+
+fn case_ids(folder: &Path) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = std::fs::read_dir(folder)
+        .map_err(|e| Error::io(folder, &e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".npz").map(str::to_owned))
+        .filter(|id| !id.starts_with('.'))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Averages `CASE.npz` probabilities over `inputs` for every case of the first folder and writes the
+/// label maps (geometry of the first folder's `CASE<ending>`) and, when asked, the probabilities.
+pub fn average_folders(inputs: &[PathBuf], output: &Path, descriptor: &Descriptor, save_probabilities: bool) -> Result<usize> {
+    let ids = case_ids(&inputs[0])?;
+    if ids.is_empty() {
+        return Err(Error::bad_input(&inputs[0], "no CASE.npz probabilities (predict with --save-probabilities)"));
+    }
+    let missing: Vec<String> = inputs[1..]
+        .iter()
+        .flat_map(|dir| ids.iter().map(move |id| dir.join(format!("{id}.npz"))))
+        .filter(|p| !p.is_file())
+        .map(|p| format!("{}: missing (every folder needs the same cases)", p.display()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::bad_input_lines(missing));
+    }
+    let labelling = Labelling::of(descriptor).map_err(|p| Error::bad_input(&inputs[0], p))?;
+    let ending = &descriptor.file_ending;
+    std::fs::create_dir_all(output).map_err(|e| Error::io(output, &e))?;
+    ids.par_iter().try_for_each(|id| {
+        let mut sum: Option<Array4<f32>> = None;
+        for dir in inputs {
+            let path = dir.join(format!("{id}.npz"));
+            let probabilities: Array4<f32> = read_npz(&path, "probabilities")?;
+            sum = Some(match sum {
+                None => probabilities,
+                Some(total) if total.shape() == probabilities.shape() => total + probabilities,
+                Some(total) => {
+                    return Err(Error::bad_input(&path, format!("shape {:?} differs from {:?} in {}", probabilities.shape(), total.shape(), inputs[0].display())));
+                }
+            });
+        }
+        let mean = sum.expect("at least one folder") / inputs.len() as f32;
+        let geometry_source = inputs[0].join(format!("{id}{ending}"));
+        let header = read_label_map(&geometry_source)?.header;
+        write_label_map(&output.join(format!("{id}{ending}")), labelling.labels(mean.view()).view(), &header)?;
+        if save_probabilities {
+            write_npz(&output.join(format!("{id}.npz")), "probabilities", &mean)?;
+        }
+        Ok(())
+    })?;
+    // keep the output self-describing for nn-ensemble postprocess and nn-eval
+    let dataset_json = inputs[0].join("dataset.json");
+    if dataset_json.is_file() {
+        write_json(&output.join("dataset.json"), &read_json::<serde_json::Value>(&dataset_json)?)?;
+    }
+    Ok(ids.len())
+}

@@ -1,0 +1,121 @@
+//! The whole pipeline through scripts/nnunet.sh on a small synthetic dataset (two configurations, two
+//! folds, a tiny budget), and nn-ensemble's parts checked against independent computations: the
+//! selection's scores against nn-eval on the same predictions, averaging against numpy-style means,
+//! postprocessing on a hand-made label map.
+
+use ndarray::{Array3, Array4, Axis};
+use nntools_io::{read_label_map, read_npz, write_like};
+use nntools_tests::{run, stderr, workspace};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+fn read(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap().replace("NaN", "null")).unwrap()
+}
+
+#[test]
+fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
+    let data = tempfile::tempdir().unwrap();
+    let raw = data.path().join("raw");
+    // a raw dataset with test images
+    let output = run("nn-synth", &[&"-o", &raw, &"--cases", &"8", &"--test-cases", &"2", &"--min-size", &"20", &"--max-size", &"26", &"--seed", &"5"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let work = data.path().join("work");
+    let script = workspace().join("scripts/nnunet.sh");
+    let pipeline = |extra: &[&str]| {
+        let mut command = Command::new(&script);
+        command.arg(&raw).arg(&work).args(["--configs", "2d,3d_fullres", "--folds", "0-1", "--epochs", "1", "--iters", "2", "--val-iters", "1", "--device", "cpu"]);
+        command.args(extra).env("NN_TOOLS_BIN", nntools_tests::binary("nn-train").parent().unwrap());
+        command.output().unwrap()
+    };
+    let first = pipeline(&[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+
+    // the plan: three candidates, the best chosen
+    let plan = read(&work.join("inference_plan.json"));
+    let scores: Vec<(Vec<String>, f64)> = plan["cross_validation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (serde_json::from_value(s["configurations"].clone()).unwrap(), s["foreground_dice"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(scores.len(), 3);
+    let best = scores.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
+    let chosen: Vec<String> = plan["models"].as_array().unwrap().iter().map(|m| m["configuration"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(scores.iter().find(|s| s.1 == best).unwrap().0, chosen);
+    assert!(plan["foreground_dice_after_postprocessing"].as_f64().unwrap() >= best);
+
+    // the 3d_fullres score equals nn-eval's foreground Dice on its cross-validation predictions
+    let cv = data.path().join("cv_3d_fullres");
+    std::fs::create_dir_all(&cv).unwrap();
+    for fold in 0..2 {
+        for entry in std::fs::read_dir(work.join(format!("runs/3d_fullres/fold_{fold}/validation"))).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().ends_with(".nii.gz") {
+                std::fs::copy(&path, cv.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let summary = data.path().join("summary.json");
+    let output = run("nn-eval", &[&"--ref", &raw.join("labelsTr"), &"--pred", &cv, &"--dataset", &raw.join("dataset.json"), &"-o", &summary, &"--no-surface", &"--chill"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let evaluated = read(&summary)["foreground_mean"]["Dice"].as_f64().unwrap();
+    let selected = scores.iter().find(|s| s.0 == ["3d_fullres"]).unwrap().1;
+    assert!((evaluated - selected).abs() < 1e-12, "nn-eval {evaluated} vs select {selected}");
+
+    // test images predicted in their own geometry
+    for entry in std::fs::read_dir(raw.join("imagesTs")).unwrap() {
+        let image = entry.unwrap().path();
+        let case = image.file_name().unwrap().to_string_lossy().replace("_0000.nii.gz", ".nii.gz");
+        let predicted = read_label_map(&work.join("predictions").join(&case)).unwrap();
+        assert_eq!(predicted.geometry, nntools_io::read_image(&image).unwrap().geometry, "{case}");
+    }
+
+    // a rerun redoes no training
+    let again = pipeline(&[]);
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{log}");
+    assert_eq!(log.matches(": done").count(), 4, "{log}");
+    assert!(!log.contains("== nn-train"), "{log}");
+
+    // averaging two folders: labels are the argmax of the mean probabilities
+    let folders = ["2d", "3d_fullres"].map(|c| work.join(format!("runs/{c}/fold_0/validation")));
+    let averaged = data.path().join("averaged");
+    let output = run("nn-ensemble", &[&"average", &"-i", &folders[0], &folders[1], &"-o", &averaged, &"--dataset", &raw.join("dataset.json")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let case = std::fs::read_dir(&folders[0]).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "npz")).unwrap();
+    let id = case.file_stem().unwrap().to_string_lossy().into_owned();
+    let p: Vec<Array4<f32>> = folders.iter().map(|f| read_npz(&f.join(format!("{id}.npz")), "probabilities").unwrap()).collect();
+    let mean = (&p[0] + &p[1]) / 2.0;
+    let labels = read_label_map(&averaged.join(format!("{id}.nii.gz"))).unwrap().data;
+    for ((z, y, x), &label) in labels.indexed_iter() {
+        let lane = mean.index_axis(Axis(1), z).index_axis(Axis(1), y).index_axis(Axis(1), x).to_vec();
+        let best = lane.iter().enumerate().fold(0, |b, (c, &v)| if v > lane[b] { c } else { b });
+        assert_eq!(label as usize, best, "{id} at {:?}", (z, y, x));
+    }
+}
+
+#[test]
+fn postprocessing_keeps_the_largest_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    let mut labels = Array3::<u8>::zeros((6, 6, 6));
+    labels.slice_mut(ndarray::s![0..3, 0..3, 0..3]).fill(1);
+    labels[[5, 5, 5]] = 1;
+    labels[[5, 0, 5]] = 2;
+    let geometry = nntools_io::Geometry { spacing: [1.0; 3], origin: [0.0; 3], direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0] };
+    write_like(&input.join("a.nii.gz"), labels.view(), &nntools_io::new_header(&geometry, [6, 6, 6])).unwrap();
+    std::fs::write(input.join("dataset.json"), r#"{"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": 1, "file_ending": ".nii.gz"}"#).unwrap();
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, r#"{"models": [{"run": "r", "configuration": "3d_fullres"}], "folds": [0], "postprocessing": [{"keep_largest_component_of": [1]}],
+        "cross_validation": [], "foreground_dice_before_postprocessing": 0.5, "foreground_dice_after_postprocessing": 0.6,
+        "class_dice_after_postprocessing": {}, "commands": []}"#).unwrap();
+    let result = run("nn-ensemble", &[&"postprocess", &"-i", &input, &"-o", &output, &"--plan", &plan]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let processed = read_label_map(&output.join("a.nii.gz")).unwrap().data;
+    assert_eq!(processed[[5, 5, 5]], 0, "the stray voxel of class 1 is removed");
+    assert_eq!(processed[[5, 0, 5]], 2, "class 2 is untouched");
+    assert_eq!(processed.iter().filter(|&&l| l == 1).count(), 27);
+}

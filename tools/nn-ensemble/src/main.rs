@@ -1,0 +1,110 @@
+use clap::{Parser, Subcommand};
+use nntools_dataset::Descriptor;
+use nntools_ensembling::{average_folders, folder_descriptor, postprocess_folder, select, InferencePlan, SelectRequest};
+use nntools_io::{read_json, Error};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const TOOL: &str = "nn-ensemble";
+
+/// Ensembling, model selection and postprocessing, as nnU-Net's nnUNetv2_ensemble,
+/// nnUNetv2_find_best_configuration and nnUNetv2_apply_postprocessing.
+#[derive(Parser)]
+#[command(name = TOOL, version, after_help = "\
+Examples:
+  nn-ensemble select --runs runs/2d runs/3d_fullres --ref raw/Dataset004_Hippocampus/labelsTr -o inference_plan.json
+  nn-ensemble average -i pred_2d pred_3d_fullres -o pred_ensemble
+  nn-ensemble postprocess -i pred_ensemble -o pred_final --plan inference_plan.json")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+    /// Worker threads (default: one per core); each holds one case.
+    #[arg(short = 'j', long, global = true)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Average the probabilities (CASE.npz, from nn-infer --save-probabilities) of several prediction
+    /// folders and write label maps in the input geometry.
+    Average {
+        /// Prediction folders with the same cases.
+        #[arg(short, long = "input", required = true, num_args = 2..)]
+        inputs: Vec<PathBuf>,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// dataset.json (default: the first folder's).
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// Also write the averaged CASE.npz.
+        #[arg(long)]
+        save_probabilities: bool,
+    },
+    /// Score every run and every pair of runs by the cross-validation foreground-mean Dice of their
+    /// folds' validation predictions, pick the best, determine its postprocessing, and write
+    /// inference_plan.json with the commands that apply it.
+    Select {
+        /// Run folders (nn-train's -o), one per configuration, with every fold's validation/.
+        #[arg(long, required = true, num_args = 1..)]
+        runs: Vec<PathBuf>,
+        /// Reference label maps (the raw dataset's labelsTr).
+        #[arg(long = "ref")]
+        reference: PathBuf,
+        /// Folds of the cross-validation.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4")]
+        folds: Vec<usize>,
+        #[arg(short, long, default_value = "inference_plan.json")]
+        output: PathBuf,
+    },
+    /// Apply the postprocessing of an inference plan to a folder of label maps.
+    Postprocess {
+        #[arg(short, long)]
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// inference_plan.json from `nn-ensemble select`.
+        #[arg(long)]
+        plan: PathBuf,
+        /// dataset.json (default: the input folder's).
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    nntools_cli::run(TOOL, || {
+        nntools_cli::init_threads(args.threads)?;
+        let descriptor = |explicit: &Option<PathBuf>, folder: &PathBuf| match explicit {
+            Some(path) => Descriptor::read(path),
+            None => folder_descriptor(folder),
+        };
+        match &args.command {
+            Command::Average { inputs, output, dataset, save_probabilities } => {
+                average_folders(inputs, output, &descriptor(dataset, &inputs[0])?, *save_probabilities).map(|_| ())
+            }
+            Command::Select { runs, reference, folds, output } => {
+                let plan = select(&SelectRequest { runs: runs.clone(), reference: reference.clone(), folds: folds.clone(), output: output.clone() })?;
+                for score in &plan.cross_validation {
+                    println!("{:<40} {:.4}", score.configurations.join(" + "), score.foreground_dice);
+                }
+                let chosen: Vec<&str> = plan.models.iter().map(|m| m.configuration.as_str()).collect();
+                println!("chosen: {} (Dice {:.4}; after postprocessing {:.4})", chosen.join(" + "), plan.foreground_dice_before_postprocessing, plan.foreground_dice_after_postprocessing);
+                println!("to predict a folder of images:");
+                for command in &plan.commands {
+                    println!("  {command}");
+                }
+                Ok(())
+            }
+            Command::Postprocess { input, output, plan, dataset } => {
+                let plan: InferencePlan = read_json(plan)?;
+                let run = plan.models.first().ok_or_else(|| Error::bad_input(input, "the plan names no model"))?;
+                let descriptor = descriptor(dataset, input).or_else(|_| Descriptor::read(&run.run.join("dataset.json")))?;
+                if input == output {
+                    return Err(Error::bad_input(output, "must differ from the input folder"));
+                }
+                postprocess_folder(input, output, &descriptor, &plan.postprocessing).map(|_| ())
+            }
+        }
+    })
+}
