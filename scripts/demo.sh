@@ -1,48 +1,48 @@
 #!/usr/bin/env bash
-# Sets up if needed, then runs the pipeline on a synthetic dataset (seeded, so every run gives the
-# same result): generate a raw dataset, check it, write its fingerprint, plan the experiment,
-# preprocess every configuration, and train 3d_fullres fold 0 for a few short epochs.
-# Usage: scripts/demo.sh [WORK_DIR]   (default: demo-out)
+# Sets up if needed, then runs nnU-Net's whole pipeline with a small CPU budget (scripts/nnunet.sh):
+# on a seeded synthetic dataset, or on the raw dataset folder given as argument. Ends with the
+# cross-validation Dice table of the chosen configuration and where to look at training curves and
+# predictions. Usage: scripts/demo.sh [RAW_DATASET_DIR] [WORK_DIR]   (WORK_DIR default: demo-out)
+# DEMO_EPOCHS, DEMO_ITERS and DEMO_CONFIGS change the budget (default 12 epochs of 20 iterations,
+# 2d and 3d_fullres).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
-work=${1:-demo-out}
+work=${2:-demo-out}
 bin=target/release
-raw="$work/raw/Dataset900_Synth"
-pre="$work/preprocessed/Dataset900_Synth"
-mkdir -p "$pre"
+if [[ -n ${1:-} ]]; then
+    raw=$1
+else
+    raw="$work/raw/Dataset900_Synth"
+    echo "== nn-synth: 12 labelled + 2 test cases, 2 channels, 2 labels -> $raw"
+    "$bin/nn-synth" -o "$raw" --cases 12 --test-cases 2 --channels 2 --labels 2 --min-size 20 --max-size 28 --seed 42 --force
+fi
 
-echo "== nn-synth: 12 labelled + 4 test cases, 2 channels, 3 labels, anisotropic spacings -> $raw"
-"$bin/nn-synth" -o "$raw" --cases 12 --test-cases 4 --channels 2 --labels 3 --seed 42 --force
+scripts/nnunet.sh "$raw" "$work" --configs "${DEMO_CONFIGS:-2d,3d_fullres}" --folds 0-4 \
+    --epochs "${DEMO_EPOCHS:-12}" --iters "${DEMO_ITERS:-20}" --val-iters 5 --device cpu
 
-echo "== nn-fingerprint -> $pre/dataset_fingerprint.json"
-"$bin/nn-fingerprint" "$raw" -o "$pre/dataset_fingerprint.json"
-
-echo "== nn-plan -> $pre/nnUNetPlans.json"
-"$bin/nn-plan" --fingerprint "$pre/dataset_fingerprint.json" --dataset "$raw" -o "$pre/nnUNetPlans.json"
-
-for configuration in $(python3 -c "import json,sys; print(' '.join(c for c, v in json.load(open(sys.argv[1]))['configurations'].items() if 'inherits_from' not in v))" "$pre/nnUNetPlans.json"); do
-    echo "== nn-resample -c $configuration -> $pre/nnUNetPlans_$configuration"
-    "$bin/nn-resample" --plans "$pre/nnUNetPlans.json" -c "$configuration" -i "$raw" -o "$pre/nnUNetPlans_$configuration"
-done
-
-echo "== nn-train 3d_fullres fold 0, 5 short epochs -> $work/runs/3d_fullres"
-"$bin/nn-train" --plans "$pre/nnUNetPlans.json" -c 3d_fullres --data "$pre/nnUNetPlans_3d_fullres" \
-    --dataset "$raw/dataset.json" --fold 0 -o "$work/runs/3d_fullres" --epochs 5 --iters 20 --val-iters 5
-
-python3 - "$pre/dataset_fingerprint.json" "$pre/nnUNetPlans.json" <<'PY'
-import json, statistics, sys
-f = json.load(open(sys.argv[1]))
-print(f"   {len(f['spacings'])} cases; median spacing (z, y, x):",
-      [round(statistics.median(s[i] for s in f['spacings']), 3) for i in range(3)])
-print("   median relative size after crop:", round(f["median_relative_size_after_cropping"], 3))
-for channel, stats in f["foreground_intensity_properties_per_channel"].items():
-    print(f"   channel {channel} foreground: mean {stats['mean']:.1f}, std {stats['std']:.1f}, "
-          f"0.5-99.5% [{stats['percentile_00_5']:.1f}, {stats['percentile_99_5']:.1f}]")
-plans = json.load(open(sys.argv[2]))
-print("   transpose_forward:", plans["transpose_forward"])
-for name, c in plans["configurations"].items():
-    if "patch_size" in c:
-        print(f"   {name}: patch {c['patch_size']}, batch {c['batch_size']}, spacing "
-              f"{[round(s, 3) for s in c['spacing']]}, {c['architecture']['arch_kwargs']['n_stages']} stages")
+# the chosen configuration's cross-validation predictions, evaluated together
+plan="$work/inference_plan.json"
+chosen=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["models"][0]["run"])' "$plan")
+cv="$work/crossval/$(basename "$chosen")"
+mkdir -p "$cv"
+cp "$chosen"/fold_*/validation/*.nii.gz "$cv/"
+"$bin/nn-eval" --ref "$raw/labelsTr" --pred "$cv" --dataset "$raw/dataset.json" -o "$cv/summary.json"
+python3 - "$plan" "$cv/summary.json" <<'PY'
+import json, sys
+plan = json.load(open(sys.argv[1]))
+summary = json.loads(open(sys.argv[2]).read().replace("NaN", "null"))
+print("\ncross-validation, foreground-mean Dice:")
+for score in plan["cross_validation"]:
+    print(f"  {' + '.join(score['configurations']):<28} {score['foreground_dice']:.4f}")
+print(f"chosen: {' + '.join(m['configuration'] for m in plan['models'])}, postprocessing "
+      f"{plan['postprocessing'] or 'none'}")
+print("\nper class (chosen, before postprocessing):")
+print(f"  {'class':<8}{'Dice':>8}{'IoU':>8}{'HD95 mm':>10}{'NSD':>8}")
+fmt = lambda v: "   nan" if v is None else f"{v:.3f}"
+for label, m in summary["mean"].items():
+    print(f"  {label:<8}{fmt(m['Dice']):>8}{fmt(m['IoU']):>8}{fmt(m.get('HD95')):>10}{fmt(m.get('NSD')):>8}")
 PY
+echo
+echo "training curves: $chosen/fold_0/progress.png"
+echo "predictions of $raw/imagesTs: $work/predictions/"
