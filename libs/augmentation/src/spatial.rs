@@ -38,9 +38,8 @@ pub(crate) fn transform(recipe: &Recipe, data: &Tensor, seg: &Tensor, params: &[
         let affines: Vec<Vec<f64>> = resampled.iter().map(|&i| affine(&params[i as usize], patch.len())).collect();
         let input_shape = &data_in.size()[2..];
         let grid = sampling_grid(&affines, patch, input_shape, device);
-        let images = data_in.index_select(0, &index).grid_sampler(&grid, 0, 0, false);
+        let (images, labels) = resample(&data_in.index_select(0, &index), &seg_in.index_select(0, &index), &grid);
         data_out = data_out.index_copy(0, &index, &images);
-        let labels = resample_labels(&seg_in.index_select(0, &index), &grid, input_shape);
         seg_out = seg_out.index_copy(0, &index, &labels);
     }
     let volumetric = |t: Tensor, like: &Tensor| {
@@ -111,31 +110,48 @@ fn sampling_grid(affines: &[Vec<f64>], patch: &[usize], input: &[i64], device: D
     (offsets.matmul(&transposed) / half).flip([-1]).view(shape.as_slice())
 }
 
-/// nnU-Net's label resampling: every label's scaled one-hot map is interpolated like the image and each
-/// voxel takes the label with the largest value; voxels sampled outside the input become `OUTSIDE`.
-/// Labels absent from a sample interpolate to 0 and never win inside the input, so one label list for
-/// the whole batch gives each sample the result of its own list.
-fn resample_labels(seg: &Tensor, grid: &Tensor, input: &[i64]) -> Tensor {
-    let labels = Vec::<i64>::try_from(seg.internal_unique(true, false).0.to_kind(Kind::Int64)).expect("int labels");
+/// Image and labels sampled at `grid` in one `grid_sample` call. Labels follow nnU-Net's rule: each
+/// label's scaled one-hot map is interpolated like the image and each voxel takes the label with the
+/// largest value (compared in fp16, the lowest label winning ties, as batchgeneratorsv2's running
+/// argmax); voxels sampled outside the input become `OUTSIDE`. Labels absent from a sample interpolate
+/// to 0 and never win inside the input, so one label list for the whole batch gives each sample the
+/// result of its own list.
+fn resample(data: &Tensor, seg: &Tensor, grid: &Tensor) -> (Tensor, Tensor) {
+    let label_list = present_labels(seg);
+    let onehot: Vec<Tensor> = label_list.iter().map(|&l| seg.eq(l).to_kind(Kind::Float) * ONE_HOT_SCALE).collect();
+    let mut inputs = vec![data.shallow_clone()];
+    inputs.extend(onehot);
+    let sampled = Tensor::cat(&inputs, 1).grid_sampler(grid, 0, 0, false);
+    let channels = data.size()[1];
+    let images = sampled.narrow(1, 0, channels);
+    // running maximum over the labels in ascending order: a strict `>` keeps the lower label on ties
+    let segs = seg.size()[1];
     let mut best: Option<(Tensor, Tensor)> = None;
-    for &label in &labels {
-        let onehot = seg.eq(label).to_kind(Kind::Float) * ONE_HOT_SCALE;
-        let value = onehot.grid_sampler(grid, 0, 0, false).to_kind(Kind::Half);
+    for (i, &label) in label_list.iter().enumerate() {
+        // fp16 values as batchgeneratorsv2 compares them (fp16 arithmetic itself is slow on CPU)
+        let value = sampled.narrow(1, channels + i as i64 * segs, segs).to_kind(Kind::Half).to_kind(Kind::Float);
         best = Some(match best {
-            None => (value.zeros_like().to_kind(Kind::Int64).fill_(label), value),
-            Some((result, top)) => {
-                let better = value.gt_tensor(&top);
-                (result.masked_fill(&better, label), top.maximum(&value))
-            }
+            None => (Tensor::full(value.size(), label, (Kind::Int64, value.device())), value),
+            Some((result, top)) => (result.masked_fill(&value.gt_tensor(&top), label), top.maximum(&value)),
         });
     }
     let (result, _) = best.expect("a segmentation has at least one label");
-    // out of bounds: a normalised coordinate beyond the outermost voxel centre (grid axes are reversed)
+    // out of bounds: beyond the outermost voxel centre along any axis (grid axes are reversed)
+    let input = &seg.size()[2..];
     let dims = input.len();
-    let low: Vec<f32> = (0..dims).map(|j| -1.0 + 1.0 / input[dims - 1 - j] as f32).collect();
-    let low = Tensor::from_slice(&low).to_device(grid.device());
-    let outside = grid.lt_tensor(&low).logical_or(&grid.gt_tensor(&-&low)).any_dim(-1, false).unsqueeze(1);
-    result.masked_fill(&outside, OUTSIDE)
+    let outside = (0..dims)
+        .map(|j| grid.select(-1, j as i64).abs().gt((1.0 - 1.0 / input[dims - 1 - j] as f32) as f64))
+        .reduce(|a, b| a.logical_or(&b))
+        .expect("at least one axis")
+        .unsqueeze(1);
+    (images, result.masked_fill(&outside, OUTSIDE))
+}
+
+/// The distinct values of an int64 tensor in ascending order, counted rather than sorted (much faster).
+fn present_labels(seg: &Tensor) -> Vec<i64> {
+    let lowest = seg.min().int64_value(&[]);
+    let counts = Vec::<i64>::try_from((seg - lowest).flatten(0, -1).bincount(None::<Tensor>, 0)).expect("counts");
+    (0..counts.len()).filter(|&i| counts[i] > 0).map(|i| lowest + i as i64).collect()
 }
 
 /// Flips each sample along its mirrored axes.

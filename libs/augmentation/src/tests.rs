@@ -1,6 +1,7 @@
 use std::f64::consts::PI;
+use std::sync::Mutex;
 
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, IndexOp, Kind, Tensor};
 
@@ -27,21 +28,33 @@ fn nothing_fires(dims: usize) -> SampleParameters {
     SampleParameters { mirror: vec![false; dims], ..SampleParameters::default() }
 }
 
-/// Image noise and labels -1..=2 in blocks of 2 voxels, so that interpolation has regions to keep.
+/// Uniform image noise and labels -1..=2 in blocks of 2 voxels, so that interpolation has regions to
+/// keep. Drawn from a ChaCha8Rng: torch's global generator belongs to `train`.
 fn case(batch: i64, channels: i64, shape: &[usize]) -> (Tensor, Tensor) {
-    tch::manual_seed(7);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let voxels: usize = shape.iter().product();
+    let values: Vec<f32> = (0..batch as usize * channels as usize * voxels).map(|_| rng.random_range(-2.0..2.0)).collect();
     let mut full = vec![batch, channels];
     full.extend(shape.iter().map(|&s| s as i64));
-    let data = Tensor::randn(full.as_slice(), (Kind::Float, Device::Cpu));
+    let data = Tensor::from_slice(&values).view(full.as_slice());
     let mut coarse = vec![batch, 1];
     coarse.extend(shape.iter().map(|&s| s.div_ceil(2) as i64));
-    let labels = Tensor::randint_low(-1, 3, coarse.as_slice(), (Kind::Int64, Device::Cpu));
-    let mut seg = labels;
+    let count = coarse.iter().product::<i64>() as usize;
+    let labels: Vec<i64> = (0..count).map(|_| rng.random_range(-1..3)).collect();
+    let mut seg = Tensor::from_slice(&labels).view(coarse.as_slice());
     for a in 0..shape.len() {
         let axis = a as i64 + 2;
         seg = seg.repeat_interleave_self_int(2, axis, None).narrow(axis, 0, shape[a] as i64);
     }
     (data, seg)
+}
+
+/// `Augmenter::training` seeds torch's global generator, which tests running in parallel share.
+static TORCH_GENERATOR: Mutex<()> = Mutex::new(());
+
+fn train(augmenter: &Augmenter, data: &Tensor, seg: &Tensor, rng: &mut ChaCha8Rng) -> (Tensor, Tensor) {
+    let _only_user = TORCH_GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    augmenter.training(data, seg, rng)
 }
 
 fn equal(a: &Tensor, b: &Tensor) -> bool {
@@ -176,7 +189,7 @@ fn nothing_firing_returns_the_centre_crop() {
     // Mode::None crops nothing and changes nothing but -1 -> 0
     let none = Augmenter::new(Recipe::new(&[40, 56, 40], &[false], Mode::None, None));
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let (same, labels) = none.training(&crop, &seg.i((.., .., 16..56, 12..68, 12..52)), &mut rng);
+    let (same, labels) = train(&none, &crop, &seg.i((.., .., 16..56, 12..68, 12..52)), &mut rng);
     assert!(equal(&same, &crop) && equal(&labels, &expected));
 }
 
@@ -231,7 +244,7 @@ fn labels_stay_within_the_label_set() {
     assert!(found.iter().all(|l| (-1..=2).contains(l)) && found.contains(&-1), "{found:?}: zoomed out, so -1 outside");
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     for _ in 0..5 {
-        let (_, labels) = augmenter.training(&data, &seg, &mut rng);
+        let (_, labels) = train(&augmenter, &data, &seg, &mut rng);
         assert_eq!(labels.kind(), Kind::Int64);
         assert_eq!(labels.size(), [4, 1, 40, 56, 40]);
         assert!(distinct(&labels).iter().all(|l| (0..=2).contains(l)));
@@ -325,7 +338,7 @@ fn cascade_segmentation_becomes_one_hot_input() {
     let augmenter = Augmenter::new(big);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for _ in 0..5 {
-        let (out, _) = augmenter.training(&data, &Tensor::cat(&[&seg, &previous], 1), &mut rng);
+        let (out, _) = train(&augmenter, &data, &Tensor::cat(&[&seg, &previous], 1), &mut rng);
         let onehot = out.i((.., 1..));
         assert!(onehot.eq(0.0).logical_or(&onehot.eq(1.0)).all().int64_value(&[]) == 1);
         assert!(onehot.sum_dim_intlist(1, false, Kind::Float).max().double_value(&[]) <= 1.0);
@@ -339,7 +352,7 @@ fn same_seed_same_batch() {
     let augmenter = Augmenter::new(recipe);
     let run = |seed: u64| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..4).map(|_| augmenter.training(&data, &seg, &mut rng)).collect::<Vec<_>>()
+        (0..4).map(|_| train(&augmenter, &data, &seg, &mut rng)).collect::<Vec<_>>()
     };
     let (first, again, other) = (run(9), run(9), run(10));
     for ((a, b), c) in first.iter().zip(&again).zip(&other) {
@@ -371,7 +384,7 @@ fn hippocampus_batch_time() {
     let batches = 50;
     let start = std::time::Instant::now();
     for _ in 0..batches {
-        let _ = augmenter.training(&data, &seg, &mut rng);
+        let _ = train(&augmenter, &data, &seg, &mut rng);
     }
     let always = SampleParameters {
         rotation: Some(vec![0.3, 0.2, -0.4]),
@@ -394,3 +407,4 @@ fn hippocampus_batch_time() {
     let worst = start.elapsed().as_secs_f64() * 1000.0 / 10.0;
     println!("9 x 1 x 73 x 80 x 64 -> 40 x 56 x 40 on CPU ({} threads): {typical:.1} ms per batch drawn, {worst:.1} ms with everything firing", tch::get_num_threads());
 }
+
