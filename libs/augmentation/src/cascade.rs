@@ -183,4 +183,24 @@ mod tests {
         assert_eq!(dilated.sum(Kind::Int64).int64_value(&[]), 7);
         assert!(dilated.i((1, 2, 2)).int64_value(&[]) == 1 && dilated.i((1, 1, 2)).int64_value(&[]) == 0);
     }
+
+    #[test]
+    fn dilation_takes_voxels_from_the_other_channels_and_small_components_go() {
+        // 2d one-hot of two labels on 9 x 9: label 0 a single voxel at (4, 4), label 1 everything else
+        let onehot = Tensor::zeros([2, 9, 9], (Kind::Float, Device::Cpu));
+        let _ = onehot.i((0, 4, 4)).fill_(1.0);
+        let _ = onehot.i(1).fill_(1.0);
+        let _ = onehot.i((1, 4, 4)).fill_(0.0);
+        let operation = BinaryOperation { channel: 0, operator: Morphology::Dilation, radius: 1.0 };
+        apply_binary_operator(&onehot, &operation);
+        // disk(1) is the 4-neighbourhood cross
+        assert_eq!(onehot.i(0).sum(Kind::Float).double_value(&[]), 5.0);
+        assert_eq!(onehot.i(1).sum(Kind::Float).double_value(&[]), 76.0);
+        assert_eq!(onehot.i((1, 3, 4)).double_value(&[]), 0.0);
+        // label 1 is one component of 76 / 81 voxels: too large; label 0's cross (5 voxels) is removed
+        remove_component(&onehot, &ComponentRemoval { channel: 1, pick: 0.0 });
+        assert_eq!(onehot.i(1).sum(Kind::Float).double_value(&[]), 76.0);
+        remove_component(&onehot, &ComponentRemoval { channel: 0, pick: 0.9 });
+        assert_eq!(onehot.i(0).sum(Kind::Float).double_value(&[]), 0.0);
+    }
 }

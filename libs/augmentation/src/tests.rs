@@ -207,30 +207,43 @@ fn identity_rotation_and_scale_equal_the_centre_crop() {
     assert!(equal(&labels, &spatial::centre_crop(&seg, &recipe.patch)), "labels keep their values exactly");
 }
 
-#[test]
-fn quarter_turn_about_axis_0_rotates_an_asymmetric_box() {
-    let mut recipe = Recipe::new(&[5, 9, 9], &[false], Mode::Nnunet, None);
-    recipe.initial = vec![5, 9, 9];
-    let data = Tensor::zeros([1, 1, 5, 9, 9], (Kind::Float, Device::Cpu));
-    let _ = data.i((.., .., 1..3, 1..3, 2..7)).fill_(1.0);
+/// A box at y 1..3, x 2..7 of a 9 x 9 plane (all slices but the first in 3d), turned a quarter: offsets (y, x)
+/// from the centre sample the input at (-x, y), i.e. R0 (3d) or R (2d, dummy 2d) applied to the offset.
+fn assert_quarter_turn(patch: &[usize], rotation: Vec<f64>) {
+    let mut recipe = Recipe::new(patch, &[false], Mode::Nnunet, None);
+    recipe.initial = patch.to_vec();
+    let mut shape = vec![1, 1];
+    shape.extend(patch.iter().map(|&p| p as i64));
+    let data = Tensor::zeros(shape.as_slice(), (Kind::Float, Device::Cpu));
+    let planes = if patch.len() == 3 { data.i((0, 0, 1..)) } else { data.i((0, ..1)) };
+    let _ = planes.i((.., 1..3, 2..7)).fill_(1.0);
     let seg = (&data * 2.0).to_kind(Kind::Int64);
-    let params = SampleParameters { rotation: Some(vec![PI / 2.0, 0.0, 0.0]), ..nothing_fires(3) };
+    let dims = patch.len();
+    let params = SampleParameters { rotation: Some(rotation), ..nothing_fires(dims) };
     let (out, labels) = spatial::transform(&recipe, &data, &seg, &[params]);
-    // offsets (z, y, x) from the centre (2, 4, 4) sample the input at R0 o = (z, -x, y)
-    let expected = Tensor::zeros([1, 1, 5, 9, 9], (Kind::Float, Device::Cpu));
-    for z in 0..5 {
+    let flat = |t: &Tensor| t.reshape([-1, 9, 9]);
+    let (input, expected) = (flat(&data), flat(&data).zeros_like());
+    for plane in 0..input.size()[0] {
         for y in 0..9i64 {
             for x in 0..9i64 {
-                let value = data.double_value(&[0, 0, z, 4 - (x - 4), y]);
-                let _ = expected.i((0, 0, z, y, x)).fill_(value);
+                let _ = expected.i((plane, y, x)).fill_(input.double_value(&[plane, 4 - (x - 4), y]));
             }
         }
     }
-    assert!(out.allclose(&expected, 1e-5, 1e-5, false), "image rotated by a quarter turn");
-    assert!(equal(&labels, &(&expected * 2.0).to_kind(Kind::Int64)), "labels rotated the same way");
-    // the box at y 1..3, x 2..7 lies at y 2..7, x 6..8 after the turn
-    assert_eq!(out.double_value(&[0, 0, 1, 2, 6]), 1.0);
-    assert_eq!(out.double_value(&[0, 0, 1, 6, 2]), 0.0);
+    assert!(flat(&out).allclose(&expected, 1e-5, 1e-5, false), "image turned a quarter for {patch:?}");
+    assert!(equal(&flat(&labels), &(&expected * 2.0).to_kind(Kind::Int64)), "labels turned the same way");
+    // the box lies at y 2..7, x 6..8 after the turn
+    let plane = flat(&out).i(if dims == 3 { 1 } else { 0 });
+    assert_eq!((plane.double_value(&[2, 6]), plane.double_value(&[6, 2])), (1.0, 0.0));
+}
+
+#[test]
+fn quarter_turn_rotates_an_asymmetric_box() {
+    assert_quarter_turn(&[5, 9, 9], vec![PI / 2.0, 0.0, 0.0]);
+    assert_quarter_turn(&[9, 9], vec![PI / 2.0]);
+    // dummy 2d (9 / 2 > 3): every slice turns in-plane
+    assert!(Recipe::new(&[2, 9, 9], &[false], Mode::Nnunet, None).dummy_2d);
+    assert_quarter_turn(&[2, 9, 9], vec![PI / 2.0]);
 }
 
 #[test]
@@ -247,6 +260,14 @@ fn labels_stay_within_the_label_set() {
         let (_, labels) = train(&augmenter, &data, &seg, &mut rng);
         assert_eq!(labels.kind(), Kind::Int64);
         assert_eq!(labels.size(), [4, 1, 40, 56, 40]);
+        assert!(distinct(&labels).iter().all(|l| (0..=2).contains(l)));
+    }
+    // 2d: (b, c, y, x)
+    let planar = Augmenter::new(Recipe::new(&[56, 40], &[true], Mode::Nnunet, None));
+    let (data, seg) = case(9, 1, &planar.recipe().initial_patch());
+    for _ in 0..3 {
+        let (out, labels) = train(&planar, &data, &seg, &mut rng);
+        assert_eq!((out.size(), labels.size()), (vec![9, 1, 56, 40], vec![9, 1, 56, 40]));
         assert!(distinct(&labels).iter().all(|l| (0..=2).contains(l)));
     }
 }
