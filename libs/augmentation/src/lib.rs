@@ -16,6 +16,10 @@
 //! (b, 2, ...). Both methods return the image with the previous stage's one-hot channels appended
 //! (c + number of cascade labels channels) and the labels as (b, 1, ...) int64.
 //!
+//! [`Augmenter::training`] seeds torch's global generator (used for the noise) from the `rng`, so a CPU
+//! run is reproducible given the rng state as long as nothing else draws from torch's generator while
+//! it runs; [`Augmenter::training_with`] applies given parameters (tests, replays).
+//!
 //! ```no_run
 //! use nntools_augmentation::{Augmenter, Mode, Recipe};
 //! use rand::SeedableRng;

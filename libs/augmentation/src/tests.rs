@@ -42,9 +42,9 @@ fn case(batch: i64, channels: i64, shape: &[usize]) -> (Tensor, Tensor) {
     let count = coarse.iter().product::<i64>() as usize;
     let labels: Vec<i64> = (0..count).map(|_| rng.random_range(-1..3)).collect();
     let mut seg = Tensor::from_slice(&labels).view(coarse.as_slice());
-    for a in 0..shape.len() {
+    for (a, &extent) in shape.iter().enumerate() {
         let axis = a as i64 + 2;
-        seg = seg.repeat_interleave_self_int(2, axis, None).narrow(axis, 0, shape[a] as i64);
+        seg = seg.repeat_interleave_self_int(2, axis, None).narrow(axis, 0, extent as i64);
     }
     (data, seg)
 }
@@ -309,13 +309,13 @@ fn gamma_retains_mean_and_std_and_blur_keeps_constants() {
 fn low_resolution_blurs_only_the_chosen_channel() {
     let (data, _) = case(1, 2, &[8, 16, 16]);
     let params = SampleParameters { low_resolution: Some(vec![None, Some(0.5)]), ..nothing_fires(3) };
-    let out = intensity::transform(&data, &[params.clone()], false);
+    let out = intensity::transform(&data, std::slice::from_ref(&params), false);
     assert!(equal(&out.i((0, 0)), &data.i((0, 0))));
     assert!(out.i((0, 1)).std(true).double_value(&[]) < 0.8 * data.i((0, 1)).std(true).double_value(&[]));
     // dummy 2d keeps axis 0: slices stay independent
     let (data, _) = case(1, 1, &[8, 16, 16]);
     let one_slice = data.zeros_like();
-    let _ = one_slice.i((.., .., 3)).copy_(&data.i((.., .., 3)));
+    one_slice.i((.., .., 3)).copy_(&data.i((.., .., 3)));
     let params = SampleParameters { low_resolution: Some(vec![Some(0.5)]), ..nothing_fires(3) };
     let out = intensity::transform(&one_slice, &[params], true);
     assert_eq!(out.i((.., .., 2)).abs().max().double_value(&[]), 0.0);
