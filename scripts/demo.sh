@@ -3,7 +3,7 @@
 # on a seeded synthetic dataset, or on the raw dataset folder given as argument. Ends with the
 # cross-validation Dice table of the chosen configuration and where to look at training curves and
 # predictions. Usage: scripts/demo.sh [RAW_DATASET_DIR] [WORK_DIR]   (WORK_DIR default: demo-out)
-# DEMO_EPOCHS, DEMO_ITERS and DEMO_CONFIGS change the budget (default 12 epochs of 20 iterations,
+# DEMO_EPOCHS, DEMO_ITERS and DEMO_CONFIGS change the budget (default 10 epochs of 12 iterations,
 # 2d and 3d_fullres).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,7 +19,7 @@ else
 fi
 
 scripts/nnunet.sh "$raw" "$work" --configs "${DEMO_CONFIGS:-2d,3d_fullres}" --folds 0-4 \
-    --epochs "${DEMO_EPOCHS:-12}" --iters "${DEMO_ITERS:-20}" --val-iters 5 --device cpu
+    --epochs "${DEMO_EPOCHS:-10}" --iters "${DEMO_ITERS:-12}" --val-iters 5 --device cpu
 
 # the chosen configuration's cross-validation predictions, evaluated together
 plan="$work/inference_plan.json"
