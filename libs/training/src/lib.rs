@@ -14,6 +14,7 @@ mod validation;
 pub use loss::{deep_supervision_weights, DiceCeLoss};
 pub use optimizer::{poly_learning_rate, LossScaler, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
 pub use splits::{crossval_splits, Split, SPLIT_SEED};
+pub use nntools_augmentation::Mode as Augmentation;
 pub use trainer::{EpochLog, Settings, Trainer};
 pub use run::{train, Fold, Request};
 pub use progress::plot_progress;

@@ -29,6 +29,8 @@ pub struct Request {
     pub settings: Settings,
     /// Weights to start from (all but the segmentation heads), unless resuming from a checkpoint.
     pub pretrained: Option<PathBuf>,
+    /// Write this many augmented training samples as PNGs into `fold_F/augmented/` and stop.
+    pub dump_augmented: Option<usize>,
     /// Only predict the fold's validation cases with its final checkpoint (no training).
     pub validate_only: bool,
 }
@@ -103,8 +105,13 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
     let train_cases = load_cases(&request.data_dir, &train_ids)?;
     let val_cases = load_cases(&request.data_dir, &val_ids)?;
     let classes = descriptor.all_labels().len();
+    let fold_dir = request.settings.fold_dir.clone();
     let mut trainer = Trainer::new(&request.configuration, &configuration, classes, train_cases, val_cases, request.settings)
         .map_err(|p| Error::bad_input(&request.plans_path, p))?;
+    if let Some(count) = request.dump_augmented {
+        let dir = fold_dir.join("augmented");
+        return trainer.dump_augmented(count, &dir).map_err(|p| Error::runtime(&dir, p));
+    }
     if let Some(weights) = request.pretrained.as_ref().filter(|_| trainer.epoch() == 0) {
         trainer.load_pretrained(weights).map_err(|p| Error::bad_input(weights, p))?;
     }

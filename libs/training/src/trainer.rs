@@ -5,9 +5,9 @@
 use crate::data::{Batch, BatchPlan, PatchSampler, Prefetcher, TrainingCase};
 use crate::{deep_supervision_weights, poly_learning_rate, DiceCeLoss, LossScaler, Sgd, GRADIENT_CLIP_NORM};
 use ndarray::ArrayD;
+use nntools_augmentation::{write_mid_slice_png, Augmenter, Mode, Recipe};
 use nntools_network::Model;
 use nntools_planning::Configuration;
-use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,8 @@ pub struct Settings {
     /// Output folder of this fold (`RUN_DIR/fold_F`).
     pub fold_dir: PathBuf,
     pub resume: bool,
+    /// Training augmentation: nnU-Net's, mirroring only, or none.
+    pub augment: Mode,
     /// Set (by a signal handler) to stop after the current iteration with `checkpoint_latest` saved.
     pub stop: Arc<AtomicBool>,
 }
@@ -84,8 +86,7 @@ pub struct Trainer {
     ds_weights: Vec<f64>,
     /// Cumulative stride of each deep-supervision output, full resolution first.
     ds_strides: Vec<Vec<usize>>,
-    /// Spatial tensor axes mirrored at random in training.
-    mirror_axes: Vec<i64>,
+    augmenter: Augmenter,
     classes: usize,
     train_batches: Arc<BatchPlan>,
     val_batches: Arc<BatchPlan>,
@@ -132,13 +133,17 @@ impl Trainer {
             .collect();
         let patch = &configuration.patch_size;
         let two_d = patch.len() == 2;
-        let plan = |cases: Vec<Arc<TrainingCase>>, seed| {
+        let recipe = Recipe::new(patch, &configuration.use_mask_for_norm, settings.augment, None);
+        let mirroring_axes = recipe.mirror_axes();
+        // training batches are cropped at the enlarged patch the spatial transform needs, validation
+        // batches at the patch itself
+        let initial = recipe.initial_patch();
+        let plan = |cases: Vec<Arc<TrainingCase>>, patch: &[usize], seed| {
             let patch = if two_d { [1, patch[0], patch[1]] } else { [patch[0], patch[1], patch[2]] };
             Arc::new(BatchPlan { cases, sampler: PatchSampler { patch }, batch_size: configuration.batch_size, two_d, seed })
         };
         // with --fold all nnU-Net validates on the training cases
         let val_cases = if val_cases.is_empty() { train_cases.clone() } else { val_cases };
-        let spatial = patch.len() as i64;
         let cuda = settings.device.is_cuda();
         if cuda {
             tch::Cuda::cudnn_set_benchmark(true);
@@ -150,17 +155,17 @@ impl Trainer {
             loss: DiceCeLoss { batch_dice: configuration.batch_dice, ignore_label: None },
             ds_weights: deep_supervision_weights(outputs),
             ds_strides,
-            mirror_axes: (2..2 + spatial).collect(),
+            augmenter: Augmenter::new(recipe),
             classes,
-            train_batches: plan(train_cases, settings.seed),
-            val_batches: plan(val_cases, settings.seed ^ VALIDATION_STREAM_SEED),
+            train_batches: plan(train_cases, &initial, settings.seed),
+            val_batches: plan(val_cases, patch, settings.seed ^ VALIDATION_STREAM_SEED),
             loss_scaler: cuda.then(LossScaler::default),
             state: TrainingState {
                 epoch: 0,
                 ema_pseudo_dice: None,
                 best_ema: None,
                 configuration: configuration_name.to_owned(),
-                inference_allowed_mirroring_axes: (0..patch.len()).collect(),
+                inference_allowed_mirroring_axes: mirroring_axes,
             },
             settings,
             history: Vec::new(),
@@ -169,6 +174,26 @@ impl Trainer {
             trainer.resume()?;
         }
         Ok(trainer)
+    }
+
+    /// Writes the first `count` augmented training samples as mid-slice PNGs (image channels and
+    /// labels side by side) into `dir`, for a person to check the augmentation.
+    pub fn dump_augmented(&self, count: usize, dir: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let batches = count.div_ceil(self.train_batches.batch_size);
+        let mut written = 0;
+        for batch in Prefetcher::start(self.train_batches.clone(), 0, batches, LOADER_THREADS) {
+            let (data, targets) = self.tensors(batch, true);
+            for i in 0..data.size()[0] {
+                if written == count {
+                    break;
+                }
+                let path = dir.join(format!("augmented_{written:03}.png"));
+                write_mid_slice_png(&path, &data.get(i), &targets[0].get(i)).map_err(|e| format!("{}: {e}", path.display()))?;
+                written += 1;
+            }
+        }
+        Ok(())
     }
 
     /// The next epoch to run: 0 for a new run, later when resumed.
@@ -181,25 +206,13 @@ impl Trainer {
         self.model.load_pretrained(weights).map_err(|e| e.to_string())
     }
 
-    /// A batch on the device: the image tensor and the deep-supervision targets (-1 outside the image
-    /// mapped to 0), mirrored at random along each spatial axis when training.
+    /// A batch on the device, augmented when training: the image tensor and the deep-supervision
+    /// targets (-1 outside the image mapped to 0).
     fn tensors(&self, batch: Batch, training: bool) -> (Tensor, Vec<Tensor>) {
         let Batch { data, seg, mut rng } = batch;
         let device = self.settings.device;
-        let mut data = to_tensor(&data, device);
-        let mut seg = to_tensor(&seg, device).clamp_min(0);
-        if training {
-            let samples: Vec<(Tensor, Tensor)> = (0..data.size()[0])
-                .map(|i| {
-                    let axes: Vec<i64> = self.mirror_axes.iter().copied().filter(|_| rng.random_bool(0.5)).map(|a| a - 1).collect();
-                    let (d, s) = (data.get(i), seg.get(i));
-                    if axes.is_empty() { (d, s) } else { (d.flip(&axes), s.flip(&axes)) }
-                })
-                .collect();
-            let (d, s): (Vec<Tensor>, Vec<Tensor>) = samples.into_iter().unzip();
-            data = Tensor::stack(&d, 0);
-            seg = Tensor::stack(&s, 0);
-        }
+        let (data, seg) = (to_tensor(&data, device), to_tensor(&seg, device));
+        let (data, seg) = if training { self.augmenter.training(&data, &seg, &mut rng) } else { self.augmenter.validation(&data, &seg) };
         let spatial = seg.dim() - 2;
         let targets = self
             .ds_strides

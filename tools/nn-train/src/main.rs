@@ -1,6 +1,6 @@
 use clap::Parser;
 use nntools_io::Error;
-use nntools_training::{train, Fold, Request, Settings};
+use nntools_training::{train, Augmentation, Fold, Request, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -58,6 +58,14 @@ struct Args {
     /// e.g. a model pretrained on another dataset. Ignored when --resume finds a checkpoint.
     #[arg(long)]
     pretrained: Option<PathBuf>,
+    /// Training augmentation: nnunet (nnU-Net's full pipeline), mirror-only or none (nnU-Net's
+    /// NoMirroring/NoDA variants are the other two).
+    #[arg(long, default_value = "nnunet")]
+    augment: String,
+    /// Write N augmented training patches (mid-slice PNGs, image and labels side by side) into
+    /// RUN_DIR/fold_F/augmented/ and exit without training.
+    #[arg(long, value_name = "N")]
+    dump_augmented: Option<usize>,
     /// Only predict the fold's validation cases into fold_F/validation/ with checkpoint_final (done
     /// automatically after training; this redoes it).
     #[arg(long)]
@@ -77,6 +85,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
         let device = nntools_network::parse_device(&args.device).ok_or_else(|| Error::bad_input(&args.device, "device must be auto, cpu, cuda or cuda:N"))?;
+        let augment: Augmentation = args.augment.parse().map_err(|p: String| Error::bad_input("--augment", p))?;
         let fold = match args.fold.as_str() {
             "all" => Fold::All,
             f => Fold::Index(f.parse().map_err(|_| Error::bad_input(&args.fold, "fold must be a number or `all`"))?),
@@ -99,6 +108,7 @@ fn main() -> ExitCode {
             fold,
             run_dir: args.output.clone(),
             validate_only: args.validate_only,
+            dump_augmented: args.dump_augmented,
             pretrained: args.pretrained.clone(),
             settings: Settings {
                 epochs: args.epochs,
@@ -108,6 +118,7 @@ fn main() -> ExitCode {
                 device,
                 fold_dir: args.output.join(fold_name),
                 resume: args.resume,
+                augment,
                 stop,
             },
         };
