@@ -77,20 +77,21 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader> {
 }
 
 /// The spatial shape `[nx, ny, nz]` of a header and its number of 3-D volumes along the 4th dimension
-/// (1 for a 3-D image), refusing anything else.
-fn volume_layout(header: &NiftiHeader) -> std::result::Result<([usize; 3], usize), String> {
+/// (1 for a 3-D image), refusing anything else, and several volumes unless `volumes_allowed`.
+fn volume_layout(header: &NiftiHeader, volumes_allowed: bool) -> std::result::Result<([usize; 3], usize), String> {
     let rank = header.dim[0] as usize;
     if !(1..=7).contains(&rank) {
         return Err(format!("invalid dimension count dim[0] = {rank}"));
     }
     let dims = &header.dim[1..=rank];
-    if rank < 3 || dims[4.min(rank)..].iter().any(|&d| d != 1) {
-        return Err(format!("{rank}-D image where a 3-D or 4-D image is expected (dim {dims:?})"));
+    let expected = if volumes_allowed { "a 3-D or 4-D image" } else { "a 3-D image" };
+    let volumes = if rank >= 4 { dims[3] as usize } else { 1 };
+    if rank < 3 || dims[4.min(rank)..].iter().any(|&d| d != 1) || (volumes > 1 && !volumes_allowed) {
+        return Err(format!("{rank}-D image where {expected} is expected (dim {dims:?})"));
     }
     if dims.contains(&0) {
         return Err(format!("empty image (dim {dims:?})"));
     }
-    let volumes = if rank >= 4 { dims[3] as usize } else { 1 };
     Ok(([dims[0] as usize, dims[1] as usize, dims[2] as usize], volumes))
 }
 
@@ -104,7 +105,7 @@ struct Stored {
     bytes: Vec<u8>,
 }
 
-fn read_stored(path: &Path) -> Result<Stored> {
+fn read_stored(path: &Path, volumes_allowed: bool) -> Result<Stored> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     let corrupt = |e: std::io::Error| Error::bad_input(path, format!("corrupt or truncated gzip stream: {e}"));
     let mut stream: Box<dyn Read> =
@@ -113,7 +114,7 @@ fn read_stored(path: &Path) -> Result<Stored> {
     let mut header_bytes = Vec::with_capacity(HEADER_BYTES);
     (&mut stream).take(HEADER_BYTES as u64).read_to_end(&mut header_bytes).map_err(corrupt)?;
     let header = parse_header(path, &header_bytes)?;
-    let (shape, volumes) = volume_layout(&header).map_err(|problem| Error::bad_input(path, problem))?;
+    let (shape, volumes) = volume_layout(&header, volumes_allowed).map_err(|problem| Error::bad_input(path, problem))?;
     let datatype = header
         .data_type()
         .ok()
@@ -138,13 +139,7 @@ fn read_stored(path: &Path) -> Result<Stored> {
 }
 
 fn decode(path: &Path) -> Result<(NiftiHeader, Array3<f32>)> {
-    let stored = read_stored(path)?;
-    if stored.volumes != 1 {
-        return Err(Error::bad_input(
-            path,
-            format!("4-D image where a 3-D image is expected (dim {:?})", &stored.header.dim[1..5]),
-        ));
-    }
+    let stored = read_stored(path, false)?;
     let data = to_f32(path, &stored.header, stored.shape, stored.bytes)?;
     Ok((stored.header, data))
 }
@@ -173,7 +168,7 @@ pub struct Volume {
 
 /// Reads a 3-D or 4-D NIfTI file as its 3-D volumes along the 4th dimension (one for a 3-D file).
 pub fn read_volumes(path: &Path) -> Result<Vec<Volume>> {
-    let stored = read_stored(path)?;
+    let stored = read_stored(path, true)?;
     let mut header = stored.header;
     header.dim = [3, header.dim[1], header.dim[2], header.dim[3], 1, 1, 1, 1];
     let volume_bytes = stored.shape.iter().product::<usize>() * stored.datatype.size_of();
