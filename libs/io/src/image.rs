@@ -12,6 +12,7 @@ use ndarray::{Array3, ArrayView3, Order};
 use nifti::writer::WriterOptions;
 use nifti::{InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType};
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::path::Path;
 
 /// Size of a NIfTI-1 header on disk; the voxel data of a `.nii` starts at or after `vox_offset >= 352`.
@@ -261,11 +262,22 @@ fn write_typed<A: bytemuck::Pod>(path: &Path, data: ArrayView3<A>, reference: &N
     }
     let compress = path.to_string_lossy().ends_with(".gz");
     write_atomically(path, |tmp| {
-        WriterOptions::new(tmp)
+        // The nifti writer rebuilds its file name from the extension ("a.b.nii" becomes "a.nii"), so it
+        // writes to a name without dots in the stem, renamed afterwards.
+        static WRITES: AtomicUsize = AtomicUsize::new(0);
+        let ending = if compress { ".nii.gz" } else { ".nii" };
+        let id = WRITES.fetch_add(1, Ordering::Relaxed);
+        let written = tmp.with_file_name(format!(".nntmp-{}-nifti{id}{ending}", std::process::id()));
+        let result = WriterOptions::new(&written)
             .reference_header(reference)
             .compress(compress)
             .write_nifti_with_type(&data.reversed_axes(), datatype)
             .map_err(|e| Error::runtime(path, e))
+            .and_then(|()| std::fs::rename(&written, tmp).map_err(|e| Error::runtime(path, e)));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&written);
+        }
+        result
     })
 }
 
@@ -339,6 +351,19 @@ mod tests {
         let image = read_image(&path).unwrap();
         assert_eq!(image.data, data.mapv(|v| f32::from(v) * 0.5 + 3.0));
         assert_eq!(image.data, read_image(&source).unwrap().data);
+    }
+
+    #[test]
+    fn dotted_names_are_written_under_their_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Array3::from_shape_fn((2, 3, 4), |(z, y, x)| (z * 12 + y * 4 + x) as u8);
+        for name in ["1.2.840_0000.nii", "a.b.nii.gz"] {
+            write_new(&dir.path().join(name), data.view(), &geometry()).unwrap();
+            assert_eq!(read_image(&dir.path().join(name)).unwrap().data, data.mapv(f32::from), "{name}");
+        }
+        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["1.2.840_0000.nii", "a.b.nii.gz"]);
     }
 
     #[test]
