@@ -50,7 +50,7 @@ pub fn create(request: &CreateRequest, out: &Path, options: Options) -> Result<V
     let mut warnings = Vec::new();
     let label_files = nifti_files(&request.labels, &mut warnings)?;
     let image_files = nifti_files(&request.images, &mut warnings)?;
-    let training = training_cases(&request, image_files, label_files, channel_names.len())?;
+    let training = training_cases(request, image_files, label_files, channel_names.len())?;
     let test = match &request.test_images {
         Some(dir) => test_cases(dir, nifti_files(dir, &mut warnings)?, channel_names.len())?,
         None => Vec::new(),
@@ -122,6 +122,9 @@ fn nifti_files(dir: &Path, warnings: &mut Vec<String>) -> Result<Vec<(String, Pa
     Ok(files.into_iter().collect())
 }
 
+/// A case's images as found: a file holding every channel, and channel files with their index.
+type FoundImages = (Option<PathBuf>, Vec<(usize, PathBuf)>);
+
 /// Pairs images with label maps: every image must belong to a label's case, every label must have
 /// images; all mismatches are reported, one line each.
 fn training_cases(
@@ -130,7 +133,7 @@ fn training_cases(
     labels: Vec<(String, PathBuf)>,
     channels: usize,
 ) -> Result<Vec<SourceCase>> {
-    let mut found: BTreeMap<&str, (Option<PathBuf>, Vec<(usize, PathBuf)>)> =
+    let mut found: BTreeMap<&str, FoundImages> =
         labels.iter().map(|(id, _)| (id.as_str(), (None, Vec::new()))).collect();
     let mut problems = Vec::new();
     for (stem, path) in images {
