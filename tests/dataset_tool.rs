@@ -23,6 +23,17 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Runs `nn-dataset convert-v1 TASK -o OUT`.
+fn convert(task: &Path, out: &Path) -> Output {
+    run("nn-dataset", &[&"convert-v1", &task, &"-o", &out])
+}
+
+/// Asserts that a run succeeded and that nn-fingerprint accepts the dataset it wrote.
+fn assert_accepted(output: &Output, raw: &Path) {
+    assert!(output.status.success(), "{}", stderr(output));
+    verify(raw);
+}
+
 fn verify(raw: &Path) {
     let output = run("nn-fingerprint", &[&"--verify-only", &raw]);
     assert!(output.status.success(), "nn-fingerprint --verify-only: {}", stderr(&output));
@@ -89,8 +100,7 @@ fn create_from_folders_gives_a_checked_raw_dataset() {
     let out = f.path("raw/Dataset321_Prostate");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let output = f.create(&out, &["-q"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    verify(&out);
+    assert_accepted(&output, &out);
 
     let cases = ["synth_000", "synth_001", "synth_002", "synth_003"];
     let expected_images: Vec<String> =
@@ -124,8 +134,7 @@ fn create_from_folders_gives_a_checked_raw_dataset() {
 
     // --link --force: the same dataset, its files hard links to the sources.
     let output = f.create(&out, &["--link", "--force", "--label", "0=background", "--label", "1=a", "--label", "2=b", "--label", "3=c"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    verify(&out);
+    assert_accepted(&output, &out);
     let image = out.join("imagesTr/synth_002_0001.nii.gz");
     assert_eq!(std::fs::metadata(&image).unwrap().ino(), std::fs::metadata(f.path("images/synth_002_0001.nii.gz")).unwrap().ino());
     assert_eq!(read_json(&out.join("dataset.json"))["labels"], json!({"background": 0, "a": 1, "b": 2, "c": 3}));
@@ -154,8 +163,7 @@ fn create_takes_plain_names_and_mixed_endings() {
         &[&"create", &"--images", &images, &"--labels", &labels, &"--channel", &"0=CT", &"--label", &"0=background",
           &"--label", &"1=vessel", &"--label", &"2=tumour", &"--name", &"Plain", &"-o", &out],
     );
-    assert!(output.status.success(), "{}", stderr(&output));
-    verify(&out);
+    assert_accepted(&output, &out);
     let json = read_json(&out.join("dataset.json"));
     assert_eq!(json["file_ending"], ".nii.gz", "mixed endings become .nii.gz");
     assert_eq!(json["name"], "Plain");
@@ -279,9 +287,7 @@ fn convert_v1_splits_4d_images_into_channels() {
     )
     .unwrap();
     let out = dir.path().join("Dataset005_Prostate");
-    let output = run("nn-dataset", &[&"convert-v1", &task, &"-o", &out]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    verify(&out);
+    assert_accepted(&convert(&task, &out), &out);
     assert_eq!(
         read_json(&out.join("dataset.json")),
         json!({
@@ -321,8 +327,7 @@ fn convert_v1_splits_4d_images_into_channels() {
     json["modality"] = json!({"0": "T2", "1": "ADC", "2": "DWI"});
     std::fs::write(&json_path, json.to_string()).unwrap();
     let out = dir.path().join("Dataset006_Three");
-    let output = run("nn-dataset", &[&"convert-v1", &task, &"-o", &out]);
-    assert_refused(&output, &out, "prostate_00.nii.gz", "holds 2 volume(s) along the 4th axis but 3 channels are declared");
+    assert_refused(&convert(&task, &out), &out, "prostate_00.nii.gz", "holds 2 volume(s) along the 4th axis but 3 channels are declared");
 }
 
 #[test]
@@ -344,9 +349,7 @@ fn convert_v1_gives_3d_images_their_channel_suffix() {
     )
     .unwrap();
     let out = dir.path().join("Dataset099_Small");
-    let output = run("nn-dataset", &[&"convert-v1", &task, &"-o", &out]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    verify(&out);
+    assert_accepted(&convert(&task, &out), &out);
     assert_eq!(names(&out), ["dataset.json", "imagesTr", "labelsTr"]);
     let copied = out.join("imagesTr/small_1_0000.nii.gz");
     assert_eq!(std::fs::read(&copied).unwrap(), std::fs::read(task.join("imagesTr/small_1.nii.gz")).unwrap());
@@ -355,8 +358,7 @@ fn convert_v1_gives_3d_images_their_channel_suffix() {
     // An entry whose image is missing is named, and nothing is written.
     std::fs::remove_file(task.join("imagesTr/small_1.nii.gz")).unwrap();
     let out = dir.path().join("Dataset098_Missing");
-    let output = run("nn-dataset", &[&"convert-v1", &task, &"-o", &out]);
-    assert_refused(&output, &out, "imagesTr/small_1.nii.gz", "missing");
+    assert_refused(&convert(&task, &out), &out, "imagesTr/small_1.nii.gz", "missing");
 }
 
 #[test]
@@ -378,8 +380,7 @@ fn real_hippocampus_cases_round_trip() {
         &[&"create", &"--images", &images, &"--labels", &labels, &"--channel", &"0=MRI", &"--label", &"0=background",
           &"--label", &"1=Anterior", &"--label", &"2=Posterior", &"--name", &"Hippocampus", &"-o", &out, &"-j", &"2"],
     );
-    assert!(output.status.success(), "{}", stderr(&output));
-    verify(&out);
+    assert_accepted(&output, &out);
     for case in cases {
         for file in [format!("imagesTr/{case}_0000.nii.gz"), format!("labelsTr/{case}.nii.gz")] {
             assert_eq!(std::fs::read(out.join(&file)).unwrap(), std::fs::read(source.join(&file)).unwrap(), "{file}");

@@ -12,8 +12,8 @@ const TOOL: &str = "nn-dataset";
 #[command(name = TOOL, version, after_help = "\
 Examples:
   nn-dataset create --images scans --labels masks --channel 0=MRI -o raw/Dataset123_Hippo
-  nn-dataset create --images scans --labels masks --test-images new_scans --channel 0=T2 --channel 1=ADC \\
-      --label 0=background --label 1=PZ --label 2=TZ -o raw/Dataset124_Prostate --link
+  nn-dataset create --images t2_adc --labels zones --test-images new --channel 0=T2 \\
+      --channel 1=ADC --label 0=background --label 1=PZ --label 2=TZ -o raw/Dataset124_Prostate
   nn-dataset convert-v1 Task05_Prostate -o raw/Dataset005_Prostate")]
 struct Args {
     #[command(subcommand)]
@@ -32,13 +32,14 @@ enum Command {
     ///
     /// A label map CASE.nii.gz (or .nii) makes a training case. Its images are CASE.nii.gz (one file:
     /// 3-D for one channel, 4-D with one volume per channel for several) or CASE_0000.nii.gz,
-    /// CASE_0001.nii.gz, ... (one file per channel). Test images take the same forms. Without --label,
-    /// the labels are the values found in the label maps: 0 is `background`, N is `label_N`.
+    /// CASE_0001.nii.gz, ... (one file per channel). Test images take the same forms; there, names
+    /// ending in _XXXX are channel files when every name does (XXXX below the channel count). Without
+    /// --label, the labels are the values found in the label maps: 0 is `background`, N is `label_N`.
     #[command(after_help = "\
 Examples:
-  nn-dataset create --images scans --labels masks --channel 0=CT -o raw/Dataset123_Liver
-  nn-dataset create --images scans --labels masks --channel 0=MRI --label 0=background --label 1=Anterior \\
-      --label 2=Posterior --name Hippocampus -o raw/Dataset104_Hippo --force")]
+  nn-dataset create --images scans --labels masks --channel 0=MRI --label 0=background \\
+      --label 1=Anterior --label 2=Posterior --name Hippocampus -o raw/Dataset104_Hippo --force
+  nn-dataset create --images scans --labels masks --channel 0=CT -o raw/Dataset125_Liver --link")]
     Create {
         /// Folder of training images.
         #[arg(long)]
@@ -58,15 +59,8 @@ Examples:
         /// dataset.json's name (default: the output folder's name).
         #[arg(long)]
         name: Option<String>,
-        /// Output dataset folder, e.g. raw/Dataset123_Name.
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Link the files (hard links, else symbolic links) instead of copying them.
-        #[arg(long)]
-        link: bool,
-        /// Replace the output folder if it exists.
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Convert an nnU-Net v1 / Medical Segmentation Decathlon task folder to the v2 layout.
     ///
@@ -80,16 +74,29 @@ Examples:
     ConvertV1 {
         /// v1 task folder: dataset.json, imagesTr, labelsTr, imagesTs.
         task_dir: PathBuf,
-        /// Output dataset folder, e.g. raw/Dataset005_Name.
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Link the files that need no change instead of copying them.
-        #[arg(long)]
-        link: bool,
-        /// Replace the output folder if it exists.
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        output: Output,
     },
+}
+
+#[derive(clap::Args)]
+struct Output {
+    /// Output dataset folder, e.g. raw/Dataset123_Name.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    folder: PathBuf,
+    /// Link the source files (hard links, else symbolic links) instead of copying them; split or
+    /// compressed files are written anyway.
+    #[arg(long)]
+    link: bool,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+impl Output {
+    fn options(&self) -> Options {
+        Options { link: self.link, force: self.force }
+    }
 }
 
 fn main() -> ExitCode {
@@ -97,13 +104,11 @@ fn main() -> ExitCode {
     nntools_cli::run(TOOL, || {
         nntools_cli::init_threads(args.threads)?;
         let warnings = match args.command {
-            Command::Create { images, labels, test_images, channels, labels_declared, name, output, link, force } => {
+            Command::Create { images, labels, test_images, channels, labels_declared, name, output } => {
                 let request = CreateRequest { images, labels, test_images, channels, label_names: labels_declared, name };
-                create(&request, &output, Options { link, force })?
+                create(&request, &output.folder, output.options())?
             }
-            Command::ConvertV1 { task_dir, output, link, force } => {
-                convert_v1(&task_dir, &output, Options { link, force })?
-            }
+            Command::ConvertV1 { task_dir, output } => convert_v1(&task_dir, &output.folder, output.options())?,
         };
         for warning in &warnings {
             nntools_cli::warn(TOOL, args.quiet, warning);
