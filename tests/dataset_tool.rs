@@ -331,6 +331,33 @@ fn convert_v1_splits_4d_images_into_channels() {
 }
 
 #[test]
+fn create_splits_4d_images_when_there_are_several_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = (dir.path().join("images"), dir.path().join("labels"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&labels).unwrap();
+    let volumes: Vec<Array3<i16>> =
+        (0..3).map(|c| Array3::from_shape_fn((2, 3, 4), |(z, y, x)| (c * 100 + z * 12 + y * 4 + x) as i16)).collect();
+    write_4d(&images.join("brain.nii.gz"), &volumes, &geometry().to_header());
+    let label = Array3::from_shape_fn((2, 3, 4), |(z, y, x)| ((z + y + x) % 2) as u8);
+    write_new(&labels.join("brain.nii.gz"), label.view(), &geometry()).unwrap();
+    let out = dir.path().join("Dataset326_Brain");
+    let output = run(
+        "nn-dataset",
+        &[&"create", &"--images", &images, &"--labels", &labels, &"--channel", &"0=FLAIR", &"--channel", &"1=T1",
+          &"--channel", &"2=T2", &"-o", &out],
+    );
+    assert_accepted(&output, &out);
+    assert_eq!(names(&out.join("imagesTr")), ["brain_0000.nii.gz", "brain_0001.nii.gz", "brain_0002.nii.gz"]);
+    for (c, volume) in volumes.iter().enumerate() {
+        let image = read_image(&out.join(format!("imagesTr/brain_{c:04}.nii.gz"))).unwrap();
+        assert_eq!(image.data, volume.mapv(f32::from), "channel {c}");
+        assert_eq!(image.geometry, Geometry::from_header(&geometry().to_header()).unwrap());
+    }
+    assert_eq!(read_json(&out.join("dataset.json"))["channel_names"], json!({"0": "FLAIR", "1": "T1", "2": "T2"}));
+}
+
+#[test]
 fn convert_v1_gives_3d_images_their_channel_suffix() {
     let dir = tempfile::tempdir().unwrap();
     let task = dir.path().join("Task04_Small");
