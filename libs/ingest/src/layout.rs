@@ -50,6 +50,10 @@ pub(crate) fn write_raw_dataset(plan: &Plan, out: &Path, options: Options) -> Re
             out.display()
         ));
     }
+    let labels = match &plan.labels {
+        Some(labels) => labels.clone(),
+        None => derive_labels(&plan.training, &plan.labels_origin)?,
+    };
     write_folder_atomically(out, options.force, |staging| {
         let channels = plan.channel_names.len();
         let images_tr = staging.join("imagesTr");
@@ -71,10 +75,6 @@ pub(crate) fn write_raw_dataset(plan: &Plan, out: &Path, options: Options) -> Re
         };
         let mut placed = place(&plan.training, &images_tr)?;
         let test_placed = place(&plan.test, &images_ts)?;
-        let labels = match &plan.labels {
-            Some(labels) => labels.clone(),
-            None => derive_labels(&plan.training, &plan.labels_origin)?,
-        };
         let descriptor = DatasetJson {
             channel_names: plan.channel_names.iter().enumerate().map(|(i, n)| (i.to_string(), n.as_str())).collect(),
             labels: labels.iter().map(|(name, value)| (name.as_str(), *value)).collect(),
