@@ -170,7 +170,7 @@ fn parse_v1_labels(object: &Map<String, Value>) -> std::result::Result<Vec<Label
 }
 
 /// nnU-Net's rules: background is 0, plain labels are consecutive, the ignore label comes right after.
-fn check_labels(labels: &[Label], ignore: Option<i64>) -> std::result::Result<(), String> {
+pub fn check_labels(labels: &[Label], ignore: Option<i64>) -> std::result::Result<(), String> {
     match labels.iter().find(|l| l.name == "background") {
         Some(l) if l.values == [0] => {}
         Some(_) => return Err("label \"background\" must be 0".into()),

@@ -60,9 +60,15 @@ impl Dataset {
 /// The image file endings recognised outside a dataset (where dataset.json names the ending).
 const IMAGE_ENDINGS: [&str; 2] = [".nii.gz", ".nii"];
 
+/// Splits a NIfTI file name into its stem and ending (`.nii.gz` or `.nii`).
+pub fn split_nifti_name(name: &str) -> Option<(&str, &'static str)> {
+    IMAGE_ENDINGS.iter().find_map(|&ending| name.strip_suffix(ending).map(|stem| (stem, ending)))
+}
+
 fn parse_image_path(path: &Path) -> Option<(String, usize)> {
     let name = path.file_name()?.to_string_lossy();
-    IMAGE_ENDINGS.iter().find_map(|ending| split_image_name(&name, ending)).map(|(id, c)| (id.to_owned(), c))
+    let (_, ending) = split_nifti_name(&name)?;
+    split_image_name(&name, ending).map(|(id, c)| (id.to_owned(), c))
 }
 
 /// Unlabelled cases in a folder of `CASE_XXXX<ending>` images (test or inference images), with the
@@ -118,7 +124,11 @@ fn standard_case(root: &Path, descriptor: &Descriptor, id: String) -> Case {
 
 /// Splits `CASE_XXXX<ending>` into the case id and channel index.
 fn split_image_name<'a>(name: &'a str, ending: &str) -> Option<(&'a str, usize)> {
-    let stem = name.strip_suffix(ending)?;
+    split_channel_suffix(name.strip_suffix(ending)?)
+}
+
+/// Splits a file stem `CASE_XXXX` into the case id and channel index.
+pub fn split_channel_suffix(stem: &str) -> Option<(&str, usize)> {
     let (id, channel) = stem.rsplit_once('_')?;
     (channel.len() == 4 && channel.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty())
         .then(|| (id, channel.parse().expect("four digits")))
@@ -178,6 +188,9 @@ mod tests {
         assert_eq!(split_image_name("la_007.nii.gz", ".nii.gz"), None);
         assert_eq!(split_image_name("la_007_01.nii.gz", ".nii.gz"), None);
         assert_eq!(split_image_name("la_007_0000.nii", ".nii.gz"), None);
+        assert_eq!(split_nifti_name("la_007.nii"), Some(("la_007", ".nii")));
+        assert_eq!(split_nifti_name("la_007_0000.nii.gz"), Some(("la_007_0000", ".nii.gz")));
+        assert_eq!(split_nifti_name("la_007.mha"), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod output;
 
 pub use error::{Error, ErrorKind, Result};
 pub use geometry::Geometry;
-pub use image::{new_header, read_image, read_label_map, write_label_map, write_like, write_new, Image, Voxel};
-pub use output::{read_json, read_npz, remove_stale_temporaries, temporary_path, write_atomically, write_json, write_npz, write_stream};
+pub use image::{new_header, read_image, read_label_map, read_volumes, write_label_map, write_like, write_new, write_volume, Image, Volume, Voxel};
+pub use output::{read_json, read_npz, remove_stale_temporaries, temporary_path, write_atomically, write_folder_atomically, write_json, write_npz, write_stream};
 /// The header type images carry, re-exported so callers need not depend on the `nifti` crate.
 pub use ::nifti::NiftiHeader;

@@ -46,6 +46,32 @@ where
     result
 }
 
+/// Builds the folder `out` in a temporary sibling and renames it into place once `fill` succeeds, so
+/// `out` is either complete or absent (or, on failure with `force`, untouched). An existing `out` is
+/// bad input unless `force`, and then replaced.
+pub fn write_folder_atomically<F>(out: &Path, force: bool, fill: F) -> Result<()>
+where
+    F: FnOnce(&Path) -> Result<()>,
+{
+    if out.exists() && !force {
+        return Err(Error::bad_input(out, "already exists (use --force to replace it)"));
+    }
+    let staging = temporary_path(out);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| Error::runtime(&staging, e))?;
+    }
+    let result = fill(&staging).and_then(|()| {
+        if out.exists() {
+            std::fs::remove_dir_all(out).map_err(|e| Error::runtime(out, e))?;
+        }
+        std::fs::rename(&staging, out).map_err(|e| Error::runtime(out, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
 /// Writes bytes produced by `fill` to `path` atomically, or to stdout when `path` is `-`.
 pub fn write_stream<F>(path: &Path, fill: F) -> Result<()>
 where

@@ -127,20 +127,7 @@ pub struct SynthCase {
 /// labelsTr and, with test cases, imagesTs. The folder appears only once complete.
 pub fn write_dataset(spec: &Spec, out: &Path, force: bool) -> Result<()> {
     spec.validate(out)?;
-    if out.exists() && !force {
-        return Err(Error::bad_input(out, "already exists (use --force to replace it)"));
-    }
-    let staging = nntools_io::temporary_path(out);
-    let result = write_into(spec, &staging).and_then(|()| {
-        if out.exists() {
-            std::fs::remove_dir_all(out).map_err(|e| Error::runtime(out, e))?;
-        }
-        std::fs::rename(&staging, out).map_err(|e| Error::runtime(out, e))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    result
+    nntools_io::write_folder_atomically(out, force, |staging| write_into(spec, staging))
 }
 
 fn write_into(spec: &Spec, root: &Path) -> Result<()> {
