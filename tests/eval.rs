@@ -89,3 +89,61 @@ fn mismatched_geometry_and_missing_predictions_are_refused() {
     assert!(message.contains("pred/hippocampus_001.nii.gz") && message.contains("ref/hippocampus_001.nii.gz"), "{message}");
     assert!(!summary.exists(), "no summary on bad input");
 }
+
+/// nnU-Net's `nnUNetv2_determine_postprocessing` on these predictions (run once with nnU-Net 2.8.1):
+/// the whole-foreground step is rejected, both per-class steps are kept, and the foreground Dice goes
+/// from 0.6189949151695564 to 0.6531011120329899. `nn-ensemble select` must decide the same.
+#[test]
+fn select_decides_postprocessing_as_nnunet() {
+    let Some(shared) = shared() else { return };
+    let eval = shared.join("reference/eval");
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::copy(eval.join("dataset.json"), run_dir.join("dataset.json")).unwrap();
+    let mut cases: Vec<String> = std::fs::read_dir(eval.join("pred"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".nii.gz").map(str::to_owned))
+        .collect();
+    cases.sort();
+    // the predictions as the validation of a five-fold run, with one-hot probabilities
+    for fold in 0..5 {
+        let fold_cases: Vec<&String> = cases.iter().skip(fold).step_by(5).collect();
+        let validation = run_dir.join(format!("fold_{fold}/validation"));
+        std::fs::create_dir_all(&validation).unwrap();
+        let settings = serde_json::json!({"configuration": "3d_fullres", "fold": fold.to_string(), "val_cases": fold_cases});
+        std::fs::write(run_dir.join(format!("fold_{fold}/settings.json")), settings.to_string()).unwrap();
+        for case in fold_cases {
+            let source = eval.join("pred").join(format!("{case}.nii.gz"));
+            std::fs::copy(&source, validation.join(format!("{case}.nii.gz"))).unwrap();
+            let labels = nntools_io::read_label_map(&source).unwrap().data;
+            let (z, y, x) = labels.dim();
+            let one_hot = ndarray::Array4::from_shape_fn((3, z, y, x), |(c, z, y, x)| f32::from(labels[[z, y, x]] == c as i32));
+            nntools_io::write_npz(&validation.join(format!("{case}.npz")), "probabilities", &one_hot).unwrap();
+        }
+    }
+    let plan_path = dir.path().join("plan.json");
+    let output = run("nn-ensemble", &[&"select", &"--runs", &run_dir, &"--ref", &eval.join("ref"), &"-o", &plan_path]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan = read_summary(&plan_path);
+    assert_eq!(plan["postprocessing"], serde_json::json!([{"keep_largest_component_of": [1]}, {"keep_largest_component_of": [2]}]));
+    let before = plan["foreground_dice_before_postprocessing"].as_f64().unwrap();
+    let after = plan["foreground_dice_after_postprocessing"].as_f64().unwrap();
+    assert!((before - 0.6189949151695564).abs() < 1e-12, "{before}");
+    assert!((after - 0.6531011120329899).abs() < 1e-12, "{after}");
+}
+
+#[test]
+fn overlays_are_drawn() {
+    let Some(shared) = shared() else { return };
+    let infer = shared.join("reference/infer");
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, overlays) = (dir.path().join("ref"), dir.path().join("overlays"));
+    std::fs::create_dir_all(&reference).unwrap();
+    // the reference model's predictions against themselves, over their images
+    std::fs::copy(infer.join("pred_tta/hippocampus_017.nii.gz"), reference.join("hippocampus_017.nii.gz")).unwrap();
+    let output = run("nn-eval", &[&"--ref", &reference, &"--pred", &reference, &"--dataset", &shared.join("reference/eval/dataset.json"), &"-o", &dir.path().join("s.json"), &"--overlays", &overlays, &"--images", &infer.join("images")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let png = std::fs::read(overlays.join("hippocampus_017.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n") && png.len() > 2_000);
+}

@@ -147,7 +147,7 @@ impl Context<'_> {
                     step.apply(&mut labels);
                 }
                 let prediction = labels.mapv(i32::from);
-                let metrics = case_metrics(reference.data.view(), prediction.view(), reference.geometry.spacing, &self.classes, self.descriptor.ignore_label, Options { surface_tolerance: None, chill: false });
+                let metrics = case_metrics(reference.data.view(), prediction.view(), reference.geometry.spacing, &self.classes, self.descriptor.ignore_label, &Options::default());
                 Ok(CaseResult { metrics, prediction_file: PathBuf::from(id), reference_file: reference_path })
             })
             .collect::<Result<Vec<_>>>()?;

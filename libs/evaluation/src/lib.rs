@@ -3,9 +3,11 @@
 //! written as nnU-Net's `summary.json`; optionally surface metrics (HD95, normalised surface Dice).
 
 mod metrics;
+mod overlay;
 mod summary;
 mod surface;
 
 pub use metrics::{class_metrics, ClassMetrics};
 pub use summary::{case_metrics, classes, evaluate_folders, summarize, CaseResult, Options, Summary};
+pub use overlay::write_overlay;
 pub use surface::{distance_to, surface_metrics};

@@ -1,6 +1,7 @@
 //! Evaluating a folder of predictions against a folder of references, and nnU-Net's `summary.json`.
 
 use crate::metrics::{class_metrics, ClassMetrics};
+use crate::overlay::write_overlay;
 use crate::surface::surface_metrics;
 use nntools_dataset::Descriptor;
 use nntools_io::{read_label_map, write_atomically, Error, Result};
@@ -97,15 +98,18 @@ fn same_geometry(a: &nntools_io::Geometry, b: &nntools_io::Geometry) -> bool {
 }
 
 /// What to compute beyond nnU-Net's metrics.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// HD95 and NSD at this tolerance (mm).
     pub surface_tolerance: Option<f64>,
     /// Evaluate only the references that have a prediction (nnU-Net's `--chill`).
     pub chill: bool,
+    /// Write `CASE.png` overlays into the first folder, over the images (`CASE_0000<ending>`) of the
+    /// second.
+    pub overlays: Option<(PathBuf, PathBuf)>,
 }
 
-fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i64>)], ignore: Option<i64>, options: Options) -> Result<CaseResult> {
+fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i64>)], ignore: Option<i64>, options: &Options) -> Result<CaseResult> {
     let truth = read_label_map(reference)?;
     let predicted = read_label_map(prediction)?;
     if truth.data.shape() != predicted.data.shape() || !same_geometry(&truth.geometry, &predicted.geometry) {
@@ -113,6 +117,13 @@ fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i6
             prediction,
             format!("geometry differs from the reference {} (shape {:?} vs {:?})", reference.display(), predicted.data.shape(), truth.data.shape()),
         ));
+    }
+    if let Some((out, images)) = &options.overlays {
+        let name = reference.file_name().expect("a file").to_string_lossy();
+        let ending = [".nii.gz", ".nii"].into_iter().find(|e| name.ends_with(e)).unwrap_or("");
+        let id = &name[..name.len() - ending.len()];
+        let image = nntools_io::read_image(&images.join(format!("{id}_0000{ending}")))?;
+        write_overlay(&out.join(format!("{id}.png")), image.data.view(), truth.data.view(), predicted.data.view())?;
     }
     let metrics = case_metrics(truth.data.view(), predicted.data.view(), truth.geometry.spacing, classes, ignore, options);
     Ok(CaseResult { metrics, prediction_file: prediction.to_owned(), reference_file: reference.to_owned() })
@@ -125,7 +136,7 @@ pub fn case_metrics(
     spacing: [f64; 3],
     classes: &[(String, Vec<i64>)],
     ignore: Option<i64>,
-    options: Options,
+    options: &Options,
 ) -> BTreeMap<String, ClassMetrics> {
     classes
         .iter()
@@ -142,7 +153,7 @@ pub fn case_metrics(
 }
 
 /// Evaluates every reference `CASE<ending>` in `reference_dir` against `prediction_dir/CASE<ending>`.
-pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor: &Descriptor, options: Options) -> Result<Summary> {
+pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor: &Descriptor, options: &Options) -> Result<Summary> {
     let ending = &descriptor.file_ending;
     let entries = std::fs::read_dir(reference_dir).map_err(|e| Error::io(reference_dir, &e))?;
     let mut names: Vec<String> = entries
@@ -167,6 +178,9 @@ pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor:
         return Err(Error::bad_input(reference_dir, format!("no reference label maps (*{ending}) with predictions")));
     }
     let classes = classes(descriptor);
+    if let Some((out, _)) = &options.overlays {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, &e))?;
+    }
     let cases = names
         .par_iter()
         .map(|n| evaluate_case(&reference_dir.join(n), &prediction_dir.join(n), &classes, descriptor.ignore_label, options))

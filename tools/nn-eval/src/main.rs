@@ -39,6 +39,13 @@ struct Args {
     /// Evaluate only the references that have a prediction (default: a missing prediction is an error).
     #[arg(long)]
     chill: bool,
+    /// Write a PNG per case into this folder: slices through the largest reference structure with the
+    /// reference (green) and predicted (red) contours over the image (needs --images).
+    #[arg(long, requires = "images")]
+    overlays: Option<PathBuf>,
+    /// Folder of the cases' images (CASE_0000.nii.gz), for --overlays.
+    #[arg(long)]
+    images: Option<PathBuf>,
     /// Worker threads (default: one per core).
     #[arg(short = 'j', long)]
     threads: Option<usize>,
@@ -50,7 +57,11 @@ fn main() -> ExitCode {
         nntools_cli::init_threads(args.threads)?;
         let dataset = args.dataset.clone().unwrap_or_else(|| args.reference.join("..").join("dataset.json"));
         let descriptor = Descriptor::read(&dataset)?;
-        let options = Options { surface_tolerance: (!args.no_surface).then_some(args.nsd_tolerance_mm), chill: args.chill };
-        evaluate_folders(&args.reference, &args.pred, &descriptor, options)?.write(&args.output)
+        let options = Options {
+            surface_tolerance: (!args.no_surface).then_some(args.nsd_tolerance_mm),
+            chill: args.chill,
+            overlays: args.overlays.clone().zip(args.images.clone()),
+        };
+        evaluate_folders(&args.reference, &args.pred, &descriptor, &options)?.write(&args.output)
     })
 }
