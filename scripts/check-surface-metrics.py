@@ -8,7 +8,7 @@ from scipy.ndimage import binary_erosion, distance_transform_edt
 
 summary_path, ref_dir, pred_dir = sys.argv[1:]
 summary = json.loads(open(summary_path).read())
-tolerance = summary["nn_tools"]["nsd_tolerance_mm"]
+tolerance = summary.get("nn_tools", {}).get("nsd_tolerance_mm", 1.0)  # nn-eval's default
 largest, compared = 0.0, 0
 for case in summary["metric_per_case"]:
     name = os.path.basename(case["reference_file"])
