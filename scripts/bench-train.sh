@@ -18,13 +18,14 @@ trap 'rm -rf "$scratch"' EXIT
 
 target/release/nn-resample -q --plans "$shared/reference/$dataset/nnUNetPlans.json" -c 3d_fullres \
     -i "$shared/data/$dataset" -o "$scratch/pre"
-# Per-iteration time as the difference of two one-epoch runs, so start-up, validation and plotting cancel.
+# Per-iteration time as the difference of two one-epoch runs, so start-up, validation and plotting cancel;
+# --fold all because a cross-validation fold ends by predicting its validation cases.
 epoch_seconds() {
     rm -rf "$scratch/run"
     target/release/nn-train -q --plans "$shared/reference/$dataset/nnUNetPlans.json" -c 3d_fullres \
-        --data "$scratch/pre" --dataset "$shared/data/$dataset/dataset.json" --fold 0 -o "$scratch/run" \
+        --data "$scratch/pre" --dataset "$shared/data/$dataset/dataset.json" --fold all -o "$scratch/run" \
         --epochs 1 --iters "$1" --val-iters 1 --device cpu "${@:2}"
-    python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['epoch_time_s'])" "$scratch/run/fold_0/log.jsonl"
+    python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['epoch_time_s'])" "$scratch/run/fold_all/log.jsonl"
 }
 short=$(epoch_seconds 1)
 long=$(epoch_seconds $((iterations + 1)))
