@@ -152,13 +152,16 @@ impl Predictor {
     /// The network input of a preprocessed case: its channels, plus for the cascade the previous
     /// stage's labels one-hot (-1 and 0 give all-zero channels).
     fn input(&self, data: &Array4<f32>, previous_stage: Option<&Array3<i16>>) -> Tensor {
-        let mut data = data.clone();
-        if let (Some(labels), Some(seg)) = (&self.previous_stage_labels, previous_stage) {
-            let one_hot: Vec<_> = labels.iter().map(|&l| seg.mapv(|v| f32::from(i64::from(v) == l))).collect();
-            let views: Vec<_> = one_hot.iter().map(|c| c.view()).collect();
-            let extra = ndarray::stack(Axis(0), &views).expect("equal shapes");
-            data = ndarray::concatenate(Axis(0), &[data.view(), extra.view()]).expect("equal spatial shapes");
-        }
+        let with_previous_stage = match (&self.previous_stage_labels, previous_stage) {
+            (Some(labels), Some(seg)) => {
+                let one_hot: Vec<_> = labels.iter().map(|&l| seg.mapv(|v| f32::from(i64::from(v) == l))).collect();
+                let views: Vec<_> = one_hot.iter().map(|c| c.view()).collect();
+                let extra = ndarray::stack(Axis(0), &views).expect("equal shapes");
+                Some(ndarray::concatenate(Axis(0), &[data.view(), extra.view()]).expect("equal spatial shapes"))
+            }
+            _ => None,
+        };
+        let data = with_previous_stage.as_ref().unwrap_or(data);
         let shape: Vec<i64> = data.shape().iter().map(|&s| s as i64).collect();
         Tensor::from_slice(data.as_slice().expect("standard layout")).view(shape.as_slice()).to_device(self.window.gaussian.device())
     }
