@@ -157,3 +157,31 @@ fn a_killed_run_reruns_to_the_same_files() {
         assert!(std::fs::read(whole.join(&name)).unwrap() == std::fs::read(killed.join(&name)).unwrap(), "{name} differs");
     }
 }
+
+/// A real two-channel case (Dataset005, 240x240x155) through nn-infer end to end, with a 2d model that
+/// nn-train saved untrained (`--epochs 0`): the point is the path (two channels, slice-wise windows,
+/// export in the input geometry), not the segmentation.
+#[test]
+fn a_two_channel_brats_case_runs_end_to_end() {
+    let Some(shared) = shared() else { return };
+    let (raw, plans) = (shared.join("data/Dataset005_BraTS2013mini"), shared.join("reference/Dataset005_BraTS2013mini/nnUNetPlans.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let [pre, run_dir, images, out] = ["pre", "run", "images", "out"].map(|n| dir.path().join(n));
+    let output = run("nn-resample", &[&"--plans", &plans, &"-c", &"2d", &"-i", &raw, &"-o", &pre, &"-q"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = run("nn-train", &[&"--plans", &plans, &"-c", &"2d", &"--data", &pre, &"--dataset", &raw.join("dataset.json"), &"--fold", &"all", &"-o", &run_dir, &"--epochs", &"0", &"--device", &"cpu", &"-q"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    std::fs::create_dir_all(&images).unwrap();
+    for channel in 0..2 {
+        let name = format!("brats_2013_pat0001_1_{channel:04}.nii.gz");
+        std::fs::copy(raw.join("imagesTr").join(&name), images.join(&name)).unwrap();
+    }
+    let output = run("nn-infer", &[&"-m", &run_dir, &"-i", &images, &"-o", &out, &"--no-tta", &"--device", &"cpu", &"-q"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let predicted = read_label_map(&out.join("brats_2013_pat0001_1.nii.gz")).unwrap();
+    let input = read_image(&images.join("brats_2013_pat0001_1_0000.nii.gz")).unwrap();
+    assert_eq!(predicted.data.shape(), input.data.shape());
+    assert_eq!(placement(&predicted.header), placement(&input.header));
+    let labels = nntools_dataset::Descriptor::read(&raw.join("dataset.json")).unwrap().all_labels();
+    assert!(predicted.data.iter().all(|&l| labels.contains(&i64::from(l))), "labels outside the dataset's");
+}
