@@ -13,6 +13,7 @@ iterations=${1:-5}
 shared=$(realpath ../shared)
 dataset=Dataset004_Hippocampus
 scripts/setup.sh
+export LIBTORCH_USE_PYTORCH=1 PATH="$PWD/.venv/bin:$PATH"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
@@ -36,7 +37,7 @@ long=$(epoch_seconds $((iterations + 1)) --augment none)
 plain=$(python3 -c "print(f'{($long - $short) / $iterations:.3f}')")
 echo "nn-train:      $plain s per iteration without augmentation (--augment none)"
 # one augmented batch (9 x 1 x 73x80x64 -> 40x56x40) on its own
-augment_ms=$(cargo test --release -q -p nntools-augmentation hippocampus_batch_time -- --ignored --nocapture 2>/dev/null \
+augment_ms=$(cargo test --release -q -p nntools-augmentation hippocampus_batch_time -- --ignored --nocapture \
     | sed -n 's/.*: \([0-9.]*\) ms per batch drawn.*/\1/p')
 echo "nn-train augmentation: $augment_ms ms per batch of 9"
 
