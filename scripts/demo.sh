@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up if needed, then runs nnU-Net's whole pipeline with a small CPU budget (scripts/nnunet.sh):
 # on a seeded synthetic dataset, or on the raw dataset folder given as argument. Ends with the
-# cross-validation Dice table of the chosen configuration and where to look at training curves and
-# predictions. Usage: scripts/demo.sh [RAW_DATASET_DIR] [WORK_DIR]   (WORK_DIR default: demo-out)
+# cross-validation Dice table of the chosen configuration and where to look at training curves,
+# overlays and predictions. Usage: scripts/demo.sh [RAW_DATASET_DIR] [WORK_DIR]   (WORK_DIR default: demo-out)
 # DEMO_EPOCHS, DEMO_ITERS and DEMO_CONFIGS change the budget (default 10 epochs of 12 iterations,
 # 2d and 3d_fullres).
 set -euo pipefail
@@ -27,7 +27,8 @@ chosen=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model
 cv="$work/crossval/$(basename "$chosen")"
 mkdir -p "$cv"
 cp "$chosen"/fold_*/validation/*.nii.gz "$cv/"
-"$bin/nn-eval" --ref "$raw/labelsTr" --pred "$cv" --dataset "$raw/dataset.json" -o "$cv/summary.json"
+"$bin/nn-eval" --ref "$raw/labelsTr" --pred "$cv" --dataset "$raw/dataset.json" -o "$cv/summary.json" \
+    --overlays "$cv/overlays" --images "$raw/imagesTr"
 python3 - "$plan" "$cv/summary.json" <<'PY'
 import json, sys
 plan = json.load(open(sys.argv[1]))
@@ -45,4 +46,5 @@ for label, m in summary["mean"].items():
 PY
 echo
 echo "training curves: $chosen/fold_0/progress.png"
+echo "overlays (reference green, prediction red): $cv/overlays/"
 echo "predictions of $raw/imagesTs: $work/predictions/"

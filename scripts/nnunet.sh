@@ -5,8 +5,8 @@
 # postprocessing from the cross-validation -> predict RAW_DIR/imagesTs with that choice.
 #
 # Every stage skips work whose outputs are complete and newer than their inputs, so rerunning after a
-# failure or a pre-emption resumes: nn-resample skips finished cases, nn-train --resume continues an
-# interrupted fold, finished folds are left alone.
+# failure or a pre-emption resumes and a rerun of a finished pipeline does nothing: nn-resample skips
+# finished cases, nn-train --resume continues an interrupted fold, finished folds are left alone.
 #
 # Usage: scripts/nnunet.sh RAW_DIR WORK_DIR [--configs 2d,3d_fullres] [--folds 0-4] [--epochs N]
 #                          [--iters N] [--device auto|cpu|cuda] [-j N]
@@ -31,23 +31,31 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ -f $raw/dataset.json ]] || { echo "nnunet.sh: error: $raw: no dataset.json" >&2; exit 2; }
-mkdir -p "$work"
+mkdir -p "$work/.stamps"
 step() { echo "== $*" >&2; }
-# true when $1 exists and is newer than every later argument
-current() { local out=$1; shift; [[ -e $out ]] || return 1; for input in "$@"; do [[ $out -nt $input ]] || return 1; done; }
+# true when the file $1 exists and is newer than every later argument that exists
+newer_than() { local out=$1; shift; [[ -e $out ]] || return 1; for input in "$@"; do [[ ! -e $input || $out -nt $input ]] || return 1; done; }
+# Stages that produce content (fingerprint, plans, inference plan) leave their file untouched when it
+# comes out the same, so WORK/.stamps/STAGE records when a stage last ran and the content file's own
+# mtime tells later stages whether anything changed.
+current() { local stage=$1; shift; newer_than "$work/.stamps/$stage" "$@"; }
+mark() { touch "$work/.stamps/$1"; }
+shopt -s nullglob
 
 fingerprint=$work/dataset_fingerprint.json plans=$work/plans.json
-if current "$fingerprint" "$raw/dataset.json" "$raw/imagesTr" "$raw/labelsTr"; then
+if current fingerprint "$raw/dataset.json" "$raw"/imagesTr/* "$raw"/labelsTr/*; then
     step "fingerprint: current"
 else
     step "nn-fingerprint $raw"
     "$bin/nn-fingerprint" "$raw" -o "$fingerprint" "${threads[@]}"
+    mark fingerprint
 fi
-if current "$plans" "$fingerprint"; then
+if current plans "$fingerprint"; then
     step "plans: current"
 else
     step "nn-plan"
     "$bin/nn-plan" --fingerprint "$fingerprint" --dataset "$raw" -o "$plans"
+    mark plans
 fi
 
 # configurations to run: the plans' trainable ones (a cascade needs its lowres stage's predictions,
@@ -66,34 +74,58 @@ if [[ $folds =~ ^([0-9])-([0-9])$ ]]; then folds=$(seq "${BASH_REMATCH[1]}" "${B
 
 runs=()
 for c in $planned; do
-    step "nn-resample -c $c"
-    "$bin/nn-resample" --plans "$plans" -c "$c" -i "$raw" -o "$work/preprocessed/$c" -q "${threads[@]}"
+    manifest=$work/preprocessed/$c/manifest.json
+    # a raw change that matters changes the fingerprint (shapes, spacings, foreground intensities)
+    if current "resample-$c" "$plans" "$fingerprint" && [[ -f $manifest ]]; then
+        step "nn-resample -c $c: current"
+    else
+        step "nn-resample -c $c"
+        "$bin/nn-resample" --plans "$plans" -c "$c" -i "$raw" -o "$work/preprocessed/$c" -q "${threads[@]}"
+        mark "resample-$c"
+    fi
     run=$work/runs/$c
     runs+=("$run")
     for f in $folds; do
-        if [[ -f $run/fold_$f/checkpoint_final.json && -d $run/fold_$f/validation ]]; then
+        final=$run/fold_$f/checkpoint_final.json
+        if newer_than "$final" "$manifest" && [[ -d $run/fold_$f/validation ]]; then
             step "train $c fold $f: done"
             continue
         fi
+        # an unfinished fold resumes; a finished one whose preprocessed data changed trains anew
+        resume=(--resume)
+        [[ -f $final ]] && ! newer_than "$final" "$manifest" && resume=()
         step "nn-train -c $c --fold $f"
         "$bin/nn-train" --plans "$plans" -c "$c" --data "$work/preprocessed/$c" --dataset "$raw/dataset.json" \
-            --fold "$f" -o "$run" --resume --device "$device" "${train_flags[@]}" "${threads[@]}"
+            --fold "$f" -o "$run" "${resume[@]}" --device "$device" "${train_flags[@]}" "${threads[@]}"
     done
 done
 
 folds_csv=$(echo $folds | tr ' ' ',')
+finals=()
+for run in "${runs[@]}"; do for f in $folds; do finals+=("$run/fold_$f/checkpoint_final.json"); done; done
 plan=$work/inference_plan.json
-step "nn-ensemble select"
-"$bin/nn-ensemble" select --runs "${runs[@]}" --ref "$raw/labelsTr" --folds "$folds_csv" -o "$plan" "${threads[@]}"
+if current select "${finals[@]}"; then
+    step "nn-ensemble select: current"
+else
+    step "nn-ensemble select"
+    "$bin/nn-ensemble" select --runs "${runs[@]}" --ref "$raw/labelsTr" --folds "$folds_csv" -o "$plan" "${threads[@]}"
+    mark select
+fi
 
 if [[ -d $raw/imagesTs ]]; then
-    models=$(python3 -c 'import json, sys; print(" ".join(m["run"] for m in json.load(open(sys.argv[1]))["models"]))' "$plan")
-    model_flags=()
-    for m in $models; do model_flags+=(-m "$m"); done
-    step "nn-infer $raw/imagesTs with ${models//$work\//}"
-    "$bin/nn-infer" "${model_flags[@]}" --folds "$folds_csv" -i "$raw/imagesTs" -o "$work/predictions_raw" \
-        --device "$device" -q "${threads[@]}"
-    step "nn-ensemble postprocess -> $work/predictions"
-    "$bin/nn-ensemble" postprocess -i "$work/predictions_raw" -o "$work/predictions" --plan "$plan" "${threads[@]}"
+    # the stamp is shared with scripts/Makefile's prediction target
+    if current predict "$plan" "${finals[@]}" "$raw"/imagesTs/*; then
+        step "predictions: current"
+    else
+        models=$(python3 -c 'import json, sys; print(" ".join(m["run"] for m in json.load(open(sys.argv[1]))["models"]))' "$plan")
+        model_flags=()
+        for m in $models; do model_flags+=(-m "$m"); done
+        step "nn-infer $raw/imagesTs with ${models//$work\//}"
+        "$bin/nn-infer" "${model_flags[@]}" --folds "$folds_csv" -i "$raw/imagesTs" -o "$work/predictions_raw" \
+            --device "$device" -q "${threads[@]}"
+        step "nn-ensemble postprocess -> $work/predictions"
+        "$bin/nn-ensemble" postprocess -i "$work/predictions_raw" -o "$work/predictions" --plan "$plan" "${threads[@]}"
+        mark predict
+    fi
 fi
 step "done: $work"

@@ -72,12 +72,60 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
         assert_eq!(predicted.geometry, nntools_io::read_image(&image).unwrap().geometry, "{case}");
     }
 
-    // a rerun redoes no training
+    // a rerun does no work: every stage is current, every fold done
+    let started = std::time::Instant::now();
     let again = pipeline(&[]);
     let log = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{log}");
+    eprintln!("rerun of a finished pipeline: {:.1} s", started.elapsed().as_secs_f64());
     assert_eq!(log.matches(": done").count(), 4, "{log}");
-    assert!(!log.contains("== nn-train"), "{log}");
+    // fingerprint, plans, resample x 2, select, predictions
+    assert_eq!(log.matches(": current").count(), 6, "{log}");
+    for tool in ["nn-fingerprint", "nn-plan", "nn-resample", "nn-train", "nn-ensemble select", "nn-infer"] {
+        let ran = log.lines().any(|l| l.starts_with(&format!("== {tool}")) && !l.ends_with(": current"));
+        assert!(!ran, "{tool} ran again:\n{log}");
+    }
+
+    // scripts/Makefile works on the same layout: nothing to do after the script's run, and touching a
+    // raw image without changing it redoes the fingerprint only, whose file keeps its mtime
+    let make = |dry_run: bool| {
+        let bin = nntools_tests::binary("nn-train").parent().unwrap().to_owned();
+        let mut command = Command::new("make");
+        command.args(["-f"]).arg(workspace().join("scripts/Makefile"));
+        command.arg(format!("RAW={}", raw.display())).arg(format!("WORK={}", work.display())).arg(format!("BIN={}", bin.display()));
+        command.args(["CONFIGS=2d 3d_fullres", "FOLDS=0 1"]);
+        if dry_run {
+            command.arg("-n");
+        }
+        command.output()
+    };
+    match make(true) {
+        Err(e) => eprintln!("skipped the Makefile checks: no make ({e})"),
+        Ok(dry) => {
+            let stdout = String::from_utf8_lossy(&dry.stdout);
+            assert!(dry.status.success(), "{}", stderr(&dry));
+            assert!(!stdout.contains("nn-"), "make -n after a completed run:\n{stdout}");
+            let fingerprint = work.join("dataset_fingerprint.json");
+            let mtime = |path: &Path| std::fs::metadata(path).unwrap().modified().unwrap();
+            let before = mtime(&fingerprint);
+            let image = std::fs::read_dir(raw.join("imagesTr")).unwrap().next().unwrap().unwrap().path();
+            std::fs::File::options().write(true).open(&image).unwrap().set_modified(std::time::SystemTime::now()).unwrap();
+            let remade = make(false).unwrap();
+            let stdout = String::from_utf8_lossy(&remade.stdout);
+            assert!(remade.status.success(), "{}", stderr(&remade));
+            assert!(stdout.contains("nn-fingerprint"), "{stdout}");
+            for tool in ["nn-plan", "nn-resample", "nn-train", "nn-ensemble", "nn-infer"] {
+                assert!(!stdout.contains(tool), "{tool} reran after touching {}:\n{stdout}", image.display());
+            }
+            assert_eq!(mtime(&fingerprint), before, "the unchanged fingerprint keeps its mtime");
+        }
+    }
+    // and so does the script
+    let touched = pipeline(&[]);
+    let log = String::from_utf8_lossy(&touched.stderr);
+    assert!(touched.status.success(), "{log}");
+    assert!(log.contains("== nn-fingerprint"), "{log}");
+    assert_eq!(log.matches(": current").count(), 5, "{log}");
 
     // averaging two folders: labels are the argmax of the mean probabilities
     let folders = ["2d", "3d_fullres"].map(|c| work.join(format!("runs/{c}/fold_0/validation")));

@@ -34,16 +34,46 @@ pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
 
 /// Runs `write` against a temporary file and renames it to `path` when it succeeds; on failure the
 /// temporary file is removed and `path` is left untouched.
+///
+/// An existing `path` with exactly the new content is kept as it is (same mtime), so that `make` and
+/// scripts/nnunet.sh see a rerun that changed nothing as changing nothing and redo no later stage.
 pub fn write_atomically<F>(path: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&Path) -> Result<()>,
 {
     let tmp = temporary_path(path);
-    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, &e)));
+    let result = write(&tmp).and_then(|()| {
+        if same_contents(&tmp, path) {
+            std::fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, &e))
+        } else {
+            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, &e))
+        }
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Whether `existing` is a file with the same bytes as `new` (false when it cannot be read).
+fn same_contents(new: &Path, existing: &Path) -> bool {
+    use std::io::Read;
+    let (Ok(a), Ok(b)) = (std::fs::metadata(new), std::fs::metadata(existing)) else { return false };
+    if !b.is_file() || a.len() != b.len() {
+        return false;
+    }
+    let (Ok(a), Ok(b)) = (File::open(new), File::open(existing)) else { return false };
+    let (mut a, mut b) = (std::io::BufReader::with_capacity(1 << 20, a), std::io::BufReader::with_capacity(1 << 20, b));
+    let (mut x, mut y) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let Ok(n) = a.read(&mut x) else { return false };
+        if n == 0 {
+            return true;
+        }
+        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
+            return false;
+        }
+    }
 }
 
 /// Builds the folder `out` in a temporary sibling and renames it into place once `fill` succeeds, so
@@ -134,4 +164,32 @@ where
     let file = File::open(path).map_err(|e| Error::io(path, &e))?;
     let mut reader = ndarray_npy::NpzReader::new(file).map_err(|e| Error::bad_input(path, e))?;
     reader.by_name(name).map_err(|e| Error::bad_input(path, format!("{name}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_text(path: &Path, text: &str) {
+        write_atomically(path, |tmp| std::fs::write(tmp, text).map_err(|e| Error::io(tmp, &e))).unwrap();
+    }
+
+    #[test]
+    fn identical_content_keeps_the_file_and_its_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_text(&path, "{\"x\": 1}\n");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+        write_text(&path, "{\"x\": 1}\n");
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), old, "unchanged content, unchanged mtime");
+        write_text(&path, "{\"x\": 2}\n");
+        assert_ne!(std::fs::metadata(&path).unwrap().modified().unwrap(), old);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"x\": 2}\n");
+        // same length, one byte different
+        write_text(&path, "{\"x\": 3}\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"x\": 3}\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["a.json"], "no temporary left behind");
+    }
 }
