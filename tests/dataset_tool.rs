@@ -196,7 +196,7 @@ fn bad_input_names_the_file_and_leaves_nothing() {
     std::fs::remove_file(f.path("labels/synth_009.nii.gz")).unwrap();
 
     let (channel, bytes) = remove(f.path("images/synth_002_0001.nii.gz"));
-    assert_refused(&f.create(&out, &[]), &out, "images/synth_002_0000.nii.gz", "case synth_002 has channel files [0]");
+    assert_refused(&f.create(&out, &[]), &out, "images/synth_002_0001.nii.gz", "missing; case synth_002 has channel files [0]");
     std::fs::write(&channel, &bytes).unwrap();
 
     // Unreadable files are found by the integrity check and named by their source path.

@@ -195,12 +195,9 @@ fn parse_v1_training(list: &Value) -> std::result::Result<Vec<String>, String> {
     let entries = list.as_array().ok_or("\"training\" is not a list")?;
     entries
         .iter()
-        .map(|entry| {
-            entry
-                .get("image")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| "every \"training\" entry needs an \"image\" string".to_owned())
+        .map(|entry| match (entry.get("image").and_then(Value::as_str), entry.get("label").and_then(Value::as_str)) {
+            (Some(image), Some(_)) => Ok(image.to_owned()),
+            _ => Err(format!("\"training\" entry {entry} needs \"image\" and \"label\" strings")),
         })
         .collect()
 }

@@ -46,6 +46,8 @@ pub fn average_folders(inputs: &[PathBuf], output: &Path, descriptor: &Descripto
     let labelling = Labelling::of(descriptor).map_err(|p| Error::bad_input(&inputs[0], p))?;
     let ending = &descriptor.file_ending;
     std::fs::create_dir_all(output).map_err(|e| Error::io(output, &e))?;
+    // what a killed run left half-written
+    nntools_io::remove_stale_temporaries(output)?;
     ids.par_iter().try_for_each(|id| {
         let mut sum: Option<Array4<f32>> = None;
         for dir in inputs {

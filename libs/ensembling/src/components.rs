@@ -87,6 +87,8 @@ pub fn postprocess_folder(input: &Path, output: &Path, descriptor: &Descriptor, 
         return Err(Error::bad_input(input, format!("no label maps (*{ending})")));
     }
     std::fs::create_dir_all(output).map_err(|e| Error::io(output, &e))?;
+    // what a killed run left half-written
+    nntools_io::remove_stale_temporaries(output)?;
     names.par_iter().try_for_each(|name| {
         let path = input.join(name);
         let image = read_label_map(&path)?;

@@ -118,6 +118,20 @@ fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i6
             format!("geometry differs from the reference {} (shape {:?} vs {:?})", reference.display(), predicted.data.shape(), truth.data.shape()),
         ));
     }
+    // a value that dataset.json does not declare means the wrong dataset.json or a broken label map;
+    // nnU-Net would silently count it as background
+    let mut declared = vec![true];
+    for v in classes.iter().flat_map(|(_, values)| values).copied().chain(ignore) {
+        if let Ok(v) = usize::try_from(v) {
+            declared.resize(declared.len().max(v + 1), false);
+            declared[v] = true;
+        }
+    }
+    for (path, map) in [(reference, &truth), (prediction, &predicted)] {
+        if let Some(value) = map.data.iter().find(|&&v| !usize::try_from(v).is_ok_and(|v| declared.get(v) == Some(&true))) {
+            return Err(Error::bad_input(path, format!("holds label {value}, which dataset.json does not declare")));
+        }
+    }
     if let Some((out, images)) = &options.overlays {
         let name = reference.file_name().expect("a file").to_string_lossy();
         let ending = [".nii.gz", ".nii"].into_iter().find(|e| name.ends_with(e)).unwrap_or("");

@@ -263,14 +263,14 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
         return Err(Error::bad_input(&first.dir, "a 3d_cascade_fullres model needs --prev-stage DIR (the 3d_lowres predictions)"));
     }
     let cases = cases(request, channels)?;
+    let dataset_json = read_json::<serde_json::Value>(&first.dir.join("dataset.json"))?;
+    let created = !request.output.exists();
     std::fs::create_dir_all(&request.output).map_err(|e| Error::io(&request.output, &e))?;
     nntools_io::remove_stale_temporaries(&request.output)?;
-    write_json(&request.output.join("plans.json"), &first.plans)?;
-    write_json(&request.output.join("dataset.json"), &read_json::<serde_json::Value>(&first.dir.join("dataset.json"))?)?;
     report(Event::Started { cases: cases.len() });
     let ending = first.descriptor.file_ending.clone();
 
-    std::thread::scope(|scope| {
+    let outcome = std::thread::scope(|scope| {
         let (prepared_tx, prepared_rx) = sync_channel::<Result<Prepared>>(1);
         let (predicted_tx, predicted_rx) = sync_channel::<Predicted>(1);
         let folders = &folders;
@@ -309,7 +309,21 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
         }
         drop(predicted_tx);
         writer.join().expect("writer thread panicked")
-    })
+    });
+    match outcome {
+        // written last, so that a failed run into a new folder leaves no folder behind
+        Ok(()) => {
+            write_json(&request.output.join("plans.json"), &first.plans)?;
+            write_json(&request.output.join("dataset.json"), &dataset_json)
+        }
+        Err(e) => {
+            if created {
+                // only succeeds when no case was written (finished cases are complete and kept)
+                let _ = std::fs::remove_dir(&request.output);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Exports a case's logits and writes its label map (and probabilities); with several models their

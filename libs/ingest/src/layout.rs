@@ -204,7 +204,10 @@ fn transfer(source: &Path, target: &Path, link: bool) -> Result<()> {
         });
         return linked.map_err(|e| Error::runtime(target, e));
     }
-    std::fs::copy(source, target).map(drop).map_err(|e| Error::io(source, &e))
+    // the source was just found to be a file, so a failure is most likely the target's (a full disk)
+    std::fs::copy(source, target)
+        .map(drop)
+        .map_err(|e| Error::io(target, &std::io::Error::new(e.kind(), format!("copying {}: {e}", source.display()))))
 }
 
 /// nnU-Net's labels for the values found in the label maps: `background` for 0 (always present),

@@ -170,10 +170,12 @@ fn training_cases(
                 continue;
             }
             None if indices != (0..channels).collect::<Vec<_>>() => {
-                problems.push(format!(
-                    "{}: case {id} has channel files {indices:?}, expected 0..{channels} (one per --channel)",
-                    channel_files[0].1.display()
-                ));
+                // name the first missing channel file, or else the first one too many
+                let file = match (0..channels).find(|c| !indices.contains(c)) {
+                    Some(c) => format!("{}: missing;", request.images.join(format!("{id}_{c:04}.nii.gz")).display()),
+                    None => format!("{}:", channel_files.iter().find(|(c, _)| *c >= channels).map_or(&channel_files[0].1, |(_, p)| p).display()),
+                };
+                problems.push(format!("{file} case {id} has channel files {indices:?}, expected 0..{channels} (one per --channel)"));
                 continue;
             }
             None => Images::Channels(channel_files.into_iter().map(|(_, p)| p).collect()),
@@ -262,8 +264,8 @@ mod tests {
         let lines: Vec<&str> = message.lines().collect();
         assert_eq!(lines.len(), 4, "{message}");
         assert!(lines[0].contains("c_0000.nii.gz: image without a label map"), "{message}");
-        assert!(lines[1].contains("a_0000.nii.gz: case a has channel files [0], expected 0..2"), "{message}");
-        assert!(lines[2].contains("b_0000.nii.gz: case b has channel files [0, 2], expected 0..2"), "{message}");
+        assert!(lines[1].contains("a_0001.nii.gz: missing; case a has channel files [0], expected 0..2"), "{message}");
+        assert!(lines[2].contains("b_0001.nii.gz: missing; case b has channel files [0, 2], expected 0..2"), "{message}");
         assert!(lines[3].contains("d.nii.gz: label map without an image"), "{message}");
     }
 

@@ -101,11 +101,60 @@ pub struct Configuration {
     pub previous_stage: Option<String>,
 }
 
+impl Configuration {
+    /// The consistency that every consumer relies on: one entry per axis in every per-axis list, one
+    /// per stage in every per-stage list, and a patch that the network's strides divide.
+    fn check(&self) -> Result<(), String> {
+        let kwargs = &self.architecture.arch_kwargs;
+        let axes = self.patch_size.len();
+        if !(2..=3).contains(&axes) {
+            return Err(format!("patch_size has {axes} axes, must have 2 or 3"));
+        }
+        let conv_axes = if kwargs.conv_op.ends_with("Conv3d") { 3 } else { 2 };
+        if conv_axes != axes {
+            return Err(format!("patch_size has {axes} axes but conv_op is {}", kwargs.conv_op));
+        }
+        for (key, len) in [("spacing", self.spacing.len()), ("median_image_size_in_voxels", self.median_image_size_in_voxels.len())] {
+            if len != axes {
+                return Err(format!("{key} has {len} entries for a {axes}-axis patch"));
+            }
+        }
+        if self.batch_size == 0 || self.patch_size.contains(&0) || self.spacing.iter().any(|&s| !(s > 0.0)) {
+            return Err("batch_size, patch_size and spacing must be positive".to_owned());
+        }
+        let stages = kwargs.n_stages;
+        let per_stage = [
+            ("features_per_stage", kwargs.features_per_stage.len()),
+            ("kernel_sizes", kwargs.kernel_sizes.len()),
+            ("strides", kwargs.strides.len()),
+            ("n_conv_per_stage", kwargs.n_conv_per_stage.as_ref().or(kwargs.n_blocks_per_stage.as_ref()).map_or(stages, Vec::len)),
+            ("n_conv_per_stage_decoder", kwargs.n_conv_per_stage_decoder.len() + 1),
+        ];
+        if let Some((key, _)) = per_stage.iter().find(|(_, len)| *len != stages) {
+            return Err(format!("architecture {key} does not match n_stages {stages}"));
+        }
+        if let Some(bad) = kwargs.kernel_sizes.iter().chain(&kwargs.strides).find(|k| k.len() != axes || k.contains(&0)) {
+            return Err(format!("architecture kernel size or stride {bad:?} does not fit a {axes}-axis patch"));
+        }
+        for axis in 0..axes {
+            let downsampling: usize = kwargs.strides.iter().map(|s| s[axis]).product();
+            if self.patch_size[axis] % downsampling != 0 {
+                return Err(format!("patch_size {:?} is not divisible by the strides' product {downsampling} along axis {axis}", self.patch_size));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Plans {
-    /// The named configuration with `inherits_from` resolved (parent keys, overridden by the child's).
+    /// The named configuration with `inherits_from` resolved (parent keys, overridden by the child's),
+    /// checked for consistency.
     pub fn configuration(&self, name: &str) -> Result<Configuration, String> {
         let merged = self.resolve(name, &mut Vec::new())?;
-        serde_json::from_value(Value::Object(merged)).map_err(|e| format!("configuration {name:?}: {e}"))
+        let configuration: Configuration =
+            serde_json::from_value(Value::Object(merged)).map_err(|e| format!("configuration {name:?}: {e}"))?;
+        configuration.check().map_err(|problem| format!("configuration {name:?}: {problem}"))?;
+        Ok(configuration)
     }
 
     fn resolve(&self, name: &str, chain: &mut Vec<String>) -> Result<serde_json::Map<String, Value>, String> {

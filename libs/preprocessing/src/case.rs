@@ -20,6 +20,8 @@ pub struct Recipe {
     pub stats: Vec<IntensityStats>,
     /// Classes (labels, or the labels of a region) to sample locations for, with their JSON keys.
     pub classes: Vec<(String, Vec<i16>)>,
+    /// The values a label map may hold (dataset.json's labels and ignore label); empty: unchecked.
+    pub label_values: Vec<i64>,
 }
 
 impl Recipe {
@@ -48,7 +50,8 @@ impl Recipe {
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let classes = descriptor.map(classes_for_locations).unwrap_or_default();
-        Ok(Self { transpose_forward, configuration, schemes, stats, classes })
+        let label_values = descriptor.map(Descriptor::allowed_label_values).unwrap_or_default();
+        Ok(Self { transpose_forward, configuration, schemes, stats, classes, label_values })
     }
 
     pub fn channels(&self) -> usize {
@@ -178,6 +181,13 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
             }
             if label.data.iter().any(|&v| i16::try_from(v).is_err()) {
                 return Err(Error::bad_input(path, "label values must fit in 16 bits"));
+            }
+            if let Some(value) = label.data.iter().find(|&&v| !recipe.label_values.is_empty() && !recipe.label_values.contains(&i64::from(v))) {
+                return Err(Error::bad_input(path, format!("holds label {value}, which dataset.json does not declare")));
+            }
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-8 + 1e-5 * b.abs();
+            if !(0..3).all(|a| close(label.geometry.spacing[a], geometry.spacing[a])) {
+                return Err(Error::bad_input(path, format!("spacing {:?} differs from the image's {:?}", label.geometry.spacing, geometry.spacing)));
             }
             Some(transposed(label.data.mapv(|v| v as i16), recipe.transpose_forward))
         }

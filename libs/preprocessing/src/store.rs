@@ -177,11 +177,17 @@ pub fn preprocess_dataset(
             Err(e) => errors.push(e),
         }
     }
+    // the manifest marks a complete dataset (make's target, nn-train's case list), so a run with a
+    // failed case leaves none; the finished cases stay and are skipped by the next run
+    let manifest_path = out.join("manifest.json");
+    if let Some(first) = errors.into_iter().next() {
+        if manifest_path.exists() {
+            std::fs::remove_file(&manifest_path).map_err(|e| Error::runtime(&manifest_path, e))?;
+        }
+        return Err(first);
+    }
     finished.sort_unstable();
     let manifest = Manifest { stamp, data_identifier: &recipe.configuration.data_identifier, cases: finished };
-    write_json(&out.join("manifest.json"), &manifest)?;
-    match errors.into_iter().next() {
-        Some(first) => Err(first),
-        None => Ok(summary),
-    }
+    write_json(&manifest_path, &manifest)?;
+    Ok(summary)
 }

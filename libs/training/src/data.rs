@@ -55,6 +55,11 @@ fn view<'a, A: ViewElement, D: Dimension>(bytes: &'a [u8], path: &Path) -> Resul
 impl TrainingCase {
     /// Maps case `id` of a preprocessed folder, checking that its arrays are readable and agree.
     pub fn load(dir: &Path, id: &str) -> Result<Self, String> {
+        // nn-resample writes CASE.json last: without it the case was never finished
+        let properties = dir.join(format!("{id}.json"));
+        if !properties.is_file() {
+            return Err(format!("{}: missing, so case {id} is incomplete (rerun nn-resample)", properties.display()));
+        }
         let data_path = dir.join(format!("{id}.npy"));
         let data = map(&data_path)?;
         let image_shape = view::<f32, ndarray::Ix4>(&data, &data_path)?.shape()[1..].to_vec();
@@ -271,6 +276,7 @@ mod tests {
         write_npy(dir.join("c.npy"), &data).unwrap();
         write_npy(dir.join("c_seg.npy"), &seg).unwrap();
         write_npy(dir.join("c_locations.npy"), &ndarray::arr2(&[[0i32, 5, 6, 7]])).unwrap();
+        std::fs::write(dir.join("c.json"), "{}").unwrap();
         Arc::new(TrainingCase::load(dir, "c").unwrap())
     }
 

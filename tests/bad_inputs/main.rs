@@ -1,0 +1,409 @@
+//! The bad-input corpus: every tool on every input it reads, spoilt one way at a time (see corpus.rs).
+//! Each run must end with exit code 2 for bad input or 1 for a runtime failure (or 0 where nnU-Net
+//! accepts the input, such as an empty label map), print an error line that names the spoilt file, not
+//! panic, and leave no output and no temporary file behind. The tests gather every mismatch before
+//! failing, and print how many tool x input runs they made.
+
+mod corpus;
+
+use nntools_tests::{binary, run, stderr};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// A valid small dataset with everything the tools read: raw (2 channels, 2 labels, a test image),
+/// fingerprint, plans, 3d_fullres preprocessed data and an (untrained) 3d_fullres run of fold 0.
+struct Fixture {
+    root: PathBuf,
+    case: String,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let root = tempfile::tempdir().unwrap().keep();
+        let raw = root.join("raw");
+        let ok = |output: std::process::Output| assert!(output.status.success(), "fixture: {}", stderr(&output));
+        ok(run("nn-synth", &[&"-o", &raw, &"--cases", &"6", &"--test-cases", &"1", &"--channels", &"2", &"--min-size", &"16", &"--max-size", &"20", &"--seed", &"3"]));
+        ok(run("nn-fingerprint", &[&raw, &"-o", &root.join("fingerprint.json")]));
+        ok(run("nn-plan", &[&"--fingerprint", &root.join("fingerprint.json"), &"--dataset", &raw, &"-o", &root.join("plans.json")]));
+        ok(run("nn-resample", &[&"--plans", &root.join("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &root.join("pre"), &"-q"]));
+        ok(run("nn-train", &[&"--plans", &root.join("plans.json"), &"-c", &"3d_fullres", &"--data", &root.join("pre"), &"--dataset", &raw.join("dataset.json"), &"--fold", &"0", &"-o", &root.join("run"), &"--epochs", &"0", &"--device", &"cpu", &"-q"]));
+        let mut cases: Vec<String> = std::fs::read_dir(raw.join("labelsTr")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().replace(".nii.gz", "")).collect();
+        cases.sort();
+        Fixture { root, case: cases.remove(0) }
+    })
+}
+
+/// A fresh copy of the fixture to spoil.
+struct Scratch {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("work");
+        copy_tree(&fixture().root, &root);
+        Self { _dir: dir, root }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative.replace("CASE", &fixture().case))
+    }
+}
+
+/// Collects mismatches over many runs.
+#[derive(Default)]
+struct Report {
+    runs: usize,
+    failures: Vec<String>,
+}
+
+fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(".nntmp") {
+            found.push(path);
+        } else if path.is_dir() {
+            found.extend(temporaries(&path));
+        }
+    }
+    found
+}
+
+impl Report {
+    /// Runs `tool args` and checks the outcome: `exit` 0 is success; otherwise the error must name
+    /// `spoilt` and none of `outputs` may exist. No run may panic or leave a temporary file in `root`.
+    fn check(&mut self, what: &str, root: &Path, tool: &str, args: &[OsString], exit: i32, spoilt: &Path, outputs: &[PathBuf]) {
+        self.runs += 1;
+        let output = Command::new(binary(tool)).args(args).output().unwrap();
+        let err = stderr(&output);
+        let mut problems = Vec::new();
+        if err.contains("panicked") {
+            problems.push("panicked".to_owned());
+        }
+        if output.status.code() != Some(exit) {
+            problems.push(format!("exit {:?}, expected {exit}", output.status.code()));
+        }
+        if exit != 0 {
+            let name = spoilt.file_name().unwrap().to_string_lossy();
+            let prefix = format!("{tool}: error: ");
+            if !err.lines().any(|l| l.starts_with(&prefix) && l.contains(&*name)) {
+                problems.push(format!("no error line naming {name}"));
+            }
+            for path in outputs.iter().filter(|p| p.exists()) {
+                problems.push(format!("output {} left behind", path.display()));
+            }
+        }
+        let left = temporaries(root);
+        if !left.is_empty() {
+            problems.push(format!("temporaries left: {left:?}"));
+        }
+        if !problems.is_empty() {
+            let first = err.lines().find(|l| l.contains("error")).unwrap_or("").to_owned();
+            self.failures.push(format!("{tool} on {what}: {}; stderr: {first}", problems.join(", ")));
+        }
+    }
+
+    fn finish(self, name: &str) {
+        eprintln!("{name}: {} tool x input runs, {} mismatches", self.runs, self.failures.len());
+        assert!(self.failures.is_empty(), "{name}:\n{}", self.failures.join("\n"));
+    }
+}
+
+fn args(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
+    items.iter().map(|a| a.as_ref().to_owned()).collect()
+}
+
+type Spoil = fn(&Path);
+
+/// Spoilt raw datasets: nn-fingerprint and nn-resample read all of them, nn-dataset create the files.
+#[test]
+fn raw_datasets() {
+    let image = "raw/imagesTr/CASE_0000.nii.gz";
+    let second_channel = "raw/imagesTr/CASE_0001.nii.gz";
+    let label = "raw/labelsTr/CASE.nii.gz";
+    let json = "raw/dataset.json";
+    // (what, file, spoil, exit of nn-fingerprint and nn-resample, exit of nn-dataset create or None)
+    let variants: Vec<(&str, &str, Box<dyn Fn(&Path)>, i32, Option<i32>)> = vec![
+        ("truncated gzip", image, Box::new(corpus::truncated_gzip as Spoil), 2, Some(2)),
+        ("not gzip", image, Box::new(corpus::not_gzip_at_all as Spoil), 2, Some(2)),
+        ("wrong magic", image, Box::new(corpus::wrong_magic as Spoil), 2, Some(2)),
+        ("header claims more voxels", image, Box::new(corpus::more_voxels_than_data as Spoil), 2, Some(2)),
+        ("2-D image", image, Box::new(corpus::two_dimensional as Spoil), 2, Some(2)),
+        ("4-D image", image, Box::new(corpus::four_dimensional as Spoil), 2, Some(2)),
+        ("NaN voxel", image, Box::new(corpus::nan_voxel as Spoil), 2, Some(2)),
+        ("infinite voxel", second_channel, Box::new(corpus::infinite_voxel as Spoil), 2, Some(2)),
+        ("missing channel file", second_channel, Box::new(corpus::remove as Spoil), 2, Some(2)),
+        ("label shape differs", label, Box::new(corpus::one_slice_short as Spoil), 2, Some(2)),
+        ("label spacing differs", label, Box::new(corpus::other_spacing as Spoil), 2, Some(2)),
+        ("label direction differs (a warning in nnU-Net)", label, Box::new(corpus::other_direction as Spoil), 0, Some(0)),
+        ("undeclared label", label, Box::new(corpus::undeclared_label as Spoil), 2, Some(2)),
+        ("fractional labels", label, Box::new(corpus::fractional_labels as Spoil), 2, Some(2)),
+        ("empty label map (accepted, as by nnU-Net)", label, Box::new(corpus::empty_labels as Spoil), 0, Some(0)),
+        ("missing label", label, Box::new(corpus::remove as Spoil), 2, Some(2)),
+        ("truncated dataset.json", json, Box::new(corpus::truncated_json as Spoil), 2, None),
+        ("dataset.json without labels", json, Box::new(|p: &Path| corpus::without_key(p, "labels")), 2, None),
+        ("dataset.json without channel_names", json, Box::new(|p: &Path| corpus::without_key(p, "channel_names")), 2, None),
+        ("dataset.json labels not integers", json, Box::new(|p: &Path| corpus::edit_json(p, |j| j["labels"]["background"] = "zero".into())), 2, None),
+        ("v1 dataset.json with a training entry lacking its label", json, Box::new(|p: &Path| corpus::edit_json(p, |j| {
+            let cases: Vec<String> = (0..j["numTraining"].as_u64().unwrap()).map(|i| format!("case_{i}")).collect();
+            *j = serde_json::json!({"modality": {"0": "MRI", "1": "MRI"}, "labels": {"0": "background", "1": "a", "2": "b"},
+                "numTraining": cases.len(), "training": cases.iter().map(|c| serde_json::json!({"image": format!("./imagesTr/{c}.nii.gz")})).collect::<Vec<_>>()});
+        })), 2, None),
+        ("v1 dataset.json with a non-integer label value", json, Box::new(|p: &Path| corpus::edit_json(p, |j| {
+            *j = serde_json::json!({"modality": {"0": "MRI", "1": "MRI"}, "labels": {"0": "background", "one": "a"}, "numTraining": j["numTraining"].clone()});
+        })), 2, None),
+    ];
+    let mut report = Report::default();
+    for (what, file, spoil, exit, create_exit) in &variants {
+        let scratch = Scratch::new();
+        let spoilt = scratch.path(file);
+        spoil(&spoilt);
+        let raw = scratch.path("raw");
+        let out = scratch.path("out");
+        let fingerprint = out.join("fingerprint.json");
+        std::fs::create_dir_all(&out).unwrap();
+        report.check(what, &scratch.root, "nn-fingerprint", &args(&[&raw, &"-o", &fingerprint]), *exit, &spoilt, &[fingerprint.clone()]);
+        let pre = out.join("pre");
+        let case_outputs = ["npy", "json"].map(|e| pre.join(format!("{}.{e}", fixture().case))).to_vec();
+        let mut outputs = case_outputs.clone();
+        outputs.push(pre.join("manifest.json"));
+        report.check(what, &scratch.root, "nn-resample", &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &pre, &"-q"]), *exit, &spoilt, &outputs);
+        if let Some(create_exit) = create_exit {
+            let created = out.join("created");
+            report.check(what, &scratch.root, "nn-dataset", &args(&[&"create", &"--images", &raw.join("imagesTr"), &"--labels", &raw.join("labelsTr"),
+                &"--channel", &"0=MRI", &"--channel", &"1=MRI", &"--label", &"0=background", &"--label", &"1=a", &"--label", &"2=b", &"-o", &created]),
+                *create_exit, &spoilt, &[created.clone()]);
+        }
+    }
+    // numTraining is an integrity check of nn-fingerprint's; preprocessing takes the cases there are
+    let scratch = Scratch::new();
+    let spoilt = scratch.path(json);
+    corpus::edit_json(&spoilt, |j| j["numTraining"] = 99.into());
+    let fingerprint = scratch.path("fingerprint_out.json");
+    report.check("a wrong numTraining", &scratch.root, "nn-fingerprint", &args(&[&scratch.path("raw"), &"-o", &fingerprint]), 2, &spoilt, &[fingerprint]);
+    report.check("a wrong numTraining", &scratch.root, "nn-resample", &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &scratch.path("raw"), &"-o", &scratch.path("pre_new"), &"-q"]), 0, &spoilt, &[]);
+    // stray files that are not images are ignored, as nnU-Net ignores them; an image without a label is not
+    let scratch = Scratch::new();
+    std::fs::write(scratch.path("raw/imagesTr/notes.txt"), "a note\n").unwrap();
+    std::fs::write(scratch.path("raw/labelsTr/.DS_Store"), "").unwrap();
+    let fingerprint = scratch.path("fingerprint_out.json");
+    report.check("stray non-image files", &scratch.root, "nn-fingerprint", &args(&[&scratch.path("raw"), &"-o", &fingerprint]), 0, Path::new("-"), &[]);
+    let extra = scratch.path("raw/imagesTr/extra_0000.nii.gz");
+    std::fs::copy(scratch.path("raw/imagesTr/CASE_0000.nii.gz"), &extra).unwrap();
+    corpus::edit_json(&scratch.path(json), |j| j["numTraining"] = 7.into());
+    std::fs::copy(scratch.path("raw/imagesTr/CASE_0001.nii.gz"), scratch.path("raw/imagesTr/extra_0001.nii.gz")).unwrap();
+    std::fs::remove_file(&fingerprint).unwrap();
+    report.check("an image without a label", &scratch.root, "nn-fingerprint", &args(&[&scratch.path("raw"), &"-o", &fingerprint]), 2, &scratch.path("raw/labelsTr/extra.nii.gz"), &[fingerprint.clone()]);
+    report.finish("raw datasets");
+}
+
+/// Spoilt images to predict (nn-infer) and spoilt predictions to evaluate (nn-eval).
+#[test]
+fn images_to_predict_and_label_maps_to_evaluate() {
+    let image_spoils: [(&str, Spoil); 7] = [
+        ("truncated gzip", corpus::truncated_gzip),
+        ("not gzip", corpus::not_gzip_at_all),
+        ("wrong magic", corpus::wrong_magic),
+        ("header claims more voxels", corpus::more_voxels_than_data),
+        ("2-D image", corpus::two_dimensional),
+        ("4-D image", corpus::four_dimensional),
+        ("NaN voxel", corpus::nan_voxel),
+    ];
+    let mut report = Report::default();
+    for (what, spoil) in image_spoils {
+        let scratch = Scratch::new();
+        let test_images = scratch.path("raw/imagesTs");
+        let spoilt = std::fs::read_dir(&test_images).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+        spoil(&spoilt);
+        let predictions = scratch.path("predictions");
+        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"-i", &test_images, &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, &spoilt, &[predictions.clone()]);
+    }
+    let label_spoils: [(&str, Spoil); 8] = [
+        ("truncated gzip", corpus::truncated_gzip),
+        ("wrong magic", corpus::wrong_magic),
+        ("header claims more voxels", corpus::more_voxels_than_data),
+        ("4-D label map", corpus::four_dimensional),
+        ("shape differs from the reference", corpus::one_slice_short),
+        ("spacing differs from the reference", corpus::other_spacing),
+        ("undeclared label", corpus::undeclared_label),
+        ("fractional labels", corpus::fractional_labels),
+    ];
+    for (what, spoil) in label_spoils {
+        let scratch = Scratch::new();
+        let predictions = scratch.path("pred");
+        copy_tree(&scratch.path("raw/labelsTr"), &predictions);
+        let spoilt = predictions.join(format!("{}.nii.gz", fixture().case));
+        spoil(&spoilt);
+        let summary = scratch.path("summary.json");
+        report.check(what, &scratch.root, "nn-eval", &args(&[&"--ref", &scratch.path("raw/labelsTr"), &"--pred", &predictions, &"-o", &summary]), 2, &spoilt, &[summary.clone()]);
+    }
+    report.finish("images and label maps");
+}
+
+/// Spoilt plans (nn-resample, nn-train, nn-infer's model folder), preprocessed data (nn-train) and
+/// checkpoints (nn-infer).
+#[test]
+fn plans_preprocessed_data_and_checkpoints() {
+    let configuration = |j: &mut serde_json::Value| j["configurations"]["3d_fullres"].clone();
+    let plan_spoils: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+        ("truncated plans", Box::new(corpus::truncated_json as Spoil)),
+        ("plans without configurations", Box::new(|p: &Path| corpus::without_key(p, "configurations"))),
+        ("a configuration without patch_size", Box::new(|p: &Path| corpus::edit_json(p, |j| {
+            j["configurations"]["3d_fullres"].as_object_mut().unwrap().remove("patch_size");
+        }))),
+        ("a 3d patch_size with two entries", Box::new(move |p: &Path| corpus::edit_json(p, |j| {
+            let mut c = configuration(j);
+            c["patch_size"] = serde_json::json!([16, 16]);
+            j["configurations"]["3d_fullres"] = c;
+        }))),
+        ("a spacing with two entries", Box::new(move |p: &Path| corpus::edit_json(p, |j| {
+            let mut c = configuration(j);
+            c["spacing"] = serde_json::json!([1.0, 1.0]);
+            j["configurations"]["3d_fullres"] = c;
+        }))),
+        ("pool kernels inconsistent with the stages", Box::new(move |p: &Path| corpus::edit_json(p, |j| {
+            let mut c = configuration(j);
+            c["architecture"]["arch_kwargs"]["strides"].as_array_mut().unwrap().pop();
+            j["configurations"]["3d_fullres"] = c;
+        }))),
+    ];
+    let mut report = Report::default();
+    for (what, spoil) in &plan_spoils {
+        let scratch = Scratch::new();
+        let plans = scratch.path("plans.json");
+        spoil(&plans);
+        let pre = scratch.path("pre_new");
+        report.check(what, &scratch.root, "nn-resample", &args(&[&"--plans", &plans, &"-c", &"3d_fullres", &"-i", &scratch.path("raw"), &"-o", &pre, &"-q"]), 2, &plans, &[pre.join("manifest.json")]);
+        let run_dir = scratch.path("run_new");
+        report.check(what, &scratch.root, "nn-train", &args(&[&"--plans", &plans, &"-c", &"3d_fullres", &"--data", &scratch.path("pre"), &"--dataset", &scratch.path("raw/dataset.json"),
+            &"--fold", &"0", &"-o", &run_dir, &"--epochs", &"1", &"--iters", &"1", &"--val-iters", &"1", &"--device", &"cpu", &"-q"]), 2, &plans, &[run_dir.join("fold_0/checkpoint_final.json")]);
+        let model_plans = scratch.path("run/plans.json");
+        spoil(&model_plans);
+        let predictions = scratch.path("predictions");
+        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"-i", &scratch.path("raw/imagesTs"), &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, &model_plans, &[predictions.clone()]);
+    }
+    let scratch = Scratch::new();
+    report.check("an unknown configuration", &scratch.root, "nn-resample", &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_nope", &"-i", &scratch.path("raw"), &"-o", &scratch.path("pre_new"), &"-q"]), 2, &scratch.path("plans.json"), &[scratch.path("pre_new")]);
+
+    let data_spoils: [(&str, &str, Spoil); 4] = [
+        ("a preprocessed case without its array", "pre/CASE.npy", corpus::remove),
+        ("a truncated preprocessed array", "pre/CASE.npy", |p| {
+            let bytes = std::fs::read(p).unwrap();
+            std::fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
+        }),
+        ("a preprocessed segmentation that is not npy", "pre/CASE_seg.npy", corpus::not_gzip_at_all),
+        ("a preprocessed case without its properties", "pre/CASE.json", corpus::remove),
+    ];
+    for (what, file, spoil) in data_spoils {
+        let scratch = Scratch::new();
+        let spoilt = scratch.path(file);
+        spoil(&spoilt);
+        let run_dir = scratch.path("run_new");
+        report.check(what, &scratch.root, "nn-train", &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"--data", &scratch.path("pre"), &"--dataset", &scratch.path("raw/dataset.json"),
+            &"--fold", &"all", &"-o", &run_dir, &"--epochs", &"1", &"--iters", &"1", &"--val-iters", &"1", &"--device", &"cpu", &"-q"]), 2, &spoilt, &[run_dir.join("fold_all/checkpoint_final.json")]);
+    }
+
+    let checkpoint_spoils: [(&str, &str, Spoil); 4] = [
+        ("a checkpoint of another configuration", "run/fold_0/checkpoint_final.json", |p| corpus::edit_json(p, |j| j["configuration"] = "2d".into())),
+        ("a truncated checkpoint", "run/fold_0/checkpoint_final.safetensors", |p| {
+            let bytes = std::fs::read(p).unwrap();
+            std::fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
+        }),
+        ("a missing checkpoint", "run/fold_0/checkpoint_final.safetensors", corpus::remove),
+        ("a checkpoint with another network's weights", "run/fold_0/checkpoint_final.safetensors", |p| {
+            std::fs::write(p, b"\x10\0\0\0\0\0\0\0{\"x\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}").unwrap();
+        }),
+    ];
+    for (what, file, spoil) in checkpoint_spoils {
+        let scratch = Scratch::new();
+        let spoilt = scratch.path(file);
+        spoil(&spoilt);
+        let predictions = scratch.path("predictions");
+        // the sidecar and the weights are one checkpoint: an error naming either names it
+        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"--folds", &"0", &"-i", &scratch.path("raw/imagesTs"), &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, Path::new("checkpoint_final"), &[predictions.clone()]);
+    }
+    report.finish("plans, preprocessed data and checkpoints");
+}
+
+/// A tmpfs mounted for the test (read-only, or tiny and filled up), unmounted when dropped.
+struct Mount {
+    dir: tempfile::TempDir,
+}
+
+impl Mount {
+    fn new(options: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(dir.path()).output().ok()?;
+        status.status.success().then_some(Self { dir })
+    }
+
+    /// A tiny tmpfs with no space left.
+    fn full() -> Option<Self> {
+        let mount = Self::new("size=64k")?;
+        let mut filler = std::fs::File::create(mount.dir.path().join("filler")).unwrap();
+        while std::io::Write::write_all(&mut filler, &[0u8; 4096]).is_ok() {}
+        Some(mount)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Every tool writing into a read-only file system and into a full one: exit 1 (the machine failed,
+/// not the input), an error naming the output, nothing left behind. Needs permission to mount a
+/// tmpfs (root, as in CI); elsewhere the full disk is simulated by stdout on /dev/full.
+#[test]
+fn unwritable_and_full_outputs() {
+    let scratch = Scratch::new();
+    let mut report = Report::default();
+    let (Some(read_only), Some(full)) = (Mount::new("ro,size=64k"), Mount::full()) else {
+        eprintln!("no tmpfs mount allowed here: simulating a full disk with /dev/full only");
+        for (tool, args) in [("nn-fingerprint", args(&[&scratch.path("raw"), &"-o", &"-"])), ("nn-eval", args(&[&"--ref", &scratch.path("raw/labelsTr"), &"--pred", &scratch.path("raw/labelsTr"), &"-o", &"-"]))] {
+            let output = Command::new(binary(tool)).args(&args).stdout(std::fs::File::options().write(true).open("/dev/full").unwrap()).output().unwrap();
+            assert_eq!(output.status.code(), Some(1), "{tool}: {}", stderr(&output));
+            assert!(stderr(&output).contains("stdout"), "{tool}: {}", stderr(&output));
+        }
+        return;
+    };
+    for (medium, root) in [("a read-only file system", read_only.dir.path()), ("a full disk", full.dir.path())] {
+        let out = |name: &str| root.join(name);
+        let raw = scratch.path("raw");
+        let runs: Vec<(&str, Vec<OsString>, PathBuf, Vec<PathBuf>)> = vec![
+            ("nn-fingerprint", args(&[&raw, &"-o", &out("fingerprint.json")]), out("fingerprint.json"), vec![out("fingerprint.json")]),
+            ("nn-plan", args(&[&"--fingerprint", &scratch.path("fingerprint.json"), &"--dataset", &raw, &"-o", &out("plans.json")]), out("plans.json"), vec![out("plans.json")]),
+            ("nn-resample", args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &out("pre"), &"-q"]), out("pre"), vec![out("pre/manifest.json")]),
+            ("nn-synth", args(&[&"-o", &out("synth"), &"--cases", &"2", &"--min-size", &"16", &"--max-size", &"16"]), out("synth"), vec![out("synth")]),
+            ("nn-dataset", args(&[&"create", &"--images", &raw.join("imagesTr"), &"--labels", &raw.join("labelsTr"), &"--channel", &"0=MRI", &"--channel", &"1=MRI", &"-o", &out("created")]), out("created"), vec![out("created")]),
+            ("nn-train", args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"--data", &scratch.path("pre"), &"--dataset", &raw.join("dataset.json"), &"--fold", &"0", &"-o", &out("run"), &"--epochs", &"1", &"--iters", &"1", &"--val-iters", &"1", &"--device", &"cpu", &"-q"]), out("run"), vec![out("run/fold_0/checkpoint_final.json")]),
+            ("nn-infer", args(&[&"-m", &scratch.path("run"), &"-i", &raw.join("imagesTs"), &"-o", &out("predictions"), &"--device", &"cpu", &"-q"]), out("predictions"), vec![out("predictions/plans.json")]),
+            ("nn-eval", args(&[&"--ref", &raw.join("labelsTr"), &"--pred", &raw.join("labelsTr"), &"-o", &out("summary.json")]), out("summary.json"), vec![out("summary.json")]),
+        ];
+        for (tool, arguments, named, outputs) in runs {
+            report.check(medium, root, tool, &arguments, 1, &named, &outputs);
+        }
+    }
+    report.finish("unwritable and full outputs");
+}
