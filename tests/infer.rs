@@ -137,13 +137,22 @@ fn a_killed_run_reruns_to_the_same_files() {
     };
     let status = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&whole)).status().unwrap();
     assert!(status.success());
-    let mut child = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&killed)).spawn().unwrap();
-    let start = std::time::Instant::now();
-    while !killed.join("hippocampus_017.nii.gz").exists() && start.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    // killed first once a case is written, then twice more at seeded moments of the reruns
+    let mut seed = 11u64;
+    for kill in 0..3 {
+        let mut child = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&killed)).spawn().unwrap();
+        let start = std::time::Instant::now();
+        if kill == 0 {
+            while !killed.join("hippocampus_017.nii.gz").exists() && start.elapsed().as_secs() < 60 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        } else {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            std::thread::sleep(std::time::Duration::from_millis(300 + (seed >> 33) % 3000));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
     // a temporary of a process that is gone, as a kill during a write leaves it
     std::fs::write(killed.join(".nntmp-999999999-hippocampus_019.nii.gz"), b"partial").unwrap();
     let status = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&killed)).status().unwrap();

@@ -407,3 +407,29 @@ fn unwritable_and_full_outputs() {
     }
     report.finish("unwritable and full outputs");
 }
+
+/// Case names with spaces and non-ASCII letters go through fingerprint, preprocessing and evaluation
+/// and come out under the same names.
+#[test]
+fn case_names_with_spaces_and_unicode_work() {
+    let scratch = Scratch::new();
+    let case = &fixture().case;
+    let name = "Fall ü 1";
+    for (from, to) in [
+        (format!("raw/imagesTr/{case}_0000.nii.gz"), format!("raw/imagesTr/{name}_0000.nii.gz")),
+        (format!("raw/imagesTr/{case}_0001.nii.gz"), format!("raw/imagesTr/{name}_0001.nii.gz")),
+        (format!("raw/labelsTr/{case}.nii.gz"), format!("raw/labelsTr/{name}.nii.gz")),
+    ] {
+        std::fs::rename(scratch.root.join(from), scratch.root.join(to)).unwrap();
+    }
+    let raw = scratch.path("raw");
+    let mut report = Report::default();
+    report.check("a case named with a space and an umlaut", &scratch.root, "nn-fingerprint", &args(&[&raw, &"-o", &scratch.path("fp.json")]), 0, Path::new("-"), &[]);
+    let pre = scratch.path("pre_named");
+    report.check("a case named with a space and an umlaut", &scratch.root, "nn-resample", &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &pre, &"-q"]), 0, Path::new("-"), &[]);
+    let summary = scratch.path("summary.json");
+    report.check("a case named with a space and an umlaut", &scratch.root, "nn-eval", &args(&[&"--ref", &raw.join("labelsTr"), &"--pred", &raw.join("labelsTr"), &"-o", &summary]), 0, Path::new("-"), &[]);
+    report.finish("case names");
+    assert!(pre.join(format!("{name}.npy")).is_file() && pre.join(format!("{name}.json")).is_file());
+    assert!(std::fs::read_to_string(&summary).unwrap().contains(name));
+}

@@ -206,6 +206,10 @@ fn parse_explicit_cases(value: &Value) -> std::result::Result<Vec<(String, Vec<S
     let object = value.as_object().ok_or("\"dataset\" is not an object")?;
     let mut cases = Vec::with_capacity(object.len());
     for (case, entry) in object {
+        // a case name becomes output file names (CASE.npy, CASE.nii.gz), which must stay in their folder
+        if case.is_empty() || case == "." || case == ".." || case.contains(['/', '\\', '\0']) {
+            return Err(format!("\"dataset\" entry {case:?} is not a file name (it would escape the output folder)"));
+        }
         let bad = || format!("\"dataset\" entry {case:?} needs \"images\" (list of strings) and \"label\" (string)");
         let images = entry
             .get("images")
@@ -223,6 +227,19 @@ fn parse_explicit_cases(value: &Value) -> std::result::Result<Vec<(String, Vec<S
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn case_names_that_escape_the_output_folder_are_refused() {
+        for name in ["../evil", "a/b", "..", ""] {
+            let json = json!({"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1}, "numTraining": 1, "file_ending": ".nii.gz",
+                "dataset": {name: {"images": ["x.nii.gz"], "label": "y.nii.gz"}}});
+            let error = Descriptor::from_json(&json).unwrap_err();
+            assert!(error.contains("would escape the output folder"), "{name}: {error}");
+        }
+        let json = json!({"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1}, "numTraining": 1, "file_ending": ".nii.gz",
+            "dataset": {"Fall ü 1": {"images": ["x.nii.gz"], "label": "y.nii.gz"}}});
+        assert!(Descriptor::from_json(&json).is_ok(), "spaces and unicode are fine");
+    }
 
     #[test]
     fn reads_v2_form() {
@@ -261,6 +278,9 @@ mod tests {
         }))
         .unwrap();
         assert!(d.is_region_based());
+        // the regions are the network's output channels in dataset.json's order, as in nnU-Net
+        let names: Vec<&str> = d.labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["background", "whole", "core", "enh"]);
         assert_eq!(d.all_labels(), [0, 1, 2, 3]);
         assert_eq!(d.allowed_label_values(), [0, 1, 2, 3, 4]);
     }

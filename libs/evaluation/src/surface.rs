@@ -93,8 +93,34 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
     values[low] + (values[high] - values[low]) * (rank - low as f64)
 }
 
+/// The bounding box of the voxels set in either mask, one voxel wider on every side (within the
+/// volume); `None` when both are empty.
+fn joint_bounding_box(a: ArrayView3<bool>, b: ArrayView3<bool>) -> Option<[std::ops::Range<usize>; 3]> {
+    let mut low = [usize::MAX; 3];
+    let mut high = [0; 3];
+    Zip::indexed(a).and(b).for_each(|(z, y, x), &p, &q| {
+        if p || q {
+            for (axis, i) in [z, y, x].into_iter().enumerate() {
+                low[axis] = low[axis].min(i);
+                high[axis] = high[axis].max(i);
+            }
+        }
+    });
+    (low[0] != usize::MAX).then(|| [0, 1, 2].map(|axis| low[axis].saturating_sub(1)..(high[axis] + 2).min(a.shape()[axis])))
+}
+
 /// HD95 and NSD (at `tolerance` mm) between a reference and a predicted mask.
+///
+/// Every distance that counts runs between the two surfaces, which lie inside the masks' joint
+/// bounding box, so the work (and the distance maps' memory) is confined to that box; one voxel of
+/// margin keeps every surface voxel a surface voxel, so the result is exactly the whole volume's.
 pub fn surface_metrics(reference: ArrayView3<bool>, prediction: ArrayView3<bool>, spacing: [f64; 3], tolerance: f64) -> (f64, f64) {
+    let Some([z, y, x]) = joint_bounding_box(reference, prediction) else { return (f64::NAN, f64::NAN) };
+    let region = ndarray::s![z, y, x];
+    surface_metrics_in_box(reference.slice_move(region), prediction.slice_move(region), spacing, tolerance)
+}
+
+fn surface_metrics_in_box(reference: ArrayView3<bool>, prediction: ArrayView3<bool>, spacing: [f64; 3], tolerance: f64) -> (f64, f64) {
     let (surface_ref, surface_pred) = (surface(reference), surface(prediction));
     let (n_ref, n_pred) = (surface_ref.iter().filter(|&&s| s).count(), surface_pred.iter().filter(|&&s| s).count());
     match (n_ref, n_pred) {
@@ -146,6 +172,27 @@ mod tests {
             for (a, b) in fast.iter().zip(&slow) {
                 assert!((a - b).abs() < 1e-9, "{a} vs {b} (spacing {spacing:?})");
             }
+        }
+    }
+
+    #[test]
+    fn the_bounding_box_gives_the_whole_volume_result() {
+        let mut state = 99u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        for _ in 0..20 {
+            // two random boxes somewhere in a 14 x 12 x 10 volume, some touching its border
+            let mut random_cube = || {
+                let from = [next() % 14, next() % 12, next() % 10];
+                let to = [from[0] + 1 + next() % 6, from[1] + 1 + next() % 6, from[2] + 1 + next() % 6];
+                cube([14, 12, 10], from, to)
+            };
+            let (a, b) = (random_cube(), random_cube());
+            let boxed = surface_metrics(a.view(), b.view(), [1.5, 1.0, 0.7], 1.0);
+            let whole = surface_metrics_in_box(a.view(), b.view(), [1.5, 1.0, 0.7], 1.0);
+            assert!(boxed.0 == whole.0 && boxed.1 == whole.1, "{boxed:?} vs {whole:?}");
         }
     }
 

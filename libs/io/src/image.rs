@@ -90,8 +90,8 @@ fn volume_layout(header: &NiftiHeader, volumes_allowed: bool) -> std::result::Re
     if rank < 3 || dims[4.min(rank)..].iter().any(|&d| d != 1) || (volumes > 1 && !volumes_allowed) {
         return Err(format!("{rank}-D image where {expected} is expected (dim {dims:?})"));
     }
-    if dims.contains(&0) {
-        return Err(format!("empty image (dim {dims:?})"));
+    if dims.iter().any(|&d| d <= 0) {
+        return Err(format!("empty image or negative size (dim {dims:?})"));
     }
     Ok(([dims[0] as usize, dims[1] as usize, dims[2] as usize], volumes))
 }
@@ -109,8 +109,9 @@ struct Stored {
 fn read_stored(path: &Path, volumes_allowed: bool) -> Result<Stored> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     let corrupt = |e: std::io::Error| Error::bad_input(path, format!("corrupt or truncated gzip stream: {e}"));
+    let compressed = raw.starts_with(&[0x1f, 0x8b]);
     let mut stream: Box<dyn Read> =
-        if raw.starts_with(&[0x1f, 0x8b]) { Box::new(MultiGzDecoder::new(raw.as_slice())) } else { Box::new(raw.as_slice()) };
+        if compressed { Box::new(MultiGzDecoder::new(raw.as_slice())) } else { Box::new(raw.as_slice()) };
     // Header first, so the voxel buffer can be allocated once at its exact size.
     let mut header_bytes = Vec::with_capacity(HEADER_BYTES);
     (&mut stream).take(HEADER_BYTES as u64).read_to_end(&mut header_bytes).map_err(corrupt)?;
@@ -126,9 +127,12 @@ fn read_stored(path: &Path, volumes_allowed: bool) -> Result<Stored> {
     }
     let voxels = shape.iter().product::<usize>() * volumes;
     let needed = voxels * datatype.size_of();
+    // Trust the header's size only as far as the file could hold it (deflate expands at most about
+    // 1032-fold), so a corrupt header cannot make us allocate gigabytes before the data runs out.
+    let most = if compressed { raw.len().saturating_mul(1032) } else { raw.len() };
     let skip = header.vox_offset as u64 - HEADER_BYTES as u64;
     std::io::copy(&mut (&mut stream).take(skip), &mut std::io::sink()).map_err(corrupt)?;
-    let mut bytes = Vec::with_capacity(needed);
+    let mut bytes = Vec::with_capacity(needed.min(most));
     (&mut stream).take(needed as u64).read_to_end(&mut bytes).map_err(corrupt)?;
     if bytes.len() < needed {
         return Err(Error::bad_input(

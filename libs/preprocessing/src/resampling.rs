@@ -164,30 +164,33 @@ fn resample_axis(input: &Array3<f64>, axis: usize, m: usize, kernel: Kernel) -> 
 
 /// skimage's `resize(order, mode='edge', clip=True, anti_aliasing=False)` of a whole array, or of
 /// every slice along `slice_axis` separately (then clipped slice by slice, as nnU-Net resizes slices).
-fn resize(input: &Array3<f64>, new_shape: [usize; 3], order: u32, slice_axis: Option<usize>) -> Array3<f64> {
+fn resize(input: Array3<f64>, new_shape: [usize; 3], order: u32, slice_axis: Option<usize>) -> Array3<f64> {
     let kernel = Kernel::of_order(order);
-    let mut current = input.clone();
+    // clip=True clips to the input's range (per slice when slices are resized on their own); taken
+    // first, so that the input can be dropped as soon as the first axis is resampled
+    let range = |values: ndarray::ArrayView<f64, _>| values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let ranges: Vec<(f64, f64)> = match (kernel, slice_axis) {
+        (Kernel::CubicSpline, None) => vec![range(input.view().into_dyn())],
+        (Kernel::CubicSpline, Some(axis)) => input.axis_iter(Axis(axis)).map(|slice| range(slice.into_dyn())).collect(),
+        _ => Vec::new(),
+    };
+    let mut current = input;
     for axis in 0..3 {
         if Some(axis) != slice_axis && current.len_of(Axis(axis)) != new_shape[axis] {
             current = resample_axis(&current, axis, new_shape[axis], kernel);
         }
     }
-    if kernel == Kernel::CubicSpline {
-        match slice_axis {
-            None => clip_to_range_of(&mut current.view_mut(), &input.view()),
-            Some(axis) => {
-                for (mut out, src) in current.axis_iter_mut(Axis(axis)).zip(input.axis_iter(Axis(axis))) {
-                    clip_to_range_of(&mut out, &src);
-                }
+    match (ranges.as_slice(), slice_axis) {
+        ([], _) => {}
+        (&[(min, max)], None) => current.mapv_inplace(|v| v.clamp(min, max)),
+        (ranges, Some(axis)) => {
+            for (mut out, &(min, max)) in current.axis_iter_mut(Axis(axis)).zip(ranges) {
+                out.mapv_inplace(|v| v.clamp(min, max));
             }
         }
+        _ => unreachable!("one range without a slice axis"),
     }
     current
-}
-
-fn clip_to_range_of<D: ndarray::Dimension>(values: &mut ndarray::ArrayViewMut<f64, D>, reference: &ndarray::ArrayView<f64, D>) {
-    let (min, max) = reference.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    values.mapv_inplace(|v| v.clamp(min, max));
 }
 
 /// Resamples one channel of image data (or logits/probabilities) to `new_shape`.
@@ -197,9 +200,9 @@ pub fn resample_image(input: &Array3<f32>, new_shape: [usize; 3], separate_axis:
     }
     let data = input.mapv(f64::from);
     let resized = match separate_axis {
-        None => resize(&data, new_shape, how.order, None),
+        None => resize(data, new_shape, how.order, None),
         Some(axis) => {
-            let in_plane = resize(&data, in_plane_shape(new_shape, axis, data.len_of(Axis(axis))), how.order, Some(axis));
+            let in_plane = resize(data, in_plane_shape(new_shape, axis, input.len_of(Axis(axis))), how.order, Some(axis));
             if in_plane.len_of(Axis(axis)) == new_shape[axis] {
                 in_plane
             } else {
@@ -256,29 +259,44 @@ pub fn resample_labels(input: &Array3<i16>, new_shape: [usize; 3], separate_axis
 }
 
 fn sorted_labels(labels: &Array3<i16>) -> Vec<i16> {
-    let mut values: Vec<i16> = labels.iter().copied().collect();
+    // a presence table rather than a sorted copy of every voxel
+    let mut present = vec![false; 1 << 16];
+    labels.iter().for_each(|&v| present[usize::from(v as u16)] = true);
+    let mut values: Vec<i16> = (0..1usize << 16).filter(|&i| present[i]).map(|i| i as u16 as i16).collect();
     values.sort_unstable();
-    values.dedup();
     values
 }
 
 /// Per-label resize with the argmax rule and nearest-neighbour tie-break (see `resample_labels`).
+/// Order-0 resize (`resize` with the nearest kernel) of labels, by index lookup: no float copies.
+fn resize_nearest(input: &Array3<i16>, new_shape: [usize; 3], slice_axis: Option<usize>) -> Array3<i16> {
+    let source: Vec<Vec<usize>> = (0..3)
+        .map(|axis| {
+            let (n, m) = (input.len_of(Axis(axis)), new_shape[axis]);
+            (0..m)
+                .map(|o| if Some(axis) == slice_axis || n == m { o } else { ((source_position(o, n, m) + 0.5).floor().max(0.0) as usize).min(n - 1) })
+                .collect()
+        })
+        .collect();
+    Array3::from_shape_fn(new_shape, |(z, y, x)| input[[source[0][z], source[1][y], source[2][x]]])
+}
+
 fn resize_labels(input: &Array3<i16>, new_shape: [usize; 3], order: u32, slice_axis: Option<usize>) -> Array3<i16> {
     let labels = sorted_labels(input);
     if labels.len() == 1 {
         return Array3::from_elem(new_shape, labels[0]);
     }
-    let nearest = resize(&input.mapv(f64::from), new_shape, 0, slice_axis).mapv(|v| v as i16);
+    let nearest = resize_nearest(input, new_shape, slice_axis);
     let mut best = Array3::<f64>::zeros(new_shape);
-    let mut winner = Array3::<usize>::zeros(new_shape);
+    let mut winner = Array3::<u16>::zeros(new_shape);
     let mut nearest_score = Array3::<f64>::zeros(new_shape);
     for (index, &label) in labels.iter().enumerate() {
-        let score = resize(&input.mapv(|v| f64::from(u8::from(v == label))), new_shape, order, slice_axis);
+        let score = resize(input.mapv(|v| f64::from(u8::from(v == label))), new_shape, order, slice_axis);
         Zip::from(&mut best).and(&mut winner).and(&mut nearest_score).and(&score).and(&nearest).for_each(
             |best, winner, nearest_score, &score, &nearest| {
                 if index == 0 || score > *best {
                     *best = score;
-                    *winner = index;
+                    *winner = index as u16;
                 }
                 if nearest == label {
                     *nearest_score = score;
@@ -289,7 +307,7 @@ fn resize_labels(input: &Array3<i16>, new_shape: [usize; 3], order: u32, slice_a
     let mut output = Array3::<i16>::zeros(new_shape);
     Zip::from(&mut output).and(&winner).and(&best).and(&nearest_score).and(&nearest).for_each(
         |out, &winner, &best, &nearest_score, &nearest| {
-            *out = if nearest_score > 0.0 && nearest_score == best { nearest } else { labels[winner] };
+            *out = if nearest_score > 0.0 && nearest_score == best { nearest } else { labels[usize::from(winner)] };
         },
     );
     output

@@ -27,10 +27,15 @@ struct Args {
 enum Command {
     /// Average the probabilities (CASE.npz, from nn-infer --save-probabilities) of several prediction
     /// folders and write label maps in the input geometry.
+    #[command(after_help = "\
+Example:
+  nn-ensemble average -i runs/2d/fold_0/validation runs/3d_fullres/fold_0/validation -o averaged \\
+      --dataset raw/Dataset004_Hippocampus/dataset.json")]
     Average {
         /// Prediction folders with the same cases.
         #[arg(short, long = "input", required = true, num_args = 2..)]
         inputs: Vec<PathBuf>,
+        /// Output folder (CASE.nii.gz per case).
         #[arg(short, long)]
         output: PathBuf,
         /// dataset.json (default: the first folder's).
@@ -43,6 +48,10 @@ enum Command {
     /// Score every run and every pair of runs by the cross-validation foreground-mean Dice of their
     /// folds' validation predictions, pick the best, determine its postprocessing, and write
     /// inference_plan.json with the commands that apply it.
+    #[command(after_help = "\
+Example:
+  nn-ensemble select --runs runs/2d runs/3d_fullres --ref raw/Dataset004_Hippocampus/labelsTr --folds 0,1,2,3,4 \\
+      -o inference_plan.json")]
     Select {
         /// Run folders (nn-train's -o), one per configuration, with every fold's validation/.
         #[arg(long, required = true, num_args = 1..)]
@@ -53,13 +62,19 @@ enum Command {
         /// Folds of the cross-validation.
         #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4")]
         folds: Vec<usize>,
+        /// The inference plan to write.
         #[arg(short, long, default_value = "inference_plan.json")]
         output: PathBuf,
     },
     /// Apply the postprocessing of an inference plan to a folder of label maps.
+    #[command(after_help = "\
+Example:
+  nn-ensemble postprocess -i predictions_raw -o predictions --plan inference_plan.json")]
     Postprocess {
+        /// Folder of label maps (CASE.nii.gz), e.g. nn-infer's output.
         #[arg(short, long)]
         input: PathBuf,
+        /// Output folder.
         #[arg(short, long)]
         output: PathBuf,
         /// inference_plan.json from `nn-ensemble select`.
