@@ -21,13 +21,23 @@ fi
 scripts/nnunet.sh "$raw" "$work" --configs "${DEMO_CONFIGS:-2d,3d_fullres}" --folds 0-4 \
     --epochs "${DEMO_EPOCHS:-10}" --iters "${DEMO_ITERS:-12}" --val-iters 5 --device cpu
 
-# the chosen configuration's cross-validation predictions, evaluated together
+# the chosen model's cross-validation predictions (for a pair, the average of both per fold), evaluated
+# together
 plan="$work/inference_plan.json"
-chosen=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["models"][0]["run"])' "$plan")
-cv="$work/crossval/$(basename "$chosen")"
-mkdir -p "$cv"
-cp "$chosen"/fold_*/validation/*.nii.gz "$cv/"
-"$bin/nn-eval" --ref "$raw/labelsTr" --pred "$cv" --dataset "$raw/dataset.json" -o "$cv/summary.json" \
+read -r -a models <<< "$(python3 -c 'import json, sys; print(" ".join(m["run"] for m in json.load(open(sys.argv[1]))["models"]))' "$plan")"
+cv="$work/crossval"
+rm -rf "$cv"
+mkdir -p "$cv/predictions"
+for fold in "${models[0]}"/fold_*; do
+    fold=$(basename "$fold")
+    if [[ ${#models[@]} -gt 1 ]]; then
+        "$bin/nn-ensemble" average -i "${models[@]/%//$fold/validation}" -o "$cv/$fold" --dataset "$raw/dataset.json"
+        cp "$cv/$fold"/*.nii.gz "$cv/predictions/"
+    else
+        cp "${models[0]}/$fold"/validation/*.nii.gz "$cv/predictions/"
+    fi
+done
+"$bin/nn-eval" --ref "$raw/labelsTr" --pred "$cv/predictions" --dataset "$raw/dataset.json" -o "$cv/summary.json" \
     --overlays "$cv/overlays" --images "$raw/imagesTr"
 python3 - "$plan" "$cv/summary.json" <<'PY'
 import json, sys
@@ -45,6 +55,6 @@ for label, m in summary["mean"].items():
     print(f"  {label:<8}{fmt(m['Dice']):>8}{fmt(m['IoU']):>8}{fmt(m.get('HD95')):>10}{fmt(m.get('NSD')):>8}")
 PY
 echo
-echo "training curves: $chosen/fold_0/progress.png"
+echo "training curves: ${models[0]}/fold_0/progress.png"
 echo "overlays (reference green, prediction red): $cv/overlays/"
 echo "predictions of $raw/imagesTs: $work/predictions/"
