@@ -169,6 +169,23 @@ fn parse_v1_labels(object: &Map<String, Value>) -> std::result::Result<Vec<Label
     Ok(labels)
 }
 
+/// The distinct values of a label map that `allowed` (e.g. `Descriptor::allowed_label_values`) does
+/// not hold, in ascending order. One pass with a table for the common small values, so it costs no more
+/// than reading the map.
+pub fn undeclared_labels<'a>(values: impl IntoIterator<Item = &'a i32>, allowed: &[i64]) -> Vec<i32> {
+    let mut seen_small = [false; 256];
+    let mut seen_other = std::collections::BTreeSet::new();
+    for &v in values {
+        match u8::try_from(v) {
+            Ok(small) => seen_small[usize::from(small)] = true,
+            Err(_) => {
+                seen_other.insert(v);
+            }
+        }
+    }
+    (0..256).filter(|&v| seen_small[v as usize]).chain(seen_other).filter(|v| !allowed.contains(&i64::from(*v))).collect()
+}
+
 /// nnU-Net's rules: background is 0, plain labels are consecutive, the ignore label comes right after.
 pub fn check_labels(labels: &[Label], ignore: Option<i64>) -> std::result::Result<(), String> {
     match labels.iter().find(|l| l.name == "background") {

@@ -120,15 +120,9 @@ fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i6
     }
     // a value that dataset.json does not declare means the wrong dataset.json or a broken label map;
     // nnU-Net would silently count it as background
-    let mut declared = vec![true];
-    for v in classes.iter().flat_map(|(_, values)| values).copied().chain(ignore) {
-        if let Ok(v) = usize::try_from(v) {
-            declared.resize(declared.len().max(v + 1), false);
-            declared[v] = true;
-        }
-    }
+    let declared: Vec<i64> = std::iter::once(0).chain(classes.iter().flat_map(|(_, values)| values.iter().copied())).chain(ignore).collect();
     for (path, map) in [(reference, &truth), (prediction, &predicted)] {
-        if let Some(value) = map.data.iter().find(|&&v| !usize::try_from(v).is_ok_and(|v| declared.get(v) == Some(&true))) {
+        if let Some(value) = nntools_dataset::undeclared_labels(&map.data, &declared).first() {
             return Err(Error::bad_input(path, format!("holds label {value}, which dataset.json does not declare")));
         }
     }

@@ -143,18 +143,7 @@ fn check_geometry(case: &Case, images: &[Image<f32>], label: &Image<i32>, summar
 }
 
 fn check_label_values(case: &Case, label: &Image<i32>, allowed: &[i64], summary: &mut CaseSummary) {
-    let mut seen_small = [false; 256];
-    let mut seen_other = std::collections::BTreeSet::new();
-    for &v in &label.data {
-        match u8::try_from(v) {
-            Ok(small) => seen_small[small as usize] = true,
-            Err(_) => {
-                seen_other.insert(v);
-            }
-        }
-    }
-    let seen = (0..256).filter(|&v| seen_small[v as usize]).chain(seen_other);
-    let unexpected: Vec<i32> = seen.filter(|v| !allowed.contains(&i64::from(*v))).collect();
+    let unexpected = nntools_dataset::undeclared_labels(&label.data, allowed);
     if !unexpected.is_empty() {
         summary.problems.push(format!(
             "{}: label values {unexpected:?} are not declared in dataset.json (declared: {allowed:?})",
