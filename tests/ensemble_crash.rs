@@ -4,7 +4,7 @@
 
 use ndarray::Array4;
 use nntools_io::{write_new, write_npz, Geometry};
-use nntools_tests::{binary, stderr};
+use nntools_tests::{binary, kill_moments, os_args, stderr};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -67,18 +67,11 @@ fn killed_average_and_postprocess_rerun_to_identical_outputs() {
     std::fs::write(&plan, r#"{"models": [{"run": "r", "configuration": "3d_fullres"}], "folds": [0], "postprocessing": [{"keep_largest_component_of": [1, 2]}, {"keep_largest_component_of": [1]}],
         "cross_validation": [], "foreground_dice_before_postprocessing": 0.5, "foreground_dice_after_postprocessing": 0.6,
         "class_dice_after_postprocessing": {}, "commands": []}"#).unwrap();
-    // delays drawn from a seeded generator over the span of a run (a whole average takes ~1 s here)
-    let mut seed = 7u64;
-    let kills: Vec<u64> = (0..4)
-        .map(|_| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            20 + (seed >> 33) % 400
-        })
-        .collect();
-    let os = |items: &[&dyn AsRef<std::ffi::OsStr>]| items.iter().map(|a| a.as_ref().to_owned()).collect::<Vec<OsString>>();
+    // over the span of a run (a whole average takes ~1 s here)
+    let kills = kill_moments(7, 4, 20..420);
     let runs = [
-        ("average", os(&[&"average", &"-i", &a, &b, &"--save-probabilities"])),
-        ("postprocess", os(&[&"postprocess", &"-i", &a, &"--plan", &plan])),
+        ("average", os_args(&[&"average", &"-i", &a, &b, &"--save-probabilities"])),
+        ("postprocess", os_args(&[&"postprocess", &"-i", &a, &"--plan", &plan])),
     ];
     for (name, arguments) in runs {
         let whole = root.path().join(format!("{name}_whole"));

@@ -138,7 +138,7 @@ fn a_killed_run_reruns_to_the_same_files() {
     let status = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&whole)).status().unwrap();
     assert!(status.success());
     // killed first once a case is written, then twice more at seeded moments of the reruns
-    let mut seed = 11u64;
+    let delays = nntools_tests::kill_moments(11, 2, 300..3300);
     for kill in 0..3 {
         let mut child = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&killed)).spawn().unwrap();
         let start = std::time::Instant::now();
@@ -147,8 +147,7 @@ fn a_killed_run_reruns_to_the_same_files() {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         } else {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            std::thread::sleep(std::time::Duration::from_millis(300 + (seed >> 33) % 3000));
+            std::thread::sleep(std::time::Duration::from_millis(delays[kill - 1]));
         }
         child.kill().unwrap();
         child.wait().unwrap();

@@ -109,11 +109,9 @@ fn resumes_after_sigkill_with_the_same_schedule() {
     let mut resumed_args = args.clone();
     resumed_args.push("--resume".into());
     // then the resumed runs killed too, at seeded moments (a kill may land mid-checkpoint)
-    let mut seed = 5u64;
-    for _ in 0..2 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    for delay in nntools_tests::kill_moments(5, 2, 500..3000) {
         let mut child = Command::new(binary("nn-train")).args(&resumed_args).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(500 + (seed >> 33) % 2500));
+        std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap();
         child.wait().unwrap();
     }

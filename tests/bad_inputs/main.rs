@@ -6,7 +6,7 @@
 
 mod corpus;
 
-use nntools_tests::{binary, run, stderr};
+use nntools_tests::{binary, os_args as args, run, stderr};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,10 +127,6 @@ impl Report {
         eprintln!("{name}: {} tool x input runs, {} mismatches", self.runs, self.failures.len());
         assert!(self.failures.is_empty(), "{name}:\n{}", self.failures.join("\n"));
     }
-}
-
-fn args(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
-    items.iter().map(|a| a.as_ref().to_owned()).collect()
 }
 
 type Spoil = fn(&Path);

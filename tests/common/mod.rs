@@ -40,6 +40,23 @@ pub fn run(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     Command::new(binary(name)).args(args.iter().map(|a| a.as_ref())).output().expect("binary starts")
 }
 
+/// Command-line arguments as owned strings, for commands built more than once.
+pub fn os_args(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<std::ffi::OsString> {
+    items.iter().map(|a| a.as_ref().to_owned()).collect()
+}
+
+/// `count` seeded moments, in milliseconds within `range`, at which a crash test kills a run: random
+/// enough to land anywhere in it, fixed so that a failure reproduces.
+pub fn kill_moments(seed: u64, count: usize, range: std::ops::Range<u64>) -> Vec<u64> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            range.start + (state >> 33) % (range.end - range.start)
+        })
+        .collect()
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -158,13 +158,19 @@ mod tests {
         })
     }
 
+    /// A seeded stream of 31-bit values.
+    fn random_stream(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state >> 33
+        }
+    }
+
     #[test]
     fn distance_transform_equals_brute_force_on_random_masks() {
-        let mut state = 12345u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as f64 / (1u64 << 31) as f64
-        };
+        let mut random = random_stream(12345);
+        let mut next = || random() as f64 / (1u64 << 31) as f64;
         for (density, spacing) in [(0.05, [1.0, 1.0, 1.0]), (0.01, [3.0, 0.7, 1.2]), (0.3, [0.5, 2.0, 1.0])] {
             let mask = Array3::from_shape_fn((9, 11, 8), |_| next() < density);
             let fast = distance_to(mask.view(), spacing);
@@ -177,11 +183,8 @@ mod tests {
 
     #[test]
     fn the_bounding_box_gives_the_whole_volume_result() {
-        let mut state = 99u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as usize
-        };
+        let mut random = random_stream(99);
+        let mut next = || random() as usize;
         for _ in 0..20 {
             // two random boxes somewhere in a 14 x 12 x 10 volume, some touching its border
             let mut random_cube = || {
