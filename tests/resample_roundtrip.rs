@@ -7,7 +7,7 @@ use ndarray::{Array4, Axis};
 use nntools_dataset::Dataset;
 use nntools_io::read_label_map;
 use nntools_planning::Plans;
-use nntools_preprocessing::{logits_to_cropped_shape, preprocess_case, to_input_geometry, CaseFiles, Recipe};
+use nntools_preprocessing::{preprocess_case, to_input_geometry, CaseFiles, LogitsResampling, Recipe};
 use nntools_tests::{read_json, shared};
 
 fn round_trip(dataset: &str, configuration: &str, min_agreement: f64) {
@@ -22,7 +22,7 @@ fn round_trip(dataset: &str, configuration: &str, min_agreement: f64) {
         let seg = pre.seg.unwrap();
         let (z, y, x) = seg.dim();
         let logits = Array4::from_shape_fn((classes, z, y, x), |(c, z, y, x)| f32::from(u8::from(i64::from(seg[[z, y, x]].max(0)) == c as i64)));
-        let back = logits_to_cropped_shape(&logits, &pre.properties, &recipe);
+        let back = LogitsResampling::of(&pre.properties, &recipe).apply(&logits);
         let labels = back.map_axis(Axis(0), |scores| {
             scores.iter().enumerate().fold((0u8, f32::MIN), |best, (c, &s)| if s > best.1 { (c as u8, s) } else { best }).0
         });

@@ -4,6 +4,7 @@
 use crate::Descriptor;
 use ndarray::{Array3, ArrayView4, Axis, Zip};
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Labelling {
     /// Softmax over classes; the label is the index of the largest score.
     Classes,

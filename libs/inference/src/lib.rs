@@ -20,7 +20,7 @@ use nntools_planning::Plans;
 use nntools_preprocessing::{preprocess_case, CaseFiles, Preprocessed, Properties, Recipe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// What to predict with.
 pub struct Options {
@@ -127,6 +127,10 @@ impl ModelFolder {
 impl Predictor {
     /// Builds the folder's network once per fold on the device and loads the fold's weights.
     pub fn load(folder: &ModelFolder, options: &Options) -> Result<Self> {
+        if options.device.is_cuda() {
+            // every tile has the patch's shape: cuDNN's fastest algorithms are chosen once
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         let labels = &folder.previous_stage_labels;
         let input_channels = folder.recipe.channels() + labels.as_ref().map_or(0, Vec::len);
         let arch = &folder.recipe.configuration.architecture;
@@ -166,27 +170,22 @@ impl Predictor {
         Tensor::from_slice(data.as_slice().expect("standard layout")).view(shape.as_slice()).to_device(self.window.gaussian.device())
     }
 
-    /// Fold-averaged logits `(classes, z, y, x)` of preprocessed data `(c, z, y, x)` (with the
-    /// previous stage's preprocessed labels for the cascade), as nnU-Net's fp16 accumulators hold them;
-    /// `on_tile` is called after every network evaluation.
-    pub fn logits(&self, data: &Array4<f32>, previous_stage: Option<&Array3<i16>>, on_tile: &mut dyn FnMut()) -> Array4<f32> {
+    /// Fold-averaged fp16 logits `(classes, z, y, x)` of preprocessed data `(c, z, y, x)` (with the
+    /// previous stage's preprocessed labels for the cascade) on the prediction device, summed and
+    /// divided in fp16 as nnU-Net's accumulators hold them; `on_tile` is called after every network
+    /// evaluation.
+    pub fn logits(&self, data: &Array4<f32>, previous_stage: Option<&Array3<i16>>, on_tile: &mut dyn FnMut()) -> Tensor {
         let input = self.input(data, previous_stage);
         let mut sum: Option<Tensor> = None;
         for model in &self.models {
-            let logits = self.window.predict(&model.net, &input, self.classes, &mut *on_tile).to_device(Device::Cpu);
+            let logits = self.window.predict(&model.net, &input, self.classes, &mut *on_tile);
             sum = Some(match sum {
                 None => logits,
                 Some(previous) => previous + logits,
             });
         }
-        let mut logits = sum.expect("at least one fold");
-        if self.models.len() > 1 {
-            logits /= self.models.len() as f64;
-        }
-        let logits = logits.to_kind(Kind::Float).contiguous();
-        let shape: Vec<usize> = logits.size().iter().map(|&s| s as usize).collect();
-        let values = Vec::<f32>::try_from(logits.view(-1)).expect("float tensor");
-        Array4::from_shape_vec((shape[0], shape[1], shape[2], shape[3]), values).expect("logits shape")
+        let logits = sum.expect("at least one fold");
+        if self.models.len() > 1 { logits / self.models.len() as f64 } else { logits }
     }
 }
 
@@ -242,7 +241,8 @@ struct Prepared {
 /// A case's fold-averaged logits for each model, with what exporting them needs.
 struct Predicted {
     id: String,
-    per_model: Vec<(Array4<f32>, Properties)>,
+    /// Logits on the prediction device, exported there.
+    per_model: Vec<(Tensor, Properties)>,
     header: nntools_io::NiftiHeader,
 }
 

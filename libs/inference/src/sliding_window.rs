@@ -111,9 +111,10 @@ impl SlidingWindow {
     }
 
     /// fp16 logits `(classes, ...)` of a preprocessed image `(c, ...)` (3-D spatial, or `(c, z, y, x)`
-    /// predicted slice by slice for a 2-D patch), on the image tensor's device.
+    /// predicted slice by slice for a 2-D patch), on the image tensor's device. On a GPU the network
+    /// runs under fp16 autocast, as nnU-Net's predictor runs it there.
     pub fn predict(&self, net: &UNet, image: &Tensor, classes: i64, mut on_tile: impl FnMut()) -> Tensor {
-        tch::no_grad(|| {
+        tch::autocast(image.device().is_cuda(), || tch::no_grad(|| {
             let spatial: Vec<usize> = image.size()[1..].iter().map(|&s| s as usize).collect();
             let planar = self.patch.len() == 2;
             let tiled = if planar { &spatial[1..] } else { &spatial[..] };
@@ -157,7 +158,7 @@ impl SlidingWindow {
             padding.iter().enumerate().fold(logits, |t, (a, &(before, _))| {
                 t.narrow((1 + offset + a) as i64, before as i64, tiled[a] as i64)
             })
-        })
+        }))
     }
 
     /// Number of network evaluations `predict` makes for an image of `spatial` shape (for progress).

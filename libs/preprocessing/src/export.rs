@@ -7,22 +7,37 @@ use crate::case::{Properties, Recipe};
 use crate::resampling::{resample_image, separate_z_axis, Resampling};
 use ndarray::{s, Array3, Array4, ArrayView3, Axis};
 
-/// Resamples per-class logits `(c, z, y, x)` of a preprocessed case to its shape after cropping.
-pub fn logits_to_cropped_shape(logits: &Array4<f32>, properties: &Properties, recipe: &Recipe) -> Array4<f32> {
-    let case_spacing: Vec<f64> = recipe.transpose_forward.iter().map(|&a| properties.spacing[a]).collect();
-    let mut current_spacing = recipe.configuration.spacing.clone();
-    if current_spacing.len() == 2 {
-        current_spacing.insert(0, case_spacing[0]);
+/// How a case's logits go from the configuration's spacing back to its shape after cropping: the
+/// probabilities' resampling settings and the thick axis resampled separately, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogitsResampling {
+    pub shape: [usize; 3],
+    pub separate_axis: Option<usize>,
+    pub how: Resampling,
+}
+
+impl LogitsResampling {
+    pub fn of(properties: &Properties, recipe: &Recipe) -> Self {
+        let case_spacing: Vec<f64> = recipe.transpose_forward.iter().map(|&a| properties.spacing[a]).collect();
+        let mut current_spacing = recipe.configuration.spacing.clone();
+        if current_spacing.len() == 2 {
+            current_spacing.insert(0, case_spacing[0]);
+        }
+        let kwargs = &recipe.configuration.resampling_fn_probabilities_kwargs;
+        let how = Resampling { order: kwargs.order, order_z: kwargs.order_z, force_separate_z: kwargs.force_separate_z };
+        let separate_axis = separate_z_axis(how.force_separate_z, &current_spacing, &case_spacing);
+        Self { shape: properties.shape_after_cropping_and_before_resampling, separate_axis, how }
     }
-    let kwargs = &recipe.configuration.resampling_fn_probabilities_kwargs;
-    let how = Resampling { order: kwargs.order, order_z: kwargs.order_z, force_separate_z: kwargs.force_separate_z };
-    let separate = separate_z_axis(how.force_separate_z, &current_spacing, &case_spacing);
-    let shape = properties.shape_after_cropping_and_before_resampling;
-    let mut output = Array4::<f32>::zeros((logits.shape()[0], shape[0], shape[1], shape[2]));
-    for (mut out, channel) in output.axis_iter_mut(Axis(0)).zip(logits.axis_iter(Axis(0))) {
-        out.assign(&resample_image(&channel.to_owned(), shape, separate, how));
+
+    /// Resamples per-class logits `(c, z, y, x)` of a preprocessed case to its shape after cropping.
+    pub fn apply(&self, logits: &Array4<f32>) -> Array4<f32> {
+        let shape = self.shape;
+        let mut output = Array4::<f32>::zeros((logits.shape()[0], shape[0], shape[1], shape[2]));
+        for (mut out, channel) in output.axis_iter_mut(Axis(0)).zip(logits.axis_iter(Axis(0))) {
+            out.assign(&resample_image(&channel.to_owned(), shape, self.separate_axis, self.how));
+        }
+        output
     }
-    output
 }
 
 /// Puts a volume of the cropped shape back into the uncropped one (`outside` elsewhere) and transposes

@@ -13,4 +13,4 @@ mod store;
 
 pub use case::{preprocess_case, resampled_shape, CaseFiles, Preprocessed, Properties, Recipe, SitkStuff};
 pub use store::{preprocess_dataset, Stamp, Summary};
-pub use export::{logits_to_cropped_shape, to_input_geometry};
+pub use export::{to_input_geometry, LogitsResampling};

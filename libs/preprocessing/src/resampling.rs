@@ -7,7 +7,7 @@
 //! does not change the interpolant reproduces the samples exactly, and is skipped. Sample positions
 //! follow grid mode: output voxel `o` of `m` reads input position `(o + 0.5) * n / m - 0.5`.
 
-use ndarray::{Array3, Axis, Zip};
+use ndarray::{Array2, Array3, Axis, Zip};
 
 /// Spacing ratio above which an axis counts as anisotropic (nnU-Net's `ANISO_THRESHOLD`).
 const ANISOTROPY_THRESHOLD: f64 = 3.0;
@@ -160,6 +160,21 @@ fn resample_axis(input: &Array3<f64>, axis: usize, m: usize, kernel: Kernel) -> 
         }
     });
     output
+}
+
+/// The linear map `m x n` that resampling one line of `n` samples to `m` applies with interpolation
+/// `order` (row `o` holds output sample `o`'s weights), for devices that resample by matrix products.
+pub fn resampling_matrix(n: usize, m: usize, order: u32) -> Array2<f64> {
+    let identity = Array3::from_shape_fn((1, n, n), |(_, j, i)| f64::from(u8::from(i == j)));
+    // line j of the output is the response to unit sample j, i.e. column j of the matrix
+    let responses = resample_axis(&identity, 2, m, Kernel::of_order(order));
+    responses.index_axis_move(Axis(0), 0).reversed_axes().as_standard_layout().into_owned()
+}
+
+/// Whether resampling with `order` clips to the input's range (skimage's `clip=True` matters only for
+/// the cubic spline, whose overshoot can leave it).
+pub fn clips_to_input_range(order: u32) -> bool {
+    Kernel::of_order(order) == Kernel::CubicSpline
 }
 
 /// skimage's `resize(order, mode='edge', clip=True, anti_aliasing=False)` of a whole array, or of
@@ -353,6 +368,21 @@ mod tests {
         // 4 -> 2: positions 0.5 and 2.5 -> nearest rounds half up: 1 and 3
         let nearest = resample_axis(&input, 2, 2, Kernel::Nearest);
         assert_eq!(nearest.iter().copied().collect::<Vec<_>>(), [10.0, 30.0]);
+    }
+
+    #[test]
+    fn resampling_matrix_applies_what_resample_axis_does() {
+        let input = Array3::from_shape_fn((1, 1, 11), |(_, _, i)| ((i * 7) % 5) as f64 - 1.5);
+        for (m, order) in [(17, 3), (6, 3), (17, 1), (4, 0)] {
+            let matrix = resampling_matrix(11, m, order);
+            let by_matrix = matrix.dot(&input.index_axis(Axis(0), 0).index_axis(Axis(0), 0));
+            let direct = resample_axis(&input, 2, m, Kernel::of_order(order));
+            for o in 0..m {
+                assert!((by_matrix[o] - direct[[0, 0, o]]).abs() < 1e-12, "m {m} order {order} at {o}");
+            }
+        }
+        // linear weights of each output sample sum to one
+        assert!(resampling_matrix(5, 9, 1).rows().into_iter().all(|r| (r.sum() - 1.0).abs() < 1e-12));
     }
 
     #[test]
