@@ -213,8 +213,8 @@ fn stack(patches: Vec<(Array4<f32>, Array3<i16>)>, two_d: bool) -> (ArrayD<f32>,
 
 /// Batches `first..first + count` of a plan, made by background threads and yielded in order; each
 /// thread runs at most a few batches ahead. Dropping it stops the threads.
-pub struct Prefetcher {
-    queues: Vec<Receiver<Batch>>,
+pub struct Prefetcher<T = Batch> {
+    queues: Vec<Receiver<T>>,
     workers: Vec<JoinHandle<()>>,
     next: usize,
     count: usize,
@@ -222,15 +222,24 @@ pub struct Prefetcher {
 
 impl Prefetcher {
     pub fn start(plan: Arc<BatchPlan>, first: u64, count: usize, threads: usize) -> Self {
+        Self::start_staged(plan, first, count, threads, |batch| batch)
+    }
+}
+
+impl<T: Send + 'static> Prefetcher<T> {
+    /// As `start`, each batch passed through `stage` on its thread (to put it where the device reads
+    /// it fastest).
+    pub fn start_staged(plan: Arc<BatchPlan>, first: u64, count: usize, threads: usize, stage: impl Fn(Batch) -> T + Send + Sync + 'static) -> Self {
         let threads = threads.clamp(1, count.max(1));
+        let stage = Arc::new(stage);
         let (queues, workers) = (0..threads)
             .map(|worker| {
                 let (sender, receiver) = sync_channel(PREFETCH_PER_WORKER);
-                let plan = plan.clone();
+                let (plan, stage) = (plan.clone(), stage.clone());
                 let handle = std::thread::spawn(move || {
                     for index in (worker..count).step_by(threads) {
                         // a closed queue means the consumer stopped early
-                        if sender.send(plan.batch(first + index as u64)).is_err() {
+                        if sender.send(stage(plan.batch(first + index as u64))).is_err() {
                             return;
                         }
                     }
@@ -242,10 +251,10 @@ impl Prefetcher {
     }
 }
 
-impl Iterator for Prefetcher {
-    type Item = Batch;
+impl<T> Iterator for Prefetcher<T> {
+    type Item = T;
 
-    fn next(&mut self) -> Option<Batch> {
+    fn next(&mut self) -> Option<T> {
         if self.next == self.count {
             return None;
         }
@@ -255,7 +264,7 @@ impl Iterator for Prefetcher {
     }
 }
 
-impl Drop for Prefetcher {
+impl<T> Drop for Prefetcher<T> {
     fn drop(&mut self) {
         self.queues.clear();
         for worker in self.workers.drain(..) {

@@ -8,6 +8,7 @@ use ndarray::ArrayD;
 use nntools_augmentation::{write_mid_slice_png, Augmenter, Mode, Recipe};
 use nntools_network::Model;
 use nntools_planning::Configuration;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -98,10 +99,25 @@ pub struct Trainer {
     history: Vec<EpochLog>,
 }
 
-fn to_tensor<T: tch::kind::Element + Copy>(array: &ArrayD<T>, device: Device) -> Tensor {
+/// A batch as host tensors, page-locked when training on a GPU so that its copy to the device runs
+/// asynchronously; made on the loader threads.
+struct HostBatch {
+    data: Tensor,
+    seg: Tensor,
+    rng: ChaCha8Rng,
+}
+
+impl HostBatch {
+    fn stage(batch: Batch, device: Device) -> Self {
+        let host = |tensor: Tensor| if device.is_cuda() { tensor.pin_memory(device) } else { tensor };
+        Self { data: host(to_tensor(&batch.data)), seg: host(to_tensor(&batch.seg)), rng: batch.rng }
+    }
+}
+
+fn to_tensor<T: tch::kind::Element + Copy>(array: &ArrayD<T>) -> Tensor {
     let standard = array.as_standard_layout();
     let shape: Vec<i64> = array.shape().iter().map(|&s| s as i64).collect();
-    Tensor::from_slice(standard.as_slice().expect("standard layout")).view(shape.as_slice()).to_device(device)
+    Tensor::from_slice(standard.as_slice().expect("standard layout")).view(shape.as_slice())
 }
 
 impl Trainer {
@@ -159,7 +175,7 @@ impl Trainer {
             classes,
             train_batches: plan(train_cases, &initial, settings.seed),
             val_batches: plan(val_cases, patch, settings.seed ^ VALIDATION_STREAM_SEED),
-            loss_scaler: cuda.then(LossScaler::default),
+            loss_scaler: cuda.then(|| LossScaler::new(settings.device)),
             state: TrainingState {
                 epoch: 0,
                 ema_pseudo_dice: None,
@@ -182,7 +198,7 @@ impl Trainer {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let batches = count.div_ceil(self.train_batches.batch_size);
         let mut written = 0;
-        for batch in Prefetcher::start(self.train_batches.clone(), 0, batches, LOADER_THREADS) {
+        for batch in self.batches(&self.train_batches, 0, batches) {
             let (data, targets) = self.tensors(batch, true);
             for i in 0..data.size()[0] {
                 if written == count {
@@ -206,12 +222,19 @@ impl Trainer {
         self.model.load_pretrained(weights).map_err(|e| e.to_string())
     }
 
+    /// Batches `first..first + count` of `plan`, staged for the device by the loader threads.
+    fn batches(&self, plan: &Arc<BatchPlan>, first: usize, count: usize) -> Prefetcher<HostBatch> {
+        let device = self.settings.device;
+        Prefetcher::start_staged(plan.clone(), first as u64, count, LOADER_THREADS, move |batch| HostBatch::stage(batch, device))
+    }
+
     /// A batch on the device, augmented when training: the image tensor and the deep-supervision
     /// targets (-1 outside the image mapped to 0).
-    fn tensors(&self, batch: Batch, training: bool) -> (Tensor, Vec<Tensor>) {
-        let Batch { data, seg, mut rng } = batch;
+    fn tensors(&self, batch: HostBatch, training: bool) -> (Tensor, Vec<Tensor>) {
+        let HostBatch { data, seg, mut rng } = batch;
         let device = self.settings.device;
-        let (data, seg) = (to_tensor(&data, device), to_tensor(&seg, device));
+        let to_device = |t: Tensor| t.to_device_(device, t.kind(), true, false);
+        let (data, seg) = (to_device(data), to_device(seg));
         let (data, seg) = if training { self.augmenter.training(&data, &seg, &mut rng) } else { self.augmenter.validation(&data, &seg) };
         let spatial = seg.dim() - 2;
         let targets = self
@@ -228,13 +251,13 @@ impl Trainer {
         (data, targets)
     }
 
-    /// Mean training loss of the epoch, or `None` when stopped by `Settings::stop`.
+    /// Mean training loss of the epoch, or `None` when stopped by `Settings::stop`. Nothing in an
+    /// iteration waits for the device: losses are summed there and read once per epoch.
     fn train_epoch(&mut self, epoch: usize, lr: f64) -> Option<f64> {
         let iterations = self.settings.iterations;
-        let batches = Prefetcher::start(self.train_batches.clone(), (epoch * iterations) as u64, iterations, LOADER_THREADS);
         let amp = self.loss_scaler.is_some();
-        let mut total = 0.0;
-        for batch in batches {
+        let mut total = Tensor::zeros([], (Kind::Double, self.settings.device));
+        for batch in self.batches(&self.train_batches, epoch * iterations, iterations) {
             if self.settings.stop.load(Ordering::Relaxed) {
                 return None;
             }
@@ -247,56 +270,59 @@ impl Trainer {
             match &mut self.loss_scaler {
                 None => {
                     loss.backward();
-                    self.optimizer.clip_grad_norm(GRADIENT_CLIP_NORM);
+                    let _ = self.optimizer.clip_grad_norm(GRADIENT_CLIP_NORM);
                     self.optimizer.step(lr);
                 }
                 Some(scaler) => {
-                    (&loss * scaler.scale).backward();
-                    self.optimizer.scale_gradients(1.0 / scaler.scale);
-                    let norm = self.optimizer.clip_grad_norm(GRADIENT_CLIP_NORM);
+                    (&loss * &scaler.scale).backward();
+                    let found_inf = scaler.unscale(&self.optimizer);
+                    let _ = self.optimizer.clip_grad_norm(GRADIENT_CLIP_NORM);
                     // an overflowing step is skipped, as torch's GradScaler does
-                    if norm.is_finite() {
-                        self.optimizer.step(lr);
-                    }
-                    scaler.update(norm.is_finite());
+                    self.optimizer.step_unless(lr, &found_inf);
+                    scaler.update(&found_inf);
                 }
             }
-            total += loss.double_value(&[]);
+            total += loss.detach().to_kind(Kind::Double);
         }
-        Some(total / iterations as f64)
+        Some(total.double_value(&[]) / iterations as f64)
     }
 
-    /// Validation loss and per-class pseudo Dice from TP/FP/FN summed over all validation batches.
+    /// Validation loss and per-class pseudo Dice from TP/FP/FN summed over all validation batches (on
+    /// the device, read once).
     fn validate(&mut self, epoch: usize) -> (f64, Vec<f64>) {
-        let foreground = self.classes - 1;
-        let (mut tp, mut fp, mut fn_) = (vec![0.0; foreground], vec![0.0; foreground], vec![0.0; foreground]);
-        let mut total = 0.0;
+        let foreground = (self.classes - 1) as i64;
+        let options = (Kind::Double, self.settings.device);
+        let (mut tp, mut fp, mut fn_) = (Tensor::zeros([foreground], options), Tensor::zeros([foreground], options), Tensor::zeros([foreground], options));
+        let mut total = Tensor::zeros([], options);
         let iterations = self.settings.validation_iterations;
         let amp = self.loss_scaler.is_some();
-        for batch in Prefetcher::start(self.val_batches.clone(), (epoch * iterations) as u64, iterations, LOADER_THREADS) {
+        for batch in self.batches(&self.val_batches, epoch * iterations, iterations) {
             let (input, targets) = self.tensors(batch, false);
             tch::autocast(amp, || tch::no_grad(|| {
                 let outputs = self.model.net.forward_deep_supervision(&input);
-                total += self.loss.deep_supervision(&outputs, &targets, &self.ds_weights).double_value(&[]);
+                total += self.loss.deep_supervision(&outputs, &targets, &self.ds_weights).to_kind(Kind::Double);
                 let predicted = outputs[0].argmax(1, true);
                 let target = targets[0].to_kind(Kind::Int64);
-                for c in 1..self.classes {
-                    let p = predicted.eq(c as i64);
-                    let t = target.eq(c as i64);
-                    let count = |m: Tensor| m.sum(Kind::Float).double_value(&[]);
-                    tp[c - 1] += count(p.logical_and(&t));
-                    fp[c - 1] += count(p.logical_and(&t.logical_not()));
-                    fn_[c - 1] += count(p.logical_not().logical_and(&t));
-                }
+                let counts = |pairs: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
+                    let per_class: Vec<Tensor> = (1..self.classes as i64)
+                        .map(|c| pairs(&predicted.eq(c), &target.eq(c)).sum(Kind::Double))
+                        .collect();
+                    Tensor::stack(&per_class, 0)
+                };
+                tp += counts(&|p, t| p.logical_and(t));
+                fp += counts(&|p, t| p.logical_and(&t.logical_not()));
+                fn_ += counts(&|p, t| p.logical_not().logical_and(t));
             }));
         }
-        let dice = (0..foreground)
+        let host = |t: &Tensor| Vec::<f64>::try_from(t.to_device(Device::Cpu)).expect("double tensor");
+        let (tp, fp, fn_) = (host(&tp), host(&fp), host(&fn_));
+        let dice = (0..foreground as usize)
             .map(|c| {
                 let denominator = 2.0 * tp[c] + fp[c] + fn_[c];
                 if denominator == 0.0 { f64::NAN } else { 2.0 * tp[c] / denominator }
             })
             .collect();
-        (total / self.settings.validation_iterations.max(1) as f64, dice)
+        (total.double_value(&[]) / iterations.max(1) as f64, dice)
     }
 
     /// Runs the remaining epochs, calling `report` after each.
