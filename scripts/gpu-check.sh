@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The GPU check of docs/performance.md, in two halves:
+#
+#   scripts/gpu-check.sh pack   (here, after scripts/setup.sh) stages what the lent GPU machine needs
+#                               in .device/ (git-ignored, about 40 MB): the stripped release binaries
+#                               and Dataset004_Hippocampus from ../shared/data.
+#   scripts/gpu-check.sh run    (there, with .device carried) runs the binaries against the machine's
+#                               own torch 2.11.0 libraries and writes $OUT/gpu-check.json.
+#
+# `run`: preprocesses Dataset004 for 3d_fullres, times one short epoch to size the training budget,
+# trains fold 0 for as many 250-iteration epochs as fit in GPU_CHECK_TRAIN_SECONDS (default 300) while
+# nvidia-smi samples utilisation and memory, evaluates the fold's validation predictions (Dice), times
+# nn-infer with mirroring TTA on the validation images (cases per second), and compares CPU and CUDA
+# predictions of the same weights voxel by voxel on GPU_CHECK_CPU_CASES (default 8) of them.
+# GPU_CHECK_DEVICE=cpu GPU_CHECK_ITERS=2 GPU_CHECK_TRAIN_SECONDS=1 rehearses the whole run on a CPU
+# (tests/gpu_check.rs does, on a synthetic dataset: GPU_CHECK_DATA, GPU_CHECK_STAGE, GPU_CHECK_WORK and
+# NN_TOOLS_BIN move the dataset, the staging folder, the scratch folder and the binaries' folder).
+# The full run takes about 7 minutes on an H100; the figures are all in the JSON, and a copy of the
+# log lines is in $OUT/gpu-check.log.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+stage=${GPU_CHECK_STAGE:-$here/.device}
+bin_dir=${NN_TOOLS_BIN:-$here/target/release}
+tools=(nn-fingerprint nn-plan nn-resample nn-train nn-infer nn-eval)
+
+pack() {
+    local data=${GPU_CHECK_DATA:-$here/../shared/data/Dataset004_Hippocampus}
+    [[ -f $data/dataset.json ]] || { echo "gpu-check: error: $data: no dataset.json" >&2; exit 2; }
+    rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/data"
+    for tool in "${tools[@]}"; do
+        [[ -x $bin_dir/$tool ]] || { echo "gpu-check: error: $bin_dir/$tool missing: run scripts/setup.sh" >&2; exit 2; }
+        if command -v strip > /dev/null; then strip -o "$stage/bin/$tool" "$bin_dir/$tool"; else cp "$bin_dir/$tool" "$stage/bin/"; fi
+    done
+    cp -r "$data" "$stage/data/dataset"
+    # the device gets a copy of the working tree without .git: record what was built
+    (cd "$here" && git describe --always --dirty 2> /dev/null || echo unknown) > "$stage/commit"
+    echo "gpu-check: staged $(du -sh "$stage" | cut -f1) in $stage; run there with it carried: scripts/gpu-check.sh run" >&2
+}
+
+run() {
+    local out=${OUT:-$here/gpu-check-out} device=${GPU_CHECK_DEVICE:-cuda}
+    local budget=${GPU_CHECK_TRAIN_SECONDS:-300} iters=${GPU_CHECK_ITERS:-250} cpu_cases=${GPU_CHECK_CPU_CASES:-8}
+    local bin=$stage/bin raw=$stage/data/dataset work=${GPU_CHECK_WORK:-/tmp/gpu-check}
+    [[ -x $bin/nn-train && -f $raw/dataset.json ]] || { echo "gpu-check: error: .device is not staged: run scripts/gpu-check.sh pack here and carry .device" >&2; exit 2; }
+    mkdir -p "$out"
+    exec > >(tee "$out/gpu-check.log") 2>&1
+    # the binaries' rpath names the build machine's venv: use this machine's torch when it has one
+    local torch_lib
+    torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2> /dev/null || true)
+    if [[ -n $torch_lib ]]; then
+        export LD_LIBRARY_PATH=$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    fi
+    echo "gpu-check: libtorch from ${torch_lib:-the rpath of the binaries}"
+    rm -rf "$work" && mkdir -p "$work"
+    step() { echo "== $(date +%T) $*"; }
+    seconds() { python3 -c 'import sys, time; print(f"{time.time() - float(sys.argv[1]):.3f}")' "$1"; }
+
+    step "preprocess (fingerprint, plan, resample 3d_fullres)"
+    local t0; t0=$(date +%s.%N)
+    "$bin/nn-fingerprint" "$raw" -o "$work/fingerprint.json" -q
+    "$bin/nn-plan" --fingerprint "$work/fingerprint.json" --dataset "$raw" -o "$work/plans.json"
+    "$bin/nn-resample" --plans "$work/plans.json" -c 3d_fullres -i "$raw" -o "$work/preprocessed" -q
+    local preprocess_s; preprocess_s=$(seconds "$t0")
+
+    local train=("$bin/nn-train" --plans "$work/plans.json" -c 3d_fullres --data "$work/preprocessed" --dataset "$raw/dataset.json"
+                 --device "$device" --iters "$iters" --val-iters $(( (iters + 4) / 5 )) -q)
+    # --fold all: the same epoch, without the final validation a fold ends with
+    step "calibration: one epoch of $iters iterations (cuDNN autotuning included)"
+    "${train[@]}" --fold all -o "$work/calibration" --epochs 1
+    local epoch_s epochs
+    epoch_s=$(python3 -c 'import json, sys; print(json.loads(open(sys.argv[1]).readline())["epoch_time_s"])' "$work/calibration/fold_all/log.jsonl")
+    epochs=$(python3 -c 'import sys; print(max(1, int(float(sys.argv[1]) / float(sys.argv[2]))))' "$budget" "$epoch_s")
+    step "training fold 0 for $epochs epochs (first epoch took ${epoch_s}s)"
+
+    local sampler=""
+    if command -v nvidia-smi > /dev/null; then
+        nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -lms 200 > "$out/gpu-samples.csv" &
+        sampler=$!
+    fi
+    t0=$(date +%s.%N)
+    "${train[@]}" --fold 0 -o "$work/run" --epochs "$epochs"
+    local train_s; train_s=$(seconds "$t0")
+    [[ -n $sampler ]] && kill "$sampler" && wait "$sampler" 2> /dev/null || true
+
+    step "Dice of fold 0's validation predictions"
+    "$bin/nn-eval" --ref "$raw/labelsTr" --pred "$work/run/fold_0/validation" --dataset "$raw/dataset.json" --chill -o "$out/validation-summary.json"
+
+    local cases=() id
+    for label in "$work/run/fold_0/validation/"*.nii.gz; do
+        id=$(basename "$label" .nii.gz)
+        cases+=("$raw/imagesTr/${id}_0000.nii.gz")
+    done
+    step "nn-infer with TTA on ${#cases[@]} validation images ($device)"
+    t0=$(date +%s.%N)
+    "$bin/nn-infer" -m "$work/run" --folds 0 -i "${cases[@]}" -o "$work/predicted" --device "$device" -q
+    local infer_s; infer_s=$(seconds "$t0")
+
+    local compared=("${cases[@]:0:$cpu_cases}")
+    step "nn-infer with TTA on ${#compared[@]} of them on the CPU, for the CPU/$device agreement"
+    "$bin/nn-infer" -m "$work/run" --folds 0 -i "${compared[@]}" -o "$work/predicted-on-cpu" --device cpu -q
+
+    step "report"
+    python3 - "$out" "$work" "$device" "$preprocess_s" "$epoch_s" "$epochs" "$train_s" "$infer_s" "${#cases[@]}" "$budget" "$iters" "$(cat "$stage/commit")" <<'PY'
+import array, csv, glob, gzip, json, os, statistics, struct, subprocess, sys
+
+out, work, device, preprocess_s, first_epoch_s, epochs, train_s, infer_s, cases, budget, iters, commit = sys.argv[1:]
+log = [json.loads(line) for line in open(f"{work}/run/fold_0/log.jsonl")]
+times = [entry["epoch_time_s"] for entry in log]
+steady = times[1:] or times
+summary = json.load(open(f"{out}/validation-summary.json"))
+
+def voxels(path):
+    # a NIfTI-1 label map as nn-infer writes it: the voxels (uint8, or uint16 past 255 labels) start at
+    # the header's vox_offset
+    raw = gzip.open(path).read() if path.endswith(".gz") else open(path, "rb").read()
+    (offset,) = struct.unpack("<f", raw[108:112])
+    (datatype,) = struct.unpack("<h", raw[70:72])
+    return array.array({2: "B", 512: "H"}[datatype], raw[int(offset):])
+
+agreement = []
+for cpu in sorted(glob.glob(f"{work}/predicted-on-cpu/*.nii.gz")):
+    theirs = voxels(f"{work}/predicted/{os.path.basename(cpu)}")
+    mine = voxels(cpu)
+    agreement.append((os.path.basename(cpu), sum(a == b for a, b in zip(theirs, mine)), len(mine)))
+equal = sum(a[1] for a in agreement)
+total = sum(a[2] for a in agreement)
+
+gpu = {}
+samples = f"{out}/gpu-samples.csv"
+if os.path.exists(samples):
+    rows = [r for r in csv.reader(open(samples)) if len(r) == 3]
+    utilisation = [float(r[1]) for r in rows]
+    memory = [float(r[2]) for r in rows]
+    # the first seconds load the network and autotune cuDNN, the last ones predict the validation
+    # cases: utilisation over the middle 80% of the run is that of the training proper
+    busy = utilisation[len(utilisation) // 10:len(utilisation) - len(utilisation) // 10]
+    gpu = {
+        "samples": len(rows),
+        "utilisation_mean_percent": round(statistics.mean(busy), 1) if busy else None,
+        "utilisation_mean_whole_run_percent": round(statistics.mean(utilisation), 1) if utilisation else None,
+        "utilisation_median_percent": statistics.median(busy) if busy else None,
+        "peak_memory_mib": max(memory) if memory else None,
+    }
+    try:
+        gpu["name"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                                     capture_output=True, text=True).stdout.strip()
+    except OSError:
+        pass
+
+report = {
+    "commit": commit,
+    "device": device,
+    "iterations_per_epoch": int(iters),
+    "training_budget_s": float(budget),
+    "preprocessing_s": float(preprocess_s),
+    "calibration_epoch_s": float(first_epoch_s),
+    "epochs": int(epochs),
+    "training_wall_s": float(train_s),
+    "epoch_s": {"first": times[0], "mean_after_first": statistics.mean(steady), "median": statistics.median(times),
+                "min": min(times), "max": max(times)},
+    "gpu": gpu,
+    "validation": {
+        "cases": len(summary["metric_per_case"]),
+        "dice_per_class": {k: v["Dice"] for k, v in summary["mean"].items()},
+        "mean_dice": summary["foreground_mean"]["Dice"],
+        "final_ema_pseudo_dice": log[-1]["ema_pseudo_dice"],
+    },
+    "inference_tta": {"cases": int(cases), "wall_s": float(infer_s), "cases_per_s": int(cases) / float(infer_s)},
+    "cpu_agreement": {"cases": len(agreement), "equal_voxels": equal, "voxels": total,
+                      "fraction": equal / total if total else None,
+                      "worst_case": min(((a[1] / a[2], a[0]) for a in agreement), default=None)},
+}
+path = f"{out}/gpu-check.json"
+json.dump(report, open(path + ".tmp", "w"), indent=2)
+os.replace(path + ".tmp", path)
+print(json.dumps(report, indent=2))
+PY
+}
+
+case ${1:-} in
+    pack) pack ;;
+    run) run ;;
+    *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+esac
