@@ -117,12 +117,8 @@ if [[ -d $raw/imagesTs ]]; then
     if current predict "$plan" "${finals[@]}" "$raw"/imagesTs/*; then
         step "predictions: current"
     else
-        models=$(python3 -c 'import json, sys; print(" ".join(m["run"] for m in json.load(open(sys.argv[1]))["models"]))' "$plan")
-        model_flags=()
-        for m in $models; do model_flags+=(-m "$m"); done
-        step "nn-infer $raw/imagesTs with ${models//$work\//}"
-        "$bin/nn-infer" "${model_flags[@]}" --folds "$folds_csv" -i "$raw/imagesTs" -o "$work/predictions_raw" \
-            --device "$device" -q "${threads[@]}"
+        step "nn-infer $raw/imagesTs with the models of $plan"
+        "$bin/nn-infer" --plan "$plan" -i "$raw/imagesTs" -o "$work/predictions_raw" --device "$device" -q "${threads[@]}"
         step "nn-ensemble postprocess -> $work/predictions"
         "$bin/nn-ensemble" postprocess -i "$work/predictions_raw" -o "$work/predictions" --plan "$plan" "${threads[@]}"
         mark predict

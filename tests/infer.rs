@@ -107,11 +107,20 @@ fn bad_requests_name_the_problem() {
     let out = tempfile::tempdir().unwrap();
     let nowhere = out.path().join("missing");
     let (model, images) = (reference.join("model"), reference.join("images"));
-    let [a, b, c] = ["a", "b", "c"].map(|name| out.path().join(name));
-    let cases: [(Vec<&dyn AsRef<std::ffi::OsStr>>, &str); 3] = [
+    let [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(|name| out.path().join(name));
+    // an inference plan whose model folder is gone, and a JSON file that is no plan
+    let stale_plan = out.path().join("stale_plan.json");
+    std::fs::write(&stale_plan, format!(r#"{{"models": [{{"run": {:?}, "configuration": "3d_fullres"}}], "folds": [0], "postprocessing": [],
+        "cross_validation": [], "foreground_dice_before_postprocessing": 0.5, "foreground_dice_after_postprocessing": 0.5,
+        "class_dice_after_postprocessing": {{}}, "commands": []}}"#, nowhere)).unwrap();
+    let not_a_plan = out.path().join("not_a_plan.json");
+    std::fs::write(&not_a_plan, r#"{"models": "3d_fullres"}"#).unwrap();
+    let cases: [(Vec<&dyn AsRef<std::ffi::OsStr>>, &str); 5] = [
         (vec![&"-m", &nowhere, &"-i", &images, &"-o", &a], "missing"),
         (vec![&"-m", &model, &"-i", &nowhere, &"-o", &b], "no such image"),
         (vec![&"-m", &model, &"--folds", &"3", &"-i", &images, &"-o", &c], "fold_3"),
+        (vec![&"--plan", &stale_plan, &"-i", &images, &"-o", &d], "missing"),
+        (vec![&"--plan", &not_a_plan, &"-i", &images, &"-o", &e], "not_a_plan.json"),
     ];
     for (args, expected) in cases {
         let output = run("nn-infer", &args);
@@ -120,7 +129,7 @@ fn bad_requests_name_the_problem() {
         assert_eq!(message.lines().count(), 1, "{message}");
         assert!(message.contains(expected), "{message}");
     }
-    assert!(!a.exists() && !b.exists() && !c.exists(), "no output folder on bad input");
+    assert!([a, b, c, d, e].iter().all(|dir| !dir.exists()), "no output folder on bad input");
 }
 
 #[test]

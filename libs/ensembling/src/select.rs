@@ -200,7 +200,7 @@ pub fn select(request: &SelectRequest) -> Result<InferencePlan> {
     let (steps, after) = determine_postprocessing(&context, &chosen, baseline.clone())?;
     let models: Vec<Model> = chosen.iter().map(|&r| Model { run: runs[r].dir.clone(), configuration: runs[r].configuration.clone() }).collect();
     let plan = InferencePlan {
-        commands: commands(&models, &request.folds, &request.output),
+        commands: commands(&request.output),
         models,
         folds: request.folds.clone(),
         postprocessing: steps,
@@ -243,11 +243,9 @@ fn determine_postprocessing(context: &Context, candidate: &[usize], baseline: Su
 }
 
 /// The commands that apply a plan to `IMAGES`, writing `PREDICTIONS`.
-fn commands(models: &[Model], folds: &[usize], plan: &Path) -> Vec<String> {
-    let folds = folds.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
-    let models = models.iter().map(|m| format!("-m {}", m.run.display())).collect::<Vec<_>>().join(" ");
+fn commands(plan: &Path) -> Vec<String> {
     vec![
-        format!("nn-infer {models} --folds {folds} -i IMAGES -o PREDICTIONS_RAW"),
+        format!("nn-infer --plan {} -i IMAGES -o PREDICTIONS_RAW", plan.display()),
         format!("nn-ensemble postprocess -i PREDICTIONS_RAW -o PREDICTIONS --plan {}", plan.display()),
     ]
 }

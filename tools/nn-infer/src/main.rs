@@ -20,11 +20,16 @@ Examples:
   nn-infer -m runs/3d_fullres -i raw/Dataset004_Hippocampus/imagesTs -o predictions
   nn-infer -m runs/3d_fullres --folds 0,1 --no-tta -i case_0000.nii.gz -o predictions --device cpu
   nn-infer -m runs/2d -m runs/3d_fullres -i imagesTs -o ensemble --save-probabilities
-  nn-infer -m runs/3d_cascade_fullres --prev-stage predictions_lowres -i imagesTs -o predictions")]
+  nn-infer -m runs/3d_cascade_fullres --prev-stage predictions_lowres -i imagesTs -o predictions
+  nn-infer --plan inference_plan.json -i imagesTs -o predictions_raw   (then: nn-ensemble postprocess)")]
 struct Args {
     /// Model folder (plans.json, dataset.json, fold_F/checkpoint_final.safetensors); repeat to ensemble.
-    #[arg(short, long = "model", required = true)]
+    #[arg(short, long = "model", required_unless_present = "plan")]
     models: Vec<PathBuf>,
+    /// The models and folds `nn-ensemble select` chose (its inference_plan.json), instead of -m and
+    /// --folds; its postprocessing is applied by `nn-ensemble postprocess --plan`.
+    #[arg(long, conflicts_with_all = ["models", "folds"])]
+    plan: Option<PathBuf>,
     /// Image folder(s) of CASE_XXXX.nii.gz files, or image files.
     #[arg(short, long = "input", required = true, num_args = 1..)]
     inputs: Vec<PathBuf>,
@@ -74,13 +79,21 @@ fn main() -> ExitCode {
         if let Some(threads) = args.threads {
             tch::set_num_threads(threads as i32);
         }
+        let (models, folds) = match &args.plan {
+            Some(path) => {
+                let plan: nntools_ensembling::InferencePlan = nntools_io::read_json(path)?;
+                let folds = plan.folds.iter().map(usize::to_string).collect();
+                (plan.models.into_iter().map(|m| m.run).collect(), Some(folds))
+            }
+            None => (args.models.clone(), args.folds.clone()),
+        };
         let request = Request {
-            models: args.models.clone(),
+            models,
             inputs: args.inputs.clone(),
             output: args.output.clone(),
             prev_stage: args.prev_stage.clone(),
             save_probabilities: args.save_probabilities,
-            options: Options { folds: args.folds.clone(), checkpoint: args.checkpoint.clone(), tta: !args.no_tta, step: args.step, device },
+            options: Options { folds, checkpoint: args.checkpoint.clone(), tta: !args.no_tta, step: args.step, device },
         };
         let bars = nntools_cli::progress_group(args.quiet);
         let mut cases = None;
