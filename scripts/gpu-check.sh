@@ -7,8 +7,9 @@
 #   scripts/gpu-check.sh run    (there, with .device carried) runs the binaries against the machine's
 #                               own torch 2.11.0 libraries and writes $OUT/gpu-check.json.
 #
-# `run`: preprocesses Dataset004 for 3d_fullres, times one short epoch to size the training budget,
-# trains fold 0 for as many 250-iteration epochs as fit in GPU_CHECK_TRAIN_SECONDS (default 300) while
+# `run`: preprocesses Dataset004 for 3d_fullres, times one epoch to size the training budget, has
+# that model predict 2 images on the GPU and the CPU (a failing prediction path shows in seconds), trains
+# fold 0 for as many 250-iteration epochs as fit in GPU_CHECK_TRAIN_SECONDS (default 300) while
 # nvidia-smi samples utilisation and memory, evaluates the fold's validation predictions (Dice), times
 # nn-infer with mirroring TTA on the validation images (cases per second), and compares CPU and CUDA
 # predictions of the same weights voxel by voxel on GPU_CHECK_CPU_CASES (default 8) of them.
@@ -70,6 +71,12 @@ run() {
     local epoch_s epochs
     epoch_s=$(python3 -c 'import json, sys; print(json.loads(open(sys.argv[1]).readline())["epoch_time_s"])' "$work/calibration/fold_all/log.jsonl")
     epochs=$(python3 -c 'import sys; print(max(1, int(float(sys.argv[1]) / float(sys.argv[2]))))' "$budget" "$epoch_s")
+    # the prediction path, once, before the long run depends on it: a failure costs seconds, not the run
+    step "smoke test: the calibration model predicts 2 images on $device and on the CPU"
+    local smoke=("$raw/imagesTr/"*_0000.nii.gz)
+    for target in "$device" cpu; do
+        "$bin/nn-infer" -m "$work/calibration" --folds all -i "${smoke[@]:0:2}" -o "$work/smoke-$target" --device "$target" -q
+    done
     step "training fold 0 for $epochs epochs (first epoch took ${epoch_s}s)"
 
     local sampler=""
@@ -78,7 +85,8 @@ run() {
         sampler=$!
     fi
     t0=$(date +%s.%N)
-    "${train[@]}" --fold 0 -o "$work/run" --epochs "$epochs"
+    # a hung run is stopped (nn-train checkpoints on SIGTERM) well inside the command's time limit
+    timeout $(( budget * 2 + 120 )) "${train[@]}" --fold 0 -o "$work/run" --epochs "$epochs"
     local train_s; train_s=$(seconds "$t0")
     [[ -n $sampler ]] && kill "$sampler" && wait "$sampler" 2> /dev/null || true
 
