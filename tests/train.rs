@@ -175,10 +175,13 @@ fn bad_requests_are_refused() {
         (vec!["--fold", "7", "--device", "cpu"], "fold 7 does not exist"),
         (vec!["--fold", "x", "--device", "cpu"], "fold must be a number"),
         (vec!["--fold", "0", "--device", "tpu"], "device must be"),
+        // no machine that runs the tests has eight GPUs: a one-line refusal, not a panic
+        (vec!["--fold", "0", "--device", "cuda:7"], "not available"),
     ] {
         let output = run("nn-train", &train_args(&p, &out, &extra).iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
         assert_eq!(output.status.code(), Some(2), "{extra:?}: {}", stderr(&output));
         assert!(stderr(&output).contains(message), "{extra:?}: {}", stderr(&output));
+        assert_eq!(stderr(&output).lines().count(), 1, "{extra:?}: {}", stderr(&output));
     }
 }
 

@@ -271,8 +271,10 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
     let ending = first.descriptor.file_ending.clone();
 
     let outcome = std::thread::scope(|scope| {
-        let (prepared_tx, prepared_rx) = sync_channel::<Result<Prepared>>(1);
-        let (predicted_tx, predicted_rx) = sync_channel::<Predicted>(1);
+        // rendezvous queues: a case is handed on only when the next stage takes it, so each stage holds
+        // one case (on a GPU, at most two cases' logits are on the device)
+        let (prepared_tx, prepared_rx) = sync_channel::<Result<Prepared>>(0);
+        let (predicted_tx, predicted_rx) = sync_channel::<Predicted>(0);
         let folders = &folders;
         let ending = ending.as_str();
         scope.spawn(move || {

@@ -114,7 +114,7 @@ impl SlidingWindow {
     /// predicted slice by slice for a 2-D patch), on the image tensor's device. On a GPU the network
     /// runs under fp16 autocast, as nnU-Net's predictor runs it there.
     pub fn predict(&self, net: &UNet, image: &Tensor, classes: i64, mut on_tile: impl FnMut()) -> Tensor {
-        tch::autocast(image.device().is_cuda(), || tch::no_grad(|| {
+        nntools_network::autocast(image.device().is_cuda(), || tch::no_grad(|| {
             let spatial: Vec<usize> = image.size()[1..].iter().map(|&s| s as usize).collect();
             let planar = self.patch.len() == 2;
             let tiled = if planar { &spatial[1..] } else { &spatial[..] };

@@ -6,6 +6,10 @@
 //! strided conv of a stage; upsampling is a transposed conv with kernel = stride; the decoder
 //! concatenates `[upsampled, skip]`. 2D and 3D share the code: kernels, strides and padding are vectors.
 
+mod autocast;
+
+pub use autocast::{autocast, autocast_enabled};
+
 use nntools_planning::ArchKwargs;
 use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use tch::nn::{Init, Path, VarStore};
@@ -290,15 +294,27 @@ impl UNet {
     }
 }
 
-/// A `--device` argument: `auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`. `cpu` never touches
+/// A `--device` argument: `auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`; a CUDA device this
+/// machine does not have is refused here rather than failing at the first tensor. `cpu` never touches
 /// CUDA.
-pub fn parse_device(name: &str) -> Option<Device> {
-    Some(match name {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => Device::Cuda(other.strip_prefix("cuda:")?.parse().ok()?),
-    })
+pub fn parse_device(name: &str) -> Result<Device, String> {
+    let index = match name {
+        "auto" => return Ok(Device::cuda_if_available()),
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" => 0,
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| "device must be auto, cpu, cuda or cuda:N".to_owned())?,
+    };
+    let available = tch::Cuda::device_count().max(0) as usize;
+    if index >= available {
+        return Err(match available {
+            0 => "CUDA is not available here (use --device cpu or auto)".to_owned(),
+            n => format!("CUDA device {index} is not available: this machine has {n} (cuda:0 to cuda:{})", n - 1),
+        });
+    }
+    Ok(Device::Cuda(index))
 }
 
 /// A network with its variables, ready to load or save nnU-Net weights.

@@ -76,6 +76,9 @@ struct TrainingState {
     best_ema: Option<f64>,
     configuration: String,
     inference_allowed_mirroring_axes: Vec<usize>,
+    /// The fp16 loss scaler's scale and clean-step count (CUDA runs), as nnU-Net keeps its GradScaler's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loss_scaler: Option<(f64, i64)>,
 }
 
 /// Everything a training run works with.
@@ -109,7 +112,8 @@ struct HostBatch {
 
 impl HostBatch {
     fn stage(batch: Batch, device: Device) -> Self {
-        let host = |tensor: Tensor| if device.is_cuda() { tensor.pin_memory(device) } else { tensor };
+        // (`_pin_memory`: `pin_memory` with a device argument warns that the argument is deprecated)
+        let host = |tensor: Tensor| if device.is_cuda() { tensor.internal_pin_memory(device) } else { tensor };
         Self { data: host(to_tensor(&batch.data)), seg: host(to_tensor(&batch.seg)), rng: batch.rng }
     }
 }
@@ -182,6 +186,7 @@ impl Trainer {
                 best_ema: None,
                 configuration: configuration_name.to_owned(),
                 inference_allowed_mirroring_axes: mirroring_axes,
+                loss_scaler: None,
             },
             settings,
             history: Vec::new(),
@@ -263,7 +268,7 @@ impl Trainer {
             }
             let (input, targets) = self.tensors(batch, true);
             self.optimizer.zero_grad();
-            let loss = tch::autocast(amp, || {
+            let loss = nntools_network::autocast(amp, || {
                 let outputs = self.model.net.forward_deep_supervision(&input);
                 self.loss.deep_supervision(&outputs, &targets, &self.ds_weights)
             });
@@ -275,7 +280,7 @@ impl Trainer {
                 }
                 Some(scaler) => {
                     (&loss * &scaler.scale).backward();
-                    let found_inf = scaler.unscale(&self.optimizer);
+                    let found_inf = scaler.unscale(&mut self.optimizer);
                     let _ = self.optimizer.clip_grad_norm(GRADIENT_CLIP_NORM);
                     // an overflowing step is skipped, as torch's GradScaler does
                     self.optimizer.step_unless(lr, &found_inf);
@@ -298,7 +303,7 @@ impl Trainer {
         let amp = self.loss_scaler.is_some();
         for batch in self.batches(&self.val_batches, epoch * iterations, iterations) {
             let (input, targets) = self.tensors(batch, false);
-            tch::autocast(amp, || tch::no_grad(|| {
+            nntools_network::autocast(amp, || tch::no_grad(|| {
                 let outputs = self.model.net.forward_deep_supervision(&input);
                 total += self.loss.deep_supervision(&outputs, &targets, &self.ds_weights).to_kind(Kind::Double);
                 let predicted = outputs[0].argmax(1, true);
@@ -387,6 +392,7 @@ impl Trainer {
         tensors_to(&weights, &|p| self.model.save_safetensors(p))?;
         let buffers: Vec<(String, Tensor)> = self.names.iter().cloned().zip(self.optimizer.buffers()).collect();
         tensors_to(&momentum, &|p| Tensor::write_safetensors(&buffers, p))?;
+        self.state.loss_scaler = self.loss_scaler.as_ref().map(LossScaler::state);
         nntools_io::write_json(&dir.join(format!("checkpoint_{name}.json")), &self.state).map_err(|e| e.to_string())
     }
 
@@ -405,18 +411,21 @@ impl Trainer {
         self.model.load_safetensors(&dir.join(format!("checkpoint_{name}.safetensors"))).map_err(|e| e.to_string())?;
         let buffers: std::collections::HashMap<String, Tensor> =
             Tensor::read_safetensors(dir.join(format!("checkpoint_{name}.momentum.safetensors"))).map_err(|e| e.to_string())?.into_iter().collect();
-        let device = self.settings.device;
-        self.optimizer.momentum_buffers = self
+        let ordered = self
             .names
             .iter()
-            .map(|n| buffers.get(n).map(|b| b.to_device(device)).ok_or_else(|| format!("momentum buffer {n} missing")))
-            .collect::<Result<_, _>>()?;
+            .map(|n| buffers.get(n).map(Tensor::shallow_clone).ok_or_else(|| format!("momentum buffer {n} missing")))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.optimizer.set_buffers(&ordered)?;
         // the log keeps only the epochs the checkpoint covers
         let log_path = dir.join("log.jsonl");
         if let Ok(text) = std::fs::read_to_string(&log_path) {
             let kept: Vec<&str> = text.lines().take(state.epoch).collect();
             std::fs::write(&log_path, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(|e| e.to_string())?;
             self.history = kept.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        }
+        if let (Some(scaler), Some((scale, clean_steps))) = (&mut self.loss_scaler, state.loss_scaler) {
+            scaler.restore(scale, clean_steps);
         }
         self.state = state;
         Ok(())

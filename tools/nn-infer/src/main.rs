@@ -68,8 +68,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        let device = nntools_network::parse_device(&args.device)
-            .ok_or_else(|| Error::bad_input(&args.device, "device must be auto, cpu, cuda or cuda:N"))?;
+        let device = nntools_network::parse_device(&args.device).map_err(|p| Error::bad_input("--device", p))?;
         if !(args.step > 0.0 && args.step <= 1.0) {
             return Err(Error::bad_input("--step", "must be in (0, 1]"));
         }

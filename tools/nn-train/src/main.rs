@@ -84,7 +84,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        let device = nntools_network::parse_device(&args.device).ok_or_else(|| Error::bad_input(&args.device, "device must be auto, cpu, cuda or cuda:N"))?;
+        let device = nntools_network::parse_device(&args.device).map_err(|p| Error::bad_input("--device", p))?;
         let augment: Augmentation = args.augment.parse().map_err(|p: String| Error::bad_input("--augment", p))?;
         let fold = match args.fold.as_str() {
             "all" => Fold::All,
