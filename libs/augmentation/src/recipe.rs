@@ -71,6 +71,9 @@ pub struct Recipe {
     pub(crate) dummy_2d: bool,
     /// Rotation angles are drawn from ±this, in radians.
     max_rotation: f64,
+    /// Every label value a batch's segmentation can hold (-1 outside the image included), ascending;
+    /// when unknown, each batch's values are read back from the device, a host synchronisation.
+    pub(crate) label_values: Option<Vec<i64>>,
 }
 
 impl Recipe {
@@ -106,7 +109,19 @@ impl Recipe {
             cascade_labels,
             dummy_2d,
             max_rotation,
+            label_values: None,
         }
+    }
+
+    /// Declares the dataset's label values (nnU-Net's are 0..K-1), so that the spatial transform need
+    /// not read each batch's values back from the device: labels absent from a batch interpolate to 0
+    /// everywhere and never win, so the result is the same.
+    pub fn with_labels(mut self, labels: &[i64]) -> Self {
+        let mut values: Vec<i64> = labels.iter().copied().chain([-1]).collect();
+        values.sort_unstable();
+        values.dedup();
+        self.label_values = Some(values);
+        self
     }
 
     /// nnU-Net's enlarged initial patch that the loader must crop for training (nnunet-spec 6.5); equals

@@ -38,7 +38,9 @@ pub(crate) fn transform(recipe: &Recipe, data: &Tensor, seg: &Tensor, params: &[
         let affines: Vec<Vec<f64>> = resampled.iter().map(|&i| affine(&params[i as usize], patch.len())).collect();
         let input_shape = &data_in.size()[2..];
         let grid = sampling_grid(&affines, patch, input_shape, device);
-        let (images, labels) = resample(&data_in.index_select(0, &index), &seg_in.index_select(0, &index), &grid);
+        let seg_in = seg_in.index_select(0, &index);
+        let labels = recipe.label_values.clone().unwrap_or_else(|| present_labels(&seg_in));
+        let (images, labels) = resample(&data_in.index_select(0, &index), &seg_in, &grid, &labels);
         data_out = data_out.index_copy(0, &index, &images);
         seg_out = seg_out.index_copy(0, &index, &labels);
     }
@@ -114,10 +116,9 @@ fn sampling_grid(affines: &[Vec<f64>], patch: &[usize], input: &[i64], device: D
 /// label's scaled one-hot map is interpolated like the image and each voxel takes the label with the
 /// largest value (compared in fp16, the lowest label winning ties, as batchgeneratorsv2's running
 /// argmax); voxels sampled outside the input become `OUTSIDE`. Labels absent from a sample interpolate
-/// to 0 and never win inside the input, so one label list for the whole batch gives each sample the
-/// result of its own list.
-fn resample(data: &Tensor, seg: &Tensor, grid: &Tensor) -> (Tensor, Tensor) {
-    let label_list = present_labels(seg);
+/// to 0 and never win inside the input, so one ascending label list for the whole batch (or the whole
+/// dataset) gives each sample the result of its own list.
+fn resample(data: &Tensor, seg: &Tensor, grid: &Tensor, label_list: &[i64]) -> (Tensor, Tensor) {
     let onehot: Vec<Tensor> = label_list.iter().map(|&l| seg.eq(l).to_kind(Kind::Float) * ONE_HOT_SCALE).collect();
     let mut inputs = vec![data.shallow_clone()];
     inputs.extend(onehot);

@@ -367,6 +367,24 @@ fn cascade_segmentation_becomes_one_hot_input() {
 }
 
 #[test]
+fn declared_labels_resample_as_the_labels_read_from_the_batch() {
+    // the batch holds -1..=2; the declaration adds labels it lacks (3, 5), which must never win
+    let recipe = hippocampus();
+    let declared = hippocampus().with_labels(&[0, 1, 2, 3, 5]);
+    let (data, seg) = case(3, 1, &recipe.initial_patch());
+    let turned = [
+        SampleParameters { rotation: Some(vec![0.4, -0.3, 0.5]), scale: Some(1.4), ..nothing_fires(3) },
+        SampleParameters { rotation: Some(vec![-1.1, 0.2, 0.0]), scale: Some(0.8), ..nothing_fires(3) },
+        nothing_fires(3),
+    ];
+    let (read_data, read_seg) = spatial::transform(&recipe, &data, &seg, &turned);
+    let (declared_data, declared_seg) = spatial::transform(&declared, &data, &seg, &turned);
+    assert!(equal(&read_data, &declared_data));
+    assert!(equal(&read_seg, &declared_seg));
+    assert_eq!(distinct(&declared_seg), [-1, 0, 1, 2]);
+}
+
+#[test]
 fn same_seed_same_batch() {
     let recipe = Recipe::new(&[16, 20, 16], &[false, true], Mode::Nnunet, None);
     let (data, seg) = case(6, 2, &recipe.initial_patch());

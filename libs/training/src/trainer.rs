@@ -153,7 +153,9 @@ impl Trainer {
             .collect();
         let patch = &configuration.patch_size;
         let two_d = patch.len() == 2;
-        let recipe = Recipe::new(patch, &configuration.use_mask_for_norm, settings.augment, None);
+        // the labels declared, so that no batch's values are read back from the device
+        let labels: Vec<i64> = (0..classes as i64).collect();
+        let recipe = Recipe::new(patch, &configuration.use_mask_for_norm, settings.augment, None).with_labels(&labels);
         let mirroring_axes = recipe.mirror_axes();
         // training batches are cropped at the enlarged patch the spatial transform needs, validation
         // batches at the patch itself
