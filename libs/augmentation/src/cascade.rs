@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use tch::{Device, IndexOp, Kind, Tensor};
 
 use crate::recipe::{BinaryOperation, ComponentRemoval, Morphology, SampleParameters};
+use crate::upload;
 
 /// Components covering this fraction of the patch or more are never removed.
 const LARGEST_REMOVABLE: f64 = 0.15;
@@ -95,7 +96,7 @@ fn structuring_element(radius: f64, dims: usize, device: Device) -> Tensor {
             if squared <= radius * radius { 1.0 } else { 0.0 }
         })
         .collect();
-    Tensor::from_slice(&inside).view(vec![n as i64; dims].as_slice()).to_device(device)
+    upload(Tensor::from_slice(&inside).view(vec![n as i64; dims].as_slice()), device)
 }
 
 /// Clears one component (full connectivity) smaller than 15 % of the patch, chosen by `removal.pick`.
@@ -115,7 +116,7 @@ fn remove_component(onehot: &Tensor, removal: &ComponentRemoval) {
     for &v in chosen {
         cleared[v] = true;
     }
-    let cleared = Tensor::from_slice(&cleared).view(channel.size().as_slice()).to_device(channel.device());
+    let cleared = upload(Tensor::from_slice(&cleared).view(channel.size().as_slice()), channel.device());
     let _ = onehot.get(removal.channel as i64).masked_fill_(&cleared, 0.0);
 }
 

@@ -4,6 +4,7 @@
 use tch::{Kind, Tensor};
 
 use crate::recipe::SampleParameters;
+use crate::upload;
 
 const EPSILON: f64 = 1e-7;
 
@@ -60,7 +61,7 @@ fn on_rows(x: &Tensor, rows: &[i64], f: impl FnOnce(&Tensor) -> Tensor) -> Tenso
     if rows.is_empty() {
         return x.shallow_clone();
     }
-    let index = Tensor::from_slice(rows).to_device(x.device());
+    let index = upload(Tensor::from_slice(rows), x.device());
     x.index_copy(0, &index, &f(&x.index_select(0, &index)))
 }
 
@@ -69,7 +70,7 @@ fn per_row(values: &[f64], like: &Tensor) -> Tensor {
     let mut shape = vec![values.len() as i64];
     shape.resize(like.dim(), 1);
     let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-    Tensor::from_slice(&values).view(shape.as_slice()).to_device(like.device())
+    upload(Tensor::from_slice(&values).view(shape.as_slice()), like.device())
 }
 
 fn voxel_axes(x: &Tensor) -> Vec<i64> {
@@ -94,7 +95,7 @@ fn blur(x: &Tensor, sigmas: &[Vec<f64>]) -> Tensor {
         let mut shape = vec![rows as i64, 1];
         shape.resize(dims + 2, 1);
         shape[2 + axis] = taps as i64;
-        let weight = Tensor::from_slice(&weights).view(shape.as_slice()).to_device(x.device());
+        let weight = upload(Tensor::from_slice(&weights).view(shape.as_slice()), x.device());
         // torch's pad list runs from the last axis backwards
         let mut pad = vec![0i64; 2 * dims];
         pad[2 * (dims - 1 - axis)] = taps as i64 / 2;

@@ -41,10 +41,22 @@ mod tests;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 pub use preview::write_mid_slice_png;
 pub use recipe::{BinaryOperation, ComponentRemoval, Mode, Morphology, Recipe, SampleParameters};
+
+/// A small tensor made on the host (indices, parameters, kernels) moved to `device`. On a GPU it goes
+/// through page-locked memory and is copied without waiting: a plain copy from pageable memory would
+/// wait for every kernel queued before it, once per upload and batch.
+pub(crate) fn upload(tensor: Tensor, device: Device) -> Tensor {
+    if device.is_cuda() {
+        let kind = tensor.kind();
+        tensor.internal_pin_memory(device).to_device_(device, kind, true, false)
+    } else {
+        tensor
+    }
+}
 
 /// Applies a [`Recipe`] to batches.
 pub struct Augmenter {
@@ -113,7 +125,7 @@ impl Augmenter {
         }
         let mut shape = vec![1, self.recipe.channels as i64];
         shape.resize(data.dim(), 1);
-        let selected = Tensor::from_slice(&selected).view(shape.as_slice()).to_device(data.device());
+        let selected = upload(Tensor::from_slice(&selected).view(shape.as_slice()), data.device());
         data.masked_fill(&seg.narrow(1, 0, 1).lt(0).logical_and(&selected), 0.0)
     }
 

@@ -3,6 +3,7 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::recipe::{Recipe, SampleParameters};
+use crate::upload;
 
 /// Value of segmentation voxels sampled from outside the input patch.
 const OUTSIDE: i64 = -1;
@@ -34,7 +35,7 @@ pub(crate) fn transform(recipe: &Recipe, data: &Tensor, seg: &Tensor, params: &[
     let resampled: Vec<i64> = (0..params.len()).filter(|&i| params[i].resamples()).map(|i| i as i64).collect();
     if !resampled.is_empty() {
         let device = data.device();
-        let index = Tensor::from_slice(&resampled).to_device(device);
+        let index = upload(Tensor::from_slice(&resampled), device);
         let affines: Vec<Vec<f64>> = resampled.iter().map(|&i| affine(&params[i as usize], patch.len())).collect();
         let input_shape = &data_in.size()[2..];
         let grid = sampling_grid(&affines, patch, input_shape, device);
@@ -103,9 +104,9 @@ fn sampling_grid(affines: &[Vec<f64>], patch: &[usize], input: &[i64], device: D
         .iter()
         .flat_map(|a| (0..a.len()).map(move |k| a[k % dims as usize * dims as usize + k / dims as usize] as f32))
         .collect();
-    let transposed = Tensor::from_slice(&transposed).view([-1, dims, dims]).to_device(device);
+    let transposed = upload(Tensor::from_slice(&transposed).view([-1, dims, dims]), device);
     let half: Vec<f32> = input.iter().map(|&s| s as f32 / 2.0).collect();
-    let half = Tensor::from_slice(&half).to_device(device);
+    let half = upload(Tensor::from_slice(&half), device);
     let mut shape: Vec<i64> = vec![affines.len() as i64];
     shape.extend(patch.iter().map(|&p| p as i64));
     shape.push(dims);
