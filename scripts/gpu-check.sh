@@ -2,7 +2,7 @@
 # The GPU check of docs/performance.md, in two halves:
 #
 #   scripts/gpu-check.sh pack   (here, after scripts/setup.sh) stages what the lent GPU machine needs
-#                               in .device/ (git-ignored, about 40 MB): the stripped release binaries
+#                               in .device/ (git-ignored, about 35 MB): the stripped release binaries
 #                               and Dataset004_Hippocampus from ../shared/data.
 #   scripts/gpu-check.sh run    (there, with .device carried) runs the binaries against the machine's
 #                               own torch 2.11.0 libraries and writes $OUT/gpu-check.json.
@@ -16,8 +16,9 @@
 # GPU_CHECK_DEVICE=cpu GPU_CHECK_ITERS=2 GPU_CHECK_TRAIN_SECONDS=1 rehearses the whole run on a CPU
 # (tests/gpu_check.rs does, on a synthetic dataset: GPU_CHECK_DATA, GPU_CHECK_STAGE, GPU_CHECK_WORK and
 # NN_TOOLS_BIN move the dataset, the staging folder, the scratch folder and the binaries' folder).
-# The full run takes about 7 minutes on an H100; the figures are all in the JSON, and a copy of the
-# log lines is in $OUT/gpu-check.log.
+# The full run should take about 7 minutes on an H100 (estimated; never run there yet): give the device
+# call a 600 s limit. The figures are all in the JSON, written on exit (also after a failure, naming
+# the stage in `failed_at`), and a copy of the log lines is in $OUT/gpu-check.log.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 stage=${GPU_CHECK_STAGE:-$here/.device}
