@@ -184,10 +184,10 @@ fn resize(input: Array3<f64>, new_shape: [usize; 3], order: u32, slice_axis: Opt
     // clip=True clips to the input's range (per slice when slices are resized on their own); taken
     // first, so that the input can be dropped as soon as the first axis is resampled
     let range = |values: ndarray::ArrayView<f64, _>| values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let ranges: Vec<(f64, f64)> = match (kernel, slice_axis) {
-        (Kernel::CubicSpline, None) => vec![range(input.view().into_dyn())],
-        (Kernel::CubicSpline, Some(axis)) => input.axis_iter(Axis(axis)).map(|slice| range(slice.into_dyn())).collect(),
-        _ => Vec::new(),
+    let ranges: Vec<(f64, f64)> = match (clips_to_input_range(order), slice_axis) {
+        (true, None) => vec![range(input.view().into_dyn())],
+        (true, Some(axis)) => input.axis_iter(Axis(axis)).map(|slice| range(slice.into_dyn())).collect(),
+        (false, _) => Vec::new(),
     };
     let mut current = input;
     for axis in 0..3 {
