@@ -5,6 +5,8 @@
 use ndarray::Array4;
 use nntools_io::{write_new, write_npz, Geometry};
 use nntools_tests::{binary, kill_moments, os_args, stderr};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -15,11 +17,8 @@ const CASES: usize = 24;
 /// Two prediction folders of `CASES` cases with seeded probabilities over 3 classes.
 fn prediction_folders(root: &Path) -> [PathBuf; 2] {
     let geometry = Geometry { spacing: [1.0, 0.8, 0.8], origin: [0.0; 3], direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0] };
-    let mut state = 12345u64;
-    let mut uniform = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
+    let mut rng = ChaCha8Rng::seed_from_u64(12345);
+    let mut uniform = move || rng.random_range(0.0f32..1.0);
     ["a", "b"].map(|name| {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();

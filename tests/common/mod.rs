@@ -48,13 +48,9 @@ pub fn os_args(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<std::ffi::OsString>
 /// `count` seeded moments, in milliseconds within `range`, at which a crash test kills a run: random
 /// enough to land anywhere in it, fixed so that a failure reproduces.
 pub fn kill_moments(seed: u64, count: usize, range: std::ops::Range<u64>) -> Vec<u64> {
-    let mut state = seed;
-    (0..count)
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            range.start + (state >> 33) % (range.end - range.start)
-        })
-        .collect()
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..count).map(|_| rng.random_range(range.clone())).collect()
 }
 
 pub fn stderr(output: &Output) -> String {

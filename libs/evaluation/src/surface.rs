@@ -143,6 +143,8 @@ fn surface_metrics_in_box(reference: ArrayView3<bool>, prediction: ArrayView3<bo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     /// Brute force over all target voxels.
     fn brute(target: &Array3<bool>, spacing: [f64; 3]) -> Array3<f64> {
@@ -158,19 +160,10 @@ mod tests {
         })
     }
 
-    /// A seeded stream of 31-bit values.
-    fn random_stream(seed: u64) -> impl FnMut() -> u64 {
-        let mut state = seed;
-        move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            state >> 33
-        }
-    }
-
     #[test]
     fn distance_transform_equals_brute_force_on_random_masks() {
-        let mut random = random_stream(12345);
-        let mut next = || random() as f64 / (1u64 << 31) as f64;
+        let mut rng = ChaCha8Rng::seed_from_u64(12345);
+        let mut next = || rng.random_range(0.0..1.0);
         for (density, spacing) in [(0.05, [1.0, 1.0, 1.0]), (0.01, [3.0, 0.7, 1.2]), (0.3, [0.5, 2.0, 1.0])] {
             let mask = Array3::from_shape_fn((9, 11, 8), |_| next() < density);
             let fast = distance_to(mask.view(), spacing);
@@ -183,13 +176,12 @@ mod tests {
 
     #[test]
     fn the_bounding_box_gives_the_whole_volume_result() {
-        let mut random = random_stream(99);
-        let mut next = || random() as usize;
+        let mut rng = ChaCha8Rng::seed_from_u64(99);
         for _ in 0..20 {
             // two random boxes somewhere in a 14 x 12 x 10 volume, some touching its border
             let mut random_cube = || {
-                let from = [next() % 14, next() % 12, next() % 10];
-                let to = [from[0] + 1 + next() % 6, from[1] + 1 + next() % 6, from[2] + 1 + next() % 6];
+                let from = [rng.random_range(0..14), rng.random_range(0..12), rng.random_range(0..10)];
+                let to = from.map(|f| f + rng.random_range(1..7));
                 cube([14, 12, 10], from, to)
             };
             let (a, b) = (random_cube(), random_cube());

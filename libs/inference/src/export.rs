@@ -230,6 +230,8 @@ fn stack_channels(channels: &[Array3<f32>]) -> Array4<f32> {
 mod tests {
     use super::*;
     use nntools_preprocessing::resampling::Resampling;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     #[test]
     fn softmax_sums_to_one_per_voxel() {
@@ -242,12 +244,8 @@ mod tests {
 
     /// Smooth random logits, so that the spline's overshoot and the clipping both occur.
     fn logits(classes: usize, shape: [usize; 3], seed: u64) -> Array4<f32> {
-        let mut state = seed;
-        let mut next = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
-        let noise = Array4::from_shape_fn((classes, shape[0], shape[1], shape[2]), |_| next());
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let noise = Array4::from_shape_fn((classes, shape[0], shape[1], shape[2]), |_| rng.random_range(0.0f32..1.0));
         Array4::from_shape_fn(noise.dim(), |(c, z, y, x)| {
             let wave = ((z as f32 * 0.7 + c as f32).sin() + (y as f32 * 0.4).cos() * (x as f32 * 0.3 - c as f32).sin()) * 4.0;
             wave + 3.0 * noise[[c, z, y, x]]
