@@ -114,18 +114,25 @@ impl SyntheticDataset {
 
     /// `cases` cases of `channels` channels and `sizes` voxels per axis, planned with nn-plan.
     pub fn with(cases: usize, channels: usize, sizes: [usize; 2]) -> Self {
+        let [cases, channels, min, max] = [cases, channels, sizes[0], sizes[1]].map(|v| v.to_string());
+        Self::from_flags(&["--cases", &cases, "--channels", &channels, "--min-size", &min, "--max-size", &max, "--seed", "5"], &[])
+    }
+
+    /// A dataset made by nn-synth with `synth_flags`, planned by nn-plan with `plan_flags`.
+    pub fn from_flags(synth_flags: &[&str], plan_flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let raw = dir.path().join("Dataset901_Synthetic");
-        let [cases, channels, min, max] = [cases, channels, sizes[0], sizes[1]].map(|v| v.to_string());
-        let synth = run(
-            "nn-synth",
-            &[&"-o", &raw, &"--cases", &cases, &"--channels", &channels, &"--min-size", &min, &"--max-size", &max, &"--seed", &"5"],
-        );
+        let synth = Command::new(binary("nn-synth")).arg("-o").arg(&raw).args(synth_flags).output().unwrap();
         assert!(synth.status.success(), "{}", stderr(&synth));
         let fingerprint = dir.path().join("fingerprint.json");
         assert!(run("nn-fingerprint", &[&raw, &"-o", &fingerprint]).status.success());
         let plans = dir.path().join("plans.json");
-        assert!(run("nn-plan", &[&"--fingerprint", &fingerprint, &"--dataset", &raw, &"-o", &plans]).status.success());
+        let plan = Command::new(binary("nn-plan"))
+            .args([&"--fingerprint" as &dyn AsRef<std::ffi::OsStr>, &fingerprint, &"--dataset", &raw, &"-o", &plans].map(|a| a.as_ref()))
+            .args(plan_flags)
+            .output()
+            .unwrap();
+        assert!(plan.status.success(), "{}", stderr(&plan));
         Self { dir, raw, plans }
     }
 

@@ -32,12 +32,22 @@ struct Cropped {
 
 /// Exports fold-averaged logits `(c, z, y, x)` of a preprocessed case, on the logits' device.
 pub fn export(logits: &Tensor, properties: &Properties, recipe: &Recipe, labelling: &Labelling, with_probabilities: bool) -> Exported {
-    let plan = LogitsResampling::of(properties, recipe);
-    let cropped = match logits.device() {
-        Device::Cpu => cropped_on_host(&to_array(logits), &plan, labelling, with_probabilities),
-        _ => cropped_on_device(logits, &plan, labelling, with_probabilities, DEVICE_SLAB_VALUES),
-    };
+    let cropped = cropped(logits, &LogitsResampling::of(properties, recipe), labelling, with_probabilities);
     to_input(cropped, properties, recipe, labelling)
+}
+
+/// A 3d_lowres case's labels on the next stage's preprocessed grid of `shape`, as nnU-Net's validation
+/// writes them for training 3d_cascade_fullres (`resample_and_save`): the logits resampled straight to
+/// that shape, rounded and argmaxed as for export, and left in the preprocessed geometry.
+pub fn labels_for_next_stage(logits: &Tensor, recipe: &Recipe, labelling: &Labelling, shape: [usize; 3]) -> Array3<u16> {
+    cropped(logits, &LogitsResampling::to_next_stage(recipe, shape), labelling, false).labels
+}
+
+fn cropped(logits: &Tensor, plan: &LogitsResampling, labelling: &Labelling, with_probabilities: bool) -> Cropped {
+    match logits.device() {
+        Device::Cpu => cropped_on_host(&to_array(logits), plan, labelling, with_probabilities),
+        _ => cropped_on_device(logits, plan, labelling, with_probabilities, DEVICE_SLAB_VALUES),
+    }
 }
 
 fn to_array(logits: &Tensor) -> Array4<f32> {
@@ -289,6 +299,35 @@ mod tests {
                 assert!(without.probabilities.is_none());
                 assert_eq!(without.labels, host.labels);
             }
+        }
+    }
+    /// The labels nnU-Net v2.8.1's `resample_and_save` wrote for the same fp16 logits
+    /// (tests/fixtures/next_stage/make_fixture.py), on the host and through the device path (run here
+    /// on the CPU). nnU-Net passes the lowres spacing as both current and target spacing, so that
+    /// spacing alone decides whether the first axis is resampled on its own (nearest): it is not for
+    /// the planned (3.46, 1.78, 1.78), it is for a thick (6, 1.78, 1.78), and the labels differ.
+    #[test]
+    fn next_stage_labels_match_nnunet() {
+        use ndarray_npy::ReadNpyExt;
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let plans: nntools_planning::Plans =
+            serde_json::from_str(&std::fs::read_to_string(fixtures.join("nnunet_plans/ct_lowres_cascade/nnUNetPlans.json")).unwrap()).unwrap();
+        let read = |name: &str| std::fs::File::open(fixtures.join("next_stage").join(name)).unwrap();
+        let logits = Array4::<f32>::read_npy(read("logits.npy")).unwrap();
+        let shape: Vec<i64> = logits.shape().iter().map(|&s| s as i64).collect();
+        let tensor = Tensor::from_slice(logits.as_slice().unwrap()).view(shape.as_slice()).to_kind(Kind::Half);
+        let mut recipe = Recipe::new(&plans, "3d_lowres", None).unwrap();
+        for (name, spacing) in [("planned", None), ("thick_z", Some(vec![6.0, 1.78, 1.78]))] {
+            if let Some(spacing) = spacing {
+                recipe.configuration.spacing = spacing;
+            }
+            let expected = Array3::<u8>::read_npy(read(&format!("labels_{name}.npy"))).unwrap().mapv(u16::from);
+            let shape = [expected.shape()[0], expected.shape()[1], expected.shape()[2]];
+            let host = labels_for_next_stage(&tensor, &recipe, &Labelling::Classes, shape);
+            let differing = host.iter().zip(&expected).filter(|(a, b)| a != b).count();
+            assert_eq!(differing, 0, "{name}: {differing} of {} labels differ from nnU-Net's", expected.len());
+            let plan = LogitsResampling::to_next_stage(&recipe, shape);
+            assert_eq!(cropped_on_device(&tensor, &plan, &Labelling::Classes, false, 3000).labels, expected, "{name}: device path");
         }
     }
 }

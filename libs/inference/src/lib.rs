@@ -9,7 +9,7 @@
 mod export;
 mod sliding_window;
 
-pub use export::{export, Exported};
+pub use export::{export, labels_for_next_stage, Exported};
 pub use sliding_window::{importance_map, tile_starts, SlidingWindow};
 
 use ndarray::{Array3, Array4, Axis};

@@ -23,10 +23,23 @@ impl LogitsResampling {
         if current_spacing.len() == 2 {
             current_spacing.insert(0, case_spacing[0]);
         }
-        let kwargs = &recipe.configuration.resampling_fn_probabilities_kwargs;
-        let how = Resampling { order: kwargs.order, order_z: kwargs.order_z, force_separate_z: kwargs.force_separate_z };
+        let how = Self::probabilities_resampling(recipe);
         let separate_axis = separate_z_axis(how.force_separate_z, &current_spacing, &case_spacing);
         Self { shape: properties.shape_after_cropping_and_before_resampling, separate_axis, how }
+    }
+
+    /// Straight to `shape`, the next stage's preprocessed shape, as nnU-Net resamples a 3d_lowres
+    /// prediction for 3d_cascade_fullres (`resample_and_save`): it passes this configuration's spacing
+    /// as both the current and the target spacing, so that spacing alone decides the separate axis.
+    pub fn to_next_stage(recipe: &Recipe, shape: [usize; 3]) -> Self {
+        let how = Self::probabilities_resampling(recipe);
+        let spacing = &recipe.configuration.spacing;
+        Self { shape, separate_axis: separate_z_axis(how.force_separate_z, spacing, spacing), how }
+    }
+
+    fn probabilities_resampling(recipe: &Recipe) -> Resampling {
+        let kwargs = &recipe.configuration.resampling_fn_probabilities_kwargs;
+        Resampling { order: kwargs.order, order_z: kwargs.order_z, force_separate_z: kwargs.force_separate_z }
     }
 
     /// Resamples per-class logits `(c, z, y, x)` of a preprocessed case to its shape after cropping.

@@ -12,5 +12,5 @@ pub mod resampling;
 mod store;
 
 pub use case::{preprocess_case, resampled_shape, CaseFiles, Preprocessed, Properties, Recipe, SitkStuff};
-pub use store::{preprocess_dataset, Stamp, Summary};
+pub use store::{preprocess_dataset, read_label_map_npy, write_label_map_npy, Stamp, Summary};
 pub use export::{to_input_geometry, LogitsResampling};

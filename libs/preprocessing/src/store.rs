@@ -8,8 +8,8 @@
 //! the current run is complete and skipped. `manifest.json` lists the finished cases.
 
 use crate::case::{preprocess_case, CaseFiles, Preprocessed, Properties, Recipe};
-use ndarray::{Array2, Axis};
-use ndarray_npy::WriteNpyExt;
+use ndarray::{Array2, Array3, ArrayD, Axis};
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use nntools_io::{write_atomically, write_json, Error, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -106,18 +106,37 @@ fn write_npy<T: WriteNpyExt>(path: &Path, array: &T) -> Result<()> {
     })
 }
 
+/// Writes a label map as preprocessed label maps are stored: `(1, z, y, x)`, int8, or int16 when a
+/// value exceeds 127.
+pub fn write_label_map_npy(path: &Path, labels: &Array3<i16>) -> Result<()> {
+    let labels = labels.view().insert_axis(Axis(0));
+    if labels.iter().all(|&v| v <= i16::from(i8::MAX)) {
+        write_npy(path, &labels.mapv(|v| v as i8))
+    } else {
+        write_npy(path, &labels.to_owned())
+    }
+}
+
+/// Reads a label map that [`write_label_map_npy`] wrote, widened to i16.
+pub fn read_label_map_npy(path: &Path) -> Result<Array3<i16>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    let labels = match ArrayD::<i8>::read_npy(bytes.as_slice()) {
+        Ok(labels) => labels.mapv(i16::from),
+        Err(_) => ArrayD::<i16>::read_npy(bytes.as_slice()).map_err(|e| Error::bad_input(path, format!("not an int8 or int16 label map: {e}")))?,
+    };
+    let shape = labels.shape().to_vec();
+    match shape.as_slice() {
+        [1, z, y, x] => Ok(labels.into_shape_with_order((*z, *y, *x)).expect("same number of elements")),
+        _ => Err(Error::bad_input(path, format!("label map has shape {shape:?}, expected (1, z, y, x)"))),
+    }
+}
+
 fn write_case(out: &Path, id: &str, case: Preprocessed, provenance: Provenance) -> Result<()> {
     let mut names = vec![format!("{id}.npy")];
     write_npy(&out.join(&names[0]), &case.data)?;
     if let Some(seg) = &case.seg {
-        let seg = seg.view().insert_axis(Axis(0));
         names.push(format!("{id}_seg.npy"));
-        let path = out.join(&names[1]);
-        if seg.iter().all(|&v| v <= i16::from(i8::MAX)) {
-            write_npy(&path, &seg.mapv(|v| v as i8))?;
-        } else {
-            write_npy(&path, &seg.to_owned())?;
-        }
+        write_label_map_npy(&out.join(&names[1]), seg)?;
         let rows: Vec<[i32; 4]> = case
             .class_locations
             .iter()

@@ -8,7 +8,7 @@
 //! the run, and a resumed run draws exactly the batches the uninterrupted one would have.
 
 use memmap2::Mmap;
-use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView, ArrayView3, ArrayView4, Axis, Dimension};
+use ndarray::{s, Array2, Array4, ArrayD, ArrayView, ArrayView3, ArrayView4, Axis, Dimension};
 use ndarray_npy::{ReadNpyExt, ViewElement, ViewNpyExt};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,20 +22,54 @@ const OVERSAMPLE_FOREGROUND: f64 = 0.33;
 /// Finished batches each loader thread may hold ahead of the training step.
 const PREFETCH_PER_WORKER: usize = 2;
 
-/// The label map's element type: nn-resample writes int8, and int16 past 127 labels.
+/// A memory-mapped label map `(1, z, y, x)` by element type: nn-resample writes int8, and int16 past
+/// 127 labels.
 enum Labels {
     I8(Mmap),
     I16(Mmap),
+}
+
+impl Labels {
+    /// Maps a label map file; returns its spatial shape too.
+    fn map(path: &Path) -> Result<(Vec<usize>, Self), String> {
+        let bytes = map(path)?;
+        match view::<i8, ndarray::Ix4>(&bytes, path) {
+            Ok(v) => Ok((v.shape()[1..].to_vec(), Labels::I8(bytes))),
+            Err(_) => Ok((view::<i16, ndarray::Ix4>(&bytes, path)?.shape()[1..].to_vec(), Labels::I16(bytes))),
+        }
+    }
+
+    /// Copies the labels of `from..to` into `into`, widened to i16.
+    fn copy_region(&self, from: [usize; 3], to: [usize; 3], mut into: ndarray::ArrayViewMut3<i16>) {
+        fn region<T: ViewElement + Copy + Into<i16>>(bytes: &[u8], from: [usize; 3], to: [usize; 3], into: &mut ndarray::ArrayViewMut3<i16>) {
+            let all: ArrayView4<T> = view(bytes, Path::new("")).expect("checked when mapped");
+            let part: ArrayView3<T> = all.slice_move(s![0, from[0]..to[0], from[1]..to[1], from[2]..to[2]]);
+            into.zip_mut_with(&part, |d, &v| *d = v.into());
+        }
+        match self {
+            Labels::I8(bytes) => region::<i8>(bytes, from, to, &mut into),
+            Labels::I16(bytes) => region::<i16>(bytes, from, to, &mut into),
+        }
+    }
 }
 
 /// A preprocessed, labelled case, memory-mapped.
 pub struct TrainingCase {
     /// `CASE.npy`: float32 `(c, z, y, x)`.
     data: Mmap,
-    /// `CASE_seg.npy`: `(1, z, y, x)`, -1 outside the nonzero region.
-    labels: Labels,
+    /// `CASE_seg.npy`: `(1, z, y, x)`, -1 outside the nonzero region; then, for 3d_cascade_fullres, the
+    /// previous stage's predicted labels on the same grid.
+    labels: Vec<Labels>,
     /// Per class, its sampled `[z, y, x]` locations.
     pub class_locations: Vec<Vec<[usize; 3]>>,
+}
+
+/// Spatial shape `(z, y, x)` of preprocessed case `id` in `dir`, from its array's header.
+pub fn preprocessed_shape(dir: &Path, id: &str) -> Result<[usize; 3], String> {
+    let path = dir.join(format!("{id}.npy"));
+    let data = map(&path)?;
+    let shape = view::<f32, ndarray::Ix4>(&data, &path)?.shape()[1..].to_vec();
+    Ok([shape[0], shape[1], shape[2]])
 }
 
 fn map(path: &Path) -> Result<Mmap, String> {
@@ -53,8 +87,9 @@ fn view<'a, A: ViewElement, D: Dimension>(bytes: &'a [u8], path: &Path) -> Resul
 }
 
 impl TrainingCase {
-    /// Maps case `id` of a preprocessed folder, checking that its arrays are readable and agree.
-    pub fn load(dir: &Path, id: &str) -> Result<Self, String> {
+    /// Maps case `id` of a preprocessed folder, with the previous stage's labels (`CASE.npy`) from
+    /// `previous_stage` for the cascade, checking that its arrays are readable and agree.
+    pub fn load(dir: &Path, id: &str, previous_stage: Option<&Path>) -> Result<Self, String> {
         // nn-resample writes CASE.json last: without it the case was never finished
         let properties = dir.join(format!("{id}.json"));
         if !properties.is_file() {
@@ -63,14 +98,21 @@ impl TrainingCase {
         let data_path = dir.join(format!("{id}.npy"));
         let data = map(&data_path)?;
         let image_shape = view::<f32, ndarray::Ix4>(&data, &data_path)?.shape()[1..].to_vec();
-        let seg_path = dir.join(format!("{id}_seg.npy"));
-        let seg = map(&seg_path)?;
-        let (label_shape, labels) = match view::<i8, ndarray::Ix4>(&seg, &seg_path) {
-            Ok(v) => (v.shape()[1..].to_vec(), Labels::I8(seg)),
-            Err(_) => (view::<i16, ndarray::Ix4>(&seg, &seg_path)?.shape()[1..].to_vec(), Labels::I16(seg)),
-        };
+        let (label_shape, seg) = Labels::map(&dir.join(format!("{id}_seg.npy")))?;
         if image_shape != label_shape {
             return Err(format!("{id}: image {image_shape:?} and labels {label_shape:?} differ in shape"));
+        }
+        let mut labels = vec![seg];
+        if let Some(previous_stage) = previous_stage {
+            let path = previous_stage.join(format!("{id}.npy"));
+            if !path.is_file() {
+                return Err(format!("{}: missing; the previous stage's final validation writes it for every case of its fold", path.display()));
+            }
+            let (shape, previous) = Labels::map(&path)?;
+            if shape != image_shape {
+                return Err(format!("{}: shape {shape:?}, but case {id} is {image_shape:?} on this configuration's grid", path.display()));
+            }
+            labels.push(previous);
         }
         let locations_path = dir.join(format!("{id}_locations.npy"));
         let file = std::fs::File::open(&locations_path).map_err(|e| format!("{}: {e}", locations_path.display()))?;
@@ -97,18 +139,6 @@ impl TrainingCase {
         [data.shape()[1], data.shape()[2], data.shape()[3]]
     }
 
-    /// Copies the labels of `from..to` into `into`, widened to i16.
-    fn copy_labels(&self, from: [usize; 3], to: [usize; 3], mut into: ndarray::ArrayViewMut3<i16>) {
-        fn region<T: ViewElement + Copy + Into<i16>>(bytes: &[u8], from: [usize; 3], to: [usize; 3], into: &mut ndarray::ArrayViewMut3<i16>) {
-            let all: ArrayView4<T> = view(bytes, Path::new("")).expect("checked when mapped");
-            let part: ArrayView3<T> = all.slice_move(s![0, from[0]..to[0], from[1]..to[1], from[2]..to[2]]);
-            into.zip_mut_with(&part, |d, &v| *d = v.into());
-        }
-        match &self.labels {
-            Labels::I8(bytes) => region::<i8>(bytes, from, to, &mut into),
-            Labels::I16(bytes) => region::<i16>(bytes, from, to, &mut into),
-        }
-    }
 }
 
 /// Crops patches as nnU-Net's loader does: random position, or centred on a stored foreground
@@ -139,12 +169,13 @@ impl PatchSampler {
         [0, 1, 2].map(|a| rng.random_range(lower[a]..=upper[a].max(lower[a])))
     }
 
-    /// The patch of `case` at `corner`: image `(c, pz, py, px)` and labels `(pz, py, px)`.
-    pub fn crop(&self, case: &TrainingCase, corner: [i64; 3]) -> (Array4<f32>, Array3<i16>) {
+    /// The patch of `case` at `corner`: image `(c, pz, py, px)` and labels `(1, pz, py, px)`, or
+    /// `(2, ...)` with the previous stage's labels.
+    pub fn crop(&self, case: &TrainingCase, corner: [i64; 3]) -> (Array4<f32>, Array4<i16>) {
         let image = case.data();
         let [pz, py, px] = self.patch;
         let mut data = Array4::<f32>::zeros((image.shape()[0], pz, py, px));
-        let mut seg = Array3::<i16>::from_elem((pz, py, px), -1);
+        let mut seg = Array4::<i16>::from_elem((case.labels.len(), pz, py, px), -1);
         let shape = case.shape();
         // overlap of the patch with the image, in image and in patch coordinates
         let from = [0, 1, 2].map(|a| corner[a].max(0) as usize);
@@ -154,7 +185,9 @@ impl PatchSampler {
         }
         let at = [0, 1, 2].map(|a| (from[a] as i64 - corner[a]) as usize);
         let len = [0, 1, 2].map(|a| to[a] - from[a]);
-        case.copy_labels(from, to, seg.slice_mut(s![at[0]..at[0] + len[0], at[1]..at[1] + len[1], at[2]..at[2] + len[2]]));
+        for (labels, into) in case.labels.iter().zip(seg.outer_iter_mut()) {
+            labels.copy_region(from, to, into.slice_move(s![at[0]..at[0] + len[0], at[1]..at[1] + len[1], at[2]..at[2] + len[2]]));
+        }
         data.slice_mut(s![.., at[0]..at[0] + len[0], at[1]..at[1] + len[1], at[2]..at[2] + len[2]])
             .assign(&image.slice(s![.., from[0]..to[0], from[1]..to[1], from[2]..to[2]]));
         (data, seg)
@@ -165,7 +198,7 @@ impl PatchSampler {
 pub struct Batch {
     /// `(b, c, z, y, x)`, or `(b, c, y, x)` for 2d.
     pub data: ArrayD<f32>,
-    /// `(b, 1, ...)`, -1 outside the image.
+    /// `(b, 1, ...)`, -1 outside the image; `(b, 2, ...)` with the previous stage's labels.
     pub seg: ArrayD<i16>,
     /// The batch's random stream after sampling, for the augmentation that follows on the device.
     pub rng: ChaCha8Rng,
@@ -198,10 +231,11 @@ impl BatchPlan {
     }
 }
 
-/// Stacks patches into `(b, c, ...)` and `(b, 1, ...)` arrays, dropping the singleton axis of 2d patches.
-fn stack(patches: Vec<(Array4<f32>, Array3<i16>)>, two_d: bool) -> (ArrayD<f32>, ArrayD<i16>) {
+/// Stacks patches into `(b, c, ...)` and `(b, 1 or 2, ...)` arrays, dropping the singleton axis of 2d
+/// patches.
+fn stack(patches: Vec<(Array4<f32>, Array4<i16>)>, two_d: bool) -> (ArrayD<f32>, ArrayD<i16>) {
     let views_data: Vec<_> = patches.iter().map(|(d, _)| d.view().insert_axis(Axis(0))).collect();
-    let views_seg: Vec<_> = patches.iter().map(|(_, s)| s.view().insert_axis(Axis(0)).insert_axis(Axis(0))).collect();
+    let views_seg: Vec<_> = patches.iter().map(|(_, s)| s.view().insert_axis(Axis(0))).collect();
     let mut data = ndarray::concatenate(Axis(0), &views_data).expect("equal patch shapes").into_dyn();
     let mut seg = ndarray::concatenate(Axis(0), &views_seg).expect("equal patch shapes").into_dyn();
     if two_d {
@@ -286,7 +320,7 @@ mod tests {
         write_npy(dir.join("c_seg.npy"), &seg).unwrap();
         write_npy(dir.join("c_locations.npy"), &ndarray::arr2(&[[0i32, 5, 6, 7]])).unwrap();
         std::fs::write(dir.join("c.json"), "{}").unwrap();
-        Arc::new(TrainingCase::load(dir, "c").unwrap())
+        Arc::new(TrainingCase::load(dir, "c", None).unwrap())
     }
 
     #[test]
@@ -314,6 +348,28 @@ mod tests {
         let (data, _) = sampler.crop(&c, [1, -2, 0]);
         assert_eq!(data[[0, 0, 2, 3]], 1003.0, "patch (0, 2, 3) is image (1, 0, 3)");
         assert_eq!(data[[0, 0, 0, 0]], 0.0, "padding");
+    }
+
+    #[test]
+    fn cascade_patches_carry_the_previous_stage_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        case(dir.path());
+        let previous = dir.path().join("previous");
+        std::fs::create_dir(&previous).unwrap();
+        let missing = TrainingCase::load(dir.path(), "c", Some(&previous)).err().unwrap();
+        assert!(missing.contains("previous/c.npy: missing"), "{missing}");
+        write_npy(previous.join("c.npy"), &Array4::<i8>::zeros((1, 10, 12, 13))).unwrap();
+        let wrong = TrainingCase::load(dir.path(), "c", Some(&previous)).err().unwrap();
+        assert!(wrong.contains("shape [10, 12, 13]"), "{wrong}");
+        let labels = Array4::from_shape_fn((1, 10, 12, 14), |(_, z, y, x)| ((z + y + x) % 3) as i16 + 200);
+        write_npy(previous.join("c.npy"), &labels).unwrap();
+        let c = TrainingCase::load(dir.path(), "c", Some(&previous)).unwrap();
+        // patch (z, y, x) is image (z + 5, y + 6, x - 2)
+        let (data, seg) = PatchSampler { patch: [4, 6, 10] }.crop(&c, [5, 6, -2]);
+        assert_eq!((data.shape(), seg.shape()), ([1, 4, 6, 10].as_slice(), [2, 4, 6, 10].as_slice()));
+        assert_eq!(seg[[0, 0, 0, 9]], 1, "channel 0: the case's labels, 1 at image (5, 6, 7)");
+        assert_eq!(seg[[1, 1, 2, 4]], labels[[0, 6, 8, 2]], "channel 1: the previous stage's, int16 kept");
+        assert_eq!((seg[[0, 0, 0, 0]], seg[[1, 0, 0, 1]]), (-1, -1), "both padded with -1 left of x = 0");
     }
 
     #[test]

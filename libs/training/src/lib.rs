@@ -16,6 +16,6 @@ pub use optimizer::{poly_learning_rate, LossScaler, Sgd, GRADIENT_CLIP_NORM, INI
 pub use splits::{crossval_splits, Split, SPLIT_SEED};
 pub use nntools_augmentation::Mode as Augmentation;
 pub use trainer::{EpochLog, Settings, Trainer};
-pub use run::{train, Fold, Request};
+pub use run::{train, Cascade, Fold, Request};
 pub use progress::plot_progress;
 pub use validation::validate_fold;

@@ -17,6 +17,27 @@ pub enum Fold {
     All,
 }
 
+/// Where the stages of nnU-Net's cascade hand labels to each other. 3d_lowres's final validation
+/// resamples each validation case's prediction to 3d_cascade_fullres's preprocessed grid; with every
+/// fold validated, every case has one, and 3d_cascade_fullres trains and validates on them.
+#[derive(Debug, Clone, Default)]
+pub struct Cascade {
+    /// For a configuration with a previous stage: the folder of that stage's labels (`CASE.npy`, as
+    /// [`Cascade::next_stage_output`] names it), on this configuration's preprocessed grid.
+    pub previous_stage: Option<PathBuf>,
+    /// For a configuration with a next stage: that stage's preprocessed folder, whose shapes the final
+    /// validation resamples to.
+    pub next_stage_data: Option<PathBuf>,
+}
+
+impl Cascade {
+    /// Where a run of a configuration with a next stage writes that stage's labels, as nnU-Net does:
+    /// `RUN_DIR/predicted_next_stage/NEXT`.
+    pub fn next_stage_output(run_dir: &Path, next_stage: &str) -> PathBuf {
+        run_dir.join("predicted_next_stage").join(next_stage)
+    }
+}
+
 /// Everything nn-train was asked to do.
 pub struct Request {
     pub plans_path: PathBuf,
@@ -33,6 +54,7 @@ pub struct Request {
     pub dump_augmented: Option<usize>,
     /// Only predict the fold's validation cases with its final checkpoint (no training).
     pub validate_only: bool,
+    pub cascade: Cascade,
 }
 
 /// The split file to use: the given one, else the preprocessed folder's, else a new seeded 5-fold split
@@ -50,14 +72,34 @@ fn splits(request: &Request, case_ids: &[String]) -> Result<Vec<Split>> {
     Ok(splits)
 }
 
-fn load_cases(dir: &Path, ids: &[String]) -> Result<Vec<Arc<TrainingCase>>> {
-    ids.iter().map(|id| TrainingCase::load(dir, id).map(Arc::new).map_err(|p| Error::bad_input(dir, p))).collect()
+fn load_cases(dir: &Path, ids: &[String], previous_stage: Option<&Path>) -> Result<Vec<Arc<TrainingCase>>> {
+    ids.iter().map(|id| TrainingCase::load(dir, id, previous_stage).map(Arc::new).map_err(|p| Error::bad_input(dir, p))).collect()
+}
+
+/// Refuses cascade folders that do not fit the configuration.
+fn check_cascade(cascade: &Cascade, configuration_name: &str, configuration: &nntools_planning::Configuration) -> Result<()> {
+    match (&configuration.previous_stage, &cascade.previous_stage) {
+        (Some(previous), None) => {
+            let hint = Cascade::next_stage_output(Path::new(&format!("RUNS/{previous}")), configuration_name);
+            return Err(Error::bad_input(
+                "--prev-stage",
+                format!("{configuration_name} trains on {previous}'s predictions: give --prev-stage {}", hint.display()),
+            ));
+        }
+        (None, Some(dir)) => return Err(Error::bad_input(dir, format!("{configuration_name} has no previous stage (only a cascade stage takes --prev-stage)"))),
+        _ => {}
+    }
+    if let (None, Some(dir)) = (&configuration.next_stage, &cascade.next_stage_data) {
+        return Err(Error::bad_input(dir, format!("{configuration_name} has no next stage (only 3d_lowres takes --next-stage-data)")));
+    }
+    Ok(())
 }
 
 /// Trains one fold; `report` sees every finished epoch.
 pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> {
     let plans: Plans = read_json(&request.plans_path)?;
     let configuration = plans.configuration(&request.configuration).map_err(|p| Error::bad_input(&request.plans_path, p))?;
+    check_cascade(&request.cascade, &request.configuration, &configuration)?;
     let descriptor = Descriptor::read(&request.dataset_json)?;
     if descriptor.is_region_based() || descriptor.ignore_label.is_some() {
         return Err(Error::bad_input(&request.dataset_json, "region-based and ignore-label training are not supported yet"));
@@ -77,7 +119,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
         }
     };
     let device = request.settings.device;
-    let validate = |fold| crate::validate_fold(&request.run_dir, fold, &request.data_dir, &val_ids, device);
+    let validate = |fold| crate::validate_fold(&request.run_dir, fold, &request.data_dir, &val_ids, &request.cascade, device);
     if request.validate_only {
         let Fold::Index(fold) = request.fold else {
             return Err(Error::bad_input(&request.run_dir, "--validate-only needs a fold number"));
@@ -102,8 +144,9 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
         "val_cases": val_ids,
     });
     write_json(&request.settings.fold_dir.join("settings.json"), &settings)?;
-    let train_cases = load_cases(&request.data_dir, &train_ids)?;
-    let val_cases = load_cases(&request.data_dir, &val_ids)?;
+    let previous_stage = request.cascade.previous_stage.as_deref();
+    let train_cases = load_cases(&request.data_dir, &train_ids, previous_stage)?;
+    let val_cases = load_cases(&request.data_dir, &val_ids, previous_stage)?;
     let classes = descriptor.all_labels().len();
     let fold_dir = request.settings.fold_dir.clone();
     let mut trainer = Trainer::new(&request.configuration, &configuration, classes, train_cases, val_cases, request.settings)

@@ -133,7 +133,10 @@ impl Trainer {
         val_cases: Vec<Arc<TrainingCase>>,
         settings: Settings,
     ) -> Result<Self, String> {
-        let channels = train_cases.first().ok_or("no training cases")?.data().shape()[0];
+        let image_channels = train_cases.first().ok_or("no training cases")?.data().shape()[0];
+        // a cascade stage also sees the previous stage's foreground labels, one-hot
+        let cascade_labels = configuration.previous_stage.as_ref().map(|_| (1..classes as i64).collect::<Vec<_>>());
+        let channels = image_channels + cascade_labels.as_ref().map_or(0, Vec::len);
         tch::manual_seed(settings.seed as i64);
         let arch = &configuration.architecture;
         let model = Model::new(settings.device, &arch.network_class_name, &arch.arch_kwargs, channels, classes)?;
@@ -155,7 +158,7 @@ impl Trainer {
         let two_d = patch.len() == 2;
         // the labels declared, so that no batch's values are read back from the device
         let labels: Vec<i64> = (0..classes as i64).collect();
-        let recipe = Recipe::new(patch, &configuration.use_mask_for_norm, settings.augment, None).with_labels(&labels);
+        let recipe = Recipe::new(patch, &configuration.use_mask_for_norm, settings.augment, cascade_labels).with_labels(&labels);
         let mirroring_axes = recipe.mirror_axes();
         // training batches are cropped at the enlarged patch the spatial transform needs, validation
         // batches at the patch itself

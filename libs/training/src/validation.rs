@@ -1,33 +1,62 @@
 //! nnU-Net's final validation (nnunet-spec 6.7): a fold's validation cases predicted with its final
 //! checkpoint (mirroring, step 0.5) from their preprocessed arrays, and exported to their input
 //! geometry as `fold_F/validation/CASE<ending>` with probabilities (`CASE.npz`), which model selection
-//! and ensembling (`nn-ensemble select`) read.
+//! and ensembling (`nn-ensemble select`) read. For 3d_lowres the same predictions are also resampled to
+//! the cascade's next stage (see [`Cascade`]).
 
+use crate::data::preprocessed_shape;
+use crate::Cascade;
 use ndarray::Array4;
 use ndarray_npy::ReadNpyExt;
-use nntools_inference::{export, write_prediction, ModelFolder, Options, Predictor};
+use nntools_inference::{export, labels_for_next_stage, write_prediction, ModelFolder, Options, Predictor};
 use nntools_io::{new_header, read_json, Error, Geometry, Result};
-use nntools_preprocessing::Properties;
-use std::path::Path;
+use nntools_preprocessing::{read_label_map_npy, write_label_map_npy, Properties};
+use std::path::{Path, PathBuf};
 use tch::Device;
 
-/// Predicts the validation cases of fold `fold` of the run in `run_dir` from the preprocessed folder.
-pub fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_ids: &[String], device: Device) -> Result<()> {
+/// Predicts the validation cases of fold `fold` of the run in `run_dir` from the preprocessed folder
+/// (with the previous stage's labels for a cascade stage; writing the next stage's for 3d_lowres).
+pub fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_ids: &[String], cascade: &Cascade, device: Device) -> Result<()> {
     let options = Options { folds: Some(vec![fold.to_string()]), checkpoint: "final".into(), tta: true, step: 0.5, device };
     let folder = ModelFolder::open(run_dir, &options)?;
-    if folder.recipe.configuration.previous_stage.is_some() {
-        return Err(Error::bad_input(run_dir, "validating a cascade stage needs the previous stage's predictions; not supported yet"));
-    }
+    let configuration = &folder.recipe.configuration;
+    let previous_stage = match (&configuration.previous_stage, &cascade.previous_stage) {
+        (Some(_), None) => return Err(Error::bad_input(run_dir, "validating a cascade stage needs --prev-stage")),
+        (Some(_), Some(dir)) => Some(dir),
+        (None, _) => None,
+    };
+    let next_stage: Option<(&PathBuf, PathBuf)> = configuration
+        .next_stage
+        .as_ref()
+        .zip(cascade.next_stage_data.as_ref())
+        .map(|(name, data)| (data, Cascade::next_stage_output(run_dir, name)));
     let predictor = Predictor::load(&folder, &options)?;
     let out = run_dir.join(format!("fold_{fold}")).join("validation");
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, &e))?;
-    nntools_io::remove_stale_temporaries(&out)?;
+    for dir in std::iter::once(&out).chain(next_stage.as_ref().map(|(_, out)| out)) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
+        nntools_io::remove_stale_temporaries(dir)?;
+    }
     for id in case_ids {
         let data_path = data_dir.join(format!("{id}.npy"));
         let file = std::fs::File::open(&data_path).map_err(|e| Error::io(&data_path, &e))?;
         let data = Array4::<f32>::read_npy(file).map_err(|e| Error::bad_input(&data_path, e))?;
         let properties: Properties = read_json(&data_dir.join(format!("{id}.json")))?;
-        let logits = predictor.logits(&data, None, &mut || {});
+        let previous_labels = previous_stage
+            .map(|dir| {
+                let path = dir.join(format!("{id}.npy"));
+                let labels = read_label_map_npy(&path)?;
+                if labels.shape() != &data.shape()[1..] {
+                    return Err(Error::bad_input(&path, format!("shape {:?}, but case {id} is {:?}", labels.shape(), &data.shape()[1..])));
+                }
+                Ok(labels)
+            })
+            .transpose()?;
+        let logits = predictor.logits(&data, previous_labels.as_ref(), &mut || {});
+        if let Some((next_data, next_out)) = &next_stage {
+            let shape = preprocessed_shape(next_data, id).map_err(|p| Error::bad_input(next_data.as_path(), p))?;
+            let labels = labels_for_next_stage(&logits, &folder.recipe, &folder.labelling, shape).mapv(|l| l as i16);
+            write_label_map_npy(&next_out.join(format!("{id}.npy")), &labels)?;
+        }
         let exported = export(&logits, &properties, &folder.recipe, &folder.labelling, true);
         let geometry = Geometry { spacing: properties.spacing, origin: properties.sitk_stuff.origin, direction: properties.sitk_stuff.direction };
         let shape = exported.labels.shape();

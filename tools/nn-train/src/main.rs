@@ -1,6 +1,6 @@
 use clap::Parser;
 use nntools_io::Error;
-use nntools_training::{train, Augmentation, Fold, Request, Settings};
+use nntools_training::{train, Augmentation, Cascade, Fold, Request, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,17 +13,23 @@ const TOOL: &str = "nn-train";
 /// checkpoint_{best,latest,final}.safetensors (nnU-Net's state_dict names) with their state sidecars.
 /// --resume continues from the newest checkpoint with the same learning-rate position and random state.
 /// SIGTERM or SIGINT stop after the current iteration and save checkpoint_latest (exit code 1).
+///
+/// The cascade, as nnU-Net trains it: every fold of 3d_lowres with --next-stage-data (3d_fullres's
+/// preprocessed folder) writes its validation cases' labels to RUN_DIR/predicted_next_stage/
+/// 3d_cascade_fullres/; 3d_cascade_fullres then trains on 3d_fullres's data with --prev-stage on them.
 #[derive(Parser)]
 #[command(name = TOOL, version, after_help = "\
 Examples:
   nn-train --plans nnUNetPlans.json -c 3d_fullres --data pre/nnUNetPlans_3d_fullres --dataset raw/Dataset004_Hippocampus/dataset.json --fold 0 -o runs/3d_fullres
   nn-train ... --fold all --epochs 50 --iters 100 --device cpu
-  nn-train ... --fold 0 -o runs/3d_fullres --resume")]
+  nn-train ... --fold 0 -o runs/3d_fullres --resume
+  nn-train --plans plans.json -c 3d_lowres --data pre/3d_lowres --next-stage-data pre/3d_fullres --dataset raw/dataset.json --fold 0 -o runs/3d_lowres
+  nn-train --plans plans.json -c 3d_cascade_fullres --data pre/3d_fullres --prev-stage runs/3d_lowres/predicted_next_stage/3d_cascade_fullres --dataset raw/dataset.json --fold 0 -o runs/3d_cascade_fullres")]
 struct Args {
     /// Plans file.
     #[arg(short, long)]
     plans: PathBuf,
-    /// Configuration to train (2d, 3d_fullres, 3d_lowres).
+    /// Configuration to train (2d, 3d_fullres, 3d_lowres, 3d_cascade_fullres).
     #[arg(short, long)]
     configuration: String,
     /// Preprocessed folder of that configuration (nn-resample's output).
@@ -70,6 +76,14 @@ struct Args {
     /// automatically after training; this redoes it).
     #[arg(long)]
     validate_only: bool,
+    /// 3d_cascade_fullres: the folder of 3d_lowres's labels on this grid
+    /// (RUNS/3d_lowres/predicted_next_stage/3d_cascade_fullres, written by its folds' validation).
+    #[arg(long, value_name = "DIR")]
+    prev_stage: Option<PathBuf>,
+    /// 3d_lowres: the next stage's preprocessed folder (3d_fullres's); the final validation then also
+    /// writes each validation case's labels on its grid to RUN_DIR/predicted_next_stage/3d_cascade_fullres.
+    #[arg(long, value_name = "DIR")]
+    next_stage_data: Option<PathBuf>,
     /// Split file in nnU-Net's splits_final.json format (default: DATA/splits_final.json, made if absent).
     #[arg(long)]
     splits: Option<PathBuf>,
@@ -110,6 +124,7 @@ fn main() -> ExitCode {
             validate_only: args.validate_only,
             dump_augmented: args.dump_augmented,
             pretrained: args.pretrained.clone(),
+            cascade: Cascade { previous_stage: args.prev_stage.clone(), next_stage_data: args.next_stage_data.clone() },
             settings: Settings {
                 epochs: args.epochs,
                 iterations: args.iters,
