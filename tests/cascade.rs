@@ -93,16 +93,40 @@ fn lowres_predictions_train_the_cascade_and_both_stages_predict() {
         assert_eq!(predicted.geometry, reference.geometry, "{id}: validated in its input geometry");
     }
 
+    // predicted through both stages: by hand, and from an inference plan naming the cascade
     let images = c.data.raw.join("imagesTs");
-    let [lowres_predictions, predictions] = ["pred_lowres", "pred_cascade"].map(|name| c.data.dir.path().join(name));
-    let output = run("nn-infer", &[&"-m", &runs.join("3d_lowres"), &"-i", &images, &"-o", &lowres_predictions, &"--no-tta", &"--device", &"cpu", &"-q"]);
+    let [lowres_predictions, predictions, from_plan] = ["pred_lowres", "pred_cascade", "pred_plan"].map(|name| c.data.dir.path().join(name));
+    let fast = [&"--no-tta" as &dyn AsRef<std::ffi::OsStr>, &"--device", &"cpu", &"-q"];
+    let output = run("nn-infer", &[&[&"-m" as &dyn AsRef<std::ffi::OsStr>, &runs.join("3d_lowres"), &"--folds", &"0", &"-i", &images, &"-o", &lowres_predictions], &fast[..]].concat());
     assert!(output.status.success(), "{}", stderr(&output));
     let no_previous = run("nn-infer", &[&"-m", &cascade, &"-i", &images, &"-o", &predictions, &"--device", &"cpu", &"-q"]);
     assert_eq!(no_previous.status.code(), Some(2), "{}", stderr(&no_previous));
-    let with = [&"-m" as &dyn AsRef<std::ffi::OsStr>, &cascade, &"--prev-stage", &lowres_predictions, &"-i", &images, &"-o", &predictions];
-    let output = run("nn-infer", &[&with[..], &[&"--no-tta", &"--device", &"cpu", &"-q"]].concat());
+    let by_hand = [&"-m" as &dyn AsRef<std::ffi::OsStr>, &cascade, &"--prev-stage", &lowres_predictions, &"-i", &images, &"-o", &predictions];
+    let output = run("nn-infer", &[&by_hand[..], &fast[..]].concat());
     assert!(output.status.success(), "{}", stderr(&output));
-    let image = read_label_map(&lowres_predictions.join("synth_004.nii.gz")).unwrap();
-    let predicted = read_label_map(&predictions.join("synth_004.nii.gz")).unwrap();
-    assert_eq!(predicted.geometry, image.geometry);
+
+    let plan = c.data.dir.path().join("inference_plan.json");
+    let labels = c.data.raw.join("labelsTr");
+    let alone = run("nn-ensemble", &[&"select", &"--runs", &cascade, &"--ref", &labels, &"--folds", &"0", &"-o", &plan]);
+    assert_eq!(alone.status.code(), Some(2), "{}", stderr(&alone));
+    assert!(stderr(&alone).contains("give its 3d_lowres run"), "{}", stderr(&alone));
+    let output = run("nn-ensemble", &[&"select", &"--runs", &runs.join("3d_lowres"), &cascade, &"--ref", &labels, &"--folds", &"0", &"-o", &plan]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut chosen: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let listed = chosen["cross_validation"].as_array().unwrap().len();
+    assert_eq!(listed, 3, "lowres, cascade, and both");
+    for model in chosen["models"].as_array().unwrap() {
+        let expected = if model["configuration"] == "3d_cascade_fullres" { serde_json::json!(runs.join("3d_lowres")) } else { serde_json::Value::Null };
+        assert_eq!(model["previous_stage"], expected, "{model}");
+    }
+    // whichever won on this untrained pair, predict with the cascade alone
+    chosen["models"] = serde_json::json!([{"run": cascade, "configuration": "3d_cascade_fullres", "previous_stage": runs.join("3d_lowres")}]);
+    std::fs::write(&plan, chosen.to_string()).unwrap();
+    let output = run("nn-infer", &[&[&"--plan" as &dyn AsRef<std::ffi::OsStr>, &plan, &"-i", &images, &"-o", &from_plan], &fast[..]].concat());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let [by_hand, planned] = [&predictions, &from_plan].map(|dir| read_label_map(&dir.join("synth_004.nii.gz")).unwrap());
+    assert_eq!(planned.geometry, by_hand.geometry);
+    assert_eq!(planned.data, by_hand.data, "the plan predicts the previous stage first, as by hand");
+    let left: Vec<_> = std::fs::read_dir(&from_plan).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
+    assert!(left.is_empty(), "the previous stage's temporary folder is removed: {left:?}");
 }

@@ -163,6 +163,10 @@ fn a_killed_run_reruns_to_the_same_files() {
     }
     // a temporary of a process that is gone, as a kill during a write leaves it
     std::fs::write(killed.join(".nntmp-999999999-hippocampus_019.nii.gz"), b"partial").unwrap();
+    // and the previous stage's folder that a killed cascade prediction leaves
+    let scratch = killed.join(".nntmp-999999999-previous-stage");
+    std::fs::create_dir(&scratch).unwrap();
+    std::fs::write(scratch.join("hippocampus_017.nii.gz"), b"done").unwrap();
     let status = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&killed)).status().unwrap();
     assert!(status.success());
     let mut names: Vec<String> = std::fs::read_dir(&whole).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();

@@ -26,6 +26,9 @@ pub struct SelectRequest {
 pub struct Model {
     pub run: PathBuf,
     pub configuration: String,
+    /// For a cascade stage: the run of its previous stage, whose predictions are its input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_stage: Option<PathBuf>,
 }
 
 /// A candidate's cross-validation score.
@@ -54,6 +57,8 @@ pub struct InferencePlan {
 struct Run {
     dir: PathBuf,
     configuration: String,
+    /// The configuration whose predictions a cascade stage takes as input.
+    previous_stage: Option<String>,
     /// (case, validation folder holding it)
     cases: Vec<(String, PathBuf)>,
 }
@@ -88,7 +93,19 @@ fn open_run(dir: &Path, folds: &[usize], problems: &mut Vec<String>) -> Result<R
         return Err(Error::bad_input(dir, format!("case {} is validated in two folds", pair[0].0)));
     }
     let configuration = configuration.unwrap_or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    Ok(Run { dir: dir.to_owned(), configuration, cases })
+    let plans: serde_json::Value = read_json(&dir.join("plans.json"))?;
+    let previous_stage = plans["configurations"][&configuration]["previous_stage"].as_str().map(str::to_owned);
+    Ok(Run { dir: dir.to_owned(), configuration, previous_stage, cases })
+}
+
+/// The run of a cascade stage's previous stage, which must be among the runs, since predicting with the
+/// stage needs its predictions first.
+fn previous_stage_run(run: &Run, runs: &[Run]) -> Result<Option<PathBuf>> {
+    let Some(name) = &run.previous_stage else { return Ok(None) };
+    match runs.iter().find(|r| &r.configuration == name) {
+        Some(previous) => Ok(Some(previous.dir.clone())),
+        None => Err(Error::bad_input(&run.dir, format!("{} predicts from {name}'s predictions: give its {name} run to --runs too", run.configuration))),
+    }
 }
 
 /// Candidates: each run alone, then every pair, in itertools.combinations order.
@@ -170,6 +187,7 @@ pub fn select(request: &SelectRequest) -> Result<InferencePlan> {
     if !problems.is_empty() {
         return Err(Error::bad_input_lines(problems));
     }
+    let previous_stages = runs.iter().map(|run| previous_stage_run(run, &runs)).collect::<Result<Vec<_>>>()?;
     let descriptor = Descriptor::read(&runs[0].dir.join("dataset.json"))?;
     for run in &runs[1..] {
         let ids = |r: &Run| r.cases.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
@@ -198,7 +216,10 @@ pub fn select(request: &SelectRequest) -> Result<InferencePlan> {
     }
     let (chosen, baseline) = best.expect("at least one run");
     let (steps, after) = determine_postprocessing(&context, &chosen, baseline.clone())?;
-    let models: Vec<Model> = chosen.iter().map(|&r| Model { run: runs[r].dir.clone(), configuration: runs[r].configuration.clone() }).collect();
+    let models: Vec<Model> = chosen
+        .iter()
+        .map(|&r| Model { run: runs[r].dir.clone(), configuration: runs[r].configuration.clone(), previous_stage: previous_stages[r].clone() })
+        .collect();
     let plan = InferencePlan {
         commands: commands(&request.output),
         models,

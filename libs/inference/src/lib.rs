@@ -23,6 +23,7 @@ use std::sync::mpsc::sync_channel;
 use tch::{Device, Tensor};
 
 /// What to predict with.
+#[derive(Clone)]
 pub struct Options {
     /// Fold folders to use (`0`, `all`, ...); every `fold_N` holding the checkpoint when absent.
     pub folds: Option<Vec<String>>,
@@ -189,14 +190,24 @@ impl Predictor {
     }
 }
 
+/// The input a cascade stage takes from its previous stage.
+#[derive(Clone)]
+pub enum PreviousStage {
+    /// A folder of that stage's predictions (`CASE<ending>`).
+    Predictions(PathBuf),
+    /// That stage's model folder: the inputs are predicted with it first (same folds and options).
+    Model(PathBuf),
+}
+
 /// Where images come from and where predictions go.
+#[derive(Clone)]
 pub struct Request {
     pub models: Vec<PathBuf>,
     /// Image folders and/or image files (`CASE_XXXX.nii.gz`).
     pub inputs: Vec<PathBuf>,
     pub output: PathBuf,
-    /// Folder of the previous stage's predictions (`CASE<ending>`), for the cascade.
-    pub prev_stage: Option<PathBuf>,
+    /// For a cascade stage among the models.
+    pub prev_stage: Option<PreviousStage>,
     pub save_probabilities: bool,
     pub options: Options,
 }
@@ -247,8 +258,30 @@ struct Predicted {
 }
 
 /// Predicts every case of the request and writes `OUT/CASE<ending>` (and `CASE.npz` + `CASE.json` with
-/// probabilities), plus the first model's `plans.json` and `dataset.json`.
+/// probabilities), plus the first model's `plans.json` and `dataset.json`. A previous stage given as a
+/// model predicts first, into a temporary folder inside OUT.
 pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
+    let previous = match &request.prev_stage {
+        None => return predict_cases(request, None, report),
+        Some(PreviousStage::Predictions(dir)) => return predict_cases(request, Some(dir), report),
+        Some(PreviousStage::Model(previous)) => previous,
+    };
+    let created = !request.output.exists();
+    std::fs::create_dir_all(&request.output).map_err(|e| Error::io(&request.output, &e))?;
+    // a temporary name, so that the folder a killed run leaves is removed at the next start
+    let scratch = nntools_io::temporary_path(&request.output.join("previous-stage"));
+    let first = Request { models: vec![previous.clone()], output: scratch.clone(), save_probabilities: false, ..request.clone() };
+    let outcome = predict_cases(&first, None, report).and_then(|()| predict_cases(request, Some(&scratch), report));
+    let _ = std::fs::remove_dir_all(&scratch);
+    if outcome.is_err() && created {
+        // only succeeds when no case was written
+        let _ = std::fs::remove_dir(&request.output);
+    }
+    outcome
+}
+
+/// `predict` with the previous stage's predictions, if any, in `previous_predictions`.
+fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report: &mut dyn FnMut(Event)) -> Result<()> {
     let folders = request.models.iter().map(|dir| ModelFolder::open(dir, &request.options)).collect::<Result<Vec<_>>>()?;
     let predictors = folders.iter().map(|f| Predictor::load(f, &request.options)).collect::<Result<Vec<_>>>()?;
     let first = &folders[0];
@@ -259,9 +292,10 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
         }
     }
     let cascade = folders.iter().any(|f| f.previous_stage_labels.is_some());
-    if cascade && request.prev_stage.is_none() {
+    if cascade && previous_predictions.is_none() {
         return Err(Error::bad_input(&first.dir, "a 3d_cascade_fullres model needs --prev-stage DIR (the 3d_lowres predictions)"));
     }
+    let previous_predictions = previous_predictions.filter(|_| cascade);
     let cases = cases(request, channels)?;
     let dataset_json = read_json::<serde_json::Value>(&first.dir.join("dataset.json"))?;
     let created = !request.output.exists();
@@ -279,7 +313,7 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
         let ending = ending.as_str();
         scope.spawn(move || {
             for (id, images) in cases {
-                let label = request.prev_stage.as_ref().filter(|_| cascade).map(|dir| dir.join(format!("{id}{ending}")));
+                let label = previous_predictions.map(|dir| dir.join(format!("{id}{ending}")));
                 let files = CaseFiles { id: id.clone(), images, label };
                 let per_model = folders.iter().map(|f| preprocess_case(&f.recipe, &files)).collect::<Result<Vec<_>>>();
                 // a closed queue means the run already failed

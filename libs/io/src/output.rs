@@ -13,8 +13,9 @@ pub fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".nntmp-{}-{name}", std::process::id()))
 }
 
-/// Removes the temporary files that killed nn-tools processes left in `dir` (`.nntmp-PID-*` of a PID
-/// no longer running; a live process's files are its own business, e.g. another fold writing there).
+/// Removes the temporary files and folders that killed nn-tools processes left in `dir` (`.nntmp-PID-*`
+/// of a PID no longer running; a live process's files are its own business, e.g. another fold writing
+/// there).
 pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -26,7 +27,10 @@ pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name.strip_prefix(".nntmp-").and_then(|rest| rest.split('-').next()) else { continue };
         if !Path::new("/proc").join(pid).exists() {
-            std::fs::remove_file(entry.path()).map_err(|e| Error::runtime(entry.path(), e))?;
+            let path = entry.path();
+            let folder = entry.file_type().is_ok_and(|t| t.is_dir());
+            let removed = if folder { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed.map_err(|e| Error::runtime(&path, e))?;
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
 use clap::Parser;
-use nntools_inference::{predict, Event, Options, Request};
+use nntools_inference::{predict, Event, Options, PreviousStage, Request};
 use nntools_io::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,7 +51,8 @@ struct Args {
     /// Also write CASE.npz with class probabilities and CASE.json.
     #[arg(long)]
     save_probabilities: bool,
-    /// Folder with the 3d_lowres predictions (CASE.nii.gz), for a 3d_cascade_fullres model.
+    /// Folder with the 3d_lowres predictions (CASE.nii.gz), for a 3d_cascade_fullres model (with
+    /// --plan, its 3d_lowres run predicts them first unless this is given).
     #[arg(long)]
     prev_stage: Option<PathBuf>,
     /// auto (CUDA when present), cpu, cuda or cuda:N.
@@ -78,19 +79,22 @@ fn main() -> ExitCode {
         if let Some(threads) = args.threads {
             tch::set_num_threads(threads as i32);
         }
-        let (models, folds) = match &args.plan {
+        let given_predictions = args.prev_stage.clone().map(PreviousStage::Predictions);
+        let (models, folds, prev_stage) = match &args.plan {
             Some(path) => {
                 let plan: nntools_ensembling::InferencePlan = nntools_io::read_json(path)?;
                 let folds = plan.folds.iter().map(usize::to_string).collect();
-                (plan.models.into_iter().map(|m| m.run).collect(), Some(folds))
+                // a cascade stage's previous stage predicts first, unless its predictions are given
+                let previous_model = plan.models.iter().find_map(|m| m.previous_stage.clone()).map(PreviousStage::Model);
+                (plan.models.into_iter().map(|m| m.run).collect(), Some(folds), given_predictions.or(previous_model))
             }
-            None => (args.models.clone(), args.folds.clone()),
+            None => (args.models.clone(), args.folds.clone(), given_predictions),
         };
         let request = Request {
             models,
             inputs: args.inputs.clone(),
             output: args.output.clone(),
-            prev_stage: args.prev_stage.clone(),
+            prev_stage,
             save_probabilities: args.save_probabilities,
             options: Options { folds, checkpoint: args.checkpoint.clone(), tta: !args.no_tta, step: args.step, device },
         };
