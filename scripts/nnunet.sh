@@ -3,13 +3,16 @@
 # fingerprint -> plan -> preprocess each configuration -> train every configuration x fold (each fold
 # ends with its validation predictions) -> choose the best configuration or ensemble and its
 # postprocessing from the cross-validation -> predict RAW_DIR/imagesTs with that choice.
+# Where the plans have nnU-Net's cascade, 3d_lowres's folds also write their validation cases' labels
+# for 3d_cascade_fullres, which trains on them after all five lowres folds (with fewer folds it is
+# skipped).
 #
 # Every stage skips work whose outputs are complete and newer than their inputs, so rerunning after a
 # failure or a pre-emption resumes and a rerun of a finished pipeline does nothing: nn-resample skips
 # finished cases, nn-train --resume continues an interrupted fold, finished folds are left alone.
 #
 # Usage: scripts/nnunet.sh RAW_DIR WORK_DIR [--configs 2d,3d_fullres] [--folds 0-4] [--epochs N]
-#                          [--iters N] [--device auto|cpu|cuda] [-j N]
+#                          [--iters N] [--device auto|cpu|cuda] [--gpu-memory-gb N] [-j N]
 # Outputs: WORK_DIR/{dataset_fingerprint.json, plans.json, preprocessed/CONFIG, runs/CONFIG/fold_F,
 #          inference_plan.json, predictions/}
 set -euo pipefail
@@ -19,13 +22,14 @@ usage() { sed -n '/^# Usage/,/^# Outputs/p' "$0" | sed 's/^# //' >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 raw=$1 work=$2
 shift 2
-configs="" folds="0-4" train_flags=() device=auto threads=()
+configs="" folds="0-4" train_flags=() plan_flags=() device=auto threads=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --configs) configs=$2; shift 2 ;;
         --folds) folds=$2; shift 2 ;;
         --epochs|--iters|--val-iters) train_flags+=("$1" "$2"); shift 2 ;;
         --device) device=$2; shift 2 ;;
+        --gpu-memory-gb) plan_flags+=("$1" "$2"); shift 2 ;;
         -j|--threads) threads=(-j "$2"); shift 2 ;;
         *) echo "nnunet.sh: unknown option $1" >&2; usage ;;
     esac
@@ -54,49 +58,83 @@ if current plans "$fingerprint"; then
     step "plans: current"
 else
     step "nn-plan"
-    "$bin/nn-plan" --fingerprint "$fingerprint" --dataset "$raw" -o "$plans"
+    "$bin/nn-plan" --fingerprint "$fingerprint" --dataset "$raw" -o "$plans" "${plan_flags[@]}"
     mark plans
 fi
 
-# configurations to run: the plans' trainable ones (a cascade needs its lowres stage's predictions,
-# which training does not produce yet), or the requested subset
-planned=$(python3 -c '
+# configurations to run: the plans' ones (nnU-Net's 2d, 3d_fullres, and for large images 3d_lowres
+# and 3d_cascade_fullres), or the requested subset, each with the configuration whose preprocessed data
+# it trains on (the cascade: 3d_fullres's)
+declare -A data_of
+while read -r name source; do data_of[$name]=$source; done < <(python3 -c '
 import json, sys
-plans = json.load(open(sys.argv[1]))["configurations"]
-print(" ".join(name for name, c in plans.items() if "previous_stage" not in c and "inherits_from" not in c))' "$plans")
-if [[ -n $configs ]]; then
-    planned=$(for c in ${configs//,/ }; do
-        [[ " $planned " == *" $c "* ]] || { echo "nnunet.sh: error: $plans: no trainable configuration $c ($planned)" >&2; exit 2; }
-        echo "$c"
-    done)
-fi
+for name, c in json.load(open(sys.argv[1]))["configurations"].items():
+    print(name, c.get("inherits_from", name) if "previous_stage" in c else name)' "$plans")
+planned=$(python3 -c 'import json, sys; print(" ".join(json.load(open(sys.argv[1]))["configurations"]))' "$plans")
 if [[ $folds =~ ^([0-9])-([0-9])$ ]]; then folds=$(seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"); else folds=${folds//,/ }; fi
+# the cascade trains on 3d_lowres's cross-validation predictions, so it needs all five lowres folds
+cascade=3d_cascade_fullres lowres=3d_lowres
+cascade_reason=""
+[[ $(printf '%s\n' $folds | sort -u | xargs) == "0 1 2 3 4" ]] || cascade_reason="it trains on every case's 3d_lowres prediction, which needs --folds 0-4"
+if [[ -n $configs ]]; then
+    requested=${configs//,/ }
+    for c in $requested; do
+        [[ " $planned " == *" $c "* ]] || { echo "nnunet.sh: error: $plans: no configuration $c ($planned)" >&2; exit 2; }
+    done
+    if [[ " $requested " == *" $cascade "* ]]; then
+        [[ " $requested " == *" $lowres "* ]] || { echo "nnunet.sh: error: --configs: $cascade needs $lowres" >&2; exit 2; }
+        [[ -z $cascade_reason ]] || { echo "nnunet.sh: error: --configs: $cascade: $cascade_reason" >&2; exit 2; }
+    fi
+    # in the plans' order, so that 3d_lowres trains before the cascade
+    planned=$(for c in $planned; do [[ " $requested " == *" $c "* ]] && echo "$c"; done)
+elif [[ " $planned " == *" $cascade "* && -n $cascade_reason ]]; then
+    step "$cascade: skipped: $cascade_reason"
+    planned=$(for c in $planned; do [[ $c != "$cascade" ]] && echo "$c"; done)
+fi
+planned=$(echo $planned)
+with_cascade=false
+[[ " $planned " == *" $cascade "* ]] && with_cascade=true
+
+for data in $(for c in $planned; do echo "${data_of[$c]}"; done | awk '!seen[$0]++'); do
+    manifest=$work/preprocessed/$data/manifest.json
+    # a raw change that matters changes the fingerprint (shapes, spacings, foreground intensities)
+    if current "resample-$data" "$plans" "$fingerprint" && [[ -f $manifest ]]; then
+        step "nn-resample -c $data: current"
+    else
+        step "nn-resample -c $data"
+        "$bin/nn-resample" --plans "$plans" -c "$data" -i "$raw" -o "$work/preprocessed/$data" -q "${threads[@]}"
+        mark "resample-$data"
+    fi
+done
 
 runs=()
 for c in $planned; do
-    manifest=$work/preprocessed/$c/manifest.json
-    # a raw change that matters changes the fingerprint (shapes, spacings, foreground intensities)
-    if current "resample-$c" "$plans" "$fingerprint" && [[ -f $manifest ]]; then
-        step "nn-resample -c $c: current"
-    else
-        step "nn-resample -c $c"
-        "$bin/nn-resample" --plans "$plans" -c "$c" -i "$raw" -o "$work/preprocessed/$c" -q "${threads[@]}"
-        mark "resample-$c"
+    data=$work/preprocessed/${data_of[$c]}
+    inputs=("$data/manifest.json") stage=()
+    if $with_cascade && [[ $c == "$lowres" ]]; then
+        # each lowres fold's validation also writes its cases' labels for the cascade
+        inputs+=("$work/preprocessed/3d_fullres/manifest.json")
+        stage=(--next-stage-data "$work/preprocessed/3d_fullres")
+    elif [[ $c == "$cascade" ]]; then
+        for f in $folds; do inputs+=("$work/runs/$lowres/fold_$f/checkpoint_final.json"); done
+        stage=(--prev-stage "$work/runs/$lowres/predicted_next_stage/$cascade")
     fi
     run=$work/runs/$c
     runs+=("$run")
     for f in $folds; do
         final=$run/fold_$f/checkpoint_final.json
-        if newer_than "$final" "$manifest" && [[ -d $run/fold_$f/validation ]]; then
+        # the stamp marks a fold whose training and validation both finished
+        if current "train-$c-$f" "${inputs[@]}" && [[ -f $final ]]; then
             step "train $c fold $f: done"
             continue
         fi
-        # an unfinished fold resumes; a finished one whose preprocessed data changed trains anew
+        # an unfinished fold resumes; a finished one whose inputs changed trains anew
         resume=(--resume)
-        [[ -f $final ]] && ! newer_than "$final" "$manifest" && resume=()
+        [[ -f $final ]] && ! newer_than "$final" "${inputs[@]}" && resume=()
         step "nn-train -c $c --fold $f"
-        "$bin/nn-train" --plans "$plans" -c "$c" --data "$work/preprocessed/$c" --dataset "$raw/dataset.json" \
+        "$bin/nn-train" --plans "$plans" -c "$c" --data "$data" --dataset "$raw/dataset.json" "${stage[@]}" \
             --fold "$f" -o "$run" "${resume[@]}" --device "$device" "${train_flags[@]}" "${threads[@]}"
+        mark "train-$c-$f"
     done
 done
 

@@ -144,6 +144,58 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
     }
 }
 
+/// nnU-Net's cascade through the script: five small cases planned for 10 MB of GPU memory get
+/// 3d_lowres and 3d_cascade_fullres; all five lowres folds write the cascade's input, the cascade
+/// trains on it, the selection weighs both, the test image is predicted through both stages, and a
+/// rerun, by the script or by make, does nothing.
+#[test]
+fn the_script_runs_the_cascade() {
+    let data = tempfile::tempdir().unwrap();
+    let raw = data.path().join("raw");
+    let synth = ["--cases", "5", "--test-cases", "1", "--isotropic", "--min-size", "32", "--max-size", "40", "--seed", "5"];
+    let output = Command::new(nntools_tests::binary("nn-synth")).arg("-o").arg(&raw).args(synth).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let work = data.path().join("work");
+    let pipeline = || {
+        let mut command = Command::new(workspace().join("scripts/nnunet.sh"));
+        command.arg(&raw).arg(&work).args(["--gpu-memory-gb", "0.01", "--configs", "3d_lowres,3d_cascade_fullres", "--folds", "0-4"]);
+        command.args(["--epochs", "1", "--iters", "1", "--val-iters", "1", "--device", "cpu"]);
+        command.env("NN_TOOLS_BIN", nntools_tests::binary("nn-train").parent().unwrap()).output().unwrap()
+    };
+    let first = pipeline();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let previous = work.join("runs/3d_lowres/predicted_next_stage/3d_cascade_fullres");
+    assert_eq!(std::fs::read_dir(&previous).unwrap().count(), 5, "every case's lowres labels");
+    let plan = read(&work.join("inference_plan.json"));
+    let candidates: Vec<Value> = plan["cross_validation"].as_array().unwrap().iter().map(|s| s["configurations"].clone()).collect();
+    assert_eq!(candidates, [serde_json::json!(["3d_lowres"]), serde_json::json!(["3d_cascade_fullres"]), serde_json::json!(["3d_lowres", "3d_cascade_fullres"])]);
+    let image = raw.join("imagesTs/synth_005_0000.nii.gz");
+    let predicted = read_label_map(&work.join("predictions/synth_005.nii.gz")).unwrap();
+    assert_eq!(predicted.geometry, nntools_io::read_image(&image).unwrap().geometry);
+
+    let again = pipeline();
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{log}");
+    assert_eq!(log.matches(": done").count(), 10, "{log}");
+    assert!(!log.contains("== nn-train"), "{log}");
+    let bin = nntools_tests::binary("nn-train").parent().unwrap().to_owned();
+    let make = Command::new("make")
+        .arg("-n")
+        .arg("-f")
+        .arg(workspace().join("scripts/Makefile"))
+        .args([format!("RAW={}", raw.display()), format!("WORK={}", work.display()), format!("BIN={}", bin.display())])
+        .args(["CONFIGS=3d_lowres 3d_cascade_fullres", "FOLDS=0 1 2 3 4"])
+        .output();
+    match make {
+        Err(e) => eprintln!("skipped the Makefile check: no make ({e})"),
+        Ok(dry) => {
+            assert!(dry.status.success(), "{}", stderr(&dry));
+            let stdout = String::from_utf8_lossy(&dry.stdout);
+            assert!(!stdout.contains("nn-"), "make -n after the script's run:\n{stdout}");
+        }
+    }
+}
+
 #[test]
 fn postprocessing_keeps_the_largest_component() {
     let dir = tempfile::tempdir().unwrap();
