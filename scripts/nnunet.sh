@@ -86,10 +86,10 @@ if [[ -n $configs ]]; then
         [[ -z $cascade_reason ]] || { echo "nnunet.sh: error: --configs: $cascade: $cascade_reason" >&2; exit 2; }
     fi
     # in the plans' order, so that 3d_lowres trains before the cascade
-    planned=$(for c in $planned; do [[ " $requested " == *" $c "* ]] && echo "$c"; done)
+    planned=$(for c in $planned; do if [[ " $requested " == *" $c "* ]]; then echo "$c"; fi; done)
 elif [[ " $planned " == *" $cascade "* && -n $cascade_reason ]]; then
     step "$cascade: skipped: $cascade_reason"
-    planned=$(for c in $planned; do [[ $c != "$cascade" ]] && echo "$c"; done)
+    planned=$(for c in $planned; do if [[ $c != "$cascade" ]]; then echo "$c"; fi; done)
 fi
 planned=$(echo $planned)
 with_cascade=false
@@ -107,34 +107,39 @@ for data in $(for c in $planned; do echo "${data_of[$c]}"; done | awk '!seen[$0]
     fi
 done
 
+# the cascade's input: each lowres fold's validation writes its cases' labels, then this mark
+next_stage=$work/runs/$lowres/predicted_next_stage/$cascade
 runs=()
 for c in $planned; do
     data=$work/preprocessed/${data_of[$c]}
-    inputs=("$data/manifest.json") stage=()
+    inputs=("$data/manifest.json") stage=() marks=false
     if $with_cascade && [[ $c == "$lowres" ]]; then
-        # each lowres fold's validation also writes its cases' labels for the cascade
-        inputs+=("$work/preprocessed/3d_fullres/manifest.json")
-        stage=(--next-stage-data "$work/preprocessed/3d_fullres")
+        stage=(--next-stage-data "$work/preprocessed/3d_fullres") marks=true
     elif [[ $c == "$cascade" ]]; then
-        for f in $folds; do inputs+=("$work/runs/$lowres/fold_$f/checkpoint_final.json"); done
-        stage=(--prev-stage "$work/runs/$lowres/predicted_next_stage/$cascade")
+        for f in $folds; do inputs+=("$next_stage/fold_$f.json"); done
+        stage=(--prev-stage "$next_stage")
     fi
     run=$work/runs/$c
     runs+=("$run")
     for f in $folds; do
         final=$run/fold_$f/checkpoint_final.json
-        # the stamp marks a fold whose training and validation both finished
-        if current "train-$c-$f" "${inputs[@]}" && [[ -f $final ]]; then
-            step "train $c fold $f: done"
+        train=("$bin/nn-train" --plans "$plans" -c "$c" --data "$data" --dataset "$raw/dataset.json" "${stage[@]}"
+            --fold "$f" -o "$run" --device "$device" "${train_flags[@]}" "${threads[@]}")
+        if newer_than "$final" "${inputs[@]}" && [[ -d $run/fold_$f/validation ]]; then
+            if ! $marks || newer_than "$next_stage/fold_$f.json" "$final" "$work/preprocessed/3d_fullres/manifest.json"; then
+                step "train $c fold $f: done"
+            else
+                # trained before the cascade's data existed or changed: only the validation is redone
+                step "nn-train -c $c --fold $f --validate-only (labels for $cascade)"
+                "${train[@]}" --validate-only
+            fi
             continue
         fi
         # an unfinished fold resumes; a finished one whose inputs changed trains anew
         resume=(--resume)
         [[ -f $final ]] && ! newer_than "$final" "${inputs[@]}" && resume=()
         step "nn-train -c $c --fold $f"
-        "$bin/nn-train" --plans "$plans" -c "$c" --data "$data" --dataset "$raw/dataset.json" "${stage[@]}" \
-            --fold "$f" -o "$run" "${resume[@]}" --device "$device" "${train_flags[@]}" "${threads[@]}"
-        mark "train-$c-$f"
+        "${train[@]}" "${resume[@]}"
     done
 done
 

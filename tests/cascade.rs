@@ -62,7 +62,10 @@ fn lowres_predictions_train_the_cascade_and_both_stages_predict() {
     let previous = runs.join("3d_lowres/predicted_next_stage/3d_cascade_fullres");
     let mut written: Vec<String> = std::fs::read_dir(&previous).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     written.sort();
-    assert_eq!(written, CASES.map(|id| format!("{id}.npy")));
+    let expected: Vec<String> = ["fold_0.json".to_owned(), "fold_1.json".to_owned()].into_iter().chain(CASES.map(|id| format!("{id}.npy"))).collect();
+    assert_eq!(written, expected, "each fold's cases, then its mark");
+    let mark: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(previous.join("fold_1.json")).unwrap()).unwrap();
+    assert_eq!(mark, serde_json::json!({"fold": 1, "cases": &CASES[..2]}));
     for id in CASES {
         let labels = read_label_map_npy(&previous.join(format!("{id}.npy"))).unwrap();
         let reference = read_label_map_npy(&c.fullres.join(format!("{id}_seg.npy"))).unwrap();

@@ -145,9 +145,9 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
 }
 
 /// nnU-Net's cascade through the script: five small cases planned for 10 MB of GPU memory get
-/// 3d_lowres and 3d_cascade_fullres; all five lowres folds write the cascade's input, the cascade
-/// trains on it, the selection weighs both, the test image is predicted through both stages, and a
-/// rerun, by the script or by make, does nothing.
+/// 3d_lowres and 3d_cascade_fullres; all five lowres folds write the cascade's input (a fold trained
+/// earlier without it is only validated again), the cascade trains on it, the selection weighs both,
+/// the test image is predicted through both stages, and a rerun, by the script or by make, does nothing.
 #[test]
 fn the_script_runs_the_cascade() {
     let data = tempfile::tempdir().unwrap();
@@ -156,16 +156,25 @@ fn the_script_runs_the_cascade() {
     let output = Command::new(nntools_tests::binary("nn-synth")).arg("-o").arg(&raw).args(synth).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let work = data.path().join("work");
-    let pipeline = || {
+    let script = |configs: &str, folds: &str| {
         let mut command = Command::new(workspace().join("scripts/nnunet.sh"));
-        command.arg(&raw).arg(&work).args(["--gpu-memory-gb", "0.01", "--configs", "3d_lowres,3d_cascade_fullres", "--folds", "0-4"]);
+        command.arg(&raw).arg(&work).args(["--gpu-memory-gb", "0.01", "--configs", configs, "--folds", folds]);
         command.args(["--epochs", "1", "--iters", "1", "--val-iters", "1", "--device", "cpu"]);
         command.env("NN_TOOLS_BIN", nntools_tests::binary("nn-train").parent().unwrap()).output().unwrap()
     };
+    let pipeline = || script("3d_lowres,3d_cascade_fullres", "0-4");
+    let lowres_alone = script("3d_lowres", "0");
+    assert!(lowres_alone.status.success(), "{}", String::from_utf8_lossy(&lowres_alone.stderr));
     let first = pipeline();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let log = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{log}");
+    assert!(log.contains("== nn-train -c 3d_lowres --fold 0 --validate-only"), "{log}");
     let previous = work.join("runs/3d_lowres/predicted_next_stage/3d_cascade_fullres");
-    assert_eq!(std::fs::read_dir(&previous).unwrap().count(), 5, "every case's lowres labels");
+    let mut written: Vec<String> = std::fs::read_dir(&previous).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    written.sort();
+    let cases = (0..5).map(|i| format!("synth_00{i}.npy"));
+    let marks = (0..5).map(|f| format!("fold_{f}.json"));
+    assert_eq!(written, marks.chain(cases).collect::<Vec<_>>(), "every case's lowres labels, every fold's mark");
     let plan = read(&work.join("inference_plan.json"));
     let candidates: Vec<Value> = plan["cross_validation"].as_array().unwrap().iter().map(|s| s["configurations"].clone()).collect();
     assert_eq!(candidates, [serde_json::json!(["3d_lowres"]), serde_json::json!(["3d_cascade_fullres"]), serde_json::json!(["3d_lowres", "3d_cascade_fullres"])]);

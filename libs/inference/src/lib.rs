@@ -295,7 +295,6 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
     if cascade && previous_predictions.is_none() {
         return Err(Error::bad_input(&first.dir, "a 3d_cascade_fullres model needs --prev-stage DIR (the 3d_lowres predictions)"));
     }
-    let previous_predictions = previous_predictions.filter(|_| cascade);
     let cases = cases(request, channels)?;
     let dataset_json = read_json::<serde_json::Value>(&first.dir.join("dataset.json"))?;
     let created = !request.output.exists();
@@ -313,9 +312,15 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
         let ending = ending.as_str();
         scope.spawn(move || {
             for (id, images) in cases {
-                let label = previous_predictions.map(|dir| dir.join(format!("{id}{ending}")));
-                let files = CaseFiles { id: id.clone(), images, label };
-                let per_model = folders.iter().map(|f| preprocess_case(&f.recipe, &files)).collect::<Result<Vec<_>>>();
+                let per_model = folders
+                    .iter()
+                    .map(|f| {
+                        // only a cascade stage reads the previous stage's labels: for another model they
+                        // would change the normalisation mask
+                        let label = f.previous_stage_labels.as_ref().and(previous_predictions).map(|dir| dir.join(format!("{id}{ending}")));
+                        preprocess_case(&f.recipe, &CaseFiles { id: id.clone(), images: images.clone(), label })
+                    })
+                    .collect::<Result<Vec<_>>>();
                 // a closed queue means the run already failed
                 if prepared_tx.send(per_model.map(|per_model| Prepared { id, per_model })).is_err() {
                     return;

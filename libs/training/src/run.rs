@@ -36,6 +36,12 @@ impl Cascade {
     pub fn next_stage_output(run_dir: &Path, next_stage: &str) -> PathBuf {
         run_dir.join("predicted_next_stage").join(next_stage)
     }
+
+    /// The file in `next_stage_output` that marks fold `fold`'s labels complete (written after them,
+    /// with the fold's cases), so that scripts can tell a fold validated for the next stage.
+    pub fn next_stage_mark(next_stage_output: &Path, fold: usize) -> PathBuf {
+        next_stage_output.join(format!("fold_{fold}.json"))
+    }
 }
 
 /// Everything nn-train was asked to do.

@@ -9,7 +9,7 @@ use crate::Cascade;
 use ndarray::Array4;
 use ndarray_npy::ReadNpyExt;
 use nntools_inference::{export, labels_for_next_stage, write_prediction, ModelFolder, Options, Predictor};
-use nntools_io::{new_header, read_json, Error, Geometry, Result};
+use nntools_io::{new_header, read_json, write_json, Error, Geometry, Result};
 use nntools_preprocessing::{read_label_map_npy, write_label_map_npy, Properties};
 use std::path::{Path, PathBuf};
 use tch::Device;
@@ -35,6 +35,11 @@ pub fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_ids: &[S
     for dir in std::iter::once(&out).chain(next_stage.as_ref().map(|(_, out)| out)) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
         nntools_io::remove_stale_temporaries(dir)?;
+    }
+    let next_stage_mark = next_stage.as_ref().map(|(_, out)| Cascade::next_stage_mark(out, fold));
+    if let Some(mark) = &next_stage_mark {
+        // until the fold's labels are all rewritten, they are not complete
+        std::fs::remove_file(mark).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).map_err(|e| Error::io(mark, &e))?;
     }
     for id in case_ids {
         let data_path = data_dir.join(format!("{id}.npy"));
@@ -63,5 +68,8 @@ pub fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_ids: &[S
         let header = new_header(&geometry, [shape[0], shape[1], shape[2]]);
         write_prediction(&out, id, &folder.descriptor.file_ending, &exported.labels, exported.probabilities.as_ref(), &properties, &header)?;
     }
-    Ok(())
+    match next_stage_mark {
+        Some(mark) => write_json(&mark, &serde_json::json!({"fold": fold, "cases": case_ids})),
+        None => Ok(()),
+    }
 }
