@@ -167,6 +167,50 @@ fn starts_from_pretrained_weights() {
     assert!(stderr(&output).contains("truncated.safetensors"), "{}", stderr(&output));
 }
 
+/// Regions over the synthetic labels ({1, 2} and {2}, as BraTS's whole tumour and core) and an ignore
+/// label on a slab of every label map: nn-train trains one sigmoid output per region with the ignored
+/// voxels left out of the loss and the pseudo Dice, and validates by painting the regions in
+/// `regions_class_order`.
+#[test]
+fn trains_regions_with_an_ignore_label() {
+    let data = SyntheticDataset::with(6, 1, [20, 28]);
+    let json_path = data.raw.join("dataset.json");
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    json["labels"] = serde_json::json!({"background": 0, "whole": [1, 2], "core": 2, "ignore": 3});
+    json["regions_class_order"] = serde_json::json!([1, 2]);
+    std::fs::write(&json_path, json.to_string()).unwrap();
+    for entry in std::fs::read_dir(data.raw.join("labelsTr")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut image = read_label_map(&path).unwrap();
+        image.data.index_axis_mut(ndarray::Axis(0), 0).fill(3);
+        nntools_io::write_like(&path, image.data.mapv(|v| v as u8).view(), &image.header).unwrap();
+    }
+    let pre = data.dir.path().join("pre");
+    let output = data.resample("3d_fullres", &pre, &["-q"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let p = Prepared { data, pre };
+    let out = p.data.dir.path().join("run");
+    let args = train_args(&p, &out, &["--fold", "0", "--epochs", "6", "--iters", "8", "--val-iters", "2", "--device", "cpu"]);
+    let output = Command::new(binary("nn-train")).args(&args).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = log_lines(&out.join("fold_0"));
+    let losses: Vec<f64> = log.iter().map(|l| l["train_loss"].as_f64().unwrap()).collect();
+    eprintln!("train losses {losses:?}, last pseudo Dice {}", log.last().unwrap()["pseudo_dice"]);
+    for line in &log {
+        let dice: Vec<f64> = serde_json::from_value(line["pseudo_dice"].clone()).unwrap();
+        assert_eq!(dice.len(), 2, "one pseudo Dice per region");
+    }
+    assert!(losses.iter().all(|l| l.is_finite()) && losses[5] < losses[0], "{losses:?}");
+    let whole = log.last().unwrap()["pseudo_dice"][0].as_f64().unwrap();
+    assert!(whole > 0.5, "pseudo Dice of the whole region after 48 iterations: {whole}");
+    let settings: Value = serde_json::from_str(&std::fs::read_to_string(out.join("fold_0/settings.json")).unwrap()).unwrap();
+    for case in settings["val_cases"].as_array().unwrap() {
+        let case = case.as_str().unwrap();
+        let predicted = read_label_map(&out.join(format!("fold_0/validation/{case}.nii.gz"))).unwrap();
+        assert!(predicted.data.iter().all(|&l| (0..=2).contains(&l)), "{case}: regions paint labels 1 and 2 only");
+    }
+}
+
 #[test]
 fn bad_requests_are_refused() {
     let p = prepare(3);

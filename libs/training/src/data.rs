@@ -146,6 +146,9 @@ impl TrainingCase {
 pub struct PatchSampler {
     /// Patch per axis of the volume; 2d configurations use `(1, y, x)`.
     pub patch: [usize; 3],
+    /// With an ignore label, the class of the stored locations that holds annotated voxels: patches
+    /// that need no foreground are centred on one of them, so that they hold something to learn from.
+    pub annotated_class: Option<usize>,
 }
 
 impl PatchSampler {
@@ -160,13 +163,24 @@ impl PatchSampler {
         let need = [0, 1, 2].map(|a| (self.patch[a] as i64 - shape[a] as i64).max(0));
         let lower = need.map(|n| -(n / 2));
         let upper = [0, 1, 2].map(|a| shape[a] as i64 + need[a] / 2 + need[a] % 2 - self.patch[a] as i64);
-        let present: Vec<&Vec<[usize; 3]>> = case.class_locations.iter().filter(|l| !l.is_empty()).collect();
-        if foreground && !present.is_empty() {
-            let class = present[rng.random_range(0..present.len())];
-            let location = class[rng.random_range(0..class.len())];
-            return [0, 1, 2].map(|a| lower[a].max(location[a] as i64 - self.patch[a] as i64 / 2));
+        let mut present: Vec<(usize, &Vec<[usize; 3]>)> = case.class_locations.iter().enumerate().filter(|(_, l)| !l.is_empty()).collect();
+        // the annotated voxels are a foreground choice only when nothing else is present
+        if present.len() > 1 {
+            present.retain(|(class, _)| Some(*class) != self.annotated_class);
         }
-        [0, 1, 2].map(|a| rng.random_range(lower[a]..=upper[a].max(lower[a])))
+        let annotated = self.annotated_class.and_then(|class| case.class_locations.get(class)).filter(|l| !l.is_empty());
+        let centre_from = match (foreground, self.annotated_class) {
+            (true, _) if !present.is_empty() => Some(present[rng.random_range(0..present.len())].1),
+            (false, Some(_)) => annotated,
+            _ => None,
+        };
+        match centre_from {
+            Some(locations) => {
+                let location = locations[rng.random_range(0..locations.len())];
+                [0, 1, 2].map(|a| lower[a].max(location[a] as i64 - self.patch[a] as i64 / 2))
+            }
+            None => [0, 1, 2].map(|a| rng.random_range(lower[a]..=upper[a].max(lower[a]))),
+        }
     }
 
     /// The patch of `case` at `corner`: image `(c, pz, py, px)` and labels `(1, pz, py, px)`, or
@@ -335,7 +349,7 @@ mod tests {
     fn foreground_patches_contain_the_location_and_pad_outside() {
         let dir = tempfile::tempdir().unwrap();
         let c = case(dir.path());
-        let sampler = PatchSampler { patch: [8, 16, 16] };
+        let sampler = PatchSampler { patch: [8, 16, 16], annotated_class: None };
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         for _ in 0..20 {
             let corner = sampler.corner(&c, true, &mut rng);
@@ -348,6 +362,21 @@ mod tests {
         let (data, _) = sampler.crop(&c, [1, -2, 0]);
         assert_eq!(data[[0, 0, 2, 3]], 1003.0, "patch (0, 2, 3) is image (1, 0, 3)");
         assert_eq!(data[[0, 0, 0, 0]], 0.0, "padding");
+    }
+
+    #[test]
+    fn with_an_ignore_label_random_patches_centre_on_annotated_voxels() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = case(dir.path());
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        // the case's only stored class (index 0, at (5, 6, 7)) taken as the annotated voxels
+        let annotated = PatchSampler { patch: [4, 6, 6], annotated_class: Some(0) };
+        for foreground in [false, true] {
+            assert_eq!(annotated.corner(&c, foreground, &mut rng), [3, 3, 4], "foreground {foreground}");
+        }
+        let plain = PatchSampler { patch: [4, 6, 6], annotated_class: None };
+        let corners: std::collections::HashSet<_> = (0..20).map(|_| plain.corner(&c, false, &mut rng)).collect();
+        assert!(corners.len() > 5, "without an ignore label random patches are anywhere: {corners:?}");
     }
 
     #[test]
@@ -365,7 +394,7 @@ mod tests {
         write_npy(previous.join("c.npy"), &labels).unwrap();
         let c = TrainingCase::load(dir.path(), "c", Some(&previous)).unwrap();
         // patch (z, y, x) is image (z + 5, y + 6, x - 2)
-        let (data, seg) = PatchSampler { patch: [4, 6, 10] }.crop(&c, [5, 6, -2]);
+        let (data, seg) = PatchSampler { patch: [4, 6, 10], annotated_class: None }.crop(&c, [5, 6, -2]);
         assert_eq!((data.shape(), seg.shape()), ([1, 4, 6, 10].as_slice(), [2, 4, 6, 10].as_slice()));
         assert_eq!(seg[[0, 0, 0, 9]], 1, "channel 0: the case's labels, 1 at image (5, 6, 7)");
         assert_eq!(seg[[1, 1, 2, 4]], labels[[0, 6, 8, 2]], "channel 1: the previous stage's, int16 kept");
@@ -375,7 +404,7 @@ mod tests {
     #[test]
     fn prefetched_batches_do_not_depend_on_thread_count() {
         let dir = tempfile::tempdir().unwrap();
-        let plan = Arc::new(BatchPlan { cases: vec![case(dir.path())], sampler: PatchSampler { patch: [4, 6, 6] }, batch_size: 3, two_d: false, seed: 7 });
+        let plan = Arc::new(BatchPlan { cases: vec![case(dir.path())], sampler: PatchSampler { patch: [4, 6, 6], annotated_class: None }, batch_size: 3, two_d: false, seed: 7 });
         let collect = |threads| Prefetcher::start(plan.clone(), 10, 7, threads).map(|b| (b.data, b.seg)).collect::<Vec<_>>();
         let one = collect(1);
         assert_eq!(one.len(), 7);

@@ -1,6 +1,7 @@
-//! nnU-Net's training objective and optimiser (nnunet-spec section 6): the Dice + cross-entropy loss
-//! with deep supervision, and SGD with Nesterov momentum, weight decay, gradient clipping and the
-//! poly learning-rate schedule; and nnU-Net's cross-validation splits.
+//! nnU-Net's training (nnunet-spec section 6): the Dice + cross-entropy loss with deep supervision (for
+//! labels or regions, with an ignore label), SGD with Nesterov momentum, weight decay, gradient
+//! clipping and the poly learning-rate schedule, nnU-Net's cross-validation splits, the training loop
+//! with its checkpoints, and the final validation that feeds model selection and the cascade.
 
 pub mod data;
 mod loss;
@@ -11,11 +12,11 @@ mod splits;
 mod trainer;
 mod validation;
 
-pub use loss::{deep_supervision_weights, DiceCeLoss};
+pub use loss::{deep_supervision_weights, DiceBceLoss, DiceCeLoss, Objective};
 pub use optimizer::{poly_learning_rate, LossScaler, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
 pub use splits::{crossval_splits, Split, SPLIT_SEED};
 pub use nntools_augmentation::Mode as Augmentation;
-pub use trainer::{EpochLog, Settings, Trainer};
+pub use trainer::{EpochLog, Settings, Trainer, TrainingLabels};
 pub use run::{train, Cascade, Fold, Request};
 pub use progress::plot_progress;
 pub use validation::validate_fold;

@@ -3,8 +3,8 @@
 
 use crate::data::TrainingCase;
 use crate::trainer::Stopped;
-use crate::{crossval_splits, EpochLog, Settings, Split, Trainer, SPLIT_SEED};
-use nntools_dataset::Descriptor;
+use crate::{crossval_splits, EpochLog, Settings, Split, Trainer, TrainingLabels, SPLIT_SEED};
+use nntools_dataset::{Descriptor, Labelling};
 use nntools_io::{read_json, write_json, Error, Result};
 use nntools_planning::Plans;
 use std::path::{Path, PathBuf};
@@ -107,9 +107,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
     let configuration = plans.configuration(&request.configuration).map_err(|p| Error::bad_input(&request.plans_path, p))?;
     check_cascade(&request.cascade, &request.configuration, &configuration)?;
     let descriptor = Descriptor::read(&request.dataset_json)?;
-    if descriptor.is_region_based() || descriptor.ignore_label.is_some() {
-        return Err(Error::bad_input(&request.dataset_json, "region-based and ignore-label training are not supported yet"));
-    }
+    Labelling::of(&descriptor).map_err(|p| Error::bad_input(&request.dataset_json, p))?;
     let manifest_path = request.data_dir.join("manifest.json");
     let manifest: serde_json::Value = read_json(&manifest_path)?;
     let case_ids: Vec<String> = serde_json::from_value(manifest["cases"].clone())
@@ -153,9 +151,8 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
     let previous_stage = request.cascade.previous_stage.as_deref();
     let train_cases = load_cases(&request.data_dir, &train_ids, previous_stage)?;
     let val_cases = load_cases(&request.data_dir, &val_ids, previous_stage)?;
-    let classes = descriptor.all_labels().len();
     let fold_dir = request.settings.fold_dir.clone();
-    let mut trainer = Trainer::new(&request.configuration, &configuration, classes, train_cases, val_cases, request.settings)
+    let mut trainer = Trainer::new(&request.configuration, &configuration, TrainingLabels::of(&descriptor), train_cases, val_cases, request.settings)
         .map_err(|p| Error::bad_input(&request.plans_path, p))?;
     if let Some(count) = request.dump_augmented {
         let dir = fold_dir.join("augmented");

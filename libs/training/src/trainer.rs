@@ -3,6 +3,7 @@
 //! everything needed to resume exactly (weights, momentum buffers, epoch, EMA, random state).
 
 use crate::data::{Batch, BatchPlan, PatchSampler, Prefetcher, TrainingCase};
+use crate::loss::{DiceBceLoss, Objective};
 use crate::{deep_supervision_weights, poly_learning_rate, DiceCeLoss, LossScaler, Sgd, GRADIENT_CLIP_NORM};
 use ndarray::ArrayD;
 use nntools_augmentation::{write_mid_slice_png, Augmenter, Mode, Recipe};
@@ -81,17 +82,86 @@ struct TrainingState {
     loss_scaler: Option<(f64, i64)>,
 }
 
+/// What the network learns, from the dataset's labels (nnU-Net's `LabelManager`).
+#[derive(Debug, Clone)]
+pub struct TrainingLabels {
+    /// Every value a label map may hold, the ignore label included.
+    pub values: Vec<i64>,
+    /// The foreground labels (a cascade stage's extra inputs).
+    pub foreground: Vec<i64>,
+    /// For region-based datasets, the labels of each region (one sigmoid output each); empty for
+    /// label training (one softmax output per label).
+    pub regions: Vec<Vec<i64>>,
+    pub ignore_label: Option<i64>,
+}
+
+impl TrainingLabels {
+    pub fn of(descriptor: &nntools_dataset::Descriptor) -> Self {
+        let regions = if descriptor.is_region_based() {
+            descriptor.labels.iter().filter(|l| l.values.iter().any(|&v| v != 0)).map(|l| l.values.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            values: descriptor.allowed_label_values(),
+            foreground: descriptor.all_labels().into_iter().filter(|&l| l != 0).collect(),
+            regions,
+            ignore_label: descriptor.ignore_label,
+        }
+    }
+
+    /// Network outputs: one per region, or one per label (background included).
+    pub fn outputs(&self) -> usize {
+        self.foreground_outputs() + usize::from(self.regions.is_empty())
+    }
+
+    /// The outputs that predict foreground: all regions, or every label but the background.
+    pub fn foreground_outputs(&self) -> usize {
+        if self.regions.is_empty() { self.foreground.len() } else { self.regions.len() }
+    }
+
+    /// The loss target of augmented labels `(b, 1, ...)`: the labels themselves, or for regions one
+    /// channel per region, then (with an ignore label) one marking the ignored voxels, as nnU-Net's
+    /// `ConvertSegmentationToRegionsTransform` makes them.
+    fn target(&self, seg: &Tensor) -> Tensor {
+        if self.regions.is_empty() {
+            return seg.shallow_clone();
+        }
+        let any_of = |labels: &[i64]| labels.iter().map(|&l| seg.eq(l)).reduce(|a, b| a.logical_or(&b)).expect("a region has labels");
+        let mut channels: Vec<Tensor> = self.regions.iter().map(|r| any_of(r)).collect();
+        channels.extend(self.ignore_label.map(|ignore| seg.eq(ignore)));
+        Tensor::cat(&channels, 1)
+    }
+
+    /// Per foreground output, the predicted and reference masks of a validation batch and where they
+    /// count (nnU-Net's `validation_step`): argmax labels or regions above probability 0.5.
+    fn masks(&self, output: &Tensor, target: &Tensor) -> (Vec<(Tensor, Tensor)>, Option<Tensor>) {
+        if self.regions.is_empty() {
+            let predicted = output.argmax(1, true);
+            let target = target.to_kind(Kind::Int64);
+            let mask = self.ignore_label.map(|ignore| target.ne(ignore));
+            // nnU-Net's labels are consecutive: output channel l predicts label l
+            let pairs = self.foreground.iter().map(|&l| (predicted.eq(l), target.eq(l))).collect();
+            return (pairs, mask);
+        }
+        let regions = self.regions.len() as i64;
+        let mask = self.ignore_label.map(|_| target.narrow(1, regions, 1).logical_not());
+        let pairs = (0..regions).map(|r| (output.narrow(1, r, 1).gt(0.0), target.narrow(1, r, 1).to_kind(Kind::Bool))).collect();
+        (pairs, mask)
+    }
+}
+
 /// Everything a training run works with.
 pub struct Trainer {
     model: Model,
     names: Vec<String>,
     optimizer: Sgd,
-    loss: DiceCeLoss,
+    loss: Objective,
+    labels: TrainingLabels,
     ds_weights: Vec<f64>,
     /// Cumulative stride of each deep-supervision output, full resolution first.
     ds_strides: Vec<Vec<usize>>,
     augmenter: Augmenter,
-    classes: usize,
     train_batches: Arc<BatchPlan>,
     val_batches: Arc<BatchPlan>,
     /// fp16 autocast with loss scaling, on CUDA only.
@@ -128,18 +198,18 @@ impl Trainer {
     pub fn new(
         configuration_name: &str,
         configuration: &Configuration,
-        classes: usize,
+        labels: TrainingLabels,
         train_cases: Vec<Arc<TrainingCase>>,
         val_cases: Vec<Arc<TrainingCase>>,
         settings: Settings,
     ) -> Result<Self, String> {
         let image_channels = train_cases.first().ok_or("no training cases")?.data().shape()[0];
         // a cascade stage also sees the previous stage's foreground labels, one-hot
-        let cascade_labels = configuration.previous_stage.as_ref().map(|_| (1..classes as i64).collect::<Vec<_>>());
+        let cascade_labels = configuration.previous_stage.as_ref().map(|_| labels.foreground.clone());
         let channels = image_channels + cascade_labels.as_ref().map_or(0, Vec::len);
         tch::manual_seed(settings.seed as i64);
         let arch = &configuration.architecture;
-        let model = Model::new(settings.device, &arch.network_class_name, &arch.arch_kwargs, channels, classes)?;
+        let model = Model::new(settings.device, &arch.network_class_name, &arch.arch_kwargs, channels, labels.outputs())?;
         let mut named: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let (names, parameters): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
@@ -157,15 +227,17 @@ impl Trainer {
         let patch = &configuration.patch_size;
         let two_d = patch.len() == 2;
         // the labels declared, so that no batch's values are read back from the device
-        let labels: Vec<i64> = (0..classes as i64).collect();
-        let recipe = Recipe::new(patch, &configuration.use_mask_for_norm, settings.augment, cascade_labels).with_labels(&labels);
+        let recipe = Recipe::new(patch, &configuration.use_mask_for_norm, settings.augment, cascade_labels).with_labels(&labels.values);
         let mirroring_axes = recipe.mirror_axes();
         // training batches are cropped at the enlarged patch the spatial transform needs, validation
         // batches at the patch itself
         let initial = recipe.initial_patch();
+        // preprocessing stores the annotated voxels after the foreground classes (nnU-Net's order)
+        let annotated_class = labels.ignore_label.map(|_| labels.foreground_outputs());
         let plan = |cases: Vec<Arc<TrainingCase>>, patch: &[usize], seed| {
             let patch = if two_d { [1, patch[0], patch[1]] } else { [patch[0], patch[1], patch[2]] };
-            Arc::new(BatchPlan { cases, sampler: PatchSampler { patch }, batch_size: configuration.batch_size, two_d, seed })
+            let sampler = PatchSampler { patch, annotated_class };
+            Arc::new(BatchPlan { cases, sampler, batch_size: configuration.batch_size, two_d, seed })
         };
         // with --fold all nnU-Net validates on the training cases
         let val_cases = if val_cases.is_empty() { train_cases.clone() } else { val_cases };
@@ -177,11 +249,15 @@ impl Trainer {
             optimizer: Sgd::new(parameters),
             model,
             names,
-            loss: DiceCeLoss { batch_dice: configuration.batch_dice, ignore_label: None },
+            loss: if labels.regions.is_empty() {
+                Objective::Labels(DiceCeLoss { batch_dice: configuration.batch_dice, ignore_label: labels.ignore_label })
+            } else {
+                Objective::Regions(DiceBceLoss { batch_dice: configuration.batch_dice, ignore_channel: labels.ignore_label.is_some() })
+            },
+            labels,
             ds_weights: deep_supervision_weights(outputs),
             ds_strides,
             augmenter: Augmenter::new(recipe),
-            classes,
             train_batches: plan(train_cases, &initial, settings.seed),
             val_batches: plan(val_cases, patch, settings.seed ^ VALIDATION_STREAM_SEED),
             loss_scaler: cuda.then(|| LossScaler::new(settings.device)),
@@ -246,6 +322,7 @@ impl Trainer {
         let to_device = |t: Tensor| t.to_device_(device, t.kind(), true, false);
         let (data, seg) = (to_device(data), to_device(seg));
         let (data, seg) = if training { self.augmenter.training(&data, &seg, &mut rng) } else { self.augmenter.validation(&data, &seg) };
+        let seg = self.labels.target(&seg);
         let spatial = seg.dim() - 2;
         let targets = self
             .ds_strides
@@ -300,7 +377,7 @@ impl Trainer {
     /// Validation loss and per-class pseudo Dice from TP/FP/FN summed over all validation batches (on
     /// the device, read once).
     fn validate(&mut self, epoch: usize) -> (f64, Vec<f64>) {
-        let foreground = (self.classes - 1) as i64;
+        let foreground = self.labels.foreground_outputs() as i64;
         let options = (Kind::Double, self.settings.device);
         let (mut tp, mut fp, mut fn_) = (Tensor::zeros([foreground], options), Tensor::zeros([foreground], options), Tensor::zeros([foreground], options));
         let mut total = Tensor::zeros([], options);
@@ -311,13 +388,16 @@ impl Trainer {
             nntools_network::autocast(amp, || tch::no_grad(|| {
                 let outputs = self.model.net.forward_deep_supervision(&input);
                 total += self.loss.deep_supervision(&outputs, &targets, &self.ds_weights).to_kind(Kind::Double);
-                let predicted = outputs[0].argmax(1, true);
-                let target = targets[0].to_kind(Kind::Int64);
+                let (masks, counted) = self.labels.masks(&outputs[0], &targets[0]);
                 let counts = |pairs: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
-                    let per_class: Vec<Tensor> = (1..self.classes as i64)
-                        .map(|c| pairs(&predicted.eq(c), &target.eq(c)).sum(Kind::Double))
+                    let per_output: Vec<Tensor> = masks
+                        .iter()
+                        .map(|(predicted, target)| {
+                            let hits = pairs(predicted, target);
+                            counted.as_ref().map_or(hits.shallow_clone(), |m| hits.logical_and(m)).sum(Kind::Double)
+                        })
                         .collect();
-                    Tensor::stack(&per_class, 0)
+                    Tensor::stack(&per_output, 0)
                 };
                 tp += counts(&|p, t| p.logical_and(t));
                 fp += counts(&|p, t| p.logical_and(&t.logical_not()));
@@ -434,5 +514,38 @@ impl Trainer {
         }
         self.state = state;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(t: &Tensor) -> Vec<i64> {
+        Vec::<i64>::try_from(t.to_kind(Kind::Int64).flatten(0, -1)).unwrap()
+    }
+
+    #[test]
+    fn region_targets_and_validation_masks_as_nnunet() {
+        let labels = TrainingLabels { values: vec![0, 1, 2, 3], foreground: vec![1, 2], regions: vec![vec![1, 2], vec![2]], ignore_label: Some(3) };
+        assert_eq!((labels.outputs(), labels.foreground_outputs()), (2, 2));
+        let seg = Tensor::from_slice(&[0i64, 1, 2, 3]).view([1, 1, 2, 2]);
+        let target = labels.target(&seg);
+        assert_eq!(values(&target), [0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1], "regions {{1, 2}}, {{2}}, then the ignored voxels");
+        let logits = Tensor::from_slice(&[1.0f32, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0]).view([1, 2, 2, 2]);
+        let (pairs, counted) = labels.masks(&logits, &target);
+        assert_eq!(values(&pairs[0].0), [1, 0, 1, 1], "region 0 predicted where its logit is positive");
+        assert_eq!(values(&pairs[1].1), [0, 0, 1, 0]);
+        assert_eq!(values(&counted.unwrap()), [1, 1, 1, 0], "the ignored voxel does not count");
+
+        let plain = TrainingLabels { regions: Vec::new(), ..labels };
+        assert_eq!((plain.outputs(), plain.foreground_outputs()), (3, 2));
+        assert_eq!(values(&plain.target(&seg)), [0, 1, 2, 3], "labels stay labels");
+        let logits = Tensor::from_slice(&[5.0f32, 0.0, 0.0, 5.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0]).view([1, 3, 2, 2]);
+        let (pairs, counted) = plain.masks(&logits, &seg);
+        assert_eq!(values(&pairs[0].0), [0, 1, 0, 0]);
+        assert_eq!(values(&pairs[1].0), [0, 0, 1, 0]);
+        assert_eq!(values(&pairs[1].1), [0, 0, 1, 0]);
+        assert_eq!(values(&counted.unwrap()), [1, 1, 1, 0]);
     }
 }

@@ -4,7 +4,7 @@
 use nntools_network::Model;
 use nntools_planning::Plans;
 use nntools_tests::{read_json, shared};
-use nntools_training::{deep_supervision_weights, DiceCeLoss, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
+use nntools_training::{deep_supervision_weights, DiceCeLoss, Objective, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -25,7 +25,7 @@ fn loss_matches(configuration: &str) {
     let weights = deep_supervision_weights(3);
     let reference_weights: Vec<f64> = serde_json::from_value(summary[configuration]["ds_weights"].clone()).unwrap();
     assert!(weights.iter().zip(&reference_weights).all(|(a, b)| (a - b).abs() < 1e-12));
-    let loss = DiceCeLoss { batch_dice, ignore_label: None }.deep_supervision(&outputs, &targets, &weights).double_value(&[]);
+    let loss = Objective::Labels(DiceCeLoss { batch_dice, ignore_label: None }).deep_supervision(&outputs, &targets, &weights).double_value(&[]);
     assert!((loss - expected).abs() <= 1e-5, "{configuration}: loss {loss} vs nnU-Net {expected}");
 }
 

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 const TOOL: &str = "nn-train";
 
 /// Train nnU-Net's U-Net for one configuration and cross-validation fold: Dice + CE loss with deep
-/// supervision, SGD with Nesterov momentum and poly learning rate, foreground oversampling, mirroring.
+/// supervision (Dice + BCE with one sigmoid output per region for region-based datasets; an ignore
+/// label is left out of both), SGD with Nesterov momentum and poly learning rate, foreground
+/// oversampling, nnU-Net's augmentation.
 ///
 /// Writes RUN_DIR/plans.json, dataset.json and fold_F/ with log.jsonl (one JSON line per epoch) and
 /// checkpoint_{best,latest,final}.safetensors (nnU-Net's state_dict names) with their state sidecars.
