@@ -203,6 +203,12 @@ fn trains_regions_with_an_ignore_label() {
     assert!(losses.iter().all(|l| l.is_finite()) && losses[5] < losses[0], "{losses:?}");
     let whole = log.last().unwrap()["pseudo_dice"][0].as_f64().unwrap();
     assert!(whole > 0.5, "pseudo Dice of the whole region after 48 iterations: {whole}");
+    // the augmentation preview shows the label map, not the region channels
+    let preview = train_args(&p, &p.data.dir.path().join("preview"), &["--fold", "0", "--device", "cpu", "--dump-augmented", "3"]);
+    let output = Command::new(binary("nn-train")).args(&preview).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let png = std::fs::read(p.data.dir.path().join("preview/fold_0/augmented/augmented_002.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
     let settings: Value = serde_json::from_str(&std::fs::read_to_string(out.join("fold_0/settings.json")).unwrap()).unwrap();
     for case in settings["val_cases"].as_array().unwrap() {
         let case = case.as_str().unwrap();

@@ -301,6 +301,7 @@ mod tests {
             }
         }
     }
+
     /// The labels nnU-Net v2.8.1's `resample_and_save` wrote for the same fp16 logits
     /// (tests/fixtures/next_stage/make_fixture.py), on the host and through the device path (run here
     /// on the CPU). nnU-Net passes the lowres spacing as both current and target spacing, so that

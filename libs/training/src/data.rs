@@ -106,7 +106,10 @@ impl TrainingCase {
         if let Some(previous_stage) = previous_stage {
             let path = previous_stage.join(format!("{id}.npy"));
             if !path.is_file() {
-                return Err(format!("{}: missing; the previous stage's final validation writes it for every case of its fold", path.display()));
+                return Err(format!(
+                    "{}: missing; every fold of the previous stage writes its validation cases' labels when trained (or validated) with --next-stage-data",
+                    path.display()
+                ));
             }
             let (shape, previous) = Labels::map(&path)?;
             if shape != image_shape {

@@ -285,13 +285,13 @@ impl Trainer {
         let batches = count.div_ceil(self.train_batches.batch_size);
         let mut written = 0;
         for batch in self.batches(&self.train_batches, 0, batches) {
-            let (data, targets) = self.tensors(batch, true);
+            let (data, seg) = self.tensors(batch, true);
             for i in 0..data.size()[0] {
                 if written == count {
                     break;
                 }
                 let path = dir.join(format!("augmented_{written:03}.png"));
-                write_mid_slice_png(&path, &data.get(i), &targets[0].get(i)).map_err(|e| format!("{}: {e}", path.display()))?;
+                write_mid_slice_png(&path, &data.get(i), &seg.get(i)).map_err(|e| format!("{}: {e}", path.display()))?;
                 written += 1;
             }
         }
@@ -314,28 +314,30 @@ impl Trainer {
         Prefetcher::start_staged(plan.clone(), first as u64, count, LOADER_THREADS, move |batch| HostBatch::stage(batch, device))
     }
 
-    /// A batch on the device, augmented when training: the image tensor and the deep-supervision
-    /// targets (-1 outside the image mapped to 0).
-    fn tensors(&self, batch: HostBatch, training: bool) -> (Tensor, Vec<Tensor>) {
+    /// A batch on the device, augmented when training: the image tensor and the labels (-1 outside
+    /// the image mapped to 0).
+    fn tensors(&self, batch: HostBatch, training: bool) -> (Tensor, Tensor) {
         let HostBatch { data, seg, mut rng } = batch;
         let device = self.settings.device;
         let to_device = |t: Tensor| t.to_device_(device, t.kind(), true, false);
         let (data, seg) = (to_device(data), to_device(seg));
-        let (data, seg) = if training { self.augmenter.training(&data, &seg, &mut rng) } else { self.augmenter.validation(&data, &seg) };
-        let seg = self.labels.target(&seg);
-        let spatial = seg.dim() - 2;
-        let targets = self
-            .ds_strides
+        if training { self.augmenter.training(&data, &seg, &mut rng) } else { self.augmenter.validation(&data, &seg) }
+    }
+
+    /// The deep-supervision targets of a batch's labels, full resolution first.
+    fn targets(&self, seg: &Tensor) -> Vec<Tensor> {
+        let target = self.labels.target(seg);
+        let spatial = target.dim() - 2;
+        self.ds_strides
             .iter()
             .map(|stride| {
                 // nearest-exact downsampling by an integer factor picks the centre voxel of each block
-                (0..spatial).fold(seg.shallow_clone(), |t, a| {
+                (0..spatial).fold(target.shallow_clone(), |t, a| {
                     let f = stride[a] as i64;
                     t.slice((a + 2) as i64, f / 2, None, f)
                 })
             })
-            .collect();
-        (data, targets)
+            .collect()
     }
 
     /// Mean training loss of the epoch, or `None` when stopped by `Settings::stop`. Nothing in an
@@ -348,7 +350,8 @@ impl Trainer {
             if self.settings.stop.load(Ordering::Relaxed) {
                 return None;
             }
-            let (input, targets) = self.tensors(batch, true);
+            let (input, seg) = self.tensors(batch, true);
+            let targets = self.targets(&seg);
             self.optimizer.zero_grad();
             let loss = nntools_network::autocast(amp, || {
                 let outputs = self.model.net.forward_deep_supervision(&input);
@@ -384,7 +387,8 @@ impl Trainer {
         let iterations = self.settings.validation_iterations;
         let amp = self.loss_scaler.is_some();
         for batch in self.batches(&self.val_batches, epoch * iterations, iterations) {
-            let (input, targets) = self.tensors(batch, false);
+            let (input, seg) = self.tensors(batch, false);
+            let targets = self.targets(&seg);
             nntools_network::autocast(amp, || tch::no_grad(|| {
                 let outputs = self.model.net.forward_deep_supervision(&input);
                 total += self.loss.deep_supervision(&outputs, &targets, &self.ds_weights).to_kind(Kind::Double);
