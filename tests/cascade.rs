@@ -54,6 +54,13 @@ fn train(c: &Cascade, configuration: &str, data: &Path, fold: &str, extra: &[&dy
 fn lowres_predictions_train_the_cascade_and_both_stages_predict() {
     let c = prepare();
     let runs = c.data.dir.path().join("runs");
+    // a next-stage folder without the cases is refused before training, not at the validation after it
+    let empty = c.data.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let early = train(&c, "3d_lowres", &c.lowres, "0", &[&"--next-stage-data", &empty]);
+    assert_eq!(early.status.code(), Some(2), "{}", stderr(&early));
+    assert!(stderr(&early).contains("synth_002.npy"), "{}", stderr(&early));
+    assert!(!runs.join("3d_lowres/fold_0/log.jsonl").exists(), "no epoch ran");
     for fold in ["0", "1"] {
         let output = train(&c, "3d_lowres", &c.lowres, fold, &[&"--next-stage-data", &c.fullres]);
         assert!(output.status.success(), "{}", stderr(&output));

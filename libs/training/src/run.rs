@@ -148,6 +148,12 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
         "val_cases": val_ids,
     });
     write_json(&request.settings.fold_dir.join("settings.json"), &settings)?;
+    // the next stage's data is read only by the final validation: checked now, not after training
+    if let (Some(next), Fold::Index(_)) = (&request.cascade.next_stage_data, request.fold) {
+        for id in &val_ids {
+            crate::data::preprocessed_shape(next, id).map_err(|p| Error::bad_input("--next-stage-data", p))?;
+        }
+    }
     let previous_stage = request.cascade.previous_stage.as_deref();
     let train_cases = load_cases(&request.data_dir, &train_ids, previous_stage)?;
     let val_cases = load_cases(&request.data_dir, &val_ids, previous_stage)?;
