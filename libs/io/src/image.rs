@@ -90,7 +90,7 @@ fn volume_layout(header: &NiftiHeader, volumes_allowed: bool) -> std::result::Re
     if rank < 3 || dims[4.min(rank)..].iter().any(|&d| d != 1) || (volumes > 1 && !volumes_allowed) {
         return Err(format!("{rank}-D image where {expected} is expected (dim {dims:?})"));
     }
-    if dims.iter().any(|&d| d <= 0) {
+    if dims.contains(&0) {
         return Err(format!("empty image or negative size (dim {dims:?})"));
     }
     Ok(([dims[0] as usize, dims[1] as usize, dims[2] as usize], volumes))
