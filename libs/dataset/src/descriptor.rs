@@ -104,6 +104,17 @@ impl Descriptor {
         all
     }
 
+    /// The labels other than the background, ascending (nnU-Net's `foreground_labels`).
+    pub fn foreground_labels(&self) -> Vec<i64> {
+        self.all_labels().into_iter().filter(|&l| l != 0).collect()
+    }
+
+    /// The entries of `labels` other than the background, in the order written: the foreground labels,
+    /// or for a region-based dataset the regions (nnU-Net's `foreground_regions`).
+    pub fn foreground_entries(&self) -> impl Iterator<Item = &Label> {
+        self.labels.iter().filter(|l| l.values.iter().any(|&v| v != 0))
+    }
+
     /// The values a label map may contain: all labels plus the ignore label.
     pub fn allowed_label_values(&self) -> Vec<i64> {
         let mut allowed = self.all_labels();

@@ -240,7 +240,7 @@ pub fn select(request: &SelectRequest) -> Result<InferencePlan> {
 fn determine_postprocessing(context: &Context, candidate: &[usize], baseline: Summary) -> Result<(Vec<Step>, Summary)> {
     let mut steps = Vec::new();
     let mut current = baseline;
-    let foreground: Vec<i64> = context.descriptor.all_labels().into_iter().filter(|&l| l != 0).collect();
+    let foreground = context.descriptor.foreground_labels();
     let whole = Step { keep_largest_component_of: foreground };
     let trial = context.summary(candidate, std::slice::from_ref(&whole))?;
     let no_class_worse = current.mean.keys().all(|k| class_dice(&trial, k) >= class_dice(&current, k) || class_dice(&current, k).is_nan());

@@ -79,9 +79,7 @@ pub fn summarize(metric_per_case: Vec<CaseResult>) -> Summary {
 /// The classes to evaluate with their keys: the foreground labels, or the foreground regions.
 pub fn classes(descriptor: &Descriptor) -> Vec<(String, Vec<i64>)> {
     descriptor
-        .labels
-        .iter()
-        .filter(|l| l.values.iter().any(|&v| v != 0))
+        .foreground_entries()
         .map(|l| {
             let key = match l.values.as_slice() {
                 [one] => one.to_string(),

@@ -114,11 +114,9 @@ impl ModelFolder {
         let labelling = Labelling::of(&descriptor).map_err(|p| Error::bad_input(dir.join("dataset.json"), p))?;
         let classes = match &labelling {
             Labelling::Classes => descriptor.all_labels().len(),
-            Labelling::Regions(_) => descriptor.labels.iter().filter(|l| l.values.iter().any(|&v| v != 0)).count(),
+            Labelling::Regions(_) => descriptor.foreground_entries().count(),
         };
-        let previous_stage_labels = recipe.configuration.previous_stage.as_ref().map(|_| {
-            descriptor.all_labels().into_iter().filter(|&l| l != 0).collect::<Vec<_>>()
-        });
+        let previous_stage_labels = recipe.configuration.previous_stage.as_ref().map(|_| descriptor.foreground_labels());
         let weights = folds.iter().map(|f| f.join(format!("checkpoint_{}.safetensors", options.checkpoint))).collect();
         let mirror_axes = if options.tta { info.inference_allowed_mirroring_axes } else { Vec::new() };
         Ok(Self { dir: dir.to_owned(), plans, descriptor, recipe, labelling, previous_stage_labels, weights, mirror_axes, classes })

@@ -69,16 +69,14 @@ fn classes_for_locations(descriptor: &Descriptor) -> Vec<(String, Vec<i16>)> {
     let to_i16 = |values: &[i64]| values.iter().map(|&v| v as i16).collect::<Vec<_>>();
     let mut classes: Vec<(String, Vec<i16>)> = if descriptor.is_region_based() {
         descriptor
-            .labels
-            .iter()
-            .filter(|l| l.values.iter().any(|&v| v != 0))
+            .foreground_entries()
             .map(|l| {
                 let key = l.values.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
                 (format!("({key})"), to_i16(&l.values))
             })
             .collect()
     } else {
-        descriptor.all_labels().into_iter().filter(|&l| l != 0).map(|l| (l.to_string(), vec![l as i16])).collect()
+        descriptor.foreground_labels().into_iter().map(|l| (l.to_string(), vec![l as i16])).collect()
     };
     if descriptor.ignore_label.is_some() {
         let mut annotated = vec![-1i64];

@@ -19,4 +19,4 @@ pub use nntools_augmentation::Mode as Augmentation;
 pub use trainer::{EpochLog, Settings, Trainer, TrainingLabels};
 pub use run::{train, Cascade, Fold, Request};
 pub use progress::plot_progress;
-pub use validation::validate_fold;
+use validation::validate_fold;

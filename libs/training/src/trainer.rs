@@ -98,13 +98,13 @@ pub struct TrainingLabels {
 impl TrainingLabels {
     pub fn of(descriptor: &nntools_dataset::Descriptor) -> Self {
         let regions = if descriptor.is_region_based() {
-            descriptor.labels.iter().filter(|l| l.values.iter().any(|&v| v != 0)).map(|l| l.values.clone()).collect()
+            descriptor.foreground_entries().map(|l| l.values.clone()).collect()
         } else {
             Vec::new()
         };
         Self {
             values: descriptor.allowed_label_values(),
-            foreground: descriptor.all_labels().into_iter().filter(|&l| l != 0).collect(),
+            foreground: descriptor.foreground_labels(),
             regions,
             ignore_label: descriptor.ignore_label,
         }

@@ -16,15 +16,11 @@ use tch::Device;
 
 /// Predicts the validation cases of fold `fold` of the run in `run_dir` from the preprocessed folder
 /// (with the previous stage's labels for a cascade stage; writing the next stage's for 3d_lowres).
-pub fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_ids: &[String], cascade: &Cascade, device: Device) -> Result<()> {
+/// `cascade` fits the configuration: `train` checked it.
+pub(crate) fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_ids: &[String], cascade: &Cascade, device: Device) -> Result<()> {
     let options = Options { folds: Some(vec![fold.to_string()]), checkpoint: "final".into(), tta: true, step: 0.5, device };
     let folder = ModelFolder::open(run_dir, &options)?;
     let configuration = &folder.recipe.configuration;
-    let previous_stage = match (&configuration.previous_stage, &cascade.previous_stage) {
-        (Some(_), None) => return Err(Error::bad_input(run_dir, "validating a cascade stage needs --prev-stage")),
-        (Some(_), Some(dir)) => Some(dir),
-        (None, _) => None,
-    };
     let next_stage: Option<(&PathBuf, PathBuf)> = configuration
         .next_stage
         .as_ref()
@@ -46,7 +42,9 @@ pub fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_ids: &[S
         let file = std::fs::File::open(&data_path).map_err(|e| Error::io(&data_path, &e))?;
         let data = Array4::<f32>::read_npy(file).map_err(|e| Error::bad_input(&data_path, e))?;
         let properties: Properties = read_json(&data_dir.join(format!("{id}.json")))?;
-        let previous_labels = previous_stage
+        let previous_labels = cascade
+            .previous_stage
+            .as_ref()
             .map(|dir| {
                 let path = dir.join(format!("{id}.npy"));
                 let labels = read_label_map_npy(&path)?;
