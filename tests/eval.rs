@@ -101,6 +101,7 @@ fn select_decides_postprocessing_as_nnunet() {
     let run_dir = dir.path().join("run");
     std::fs::create_dir_all(&run_dir).unwrap();
     std::fs::copy(eval.join("dataset.json"), run_dir.join("dataset.json")).unwrap();
+    std::fs::copy(shared.join("reference/Dataset004_Hippocampus/nnUNetPlans.json"), run_dir.join("plans.json")).unwrap();
     let mut cases: Vec<String> = std::fs::read_dir(eval.join("pred"))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".nii.gz").map(str::to_owned))
