@@ -38,16 +38,19 @@ fn prepare() -> Cascade {
     Cascade { data, lowres, fullres, splits }
 }
 
-fn train(c: &Cascade, configuration: &str, data: &Path, fold: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let out = c.data.dir.path().join("runs").join(configuration);
-    Command::new(binary("nn-train"))
+/// nn-train on one fold of `configuration` for a 2-iteration epoch, writing to `runs/CONFIGURATION`.
+fn nn_train(c: &Cascade, configuration: &str, data: &Path, fold: &str) -> Command {
+    let mut command = Command::new(binary("nn-train"));
+    command
         .args(["--plans".as_ref(), c.data.plans.as_os_str(), "-c".as_ref(), configuration.as_ref(), "--data".as_ref(), data.as_os_str()])
         .args(["--dataset".as_ref(), c.data.raw.join("dataset.json").as_os_str(), "--splits".as_ref(), c.splits.as_os_str()])
-        .args(["--fold", fold, "--epochs", "1", "--iters", "2", "--val-iters", "1", "--device", "cpu", "-q", "-o"])
-        .arg(out)
-        .args(extra.iter().map(|a| a.as_ref()))
-        .output()
-        .unwrap()
+        .args(["--fold", fold, "--epochs", "1", "--iters", "2", "--val-iters", "1", "--device", "cpu", "-o"])
+        .arg(c.data.dir.path().join("runs").join(configuration));
+    command
+}
+
+fn train(c: &Cascade, configuration: &str, data: &Path, fold: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    nn_train(c, configuration, data, fold).arg("-q").args(extra.iter().map(|a| a.as_ref())).output().unwrap()
 }
 
 #[test]
@@ -79,6 +82,12 @@ fn lowres_predictions_train_the_cascade_and_both_stages_predict() {
         assert_eq!(labels.shape(), reference.shape(), "{id}");
         assert!(labels.iter().all(|&l| (0..=2).contains(&l)), "{id}: labels 0..=2 only");
     }
+    // validated again without the next stage's data: it says what is not written, and keeps what was
+    let output = nn_train(&c, "3d_lowres", &c.lowres, "0").arg("--validate-only").output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let warning = stderr(&output);
+    assert!(warning.starts_with("nn-train: warning: ") && warning.contains("fold 0 writes no labels for 3d_cascade_fullres"), "{warning}");
+    assert!(previous.join("fold_0.json").is_file() && previous.join("synth_002.npy").is_file());
 
     let without = train(&c, "3d_cascade_fullres", &c.fullres, "0", &[]);
     assert_eq!(without.status.code(), Some(2), "{}", stderr(&without));

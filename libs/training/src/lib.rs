@@ -17,6 +17,6 @@ pub use optimizer::{poly_learning_rate, LossScaler, Sgd, GRADIENT_CLIP_NORM, INI
 pub use splits::{crossval_splits, Split, SPLIT_SEED};
 pub use nntools_augmentation::Mode as Augmentation;
 pub use trainer::{EpochLog, Settings, Trainer, TrainingLabels};
-pub use run::{train, Cascade, Fold, Request};
+pub use run::{train, Cascade, Fold, Report, Request};
 pub use progress::plot_progress;
 use validation::validate_fold;

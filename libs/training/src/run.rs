@@ -82,8 +82,23 @@ fn load_cases(dir: &Path, ids: &[String], previous_stage: Option<&Path>) -> Resu
     ids.iter().map(|id| TrainingCase::load(dir, id, previous_stage).map(Arc::new).map_err(|p| Error::bad_input(dir, p))).collect()
 }
 
-/// Refuses cascade folders that do not fit the configuration.
-fn check_cascade(cascade: &Cascade, configuration_name: &str, configuration: &nntools_planning::Configuration) -> Result<()> {
+/// What a training run tells its caller while it runs.
+pub enum Report<'a> {
+    /// Something the user should know that does not stop the run.
+    Warning(String),
+    /// An epoch finished.
+    Epoch(&'a EpochLog),
+}
+
+/// Refuses cascade folders that do not fit the configuration; warns when a fold of a stage with a next
+/// stage will write no labels for it, which nnU-Net logs case by case.
+fn check_cascade(
+    cascade: &Cascade,
+    fold: Fold,
+    configuration_name: &str,
+    configuration: &nntools_planning::Configuration,
+    report: &mut dyn FnMut(Report<'_>),
+) -> Result<()> {
     match (&configuration.previous_stage, &cascade.previous_stage) {
         (Some(previous), None) => {
             let hint = Cascade::next_stage_output(Path::new(&format!("RUNS/{previous}")), configuration_name);
@@ -98,14 +113,19 @@ fn check_cascade(cascade: &Cascade, configuration_name: &str, configuration: &nn
     if let (None, Some(dir)) = (&configuration.next_stage, &cascade.next_stage_data) {
         return Err(Error::bad_input(dir, format!("{configuration_name} has no next stage (only 3d_lowres takes --next-stage-data)")));
     }
+    if let (Some(next), None, Fold::Index(fold)) = (&configuration.next_stage, &cascade.next_stage_data, fold) {
+        report(Report::Warning(format!(
+            "without --next-stage-data, {configuration_name} fold {fold} writes no labels for {next}, which cannot train until this fold is validated again with it"
+        )));
+    }
     Ok(())
 }
 
 /// Trains one fold; `report` sees every finished epoch.
-pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> {
+pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()> {
     let plans: Plans = read_json(&request.plans_path)?;
     let configuration = plans.configuration(&request.configuration).map_err(|p| Error::bad_input(&request.plans_path, p))?;
-    check_cascade(&request.cascade, &request.configuration, &configuration)?;
+    check_cascade(&request.cascade, request.fold, &request.configuration, &configuration, report)?;
     let descriptor = Descriptor::read(&request.dataset_json)?;
     Labelling::of(&descriptor).map_err(|p| Error::bad_input(&request.dataset_json, p))?;
     let manifest_path = request.data_dir.join("manifest.json");
@@ -167,7 +187,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(&EpochLog)) -> Result<()> 
     if let Some(weights) = request.pretrained.as_ref().filter(|_| trainer.epoch() == 0) {
         trainer.load_pretrained(weights).map_err(|p| Error::bad_input(weights, p))?;
     }
-    trainer.run(report).map_err(|stopped| match stopped {
+    trainer.run(&mut |log| report(Report::Epoch(log))).map_err(|stopped| match stopped {
         Stopped::Interrupted { epoch } => Error::runtime(
             &request.run_dir,
             format!("interrupted in epoch {epoch}; checkpoint_latest saved, continue with --resume"),

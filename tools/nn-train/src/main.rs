@@ -1,6 +1,6 @@
 use clap::Parser;
 use nntools_io::Error;
-use nntools_training::{train, Augmentation, Cascade, Fold, Request, Settings};
+use nntools_training::{train, Augmentation, Cascade, Fold, Report, Request, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -140,14 +140,16 @@ fn main() -> ExitCode {
             },
         };
         let quiet = args.quiet;
-        train(request, &mut |log| {
-            if !quiet {
+        train(request, &mut |report| match report {
+            Report::Warning(line) => nntools_cli::warn(TOOL, quiet, &line),
+            Report::Epoch(log) if !quiet => {
                 let dice: Vec<String> = log.pseudo_dice.iter().map(|d| format!("{d:.3}")).collect();
                 eprintln!(
                     "{TOOL}: epoch {}: train loss {:.4}, val loss {:.4}, pseudo dice [{}], ema {:.4}, lr {:.5}, {:.1} s",
                     log.epoch, log.train_loss, log.val_loss, dice.join(", "), log.ema_pseudo_dice, log.lr, log.epoch_time_s
                 );
             }
+            Report::Epoch(_) => {}
         })
     })
 }
