@@ -55,7 +55,7 @@ fn summary_matches_nnunet() {
             let (dice, hd95, nsd) = (metrics["Dice"].as_f64(), metrics["HD95"].as_f64(), metrics["NSD"].as_f64());
             match dice {
                 None => assert!(hd95.is_none() && nsd.is_none(), "{metrics}"),
-                Some(d) if d == 1.0 => assert_eq!((hd95, nsd), (Some(0.0), Some(1.0)), "{metrics}"),
+                Some(1.0) => assert_eq!((hd95, nsd), (Some(0.0), Some(1.0)), "{metrics}"),
                 Some(_) => assert!(nsd.is_some_and(|n| (0.0..=1.0).contains(&n)), "{metrics}"),
             }
         }

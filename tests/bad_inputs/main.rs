@@ -92,6 +92,7 @@ fn temporaries(dir: &Path) -> Vec<PathBuf> {
 impl Report {
     /// Runs `tool args` and checks the outcome: `exit` 0 is success; otherwise the error must name
     /// `spoilt` and none of `outputs` may exist. No run may panic or leave a temporary file in `root`.
+    #[allow(clippy::too_many_arguments)]
     fn check(&mut self, what: &str, root: &Path, tool: &str, args: &[OsString], exit: i32, spoilt: &Path, outputs: &[PathBuf]) {
         self.runs += 1;
         let output = Command::new(binary(tool)).args(args).output().unwrap();
@@ -130,6 +131,8 @@ impl Report {
 }
 
 type Spoil = fn(&Path);
+/// A way to spoil a file, for the variants that are closures.
+type Spoiler = Box<dyn Fn(&Path)>;
 
 /// Spoilt raw datasets: nn-fingerprint and nn-resample read all of them, nn-dataset create the files.
 #[test]
@@ -139,7 +142,7 @@ fn raw_datasets() {
     let label = "raw/labelsTr/CASE.nii.gz";
     let json = "raw/dataset.json";
     // (what, file, spoil, exit of nn-fingerprint and nn-resample, exit of nn-dataset create or None)
-    let variants: Vec<(&str, &str, Box<dyn Fn(&Path)>, i32, Option<i32>)> = vec![
+    let variants: Vec<(&str, &str, Spoiler, i32, Option<i32>)> = vec![
         ("truncated gzip", image, Box::new(corpus::truncated_gzip as Spoil), 2, Some(2)),
         ("not gzip", image, Box::new(corpus::not_gzip_at_all as Spoil), 2, Some(2)),
         ("wrong magic", image, Box::new(corpus::wrong_magic as Spoil), 2, Some(2)),
@@ -178,7 +181,7 @@ fn raw_datasets() {
         let out = scratch.path("out");
         let fingerprint = out.join("fingerprint.json");
         std::fs::create_dir_all(&out).unwrap();
-        report.check(what, &scratch.root, "nn-fingerprint", &args(&[&raw, &"-o", &fingerprint]), *exit, &spoilt, &[fingerprint.clone()]);
+        report.check(what, &scratch.root, "nn-fingerprint", &args(&[&raw, &"-o", &fingerprint]), *exit, &spoilt, std::slice::from_ref(&fingerprint));
         let pre = out.join("pre");
         let case_outputs = ["npy", "json"].map(|e| pre.join(format!("{}.{e}", fixture().case))).to_vec();
         let mut outputs = case_outputs.clone();
@@ -188,7 +191,7 @@ fn raw_datasets() {
             let created = out.join("created");
             report.check(what, &scratch.root, "nn-dataset", &args(&[&"create", &"--images", &raw.join("imagesTr"), &"--labels", &raw.join("labelsTr"),
                 &"--channel", &"0=MRI", &"--channel", &"1=MRI", &"--label", &"0=background", &"--label", &"1=a", &"--label", &"2=b", &"-o", &created]),
-                *create_exit, &spoilt, &[created.clone()]);
+                *create_exit, &spoilt, std::slice::from_ref(&created));
         }
     }
     // numTraining is an integrity check of nn-fingerprint's; preprocessing takes the cases there are
@@ -209,7 +212,7 @@ fn raw_datasets() {
     corpus::edit_json(&scratch.path(json), |j| j["numTraining"] = 7.into());
     std::fs::copy(scratch.path("raw/imagesTr/CASE_0001.nii.gz"), scratch.path("raw/imagesTr/extra_0001.nii.gz")).unwrap();
     std::fs::remove_file(&fingerprint).unwrap();
-    report.check("an image without a label", &scratch.root, "nn-fingerprint", &args(&[&scratch.path("raw"), &"-o", &fingerprint]), 2, &scratch.path("raw/labelsTr/extra.nii.gz"), &[fingerprint.clone()]);
+    report.check("an image without a label", &scratch.root, "nn-fingerprint", &args(&[&scratch.path("raw"), &"-o", &fingerprint]), 2, &scratch.path("raw/labelsTr/extra.nii.gz"), std::slice::from_ref(&fingerprint));
     report.finish("raw datasets");
 }
 
@@ -232,7 +235,7 @@ fn images_to_predict_and_label_maps_to_evaluate() {
         let spoilt = std::fs::read_dir(&test_images).unwrap().map(|e| e.unwrap().path()).min().unwrap();
         spoil(&spoilt);
         let predictions = scratch.path("predictions");
-        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"-i", &test_images, &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, &spoilt, &[predictions.clone()]);
+        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"-i", &test_images, &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, &spoilt, std::slice::from_ref(&predictions));
     }
     let label_spoils: [(&str, Spoil); 8] = [
         ("truncated gzip", corpus::truncated_gzip),
@@ -251,7 +254,7 @@ fn images_to_predict_and_label_maps_to_evaluate() {
         let spoilt = predictions.join(format!("{}.nii.gz", fixture().case));
         spoil(&spoilt);
         let summary = scratch.path("summary.json");
-        report.check(what, &scratch.root, "nn-eval", &args(&[&"--ref", &scratch.path("raw/labelsTr"), &"--pred", &predictions, &"-o", &summary]), 2, &spoilt, &[summary.clone()]);
+        report.check(what, &scratch.root, "nn-eval", &args(&[&"--ref", &scratch.path("raw/labelsTr"), &"--pred", &predictions, &"-o", &summary]), 2, &spoilt, std::slice::from_ref(&summary));
     }
     report.finish("images and label maps");
 }
@@ -261,7 +264,7 @@ fn images_to_predict_and_label_maps_to_evaluate() {
 #[test]
 fn plans_preprocessed_data_and_checkpoints() {
     let configuration = |j: &mut serde_json::Value| j["configurations"]["3d_fullres"].clone();
-    let plan_spoils: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let plan_spoils: Vec<(&str, Spoiler)> = vec![
         ("truncated plans", Box::new(corpus::truncated_json as Spoil)),
         ("plans without configurations", Box::new(|p: &Path| corpus::without_key(p, "configurations"))),
         ("a configuration without patch_size", Box::new(|p: &Path| corpus::edit_json(p, |j| {
@@ -296,7 +299,7 @@ fn plans_preprocessed_data_and_checkpoints() {
         let model_plans = scratch.path("run/plans.json");
         spoil(&model_plans);
         let predictions = scratch.path("predictions");
-        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"-i", &scratch.path("raw/imagesTs"), &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, &model_plans, &[predictions.clone()]);
+        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"-i", &scratch.path("raw/imagesTs"), &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, &model_plans, std::slice::from_ref(&predictions));
     }
     let scratch = Scratch::new();
     report.check("an unknown configuration", &scratch.root, "nn-resample", &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_nope", &"-i", &scratch.path("raw"), &"-o", &scratch.path("pre_new"), &"-q"]), 2, &scratch.path("plans.json"), &[scratch.path("pre_new")]);
@@ -336,7 +339,7 @@ fn plans_preprocessed_data_and_checkpoints() {
         spoil(&spoilt);
         let predictions = scratch.path("predictions");
         // the sidecar and the weights are one checkpoint: an error naming either names it
-        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"--folds", &"0", &"-i", &scratch.path("raw/imagesTs"), &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, Path::new("checkpoint_final"), &[predictions.clone()]);
+        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"--folds", &"0", &"-i", &scratch.path("raw/imagesTs"), &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, Path::new("checkpoint_final"), std::slice::from_ref(&predictions));
     }
     report.finish("plans, preprocessed data and checkpoints");
 }

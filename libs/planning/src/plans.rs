@@ -119,7 +119,7 @@ impl Configuration {
                 return Err(format!("{key} has {len} entries for a {axes}-axis patch"));
             }
         }
-        if self.batch_size == 0 || self.patch_size.contains(&0) || self.spacing.iter().any(|&s| !(s > 0.0)) {
+        if self.batch_size == 0 || self.patch_size.contains(&0) || self.spacing.iter().any(|&s| s.is_nan() || s <= 0.0) {
             return Err("batch_size, patch_size and spacing must be positive".to_owned());
         }
         let stages = kwargs.n_stages;
@@ -138,7 +138,7 @@ impl Configuration {
         }
         for axis in 0..axes {
             let downsampling: usize = kwargs.strides.iter().map(|s| s[axis]).product();
-            if self.patch_size[axis] % downsampling != 0 {
+            if !self.patch_size[axis].is_multiple_of(downsampling) {
                 return Err(format!("patch_size {:?} is not divisible by the strides' product {downsampling} along axis {axis}", self.patch_size));
             }
         }

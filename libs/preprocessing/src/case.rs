@@ -180,10 +180,10 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
             if label.data.iter().any(|&v| i16::try_from(v).is_err()) {
                 return Err(Error::bad_input(path, "label values must fit in 16 bits"));
             }
-            if !recipe.label_values.is_empty() {
-                if let Some(value) = nntools_dataset::undeclared_labels(&label.data, &recipe.label_values).first() {
-                    return Err(Error::bad_input(path, format!("holds label {value}, which dataset.json does not declare")));
-                }
+            if !recipe.label_values.is_empty()
+                && let Some(value) = nntools_dataset::undeclared_labels(&label.data, &recipe.label_values).first()
+            {
+                return Err(Error::bad_input(path, format!("holds label {value}, which dataset.json does not declare")));
             }
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-8 + 1e-5 * b.abs();
             if !(0..3).all(|a| close(label.geometry.spacing[a], geometry.spacing[a])) {

@@ -190,9 +190,9 @@ fn resize(input: Array3<f64>, new_shape: [usize; 3], order: u32, slice_axis: Opt
         (false, _) => Vec::new(),
     };
     let mut current = input;
-    for axis in 0..3 {
-        if Some(axis) != slice_axis && current.len_of(Axis(axis)) != new_shape[axis] {
-            current = resample_axis(&current, axis, new_shape[axis], kernel);
+    for (axis, &size) in new_shape.iter().enumerate() {
+        if Some(axis) != slice_axis && current.len_of(Axis(axis)) != size {
+            current = resample_axis(&current, axis, size, kernel);
         }
     }
     match (ranges.as_slice(), slice_axis) {

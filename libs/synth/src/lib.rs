@@ -225,7 +225,7 @@ fn generate_case(spec: &Spec, appearance: &Appearance, index: usize) -> SynthCas
     let mut shape = [0; 3].map(|_| rng.random_range(lo..=hi));
     if spec.anisotropic {
         // thick slices cover the same field of view with fewer voxels
-        shape[0] = ((shape[0] as f64 * in_plane / slow_axis * 2.0).round() as usize).clamp(lo.min(8).max(4), hi);
+        shape[0] = ((shape[0] as f64 * in_plane / slow_axis * 2.0).round() as usize).clamp(lo.clamp(4, 8), hi);
     }
     let origin = [0; 3].map(|_| rng.random_range(-60.0..60.0));
     let geometry = Geometry { spacing, origin, direction: [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0] };

@@ -23,6 +23,7 @@ const EMA_DECAY: f64 = 0.9;
 /// Threads cropping batches ahead of the training step.
 const LOADER_THREADS: usize = 2;
 /// Mixes the seed for validation batches, so they are not the training batches.
+#[allow(clippy::unusual_byte_groupings)] // grouped to read "seed of valid"
 const VALIDATION_STREAM_SEED: u64 = 0x5eed_0f_7a11d;
 
 /// How long and where to train.
@@ -450,7 +451,7 @@ impl Trainer {
                 self.save_checkpoint("best")?;
             }
             let last = self.state.epoch == self.settings.epochs;
-            if self.state.epoch % CHECKPOINT_EVERY == 0 && !last {
+            if self.state.epoch.is_multiple_of(CHECKPOINT_EVERY) && !last {
                 self.save_checkpoint("latest")?;
             }
             report(&log);
