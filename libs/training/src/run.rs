@@ -121,7 +121,7 @@ fn check_cascade(
     Ok(())
 }
 
-/// Trains one fold; `report` sees every finished epoch.
+/// Trains one fold; `report` sees every warning and every finished epoch.
 pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()> {
     let plans: Plans = read_json(&request.plans_path)?;
     let configuration = plans.configuration(&request.configuration).map_err(|p| Error::bad_input(&request.plans_path, p))?;
