@@ -40,12 +40,8 @@ ours_seconds=$((SECONDS - start))
 
 # nnU-Net v2.8.1: its trainer with the budget set on the instance, then its final validation
 start=$SECONDS
-mkdir -p "$scratch/raw" "$scratch/nnpre/$dataset" "$scratch/res"
-ln -s "$shared/data/$dataset" "$scratch/raw/$dataset"
-cp "$reference/"{dataset_fingerprint.json,splits_final.json} "$shared/data/$dataset/dataset.json" "$scratch/nnpre/$dataset/"
-cp "$scratch/plans.json" "$scratch/nnpre/$dataset/nnUNetPlans.json"
-export nnUNet_raw="$scratch/raw" nnUNet_preprocessed="$scratch/nnpre" nnUNet_results="$scratch/res" nnUNet_n_proc_DA=2 nnUNet_def_n_proc=2
-"$venv/bin/nnUNetv2_preprocess" -d 4 -c 3d_fullres -np 2 > /dev/null 2>&1
+source scripts/nnunet-env.sh
+nnunet_preprocess "$venv" "$scratch" "$dataset" "$scratch/plans.json"
 # a script file, not stdin: its export workers are spawned and import the main module again
 cat > "$scratch/train_nnunet.py" <<'PY'
 import os, sys, torch

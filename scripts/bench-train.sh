@@ -42,11 +42,8 @@ augment_ms=$(cargo test --release -q -p nntools-augmentation hippocampus_batch_t
 echo "nn-train augmentation: $augment_ms ms per batch of 9"
 
 if [[ -x $venv/bin/nnUNetv2_preprocess ]]; then
-    mkdir -p "$scratch/raw" "$scratch/nnpre/$dataset" "$scratch/res"
-    ln -s "$shared/data/$dataset" "$scratch/raw/$dataset"
-    cp "$shared/reference/$dataset/"{nnUNetPlans.json,dataset_fingerprint.json,splits_final.json} "$shared/data/$dataset/dataset.json" "$scratch/nnpre/$dataset/"
-    export nnUNet_raw="$scratch/raw" nnUNet_preprocessed="$scratch/nnpre" nnUNet_results="$scratch/res" nnUNet_n_proc_DA=2
-    "$venv/bin/nnUNetv2_preprocess" -d 4 -c 3d_fullres -np 2 > /dev/null 2>&1
+    source scripts/nnunet-env.sh
+    nnunet_preprocess "$venv" "$scratch" "$dataset" "$shared/reference/$dataset/nnUNetPlans.json"
     # nnU-Net's loader workers outlive nnunet_steps.py's os._exit: log to a file (a pipe would wait for
     # them) and end them afterwards
     "$venv/bin/python3" "$shared/bench/nnunet_steps.py" 4 3d_fullres "$iterations" > "$scratch/steps.log" 2>&1
