@@ -7,6 +7,7 @@
 # validation cases with mirroring, as its final validation does. nn-eval scores both folders against
 # labelsTr, so the metric code is the same.
 # Usage: scripts/bench-dice.sh [--install] [EPOCHS [ITERATIONS [BATCH_SIZE]]]   (default 5 50 2)
+# nn-train's seed is BENCH_SEED (default nn-train's); nnU-Net's trainer is not seeded.
 # nnU-Net is taken from NNUNET_VENV (default .bench-venv; --install creates it with
 # scripts/install-nnunet.sh). Prints one JSON object; each side's seconds include its preprocessing
 # and its final validation.
@@ -35,7 +36,8 @@ start=$SECONDS
 target/release/nn-resample -q --plans "$scratch/plans.json" -c 3d_fullres -i "$shared/data/$dataset" -o "$scratch/pre"
 target/release/nn-train -q --plans "$scratch/plans.json" -c 3d_fullres --data "$scratch/pre" \
     --dataset "$shared/data/$dataset/dataset.json" --splits "$reference/splits_final.json" --fold 0 \
-    -o "$scratch/ours" --epochs "$epochs" --iters "$iterations" --val-iters "$val_iterations" --device cpu
+    -o "$scratch/ours" --epochs "$epochs" --iters "$iterations" --val-iters "$val_iterations" --device cpu \
+    ${BENCH_SEED:+--seed "$BENCH_SEED"}
 ours_seconds=$((SECONDS - start))
 
 # nnU-Net v2.8.1: its trainer with the budget set on the instance, then its final validation
@@ -68,7 +70,7 @@ for side in ours theirs; do
         --dataset "$shared/data/$dataset/dataset.json" -o "$scratch/$side.json"
 done
 python3 - "$scratch" "$epochs" "$iterations" "$batch_size" "$ours_seconds" "$theirs_seconds" <<'PY'
-import json, sys
+import json, os, sys
 scratch, epochs, iterations, batch_size, ours_s, theirs_s = sys.argv[1:]
 def scores(side):
     summary = json.load(open(f"{scratch}/{side}.json"))
@@ -77,6 +79,7 @@ def scores(side):
             "foreground_mean_dice": round(summary["foreground_mean"]["Dice"], 4)}
 report = {"dataset": "Dataset004_Hippocampus", "configuration": "3d_fullres", "fold": 0, "device": "cpu",
           "epochs": int(epochs), "iterations_per_epoch": int(iterations), "batch_size": int(batch_size),
+          "nn_train_seed": os.environ.get("BENCH_SEED", "default"),
           "nn_tools": {**scores("ours"), "seconds": int(ours_s)},
           "nnunet_v2_8_1": {**scores("theirs"), "seconds": int(theirs_s)}}
 print(json.dumps(report, indent=1))

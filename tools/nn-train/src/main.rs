@@ -60,6 +60,8 @@ struct Args {
     /// Continue from the newest checkpoint in the fold folder.
     #[arg(long)]
     resume: bool,
+    /// Seed of the initial weights, the batches' cases and patches, and their augmentation: the same
+    /// seed on the same device gives the same run.
     #[arg(long, default_value_t = 12345)]
     seed: u64,
     /// Start from these weights (safetensors, nnU-Net names; every layer but the segmentation heads),
