@@ -5,7 +5,7 @@
 
 use nntools_io::read_label_map;
 use nntools_preprocessing::read_label_map_npy;
-use nntools_tests::{binary, run, stderr, SyntheticDataset};
+use nntools_tests::{SyntheticDataset, binary, run, stderr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -21,10 +21,14 @@ struct Cascade {
 /// Four small isotropic cases planned for 10 MB of GPU memory, so that the full-resolution patch
 /// covers too little of the median image and nn-plan adds the cascade (patches of 16 x 14 x 14).
 fn prepare() -> Cascade {
-    let synth = ["--cases", "4", "--test-cases", "1", "--isotropic", "--min-size", "32", "--max-size", "40", "--seed", "5"];
+    let synth =
+        ["--cases", "4", "--test-cases", "1", "--isotropic", "--min-size", "32", "--max-size", "40", "--seed", "5"];
     let data = SyntheticDataset::from_flags(&synth, &["--gpu-memory-gb", "0.01"]);
     let plans: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&data.plans).unwrap()).unwrap();
-    assert_eq!(plans["configurations"]["3d_lowres"]["next_stage"], "3d_cascade_fullres", "the test needs a planned cascade");
+    assert_eq!(
+        plans["configurations"]["3d_lowres"]["next_stage"], "3d_cascade_fullres",
+        "the test needs a planned cascade"
+    );
     let [lowres, fullres] = ["3d_lowres", "3d_fullres"].map(|c| data.dir.path().join(format!("pre_{c}")));
     for (configuration, out) in [("3d_lowres", &lowres), ("3d_fullres", &fullres)] {
         let output = data.resample(configuration, out, &["-q"]);
@@ -42,8 +46,20 @@ fn prepare() -> Cascade {
 fn nn_train(c: &Cascade, configuration: &str, data: &Path, fold: &str) -> Command {
     let mut command = Command::new(binary("nn-train"));
     command
-        .args(["--plans".as_ref(), c.data.plans.as_os_str(), "-c".as_ref(), configuration.as_ref(), "--data".as_ref(), data.as_os_str()])
-        .args(["--dataset".as_ref(), c.data.raw.join("dataset.json").as_os_str(), "--splits".as_ref(), c.splits.as_os_str()])
+        .args([
+            "--plans".as_ref(),
+            c.data.plans.as_os_str(),
+            "-c".as_ref(),
+            configuration.as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+        ])
+        .args([
+            "--dataset".as_ref(),
+            c.data.raw.join("dataset.json").as_os_str(),
+            "--splits".as_ref(),
+            c.splits.as_os_str(),
+        ])
         .args(["--fold", fold, "--epochs", "1", "--iters", "2", "--val-iters", "1", "--device", "cpu", "-o"])
         .arg(c.data.dir.path().join("runs").join(configuration));
     command
@@ -70,11 +86,16 @@ fn lowres_predictions_train_the_cascade_and_both_stages_predict() {
     }
     // every case once, on 3d_fullres's preprocessed grid, with the dataset's labels
     let previous = runs.join("3d_lowres/predicted_next_stage/3d_cascade_fullres");
-    let mut written: Vec<String> = std::fs::read_dir(&previous).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut written: Vec<String> =
+        std::fs::read_dir(&previous).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     written.sort();
-    let expected: Vec<String> = ["fold_0.json".to_owned(), "fold_1.json".to_owned()].into_iter().chain(CASES.map(|id| format!("{id}.npy"))).collect();
+    let expected: Vec<String> = ["fold_0.json".to_owned(), "fold_1.json".to_owned()]
+        .into_iter()
+        .chain(CASES.map(|id| format!("{id}.npy")))
+        .collect();
     assert_eq!(written, expected, "each fold's cases, then its mark");
-    let mark: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(previous.join("fold_1.json")).unwrap()).unwrap();
+    let mark: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(previous.join("fold_1.json")).unwrap()).unwrap();
     assert_eq!(mark, serde_json::json!({"fold": 1, "cases": &CASES[..2]}));
     for id in CASES {
         let labels = read_label_map_npy(&previous.join(format!("{id}.npy"))).unwrap();
@@ -86,7 +107,11 @@ fn lowres_predictions_train_the_cascade_and_both_stages_predict() {
     let output = nn_train(&c, "3d_lowres", &c.lowres, "0").arg("--validate-only").output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let warning = stderr(&output);
-    assert!(warning.starts_with("nn-train: warning: ") && warning.contains("fold 0 writes no labels for 3d_cascade_fullres"), "{warning}");
+    assert!(
+        warning.starts_with("nn-train: warning: ")
+            && warning.contains("fold 0 writes no labels for 3d_cascade_fullres"),
+        "{warning}"
+    );
     assert!(previous.join("fold_0.json").is_file() && previous.join("synth_002.npy").is_file());
 
     let without = train(&c, "3d_cascade_fullres", &c.fullres, "0", &[]);
@@ -114,38 +139,81 @@ fn lowres_predictions_train_the_cascade_and_both_stages_predict() {
 
     // predicted through both stages: by hand, and from an inference plan naming the cascade
     let images = c.data.raw.join("imagesTs");
-    let [lowres_predictions, predictions, from_plan] = ["pred_lowres", "pred_cascade", "pred_plan"].map(|name| c.data.dir.path().join(name));
+    let [lowres_predictions, predictions, from_plan] =
+        ["pred_lowres", "pred_cascade", "pred_plan"].map(|name| c.data.dir.path().join(name));
     let fast = [&"--no-tta" as &dyn AsRef<std::ffi::OsStr>, &"--device", &"cpu", &"-q"];
-    let output = run("nn-infer", &[&[&"-m" as &dyn AsRef<std::ffi::OsStr>, &runs.join("3d_lowres"), &"--folds", &"0", &"-i", &images, &"-o", &lowres_predictions], &fast[..]].concat());
+    let output = run(
+        "nn-infer",
+        &[
+            &[
+                &"-m" as &dyn AsRef<std::ffi::OsStr>,
+                &runs.join("3d_lowres"),
+                &"--folds",
+                &"0",
+                &"-i",
+                &images,
+                &"-o",
+                &lowres_predictions,
+            ],
+            &fast[..],
+        ]
+        .concat(),
+    );
     assert!(output.status.success(), "{}", stderr(&output));
-    let no_previous = run("nn-infer", &[&"-m", &cascade, &"-i", &images, &"-o", &predictions, &"--device", &"cpu", &"-q"]);
+    let no_previous =
+        run("nn-infer", &[&"-m", &cascade, &"-i", &images, &"-o", &predictions, &"--device", &"cpu", &"-q"]);
     assert_eq!(no_previous.status.code(), Some(2), "{}", stderr(&no_previous));
-    let by_hand = [&"-m" as &dyn AsRef<std::ffi::OsStr>, &cascade, &"--prev-stage", &lowres_predictions, &"-i", &images, &"-o", &predictions];
+    let by_hand = [
+        &"-m" as &dyn AsRef<std::ffi::OsStr>,
+        &cascade,
+        &"--prev-stage",
+        &lowres_predictions,
+        &"-i",
+        &images,
+        &"-o",
+        &predictions,
+    ];
     let output = run("nn-infer", &[&by_hand[..], &fast[..]].concat());
     assert!(output.status.success(), "{}", stderr(&output));
 
     let plan = c.data.dir.path().join("inference_plan.json");
     let labels = c.data.raw.join("labelsTr");
-    let alone = run("nn-ensemble", &[&"select", &"--runs", &cascade, &"--ref", &labels, &"--folds", &"0", &"-o", &plan]);
+    let alone =
+        run("nn-ensemble", &[&"select", &"--runs", &cascade, &"--ref", &labels, &"--folds", &"0", &"-o", &plan]);
     assert_eq!(alone.status.code(), Some(2), "{}", stderr(&alone));
     assert!(stderr(&alone).contains("give its 3d_lowres run"), "{}", stderr(&alone));
-    let output = run("nn-ensemble", &[&"select", &"--runs", &runs.join("3d_lowres"), &cascade, &"--ref", &labels, &"--folds", &"0", &"-o", &plan]);
+    let output = run(
+        "nn-ensemble",
+        &[&"select", &"--runs", &runs.join("3d_lowres"), &cascade, &"--ref", &labels, &"--folds", &"0", &"-o", &plan],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let mut chosen: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
     let listed = chosen["cross_validation"].as_array().unwrap().len();
     assert_eq!(listed, 3, "lowres, cascade, and both");
     for model in chosen["models"].as_array().unwrap() {
-        let expected = if model["configuration"] == "3d_cascade_fullres" { serde_json::json!(runs.join("3d_lowres")) } else { serde_json::Value::Null };
+        let expected = if model["configuration"] == "3d_cascade_fullres" {
+            serde_json::json!(runs.join("3d_lowres"))
+        } else {
+            serde_json::Value::Null
+        };
         assert_eq!(model["previous_stage"], expected, "{model}");
     }
     // whichever won on this untrained pair, predict with the cascade alone
     chosen["models"] = serde_json::json!([{"run": cascade, "configuration": "3d_cascade_fullres", "previous_stage": runs.join("3d_lowres")}]);
     std::fs::write(&plan, chosen.to_string()).unwrap();
-    let output = run("nn-infer", &[&[&"--plan" as &dyn AsRef<std::ffi::OsStr>, &plan, &"-i", &images, &"-o", &from_plan], &fast[..]].concat());
+    let output = run(
+        "nn-infer",
+        &[&[&"--plan" as &dyn AsRef<std::ffi::OsStr>, &plan, &"-i", &images, &"-o", &from_plan], &fast[..]].concat(),
+    );
     assert!(output.status.success(), "{}", stderr(&output));
-    let [by_hand, planned] = [&predictions, &from_plan].map(|dir| read_label_map(&dir.join("synth_004.nii.gz")).unwrap());
+    let [by_hand, planned] =
+        [&predictions, &from_plan].map(|dir| read_label_map(&dir.join("synth_004.nii.gz")).unwrap());
     assert_eq!(planned.geometry, by_hand.geometry);
     assert_eq!(planned.data, by_hand.data, "the plan predicts the previous stage first, as by hand");
-    let left: Vec<_> = std::fs::read_dir(&from_plan).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
+    let left: Vec<_> = std::fs::read_dir(&from_plan)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
     assert!(left.is_empty(), "the previous stage's temporary folder is removed: {left:?}");
 }

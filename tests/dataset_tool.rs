@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn geometry() -> Geometry {
-    Geometry { spacing: [3.0, 0.75, 0.75], origin: [-12.0, 30.5, 7.0], direction: [0., 0., 1., -1., 0., 0., 0., -1., 0.] }
+    Geometry {
+        spacing: [3.0, 0.75, 0.75],
+        origin: [-12.0, 30.5, 7.0],
+        direction: [0., 0., 1., -1., 0., 0., 0., -1., 0.],
+    }
 }
 
 /// Sorted file names in `dir`.
@@ -67,7 +71,20 @@ impl Folders {
         let synth = dir.path().join("synth");
         let output = run(
             "nn-synth",
-            &[&"-o", &synth, &"--cases", &"4", &"--test-cases", &"2", &"--channels", &"2", &"--labels", &"3", &"--seed", &"11"],
+            &[
+                &"-o",
+                &synth,
+                &"--cases",
+                &"4",
+                &"--test-cases",
+                &"2",
+                &"--channels",
+                &"2",
+                &"--labels",
+                &"3",
+                &"--seed",
+                &"11",
+            ],
         );
         assert!(output.status.success(), "{}", stderr(&output));
         for (from, to) in [("imagesTr", "images"), ("labelsTr", "labels"), ("imagesTs", "test")] {
@@ -86,8 +103,19 @@ impl Folders {
     fn create(&self, out: &Path, extra: &[&str]) -> Output {
         let (images, labels, test) = (self.path("images"), self.path("labels"), self.path("test"));
         let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-            &"create", &"--images", &images, &"--labels", &labels, &"--test-images", &test,
-            &"--channel", &"0=T2", &"--channel", &"1=ADC", &"-o", &out,
+            &"create",
+            &"--images",
+            &images,
+            &"--labels",
+            &labels,
+            &"--test-images",
+            &test,
+            &"--channel",
+            &"0=T2",
+            &"--channel",
+            &"1=ADC",
+            &"-o",
+            &out,
         ];
         args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
         run("nn-dataset", &args)
@@ -133,10 +161,16 @@ fn create_from_folders_gives_a_checked_raw_dataset() {
     }
 
     // --link --force: the same dataset, its files hard links to the sources.
-    let output = f.create(&out, &["--link", "--force", "--label", "0=background", "--label", "1=a", "--label", "2=b", "--label", "3=c"]);
+    let output = f.create(
+        &out,
+        &["--link", "--force", "--label", "0=background", "--label", "1=a", "--label", "2=b", "--label", "3=c"],
+    );
     assert_accepted(&output, &out);
     let image = out.join("imagesTr/synth_002_0001.nii.gz");
-    assert_eq!(std::fs::metadata(&image).unwrap().ino(), std::fs::metadata(f.path("images/synth_002_0001.nii.gz")).unwrap().ino());
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().ino(),
+        std::fs::metadata(f.path("images/synth_002_0001.nii.gz")).unwrap().ino()
+    );
     assert_eq!(read_json(&out.join("dataset.json"))["labels"], json!({"background": 0, "a": 1, "b": 2, "c": 3}));
     assert!(f.synth.exists());
 }
@@ -144,11 +178,14 @@ fn create_from_folders_gives_a_checked_raw_dataset() {
 #[test]
 fn create_takes_plain_names_and_mixed_endings() {
     let dir = tempfile::tempdir().unwrap();
-    let (images, labels, out) = (dir.path().join("scans"), dir.path().join("masks"), dir.path().join("Dataset322_Plain"));
+    let (images, labels, out) =
+        (dir.path().join("scans"), dir.path().join("masks"), dir.path().join("Dataset322_Plain"));
     std::fs::create_dir_all(&images).unwrap();
     std::fs::create_dir_all(&labels).unwrap();
     let mut sources = Vec::new();
-    for (i, (image_name, label_name)) in [("a.nii", "a.nii"), ("b.nii.gz", "b.nii"), ("c_07.nii", "c_07.nii.gz")].iter().enumerate() {
+    for (i, (image_name, label_name)) in
+        [("a.nii", "a.nii"), ("b.nii.gz", "b.nii"), ("c_07.nii", "c_07.nii.gz")].iter().enumerate()
+    {
         let image = Array3::from_shape_fn((4, 5, 6), |(z, y, x)| (i * 1000 + z * 100 + y * 10 + x) as i16);
         let label = Array3::from_shape_fn((4, 5, 6), |(z, _, x)| u8::from(z == 1 && x > i) * 2);
         write_new(&images.join(image_name), image.view(), &geometry()).unwrap();
@@ -156,12 +193,30 @@ fn create_takes_plain_names_and_mixed_endings() {
         sources.push((image_name.split('.').next().unwrap().to_owned(), image, label));
     }
     // A label map holding only 0 and 2 cannot be described by derived labels (they must be consecutive).
-    let output = run("nn-dataset", &[&"create", &"--images", &images, &"--labels", &labels, &"--channel", &"0=CT", &"-o", &out]);
+    let output =
+        run("nn-dataset", &[&"create", &"--images", &images, &"--labels", &labels, &"--channel", &"0=CT", &"-o", &out]);
     assert_refused(&output, &out, "masks", "the label maps hold the values {0, 2}");
     let output = run(
         "nn-dataset",
-        &[&"create", &"--images", &images, &"--labels", &labels, &"--channel", &"0=CT", &"--label", &"0=background",
-          &"--label", &"1=vessel", &"--label", &"2=tumour", &"--name", &"Plain", &"-o", &out],
+        &[
+            &"create",
+            &"--images",
+            &images,
+            &"--labels",
+            &labels,
+            &"--channel",
+            &"0=CT",
+            &"--label",
+            &"0=background",
+            &"--label",
+            &"1=vessel",
+            &"--label",
+            &"2=tumour",
+            &"--name",
+            &"Plain",
+            &"-o",
+            &out,
+        ],
     );
     assert_accepted(&output, &out);
     let json = read_json(&out.join("dataset.json"));
@@ -196,7 +251,12 @@ fn bad_input_names_the_file_and_leaves_nothing() {
     std::fs::remove_file(f.path("labels/synth_009.nii.gz")).unwrap();
 
     let (channel, bytes) = remove(f.path("images/synth_002_0001.nii.gz"));
-    assert_refused(&f.create(&out, &[]), &out, "images/synth_002_0001.nii.gz", "missing; case synth_002 has channel files [0]");
+    assert_refused(
+        &f.create(&out, &[]),
+        &out,
+        "images/synth_002_0001.nii.gz",
+        "missing; case synth_002 has channel files [0]",
+    );
     std::fs::write(&channel, &bytes).unwrap();
 
     // Unreadable files are found by the integrity check and named by their source path.
@@ -259,10 +319,16 @@ fn convert_v1_splits_4d_images_into_channels() {
     let mut expected = Vec::new();
     for (i, case) in ["prostate_00", "prostate_01", "prostate_07"].iter().enumerate() {
         let volumes: Vec<Array3<i16>> = (0..2)
-            .map(|c| Array3::from_shape_fn((3, 5, 4), |(z, y, x)| (i * 1000 + c * 500 + z * 50 + y * 5 + x) as i16 - 100))
+            .map(|c| {
+                Array3::from_shape_fn((3, 5, 4), |(z, y, x)| (i * 1000 + c * 500 + z * 50 + y * 5 + x) as i16 - 100)
+            })
             .collect();
         let training = i < 2;
-        write_4d(&task.join(format!("{}/{case}.nii.gz", if training { "imagesTr" } else { "imagesTs" })), &volumes, &header);
+        write_4d(
+            &task.join(format!("{}/{case}.nii.gz", if training { "imagesTr" } else { "imagesTs" })),
+            &volumes,
+            &header,
+        );
         if training {
             let label = Array3::from_shape_fn((3, 5, 4), |(z, y, _)| ((z + y + i) % 3) as u8);
             write_new(&task.join(format!("labelsTr/{case}.nii.gz")), label.view(), &geometry()).unwrap();
@@ -327,7 +393,12 @@ fn convert_v1_splits_4d_images_into_channels() {
     json["modality"] = json!({"0": "T2", "1": "ADC", "2": "DWI"});
     std::fs::write(&json_path, json.to_string()).unwrap();
     let out = dir.path().join("Dataset006_Three");
-    assert_refused(&convert(&task, &out), &out, "prostate_00.nii.gz", "holds 2 volume(s) along the 4th axis but 3 channels are declared");
+    assert_refused(
+        &convert(&task, &out),
+        &out,
+        "prostate_00.nii.gz",
+        "holds 2 volume(s) along the 4th axis but 3 channels are declared",
+    );
 }
 
 #[test]
@@ -344,8 +415,21 @@ fn create_splits_4d_images_when_there_are_several_channels() {
     let out = dir.path().join("Dataset326_Brain");
     let output = run(
         "nn-dataset",
-        &[&"create", &"--images", &images, &"--labels", &labels, &"--channel", &"0=FLAIR", &"--channel", &"1=T1",
-          &"--channel", &"2=T2", &"-o", &out],
+        &[
+            &"create",
+            &"--images",
+            &images,
+            &"--labels",
+            &labels,
+            &"--channel",
+            &"0=FLAIR",
+            &"--channel",
+            &"1=T1",
+            &"--channel",
+            &"2=T2",
+            &"-o",
+            &out,
+        ],
     );
     assert_accepted(&output, &out);
     assert_eq!(names(&out.join("imagesTr")), ["brain_0000.nii.gz", "brain_0001.nii.gz", "brain_0002.nii.gz"]);
@@ -398,14 +482,34 @@ fn real_hippocampus_cases_round_trip() {
     std::fs::create_dir_all(&labels).unwrap();
     let cases = ["hippocampus_001", "hippocampus_003", "hippocampus_004"];
     for case in cases {
-        std::fs::copy(source.join(format!("imagesTr/{case}_0000.nii.gz")), images.join(format!("{case}.nii.gz"))).unwrap();
+        std::fs::copy(source.join(format!("imagesTr/{case}_0000.nii.gz")), images.join(format!("{case}.nii.gz")))
+            .unwrap();
         std::fs::copy(source.join(format!("labelsTr/{case}.nii.gz")), labels.join(format!("{case}.nii.gz"))).unwrap();
     }
     let out = dir.path().join("Dataset004_Hippocampus");
     let output = run(
         "nn-dataset",
-        &[&"create", &"--images", &images, &"--labels", &labels, &"--channel", &"0=MRI", &"--label", &"0=background",
-          &"--label", &"1=Anterior", &"--label", &"2=Posterior", &"--name", &"Hippocampus", &"-o", &out, &"-j", &"2"],
+        &[
+            &"create",
+            &"--images",
+            &images,
+            &"--labels",
+            &labels,
+            &"--channel",
+            &"0=MRI",
+            &"--label",
+            &"0=background",
+            &"--label",
+            &"1=Anterior",
+            &"--label",
+            &"2=Posterior",
+            &"--name",
+            &"Hippocampus",
+            &"-o",
+            &out,
+            &"-j",
+            &"2",
+        ],
     );
     assert_accepted(&output, &out);
     for case in cases {

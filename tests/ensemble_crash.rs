@@ -3,7 +3,7 @@
 //! temporaries.
 
 use ndarray::Array4;
-use nntools_io::{write_new, write_npz, Geometry};
+use nntools_io::{Geometry, write_new, write_npz};
 use nntools_tests::{binary, kill_moments, os_args, stderr};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -16,7 +16,11 @@ const CASES: usize = 24;
 
 /// Two prediction folders of `CASES` cases with seeded probabilities over 3 classes.
 fn prediction_folders(root: &Path) -> [PathBuf; 2] {
-    let geometry = Geometry { spacing: [1.0, 0.8, 0.8], origin: [0.0; 3], direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0] };
+    let geometry = Geometry {
+        spacing: [1.0, 0.8, 0.8],
+        origin: [0.0; 3],
+        direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(12345);
     let mut uniform = move || rng.random_range(0.0f32..1.0);
     ["a", "b"].map(|name| {
@@ -38,7 +42,11 @@ fn prediction_folders(root: &Path) -> [PathBuf; 2] {
 }
 
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())).collect()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect()
 }
 
 /// Runs nn-ensemble `args -o out` to completion, after runs killed `kills` milliseconds after their start.
@@ -79,7 +87,11 @@ fn killed_average_and_postprocess_rerun_to_identical_outputs() {
         killed_then_completed(&arguments, &killed, &kills);
         let (expected, got) = (contents(&whole), contents(&killed));
         assert!(expected.len() >= CASES, "{name}: {} files", expected.len());
-        assert_eq!(got.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "{name}: same files, no temporaries");
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "{name}: same files, no temporaries"
+        );
         for (file, bytes) in &expected {
             assert!(got[file] == *bytes, "{name}: {file} differs from the uninterrupted run");
         }

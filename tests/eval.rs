@@ -27,7 +27,9 @@ fn assert_same(ours: &Value, theirs: &Value, path: &str) {
             }
         }
         // file paths: ours are as given on the command line, theirs relative to where nnU-Net ran
-        (Value::String(a), Value::String(b)) => assert_eq!(Path::new(a).file_name(), Path::new(b).file_name(), "{path}"),
+        (Value::String(a), Value::String(b)) => {
+            assert_eq!(Path::new(a).file_name(), Path::new(b).file_name(), "{path}")
+        }
         (Value::Null, Value::Null) => {}
         (a, b) => {
             let (x, y) = (a.as_f64().unwrap_or_else(|| panic!("{path}: {a} for {b}")), b.as_f64().unwrap());
@@ -42,12 +44,29 @@ fn summary_matches_nnunet() {
     let eval = shared.join("reference/eval");
     let out = tempfile::tempdir().unwrap();
     let summary = out.path().join("summary.json");
-    let output = run("nn-eval", &[&"--ref", &eval.join("ref"), &"--pred", &eval.join("pred"), &"--dataset", &eval.join("dataset.json"), &"-o", &summary]);
+    let output = run(
+        "nn-eval",
+        &[
+            &"--ref",
+            &eval.join("ref"),
+            &"--pred",
+            &eval.join("pred"),
+            &"--dataset",
+            &eval.join("dataset.json"),
+            &"-o",
+            &summary,
+        ],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let ours = read_summary(&summary);
     let theirs = read_summary(&eval.join("summary.json"));
     assert_same(&ours, &theirs, "");
-    let nan_cases = theirs["metric_per_case"].as_array().unwrap().iter().filter(|c| c["metrics"]["1"]["Dice"].is_null() || c["metrics"]["2"]["Dice"].is_null()).count();
+    let nan_cases = theirs["metric_per_case"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["metrics"]["1"]["Dice"].is_null() || c["metrics"]["2"]["Dice"].is_null())
+        .count();
     assert!(nan_cases > 0, "the reference exercises NaN Dice");
     // surface metrics on by default: identical masks have HD95 0 and NSD 1, empty ones NaN
     for case in ours["metric_per_case"].as_array().unwrap() {
@@ -76,7 +95,8 @@ fn mismatched_geometry_and_missing_predictions_are_refused() {
     // a prediction of another case: another shape
     std::fs::copy(eval.join("pred/hippocampus_004.nii.gz"), prediction.join("hippocampus_001.nii.gz")).unwrap();
     let summary = dir.path().join("summary.json");
-    let args: [&dyn AsRef<std::ffi::OsStr>; 8] = [&"--ref", &reference, &"--pred", &prediction, &"--dataset", &eval.join("dataset.json"), &"-o", &summary];
+    let args: [&dyn AsRef<std::ffi::OsStr>; 8] =
+        [&"--ref", &reference, &"--pred", &prediction, &"--dataset", &eval.join("dataset.json"), &"-o", &summary];
     let output = run("nn-eval", &args);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{message}");
@@ -86,7 +106,10 @@ fn mismatched_geometry_and_missing_predictions_are_refused() {
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{message}");
     assert_eq!(message.lines().count(), 1, "{message}");
-    assert!(message.contains("pred/hippocampus_001.nii.gz") && message.contains("ref/hippocampus_001.nii.gz"), "{message}");
+    assert!(
+        message.contains("pred/hippocampus_001.nii.gz") && message.contains("ref/hippocampus_001.nii.gz"),
+        "{message}"
+    );
     assert!(!summary.exists(), "no summary on bad input");
 }
 
@@ -101,7 +124,8 @@ fn select_decides_postprocessing_as_nnunet() {
     let run_dir = dir.path().join("run");
     std::fs::create_dir_all(&run_dir).unwrap();
     std::fs::copy(eval.join("dataset.json"), run_dir.join("dataset.json")).unwrap();
-    std::fs::copy(shared.join("reference/Dataset004_Hippocampus/nnUNetPlans.json"), run_dir.join("plans.json")).unwrap();
+    std::fs::copy(shared.join("reference/Dataset004_Hippocampus/nnUNetPlans.json"), run_dir.join("plans.json"))
+        .unwrap();
     let mut cases: Vec<String> = std::fs::read_dir(eval.join("pred"))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".nii.gz").map(str::to_owned))
@@ -112,14 +136,16 @@ fn select_decides_postprocessing_as_nnunet() {
         let fold_cases: Vec<&String> = cases.iter().skip(fold).step_by(5).collect();
         let validation = run_dir.join(format!("fold_{fold}/validation"));
         std::fs::create_dir_all(&validation).unwrap();
-        let settings = serde_json::json!({"configuration": "3d_fullres", "fold": fold.to_string(), "val_cases": fold_cases});
+        let settings =
+            serde_json::json!({"configuration": "3d_fullres", "fold": fold.to_string(), "val_cases": fold_cases});
         std::fs::write(run_dir.join(format!("fold_{fold}/settings.json")), settings.to_string()).unwrap();
         for case in fold_cases {
             let source = eval.join("pred").join(format!("{case}.nii.gz"));
             std::fs::copy(&source, validation.join(format!("{case}.nii.gz"))).unwrap();
             let labels = nntools_io::read_label_map(&source).unwrap().data;
             let (z, y, x) = labels.dim();
-            let one_hot = ndarray::Array4::from_shape_fn((3, z, y, x), |(c, z, y, x)| f32::from(labels[[z, y, x]] == c as i32));
+            let one_hot =
+                ndarray::Array4::from_shape_fn((3, z, y, x), |(c, z, y, x)| f32::from(labels[[z, y, x]] == c as i32));
             nntools_io::write_npz(&validation.join(format!("{case}.npz")), "probabilities", &one_hot).unwrap();
         }
     }
@@ -127,7 +153,10 @@ fn select_decides_postprocessing_as_nnunet() {
     let output = run("nn-ensemble", &[&"select", &"--runs", &run_dir, &"--ref", &eval.join("ref"), &"-o", &plan_path]);
     assert!(output.status.success(), "{}", stderr(&output));
     let plan = read_summary(&plan_path);
-    assert_eq!(plan["postprocessing"], serde_json::json!([{"keep_largest_component_of": [1]}, {"keep_largest_component_of": [2]}]));
+    assert_eq!(
+        plan["postprocessing"],
+        serde_json::json!([{"keep_largest_component_of": [1]}, {"keep_largest_component_of": [2]}])
+    );
     let before = plan["foreground_dice_before_postprocessing"].as_f64().unwrap();
     let after = plan["foreground_dice_after_postprocessing"].as_f64().unwrap();
     assert!((before - 0.6189949151695564).abs() < 1e-12, "{before}");
@@ -143,7 +172,23 @@ fn overlays_are_drawn() {
     std::fs::create_dir_all(&reference).unwrap();
     // the reference model's predictions against themselves, over their images
     std::fs::copy(infer.join("pred_tta/hippocampus_017.nii.gz"), reference.join("hippocampus_017.nii.gz")).unwrap();
-    let output = run("nn-eval", &[&"--ref", &reference, &"--pred", &reference, &"--dataset", &shared.join("reference/eval/dataset.json"), &"-o", &dir.path().join("s.json"), &"--overlays", &overlays, &"--images", &infer.join("images")]);
+    let output = run(
+        "nn-eval",
+        &[
+            &"--ref",
+            &reference,
+            &"--pred",
+            &reference,
+            &"--dataset",
+            &shared.join("reference/eval/dataset.json"),
+            &"-o",
+            &dir.path().join("s.json"),
+            &"--overlays",
+            &overlays,
+            &"--images",
+            &infer.join("images"),
+        ],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let png = std::fs::read(overlays.join("hippocampus_017.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n") && png.len() > 2_000);

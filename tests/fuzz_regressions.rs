@@ -22,7 +22,11 @@ fn nifti_regressions_replay_without_panics() {
     // and a real header, cut at every interesting length
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seed.nii");
-    let geometry = nntools_io::Geometry { spacing: [2.0, 1.0, 0.5], origin: [1.0, 2.0, 3.0], direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0] };
+    let geometry = nntools_io::Geometry {
+        spacing: [2.0, 1.0, 0.5],
+        origin: [1.0, 2.0, 3.0],
+        direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+    };
     nntools_io::write_new(&path, ndarray::Array3::<i16>::zeros((3, 4, 5)).view(), &geometry).unwrap();
     let plain = std::fs::read(&path).unwrap();
     for cut in [0, 1, 4, 40, 347, 348, 351, 352, 353, plain.len() - 1, plain.len()] {

@@ -11,7 +11,8 @@ use std::process::Command;
 fn gpu_check_rehearses_on_the_cpu_and_reports_every_figure() {
     let scratch = tempfile::tempdir().unwrap();
     let raw = scratch.path().join("raw");
-    let output = run("nn-synth", &[&"-o", &raw, &"--cases", &"10", &"--min-size", &"20", &"--max-size", &"24", &"--seed", &"3"]);
+    let output =
+        run("nn-synth", &[&"-o", &raw, &"--cases", &"10", &"--min-size", &"20", &"--max-size", &"24", &"--seed", &"3"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let (stage, work, out) = (scratch.path().join("stage"), scratch.path().join("work"), scratch.path().join("out"));
     let script = |verb: &str, device: &str| {
@@ -29,7 +30,8 @@ fn gpu_check_rehearses_on_the_cpu_and_reports_every_figure() {
             .output()
             .unwrap()
     };
-    let read_report = || -> Value { serde_json::from_str(&std::fs::read_to_string(out.join("gpu-check.json")).unwrap()).unwrap() };
+    let read_report =
+        || -> Value { serde_json::from_str(&std::fs::read_to_string(out.join("gpu-check.json")).unwrap()).unwrap() };
     let unstaged = script("run", "cpu");
     assert_eq!(unstaged.status.code(), Some(2), "run before pack is refused");
     assert!(String::from_utf8_lossy(&unstaged.stderr).contains("not staged"));
@@ -46,7 +48,12 @@ fn gpu_check_rehearses_on_the_cpu_and_reports_every_figure() {
     assert!(report["validation"].is_null() && report["epoch_s"].is_null());
 
     let output = script("run", "cpu");
-    assert!(output.status.success(), "{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report = read_report();
     assert_eq!(report["device"], "cpu");
     assert!(report["failed_at"].is_null(), "{report}");

@@ -4,8 +4,8 @@
 
 use ndarray::Array4;
 use ndarray_npy::NpzReader;
-use nntools_io::{read_image, read_label_map, NiftiHeader};
-use nntools_tests::{run, shared, stderr, SyntheticDataset};
+use nntools_io::{NiftiHeader, read_image, read_label_map};
+use nntools_tests::{SyntheticDataset, run, shared, stderr};
 use std::path::Path;
 
 fn probabilities(path: &Path) -> Array4<f32> {
@@ -16,7 +16,10 @@ fn probabilities(path: &Path) -> Array4<f32> {
 fn placement(header: &NiftiHeader) -> Vec<f64> {
     let mut fields: Vec<f64> = header.pixdim[1..4].iter().map(|&v| f64::from(v)).collect();
     fields.extend([header.qform_code as f64, header.sform_code as f64]);
-    fields.extend([header.quatern_b, header.quatern_c, header.quatern_d, header.quatern_x, header.quatern_y, header.quatern_z].map(f64::from));
+    fields.extend(
+        [header.quatern_b, header.quatern_c, header.quatern_d, header.quatern_x, header.quatern_y, header.quatern_z]
+            .map(f64::from),
+    );
     fields.extend(header.srow_x.iter().chain(&header.srow_y).chain(&header.srow_z).map(|&v| f64::from(v)));
     fields
 }
@@ -32,7 +35,8 @@ fn assert_matches_nnunet(ours: &Path, reference: &Path, images: &Path) {
         let expected = read_label_map(&path).unwrap();
         let predicted = read_label_map(&ours.join(&name)).unwrap();
         assert_eq!(predicted.data.shape(), expected.data.shape(), "{case}");
-        let agree = predicted.data.iter().zip(&expected.data).filter(|(a, b)| a == b).count() as f64 / expected.data.len() as f64;
+        let agree = predicted.data.iter().zip(&expected.data).filter(|(a, b)| a == b).count() as f64
+            / expected.data.len() as f64;
         assert!(agree >= 0.999, "{case}: labels agree on {agree}");
         let input = read_image(&images.join(format!("{case}_0000.nii.gz"))).unwrap();
         assert_eq!(placement(&predicted.header), placement(&input.header), "{case}: geometry");
@@ -75,14 +79,39 @@ fn a_trained_two_channel_run_predicts_in_the_input_geometry() {
     assert!(output.status.success(), "{}", stderr(&output));
     let run_dir = data.dir.path().join("run");
     let dataset_json = data.raw.join("dataset.json");
-    let output = run("nn-train", &[
-        &"--plans", &data.plans, &"-c", &"3d_fullres", &"--data", &pre, &"--dataset", &dataset_json, &"--fold", &"all",
-        &"-o", &run_dir, &"--epochs", &"1", &"--iters", &"2", &"--val-iters", &"1", &"--device", &"cpu", &"-q",
-    ]);
+    let output = run(
+        "nn-train",
+        &[
+            &"--plans",
+            &data.plans,
+            &"-c",
+            &"3d_fullres",
+            &"--data",
+            &pre,
+            &"--dataset",
+            &dataset_json,
+            &"--fold",
+            &"all",
+            &"-o",
+            &run_dir,
+            &"--epochs",
+            &"1",
+            &"--iters",
+            &"2",
+            &"--val-iters",
+            &"1",
+            &"--device",
+            &"cpu",
+            &"-q",
+        ],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let predictions = data.dir.path().join("predictions");
     let images = data.raw.join("imagesTr");
-    let output = run("nn-infer", &[&"-m", &run_dir, &"-i", &images, &"-o", &predictions, &"--device", &"cpu", &"--save-probabilities", &"-q"]);
+    let output = run(
+        "nn-infer",
+        &[&"-m", &run_dir, &"-i", &images, &"-o", &predictions, &"--device", &"cpu", &"--save-probabilities", &"-q"],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     for entry in std::fs::read_dir(data.raw.join("labelsTr")).unwrap() {
         let label_path = entry.unwrap().path();
@@ -140,16 +169,28 @@ fn a_killed_run_reruns_to_the_same_files() {
     let out = tempfile::tempdir().unwrap();
     let [whole, killed] = ["whole", "killed"].map(|name| out.path().join(name));
     let args = |dir: &Path| -> Vec<std::ffi::OsString> {
-        ["-m".as_ref(), model.as_os_str(), "-i".as_ref(), images.as_os_str(), "-o".as_ref(), dir.as_os_str(), "--no-tta".as_ref(), "--device".as_ref(), "cpu".as_ref(), "-q".as_ref()]
-            .map(std::ffi::OsString::from)
-            .to_vec()
+        [
+            "-m".as_ref(),
+            model.as_os_str(),
+            "-i".as_ref(),
+            images.as_os_str(),
+            "-o".as_ref(),
+            dir.as_os_str(),
+            "--no-tta".as_ref(),
+            "--device".as_ref(),
+            "cpu".as_ref(),
+            "-q".as_ref(),
+        ]
+        .map(std::ffi::OsString::from)
+        .to_vec()
     };
     let status = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&whole)).status().unwrap();
     assert!(status.success());
     // killed first once a case is written, then twice more at seeded moments of the reruns
     let delays = nntools_tests::kill_moments(11, 2, 300..3300);
     for kill in 0..3 {
-        let mut child = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&killed)).spawn().unwrap();
+        let mut child =
+            std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&killed)).spawn().unwrap();
         let start = std::time::Instant::now();
         if kill == 0 {
             while !killed.join("hippocampus_017.nii.gz").exists() && start.elapsed().as_secs() < 60 {
@@ -169,13 +210,18 @@ fn a_killed_run_reruns_to_the_same_files() {
     std::fs::write(scratch.join("hippocampus_017.nii.gz"), b"done").unwrap();
     let status = std::process::Command::new(nntools_tests::binary("nn-infer")).args(args(&killed)).status().unwrap();
     assert!(status.success());
-    let mut names: Vec<String> = std::fs::read_dir(&whole).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&whole).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
-    let mut rerun: Vec<String> = std::fs::read_dir(&killed).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut rerun: Vec<String> =
+        std::fs::read_dir(&killed).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     rerun.sort();
     assert_eq!(rerun, names, "same files, no temporaries left");
     for name in names {
-        assert!(std::fs::read(whole.join(&name)).unwrap() == std::fs::read(killed.join(&name)).unwrap(), "{name} differs");
+        assert!(
+            std::fs::read(whole.join(&name)).unwrap() == std::fs::read(killed.join(&name)).unwrap(),
+            "{name} differs"
+        );
     }
 }
 
@@ -185,19 +231,44 @@ fn a_killed_run_reruns_to_the_same_files() {
 #[test]
 fn a_two_channel_brats_case_runs_end_to_end() {
     let Some(shared) = shared() else { return };
-    let (raw, plans) = (shared.join("data/Dataset005_BraTS2013mini"), shared.join("reference/Dataset005_BraTS2013mini/nnUNetPlans.json"));
+    let (raw, plans) = (
+        shared.join("data/Dataset005_BraTS2013mini"),
+        shared.join("reference/Dataset005_BraTS2013mini/nnUNetPlans.json"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let [pre, run_dir, images, out] = ["pre", "run", "images", "out"].map(|n| dir.path().join(n));
     let output = run("nn-resample", &[&"--plans", &plans, &"-c", &"2d", &"-i", &raw, &"-o", &pre, &"-q"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let output = run("nn-train", &[&"--plans", &plans, &"-c", &"2d", &"--data", &pre, &"--dataset", &raw.join("dataset.json"), &"--fold", &"all", &"-o", &run_dir, &"--epochs", &"0", &"--device", &"cpu", &"-q"]);
+    let output = run(
+        "nn-train",
+        &[
+            &"--plans",
+            &plans,
+            &"-c",
+            &"2d",
+            &"--data",
+            &pre,
+            &"--dataset",
+            &raw.join("dataset.json"),
+            &"--fold",
+            &"all",
+            &"-o",
+            &run_dir,
+            &"--epochs",
+            &"0",
+            &"--device",
+            &"cpu",
+            &"-q",
+        ],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     std::fs::create_dir_all(&images).unwrap();
     for channel in 0..2 {
         let name = format!("brats_2013_pat0001_1_{channel:04}.nii.gz");
         std::fs::copy(raw.join("imagesTr").join(&name), images.join(&name)).unwrap();
     }
-    let output = run("nn-infer", &[&"-m", &run_dir, &"-i", &images, &"-o", &out, &"--no-tta", &"--device", &"cpu", &"-q"]);
+    let output =
+        run("nn-infer", &[&"-m", &run_dir, &"-i", &images, &"-o", &out, &"--no-tta", &"--device", &"cpu", &"-q"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let predicted = read_label_map(&out.join("brats_2013_pat0001_1.nii.gz")).unwrap();
     let input = read_image(&images.join("brats_2013_pat0001_1_0000.nii.gz")).unwrap();

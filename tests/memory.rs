@@ -13,7 +13,12 @@ use std::process::Command;
 
 /// Peak RSS in bytes of `tool args`, which must succeed.
 fn peak_rss(tool: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> u64 {
-    let output = Command::new("/usr/bin/time").arg("-v").arg(binary(tool)).args(args.iter().map(|a| a.as_ref())).output().unwrap();
+    let output = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(binary(tool))
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .unwrap();
     let err = stderr(&output);
     assert!(output.status.success(), "{tool}: {err}");
     let kb: u64 = err
@@ -33,7 +38,25 @@ fn ct_sized_cases_stay_within_their_memory_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("raw");
     // two CT-like cases of 330-360 voxels per axis (about 40 million voxels each)
-    let synth = run("nn-synth", &[&"-o", &raw, &"--ct", &"--cases", &"2", &"--labels", &"3", &"--isotropic", &"--min-size", &"330", &"--max-size", &"360", &"--seed", &"4"]);
+    let synth = run(
+        "nn-synth",
+        &[
+            &"-o",
+            &raw,
+            &"--ct",
+            &"--cases",
+            &"2",
+            &"--labels",
+            &"3",
+            &"--isotropic",
+            &"--min-size",
+            &"330",
+            &"--max-size",
+            &"360",
+            &"--seed",
+            &"4",
+        ],
+    );
     assert!(synth.status.success(), "{}", stderr(&synth));
     let largest = std::fs::read_dir(raw.join("imagesTr"))
         .unwrap()
@@ -47,10 +70,30 @@ fn ct_sized_cases_stay_within_their_memory_bounds() {
     assert!(run("nn-fingerprint", &[&raw, &"-o", &fingerprint]).status.success());
     assert!(run("nn-plan", &[&"--fingerprint", &fingerprint, &"--dataset", &raw, &"-o", &plans]).status.success());
 
-    let resample = peak_rss("nn-resample", &[&"--plans", &plans, &"-c", &"3d_fullres", &"-i", &raw, &"-o", &dir.path().join("pre"), &"-j", &"1", &"-q"]);
-    let eval = peak_rss("nn-eval", &[&"--ref", &raw.join("labelsTr"), &"--pred", &raw.join("labelsTr"), &"-o", &dir.path().join("summary.json"), &"-j", &"1"]);
+    let resample = peak_rss(
+        "nn-resample",
+        &[&"--plans", &plans, &"-c", &"3d_fullres", &"-i", &raw, &"-o", &dir.path().join("pre"), &"-j", &"1", &"-q"],
+    );
+    let eval = peak_rss(
+        "nn-eval",
+        &[
+            &"--ref",
+            &raw.join("labelsTr"),
+            &"--pred",
+            &raw.join("labelsTr"),
+            &"-o",
+            &dir.path().join("summary.json"),
+            &"-j",
+            &"1",
+        ],
+    );
     let mb = |b: u64| b >> 20;
-    eprintln!("largest case {} MB as float32: nn-resample -j 1 peak {} MB, nn-eval -j 1 peak {} MB", mb(volume), mb(resample), mb(eval));
+    eprintln!(
+        "largest case {} MB as float32: nn-resample -j 1 peak {} MB, nn-eval -j 1 peak {} MB",
+        mb(volume),
+        mb(resample),
+        mb(eval)
+    );
     assert!(resample <= resample_bound, "nn-resample peak {} MB over {} MB", mb(resample), mb(resample_bound));
     assert!(eval <= eval_bound, "nn-eval peak {} MB over {} MB", mb(eval), mb(eval_bound));
 }

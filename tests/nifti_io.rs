@@ -68,7 +68,8 @@ fn scaling_is_applied_and_invalid_slopes_read_as_one() {
 
 fn assert_same_geometry_fields(a: &NiftiHeader, b: &NiftiHeader) {
     let bits = |h: &NiftiHeader| {
-        let mut v: Vec<u32> = h.pixdim.iter().chain(&h.srow_x).chain(&h.srow_y).chain(&h.srow_z).map(|f| f.to_bits()).collect();
+        let mut v: Vec<u32> =
+            h.pixdim.iter().chain(&h.srow_x).chain(&h.srow_y).chain(&h.srow_z).map(|f| f.to_bits()).collect();
         v.extend([h.quatern_b, h.quatern_c, h.quatern_d, h.quatern_x, h.quatern_y, h.quatern_z].map(f32::to_bits));
         v.extend([h.qform_code as u32, h.sform_code as u32, u32::from(h.xyzt_units)]);
         v
@@ -113,11 +114,27 @@ fn geometry_equals_simpleitk_for_every_reference_case() {
             let image = read_image(&image_path).unwrap();
             let sitk = &properties["sitk_stuff"];
             let numbers = |v: &Value| -> Vec<f64> { serde_json::from_value(v.clone()).unwrap() };
-            let close = |ours: &[f64], theirs: &[f64]| ours.iter().zip(theirs).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0));
+            let close = |ours: &[f64], theirs: &[f64]| {
+                ours.iter().zip(theirs).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0))
+            };
             let spacing_xyz: Vec<f64> = image.geometry.spacing.iter().rev().copied().collect();
-            assert!(close(&spacing_xyz, &numbers(&sitk["spacing"])), "{case}: spacing {spacing_xyz:?} vs {}", sitk["spacing"]);
-            assert!(close(&image.geometry.origin, &numbers(&sitk["origin"])), "{case}: origin {:?} vs {}", image.geometry.origin, sitk["origin"]);
-            assert!(close(&image.geometry.direction, &numbers(&sitk["direction"])), "{case}: direction {:?} vs {}", image.geometry.direction, sitk["direction"]);
+            assert!(
+                close(&spacing_xyz, &numbers(&sitk["spacing"])),
+                "{case}: spacing {spacing_xyz:?} vs {}",
+                sitk["spacing"]
+            );
+            assert!(
+                close(&image.geometry.origin, &numbers(&sitk["origin"])),
+                "{case}: origin {:?} vs {}",
+                image.geometry.origin,
+                sitk["origin"]
+            );
+            assert!(
+                close(&image.geometry.direction, &numbers(&sitk["direction"])),
+                "{case}: direction {:?} vs {}",
+                image.geometry.direction,
+                sitk["direction"]
+            );
             assert!(close(&image.geometry.spacing, &numbers(&properties["spacing"])), "{case}: nnU-Net spacing");
             let shape: Vec<usize> = serde_json::from_value(properties["shape_before_cropping"].clone()).unwrap();
             assert_eq!(image.data.shape(), shape.as_slice(), "{case}: array axis order");

@@ -19,13 +19,42 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
     let data = tempfile::tempdir().unwrap();
     let raw = data.path().join("raw");
     // a raw dataset with test images
-    let output = run("nn-synth", &[&"-o", &raw, &"--cases", &"8", &"--test-cases", &"2", &"--min-size", &"20", &"--max-size", &"26", &"--seed", &"5"]);
+    let output = run(
+        "nn-synth",
+        &[
+            &"-o",
+            &raw,
+            &"--cases",
+            &"8",
+            &"--test-cases",
+            &"2",
+            &"--min-size",
+            &"20",
+            &"--max-size",
+            &"26",
+            &"--seed",
+            &"5",
+        ],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let work = data.path().join("work");
     let script = workspace().join("scripts/nnunet.sh");
     let pipeline = |extra: &[&str]| {
         let mut command = Command::new(&script);
-        command.arg(&raw).arg(&work).args(["--configs", "2d,3d_fullres", "--folds", "0-1", "--epochs", "1", "--iters", "2", "--val-iters", "1", "--device", "cpu"]);
+        command.arg(&raw).arg(&work).args([
+            "--configs",
+            "2d,3d_fullres",
+            "--folds",
+            "0-1",
+            "--epochs",
+            "1",
+            "--iters",
+            "2",
+            "--val-iters",
+            "1",
+            "--device",
+            "cpu",
+        ]);
         command.args(extra).env("NN_TOOLS_BIN", nntools_tests::binary("nn-train").parent().unwrap());
         command.output().unwrap()
     };
@@ -42,7 +71,8 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
         .collect();
     assert_eq!(scores.len(), 3);
     let best = scores.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
-    let chosen: Vec<String> = plan["models"].as_array().unwrap().iter().map(|m| m["configuration"].as_str().unwrap().to_owned()).collect();
+    let chosen: Vec<String> =
+        plan["models"].as_array().unwrap().iter().map(|m| m["configuration"].as_str().unwrap().to_owned()).collect();
     assert_eq!(scores.iter().find(|s| s.1 == best).unwrap().0, chosen);
     assert!(plan["foreground_dice_after_postprocessing"].as_f64().unwrap() >= best);
 
@@ -58,7 +88,21 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
         }
     }
     let summary = data.path().join("summary.json");
-    let output = run("nn-eval", &[&"--ref", &raw.join("labelsTr"), &"--pred", &cv, &"--dataset", &raw.join("dataset.json"), &"-o", &summary, &"--no-surface", &"--chill"]);
+    let output = run(
+        "nn-eval",
+        &[
+            &"--ref",
+            &raw.join("labelsTr"),
+            &"--pred",
+            &cv,
+            &"--dataset",
+            &raw.join("dataset.json"),
+            &"-o",
+            &summary,
+            &"--no-surface",
+            &"--chill",
+        ],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let evaluated = read(&summary)["foreground_mean"]["Dice"].as_f64().unwrap();
     let selected = scores.iter().find(|s| s.0 == ["3d_fullres"]).unwrap().1;
@@ -92,7 +136,10 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
         let bin = nntools_tests::binary("nn-train").parent().unwrap().to_owned();
         let mut command = Command::new("make");
         command.args(["-f"]).arg(workspace().join("scripts/Makefile"));
-        command.arg(format!("RAW={}", raw.display())).arg(format!("WORK={}", work.display())).arg(format!("BIN={}", bin.display()));
+        command
+            .arg(format!("RAW={}", raw.display()))
+            .arg(format!("WORK={}", work.display()))
+            .arg(format!("BIN={}", bin.display()));
         command.args(["CONFIGS=2d 3d_fullres", "FOLDS=0 1"]);
         if dry_run {
             command.arg("-n");
@@ -109,7 +156,12 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
             let mtime = |path: &Path| std::fs::metadata(path).unwrap().modified().unwrap();
             let before = mtime(&fingerprint);
             let image = std::fs::read_dir(raw.join("imagesTr")).unwrap().next().unwrap().unwrap().path();
-            std::fs::File::options().write(true).open(&image).unwrap().set_modified(std::time::SystemTime::now()).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&image)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now())
+                .unwrap();
             let remade = make(false).unwrap();
             let stdout = String::from_utf8_lossy(&remade.stdout);
             assert!(remade.status.success(), "{}", stderr(&remade));
@@ -130,11 +182,19 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
     // averaging two folders: labels are the argmax of the mean probabilities
     let folders = ["2d", "3d_fullres"].map(|c| work.join(format!("runs/{c}/fold_0/validation")));
     let averaged = data.path().join("averaged");
-    let output = run("nn-ensemble", &[&"average", &"-i", &folders[0], &folders[1], &"-o", &averaged, &"--dataset", &raw.join("dataset.json")]);
+    let output = run(
+        "nn-ensemble",
+        &[&"average", &"-i", &folders[0], &folders[1], &"-o", &averaged, &"--dataset", &raw.join("dataset.json")],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
-    let case = std::fs::read_dir(&folders[0]).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "npz")).unwrap();
+    let case = std::fs::read_dir(&folders[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "npz"))
+        .unwrap();
     let id = case.file_stem().unwrap().to_string_lossy().into_owned();
-    let p: Vec<Array4<f32>> = folders.iter().map(|f| read_npz(&f.join(format!("{id}.npz")), "probabilities").unwrap()).collect();
+    let p: Vec<Array4<f32>> =
+        folders.iter().map(|f| read_npz(&f.join(format!("{id}.npz")), "probabilities").unwrap()).collect();
     let mean = (&p[0] + &p[1]) / 2.0;
     let labels = read_label_map(&averaged.join(format!("{id}.nii.gz"))).unwrap().data;
     for ((z, y, x), &label) in labels.indexed_iter() {
@@ -152,7 +212,8 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
 fn the_script_runs_the_cascade() {
     let data = tempfile::tempdir().unwrap();
     let raw = data.path().join("raw");
-    let synth = ["--cases", "5", "--test-cases", "1", "--isotropic", "--min-size", "32", "--max-size", "40", "--seed", "5"];
+    let synth =
+        ["--cases", "5", "--test-cases", "1", "--isotropic", "--min-size", "32", "--max-size", "40", "--seed", "5"];
     let output = Command::new(nntools_tests::binary("nn-synth")).arg("-o").arg(&raw).args(synth).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let work = data.path().join("work");
@@ -170,14 +231,23 @@ fn the_script_runs_the_cascade() {
     assert!(first.status.success(), "{log}");
     assert!(log.contains("== nn-train -c 3d_lowres --fold 0 --validate-only"), "{log}");
     let previous = work.join("runs/3d_lowres/predicted_next_stage/3d_cascade_fullres");
-    let mut written: Vec<String> = std::fs::read_dir(&previous).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut written: Vec<String> =
+        std::fs::read_dir(&previous).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     written.sort();
     let cases = (0..5).map(|i| format!("synth_00{i}.npy"));
     let marks = (0..5).map(|f| format!("fold_{f}.json"));
     assert_eq!(written, marks.chain(cases).collect::<Vec<_>>(), "every case's lowres labels, every fold's mark");
     let plan = read(&work.join("inference_plan.json"));
-    let candidates: Vec<Value> = plan["cross_validation"].as_array().unwrap().iter().map(|s| s["configurations"].clone()).collect();
-    assert_eq!(candidates, [serde_json::json!(["3d_lowres"]), serde_json::json!(["3d_cascade_fullres"]), serde_json::json!(["3d_lowres", "3d_cascade_fullres"])]);
+    let candidates: Vec<Value> =
+        plan["cross_validation"].as_array().unwrap().iter().map(|s| s["configurations"].clone()).collect();
+    assert_eq!(
+        candidates,
+        [
+            serde_json::json!(["3d_lowres"]),
+            serde_json::json!(["3d_cascade_fullres"]),
+            serde_json::json!(["3d_lowres", "3d_cascade_fullres"])
+        ]
+    );
     let image = raw.join("imagesTs/synth_005_0000.nii.gz");
     let predicted = read_label_map(&work.join("predictions/synth_005.nii.gz")).unwrap();
     assert_eq!(predicted.geometry, nntools_io::read_image(&image).unwrap().geometry);
@@ -214,7 +284,11 @@ fn postprocessing_keeps_the_largest_component() {
     labels.slice_mut(ndarray::s![0..3, 0..3, 0..3]).fill(1);
     labels[[5, 5, 5]] = 1;
     labels[[5, 0, 5]] = 2;
-    let geometry = nntools_io::Geometry { spacing: [1.0; 3], origin: [0.0; 3], direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0] };
+    let geometry = nntools_io::Geometry {
+        spacing: [1.0; 3],
+        origin: [0.0; 3],
+        direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+    };
     write_like(&input.join("a.nii.gz"), labels.view(), &nntools_io::new_header(&geometry, [6, 6, 6])).unwrap();
     std::fs::write(input.join("dataset.json"), r#"{"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": 1, "file_ending": ".nii.gz"}"#).unwrap();
     let plan = dir.path().join("plan.json");

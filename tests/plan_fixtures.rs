@@ -25,14 +25,16 @@ fn check_scenario(scenario: &str) -> usize {
         }
         let fingerprint = dir.join("dataset_fingerprint.json");
         let dataset = dir.join("dataset.json");
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--fingerprint", &fingerprint, &"--dataset", &dataset, &"-q"];
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"--fingerprint", &fingerprint, &"--dataset", &dataset, &"-q"];
         args.extend(flags.iter().map(|f| f as &dyn AsRef<std::ffi::OsStr>));
         let ours = json_stdout(&run("nn-plan", &args));
         let mut expected = read_json(&expected_path);
         // the dataset name comes from the folder; nnU-Net's came from its scratch dataset id
         expected["dataset_name"] = ours["dataset_name"].clone();
         assert_json_matches(&ours, &expected, 1e-6, &format!("{scenario}/{file}"));
-        let names = |v: &serde_json::Value| v["configurations"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        let names =
+            |v: &serde_json::Value| v["configurations"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
         assert_eq!(names(&ours), names(&expected), "{scenario}/{file}: configurations");
         checked += 1;
     }

@@ -36,12 +36,18 @@ fn readme_tutorial_runs_as_written() {
     let bin = binary("nn-train").parent().unwrap().to_owned();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let script = format!("set -euo pipefail\nset -x\n{}", blocks.concat());
-    let output = Command::new("bash").arg("-c").arg(&script).current_dir(dir.path()).env("PATH", path).output().unwrap();
+    let output =
+        Command::new("bash").arg("-c").arg(&script).current_dir(dir.path()).env("PATH", path).output().unwrap();
     assert!(output.status.success(), "README's tutorial failed:\n{}", String::from_utf8_lossy(&output.stderr));
 
     // what the tutorial promises is there
     let work = dir.path().join("work");
-    for file in ["plans.json", "inference_plan.json", "runs/3d_fullres/fold_0/progress.png", "runs/2d/fold_4/checkpoint_final.json"] {
+    for file in [
+        "plans.json",
+        "inference_plan.json",
+        "runs/3d_fullres/fold_0/progress.png",
+        "runs/2d/fold_4/checkpoint_final.json",
+    ] {
         assert!(work.join(file).is_file(), "{file} missing");
     }
     let count = |folder: &str| std::fs::read_dir(work.join(folder)).map(|d| d.count()).unwrap_or(0);

@@ -52,8 +52,13 @@ fn compare(dataset: &str, configuration: &str) {
 
     for case in &cases {
         let what = format!("{dataset} {configuration} {case}");
-        let mut npz = NpzReader::new(std::fs::File::open(reference_cases.join(format!("{case}.npz"))).unwrap()).unwrap();
-        let ref_data: Array4<f32> = npz.by_name::<ndarray::OwnedRepr<f32>, ndarray::IxDyn>("data").unwrap().into_dimensionality::<Ix4>().unwrap();
+        let mut npz =
+            NpzReader::new(std::fs::File::open(reference_cases.join(format!("{case}.npz"))).unwrap()).unwrap();
+        let ref_data: Array4<f32> = npz
+            .by_name::<ndarray::OwnedRepr<f32>, ndarray::IxDyn>("data")
+            .unwrap()
+            .into_dimensionality::<Ix4>()
+            .unwrap();
         let ref_seg: ArrayD<i8> = npz.by_name("seg").unwrap();
         let data = read_npy_f32(&out.join(format!("{case}.npy")));
         let seg = read_npy_i8(&out.join(format!("{case}_seg.npy")));
@@ -71,12 +76,21 @@ fn compare(dataset: &str, configuration: &str) {
 
         let ours = read_json(&out.join(format!("{case}.json")));
         let theirs = read_json(&reference_cases.join(format!("{case}.json")));
-        for key in ["shape_before_cropping", "bbox_used_for_cropping", "shape_after_cropping_and_before_resampling", "class_locations_count"] {
+        for key in [
+            "shape_before_cropping",
+            "bbox_used_for_cropping",
+            "shape_after_cropping_and_before_resampling",
+            "class_locations_count",
+        ] {
             assert_eq!(ours[key], theirs[key], "{what}: {key}");
         }
         let equal = seg.iter().zip(ref_seg.iter()).filter(|(a, b)| a == b).count() as f64 / seg.len() as f64;
-        let resampled = theirs["shape_after_cropping_and_before_resampling"].as_array().unwrap().iter()
-            .zip(&ref_data.shape()[1..]).any(|(a, &b)| a.as_u64() != Some(b as u64));
+        let resampled = theirs["shape_after_cropping_and_before_resampling"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(&ref_data.shape()[1..])
+            .any(|(a, &b)| a.as_u64() != Some(b as u64));
         let required = if resampled { 0.999 } else { 1.0 };
         assert!(equal >= required, "{what}: labels equal on {equal}");
     }

@@ -2,7 +2,7 @@
 //! byte for byte what an uninterrupted run leaves; current cases are skipped; changed inputs are redone.
 //! Runs on a synthetic dataset, so it needs no ../shared.
 
-use nntools_tests::{binary, run, stderr, SyntheticDataset};
+use nntools_tests::{SyntheticDataset, binary, run, stderr};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -41,7 +41,15 @@ fn killed_runs_resume_to_identical_outputs() {
     for round in 0..4 {
         let mut child = Command::new(binary("nn-resample"))
             .args(["--plans".as_ref(), s.plans.as_os_str(), "-c".as_ref(), "3d_fullres".as_ref()])
-            .args(["-i".as_ref(), s.raw.as_os_str(), "-o".as_ref(), resumed.as_os_str(), "-q".as_ref(), "-j".as_ref(), "1".as_ref()])
+            .args([
+                "-i".as_ref(),
+                s.raw.as_os_str(),
+                "-o".as_ref(),
+                resumed.as_os_str(),
+                "-q".as_ref(),
+                "-j".as_ref(),
+                "1".as_ref(),
+            ])
             .spawn()
             .unwrap();
         let start = Instant::now();
@@ -90,12 +98,17 @@ fn current_cases_are_skipped_and_changed_inputs_redone() {
     let bytes = std::fs::read(&array).unwrap();
     std::fs::write(&array, &bytes[..bytes.len() / 2]).unwrap();
     let after_truncation = resample(&s, &out, &[]);
-    assert!(stderr(&after_truncation).contains("1 case(s) preprocessed, 3 already current"), "{}", stderr(&after_truncation));
+    assert!(
+        stderr(&after_truncation).contains("1 case(s) preprocessed, 3 already current"),
+        "{}",
+        stderr(&after_truncation)
+    );
     assert_eq!(std::fs::read(&array).unwrap(), bytes);
 
     let forced = resample(&s, &out, &["--force"]);
     assert!(stderr(&forced).contains("4 case(s) preprocessed, 0 already current"), "{}", stderr(&forced));
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["cases"].as_array().unwrap().len(), 4);
     assert_eq!(manifest["configuration"], "3d_fullres");
     assert_eq!(manifest["plans_sha256"].as_str().unwrap().len(), 64);
@@ -111,14 +124,19 @@ fn unlabelled_images_give_arrays_and_properties_only() {
         std::fs::copy(s.raw.join("imagesTr").join(&name), images.join(&name)).unwrap();
     }
     let out = s.dir.path().join("unlabelled");
-    let args: [&dyn AsRef<std::ffi::OsStr>; 9] = [&"--plans", &s.plans, &"-c", &"3d_fullres", &"--images", &images, &"-o", &out, &"-q"];
+    let args: [&dyn AsRef<std::ffi::OsStr>; 9] =
+        [&"--plans", &s.plans, &"-c", &"3d_fullres", &"--images", &images, &"-o", &out, &"-q"];
     let output = run("nn-resample", &args);
     assert!(output.status.success(), "{}", stderr(&output));
     let names: Vec<String> = contents(&out).into_keys().collect();
     assert_eq!(names, ["manifest.json", "synth_000.json", "synth_000.npy"]);
     let labelled = s.dir.path().join("labelled");
     assert!(resample(&s, &labelled, &["-q"]).status.success());
-    assert_eq!(std::fs::read(out.join("synth_000.npy")).unwrap(), std::fs::read(labelled.join("synth_000.npy")).unwrap(), "same image array with or without labels");
+    assert_eq!(
+        std::fs::read(out.join("synth_000.npy")).unwrap(),
+        std::fs::read(labelled.join("synth_000.npy")).unwrap(),
+        "same image array with or without labels"
+    );
 }
 
 #[test]
@@ -126,7 +144,8 @@ fn unknown_configuration_is_bad_input() {
     let s = setup(2);
     let output = resample(&s, &s.dir.path().join("x"), &[]);
     assert!(output.status.success());
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--plans", &s.plans, &"-c", &"3d_lowres", &"-i", &s.raw, &"-o", &"unused"];
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"--plans", &s.plans, &"-c", &"3d_lowres", &"-i", &s.raw, &"-o", &"unused"];
     args.push(&"-q");
     let bad = run("nn-resample", &args);
     assert_eq!(bad.status.code(), Some(2));

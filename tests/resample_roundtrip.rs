@@ -7,12 +7,13 @@ use ndarray::{Array4, Axis};
 use nntools_dataset::Dataset;
 use nntools_io::read_label_map;
 use nntools_planning::Plans;
-use nntools_preprocessing::{preprocess_case, to_input_geometry, CaseFiles, LogitsResampling, Recipe};
+use nntools_preprocessing::{CaseFiles, LogitsResampling, Recipe, preprocess_case, to_input_geometry};
 use nntools_tests::{read_json, shared};
 
 fn round_trip(dataset: &str, configuration: &str, min_agreement: f64) {
     let Some(shared) = shared() else { return };
-    let plans: Plans = serde_json::from_value(read_json(&shared.join("reference").join(dataset).join("nnUNetPlans.json"))).unwrap();
+    let plans: Plans =
+        serde_json::from_value(read_json(&shared.join("reference").join(dataset).join("nnUNetPlans.json"))).unwrap();
     let raw = Dataset::open(&shared.join("data").join(dataset)).unwrap();
     let recipe = Recipe::new(&plans, configuration, Some(&raw.descriptor)).unwrap();
     let classes = raw.descriptor.all_labels().len();
@@ -21,15 +22,22 @@ fn round_trip(dataset: &str, configuration: &str, min_agreement: f64) {
         let pre = preprocess_case(&recipe, &files).unwrap();
         let seg = pre.seg.unwrap();
         let (z, y, x) = seg.dim();
-        let logits = Array4::from_shape_fn((classes, z, y, x), |(c, z, y, x)| f32::from(u8::from(i64::from(seg[[z, y, x]].max(0)) == c as i64)));
+        let logits = Array4::from_shape_fn((classes, z, y, x), |(c, z, y, x)| {
+            f32::from(u8::from(i64::from(seg[[z, y, x]].max(0)) == c as i64))
+        });
         let back = LogitsResampling::of(&pre.properties, &recipe).apply(&logits);
         let labels = back.map_axis(Axis(0), |scores| {
-            scores.iter().enumerate().fold((0u8, f32::MIN), |best, (c, &s)| if s > best.1 { (c as u8, s) } else { best }).0
+            scores
+                .iter()
+                .enumerate()
+                .fold((0u8, f32::MIN), |best, (c, &s)| if s > best.1 { (c as u8, s) } else { best })
+                .0
         });
         let exported = to_input_geometry(labels.view(), &pre.properties, &recipe, 0u8);
         let original = read_label_map(&case.label).unwrap().data;
         assert_eq!(exported.shape(), original.shape(), "{dataset} {}: input shape", case.id);
-        let agreement = exported.iter().zip(&original).filter(|(a, b)| i32::from(**a) == **b).count() as f64 / original.len() as f64;
+        let agreement = exported.iter().zip(&original).filter(|(a, b)| i32::from(**a) == **b).count() as f64
+            / original.len() as f64;
         assert!(agreement >= min_agreement, "{dataset} {configuration} {}: agreement {agreement}", case.id);
     }
 }

@@ -23,14 +23,24 @@ fn same_seed_gives_identical_files() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     for (out, threads) in [(&a, "1"), (&b, "2")] {
-        let output = run("nn-synth", &[&"-o", out, &"--cases", &"4", &"--test-cases", &"2", &"--channels", &"2", &"-j", &threads]);
+        let output = run(
+            "nn-synth",
+            &[&"-o", out, &"--cases", &"4", &"--test-cases", &"2", &"--channels", &"2", &"-j", &threads],
+        );
         assert!(output.status.success(), "{}", stderr(&output));
     }
     let (fa, fb) = (files(&a), files(&b));
     assert_eq!(fa.len(), 4 * 2 + 4 + 2 * 2 + 1);
     assert!(fa == fb, "same seed, different bytes");
     let other = dir.path().join("c");
-    assert!(run("nn-synth", &[&"-o", &other, &"--cases", &"4", &"--test-cases", &"2", &"--channels", &"2", &"--seed", &"1"]).status.success());
+    assert!(
+        run(
+            "nn-synth",
+            &[&"-o", &other, &"--cases", &"4", &"--test-cases", &"2", &"--channels", &"2", &"--seed", &"1"]
+        )
+        .status
+        .success()
+    );
     assert!(files(&other) != fa, "another seed must give another dataset");
 }
 
@@ -85,7 +95,11 @@ fn fingerprint_of_a_synthetic_dataset_matches_its_construction() {
         }
         assert_eq!(stats["min"].as_f64().unwrap() as f32, lo);
         assert_eq!(stats["max"].as_f64().unwrap() as f32, hi);
-        let (p05, median, p995) = (stats["percentile_00_5"].as_f64().unwrap(), stats["median"].as_f64().unwrap(), stats["percentile_99_5"].as_f64().unwrap());
+        let (p05, median, p995) = (
+            stats["percentile_00_5"].as_f64().unwrap(),
+            stats["median"].as_f64().unwrap(),
+            stats["percentile_99_5"].as_f64().unwrap(),
+        );
         assert!(f64::from(lo) <= p05 && p05 <= median && median <= p995 && p995 <= f64::from(hi));
     }
 }

@@ -2,7 +2,7 @@
 //! the same epoch counter, learning-rate schedule and log, and it refuses bad requests.
 
 use nntools_io::read_label_map;
-use nntools_tests::{binary, run, stderr, SyntheticDataset};
+use nntools_tests::{SyntheticDataset, binary, run, stderr};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,8 +24,17 @@ fn prepare(cases: usize) -> Prepared {
 
 fn train_args(p: &Prepared, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
-        "--plans", p.data.plans.to_str().unwrap(), "-c", "3d_fullres", "--data", p.pre.to_str().unwrap(),
-        "--dataset", p.data.raw.join("dataset.json").to_str().unwrap(), "-o", out.to_str().unwrap(), "-q",
+        "--plans",
+        p.data.plans.to_str().unwrap(),
+        "-c",
+        "3d_fullres",
+        "--data",
+        p.pre.to_str().unwrap(),
+        "--dataset",
+        p.data.raw.join("dataset.json").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
     ]
     .map(String::from)
     .to_vec();
@@ -45,7 +54,11 @@ fn log_lines(fold_dir: &Path) -> Vec<Value> {
 fn learns_a_synthetic_dataset() {
     let p = prepare(8);
     let out = p.data.dir.path().join("run");
-    let args = train_args(&p, &out, &["--fold", "0", "--epochs", "30", "--iters", "25", "--val-iters", "5", "--device", "cpu"]);
+    let args = train_args(
+        &p,
+        &out,
+        &["--fold", "0", "--epochs", "30", "--iters", "25", "--val-iters", "5", "--device", "cpu"],
+    );
     let output = Command::new(binary("nn-train")).args(&args).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let log = log_lines(&out.join("fold_0"));
@@ -65,7 +78,8 @@ fn learns_a_synthetic_dataset() {
     assert!(p.pre.join("splits_final.json").is_file(), "a split file is made where none was given");
 
     // the final validation predicts the held-out cases in their input geometry, and they are segmented
-    let settings: Value = serde_json::from_str(&std::fs::read_to_string(out.join("fold_0/settings.json")).unwrap()).unwrap();
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fold_0/settings.json")).unwrap()).unwrap();
     let val_cases: Vec<String> = serde_json::from_value(settings["val_cases"].clone()).unwrap();
     assert!(!val_cases.is_empty());
     for case in &val_cases {
@@ -97,7 +111,9 @@ fn resumes_after_sigkill_with_the_same_schedule() {
     let start = Instant::now();
     // kill once a checkpoint beyond the first epoch exists
     loop {
-        let checkpoint: Option<Value> = std::fs::read_to_string(fold_dir.join("checkpoint_best.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let checkpoint: Option<Value> = std::fs::read_to_string(fold_dir.join("checkpoint_best.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
         if checkpoint.is_some_and(|c| c["epoch"].as_u64().unwrap() >= 2) || start.elapsed() > Duration::from_secs(120) {
             break;
         }
@@ -125,7 +141,8 @@ fn resumes_after_sigkill_with_the_same_schedule() {
         assert!((line["lr"].as_f64().unwrap() - lr).abs() < 1e-12, "epoch {i}: lr continues the poly schedule");
         assert!(line["train_loss"].as_f64().unwrap().is_finite());
     }
-    let final_state: Value = serde_json::from_str(&std::fs::read_to_string(fold_dir.join("checkpoint_final.json")).unwrap()).unwrap();
+    let final_state: Value =
+        serde_json::from_str(&std::fs::read_to_string(fold_dir.join("checkpoint_final.json")).unwrap()).unwrap();
     assert_eq!(final_state["epoch"].as_u64(), Some(epochs as u64));
 
     // resumed from an epoch boundary with the same batches and momentum, the run is the uninterrupted one
@@ -144,25 +161,42 @@ fn starts_from_pretrained_weights() {
     assert!(Command::new(binary("nn-train")).args(train_args(&p, &source, &budget)).status().unwrap().success());
     let pretrained = source.join("fold_0/checkpoint_final.safetensors");
     let [fresh, tuned] = ["fresh", "tuned"].map(|name| p.data.dir.path().join(name));
-    assert!(Command::new(binary("nn-train")).args(train_args(&p, &fresh, &[&budget[..], &["--seed", "7"]].concat())).status().unwrap().success());
+    assert!(
+        Command::new(binary("nn-train"))
+            .args(train_args(&p, &fresh, &[&budget[..], &["--seed", "7"]].concat()))
+            .status()
+            .unwrap()
+            .success()
+    );
     let with_pretrained = [&budget[..], &["--seed", "7", "--pretrained", pretrained.to_str().unwrap()]].concat();
     let output = Command::new(binary("nn-train")).args(train_args(&p, &tuned, &with_pretrained)).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let read = |dir: &Path| std::fs::read(dir.join("fold_0/checkpoint_final.safetensors")).unwrap();
     let (source_bytes, fresh_bytes, tuned_bytes) = (read(&source), read(&fresh), read(&tuned));
-    let tensors = |bytes: &[u8]| safetensors::SafeTensors::deserialize(bytes).unwrap().tensors().into_iter()
-        .map(|(name, view)| (name, view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>()))
-        .collect::<std::collections::HashMap<_, _>>();
+    let tensors = |bytes: &[u8]| {
+        safetensors::SafeTensors::deserialize(bytes)
+            .unwrap()
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                (name, view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>())
+            })
+            .collect::<std::collections::HashMap<_, _>>()
+    };
     let (source, fresh, tuned) = (tensors(&source_bytes), tensors(&fresh_bytes), tensors(&tuned_bytes));
     let distance = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     let name = "encoder.stages.0.0.convs.0.conv.weight";
     // one SGD step (lr 0.01, gradients clipped to norm 12) moves a weight by far less than a new initialisation
-    assert!(distance(&tuned[name], &source[name]) < 0.2 * distance(&fresh[name], &source[name]), "{name} starts from the pretrained weights");
+    assert!(
+        distance(&tuned[name], &source[name]) < 0.2 * distance(&fresh[name], &source[name]),
+        "{name} starts from the pretrained weights"
+    );
 
     let truncated = p.data.dir.path().join("truncated.safetensors");
     std::fs::write(&truncated, &source_bytes[..source_bytes.len() / 2]).unwrap();
     let bad = [&budget[..], &["--pretrained", truncated.to_str().unwrap()]].concat();
-    let output = Command::new(binary("nn-train")).args(train_args(&p, &p.data.dir.path().join("bad"), &bad)).output().unwrap();
+    let output =
+        Command::new(binary("nn-train")).args(train_args(&p, &p.data.dir.path().join("bad"), &bad)).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("truncated.safetensors"), "{}", stderr(&output));
 }
@@ -190,7 +224,8 @@ fn trains_regions_with_an_ignore_label() {
     assert!(output.status.success(), "{}", stderr(&output));
     let p = Prepared { data, pre };
     let out = p.data.dir.path().join("run");
-    let args = train_args(&p, &out, &["--fold", "0", "--epochs", "6", "--iters", "8", "--val-iters", "2", "--device", "cpu"]);
+    let args =
+        train_args(&p, &out, &["--fold", "0", "--epochs", "6", "--iters", "8", "--val-iters", "2", "--device", "cpu"]);
     let output = Command::new(binary("nn-train")).args(&args).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let log = log_lines(&out.join("fold_0"));
@@ -204,12 +239,17 @@ fn trains_regions_with_an_ignore_label() {
     let whole = log.last().unwrap()["pseudo_dice"][0].as_f64().unwrap();
     assert!(whole > 0.5, "pseudo Dice of the whole region after 48 iterations: {whole}");
     // the augmentation preview shows the label map, not the region channels
-    let preview = train_args(&p, &p.data.dir.path().join("preview"), &["--fold", "0", "--device", "cpu", "--dump-augmented", "3"]);
+    let preview = train_args(
+        &p,
+        &p.data.dir.path().join("preview"),
+        &["--fold", "0", "--device", "cpu", "--dump-augmented", "3"],
+    );
     let output = Command::new(binary("nn-train")).args(&preview).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let png = std::fs::read(p.data.dir.path().join("preview/fold_0/augmented/augmented_002.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG"));
-    let settings: Value = serde_json::from_str(&std::fs::read_to_string(out.join("fold_0/settings.json")).unwrap()).unwrap();
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fold_0/settings.json")).unwrap()).unwrap();
     for case in settings["val_cases"].as_array().unwrap() {
         let case = case.as_str().unwrap();
         let predicted = read_label_map(&out.join(format!("fold_0/validation/{case}.nii.gz"))).unwrap();
@@ -228,7 +268,10 @@ fn bad_requests_are_refused() {
         // no machine that runs the tests has eight GPUs: a one-line refusal, not a panic
         (vec!["--fold", "0", "--device", "cuda:7"], "not available"),
     ] {
-        let output = run("nn-train", &train_args(&p, &out, &extra).iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
+        let output = run(
+            "nn-train",
+            &train_args(&p, &out, &extra).iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>(),
+        );
         assert_eq!(output.status.code(), Some(2), "{extra:?}: {}", stderr(&output));
         assert!(stderr(&output).contains(message), "{extra:?}: {}", stderr(&output));
         assert_eq!(stderr(&output).lines().count(), 1, "{extra:?}: {}", stderr(&output));
@@ -240,7 +283,8 @@ fn sigterm_checkpoints_and_the_run_resumes() {
     let p = prepare(4);
     let out = p.data.dir.path().join("run");
     let fold_dir = out.join("fold_0");
-    let args = train_args(&p, &out, &["--fold", "0", "--epochs", "4", "--iters", "6", "--val-iters", "2", "--device", "cpu"]);
+    let args =
+        train_args(&p, &out, &["--fold", "0", "--epochs", "4", "--iters", "6", "--val-iters", "2", "--device", "cpu"]);
     let child = Command::new(binary("nn-train")).args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
     while log_lines(&fold_dir).is_empty() && start.elapsed() < Duration::from_secs(120) {

@@ -2,7 +2,7 @@
 //! way. NIfTI headers are edited byte by byte (the offsets are NIfTI-1's), voxel contents through
 //! nntools-io.
 
-use flate2::{read::GzDecoder, write::GzEncoder, Compression};
+use flate2::{Compression, read::GzDecoder, write::GzEncoder};
 use nntools_io::{read_image, read_label_map, write_like};
 use std::io::{Read, Write};
 use std::path::Path;

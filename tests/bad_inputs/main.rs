@@ -25,12 +25,60 @@ fn fixture() -> &'static Fixture {
         let root = tempfile::tempdir().unwrap().keep();
         let raw = root.join("raw");
         let ok = |output: std::process::Output| assert!(output.status.success(), "fixture: {}", stderr(&output));
-        ok(run("nn-synth", &[&"-o", &raw, &"--cases", &"6", &"--test-cases", &"1", &"--channels", &"2", &"--min-size", &"16", &"--max-size", &"20", &"--seed", &"3"]));
+        ok(run(
+            "nn-synth",
+            &[
+                &"-o",
+                &raw,
+                &"--cases",
+                &"6",
+                &"--test-cases",
+                &"1",
+                &"--channels",
+                &"2",
+                &"--min-size",
+                &"16",
+                &"--max-size",
+                &"20",
+                &"--seed",
+                &"3",
+            ],
+        ));
         ok(run("nn-fingerprint", &[&raw, &"-o", &root.join("fingerprint.json")]));
-        ok(run("nn-plan", &[&"--fingerprint", &root.join("fingerprint.json"), &"--dataset", &raw, &"-o", &root.join("plans.json")]));
-        ok(run("nn-resample", &[&"--plans", &root.join("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &root.join("pre"), &"-q"]));
-        ok(run("nn-train", &[&"--plans", &root.join("plans.json"), &"-c", &"3d_fullres", &"--data", &root.join("pre"), &"--dataset", &raw.join("dataset.json"), &"--fold", &"0", &"-o", &root.join("run"), &"--epochs", &"0", &"--device", &"cpu", &"-q"]));
-        let mut cases: Vec<String> = std::fs::read_dir(raw.join("labelsTr")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().replace(".nii.gz", "")).collect();
+        ok(run(
+            "nn-plan",
+            &[&"--fingerprint", &root.join("fingerprint.json"), &"--dataset", &raw, &"-o", &root.join("plans.json")],
+        ));
+        ok(run(
+            "nn-resample",
+            &[&"--plans", &root.join("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &root.join("pre"), &"-q"],
+        ));
+        ok(run(
+            "nn-train",
+            &[
+                &"--plans",
+                &root.join("plans.json"),
+                &"-c",
+                &"3d_fullres",
+                &"--data",
+                &root.join("pre"),
+                &"--dataset",
+                &raw.join("dataset.json"),
+                &"--fold",
+                &"0",
+                &"-o",
+                &root.join("run"),
+                &"--epochs",
+                &"0",
+                &"--device",
+                &"cpu",
+                &"-q",
+            ],
+        ));
+        let mut cases: Vec<String> = std::fs::read_dir(raw.join("labelsTr"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().replace(".nii.gz", ""))
+            .collect();
         cases.sort();
         Fixture { root, case: cases.remove(0) }
     })
@@ -93,7 +141,16 @@ impl Report {
     /// Runs `tool args` and checks the outcome: `exit` 0 is success; otherwise the error must name
     /// `spoilt` and none of `outputs` may exist. No run may panic or leave a temporary file in `root`.
     #[allow(clippy::too_many_arguments)]
-    fn check(&mut self, what: &str, root: &Path, tool: &str, args: &[OsString], exit: i32, spoilt: &Path, outputs: &[PathBuf]) {
+    fn check(
+        &mut self,
+        what: &str,
+        root: &Path,
+        tool: &str,
+        args: &[OsString],
+        exit: i32,
+        spoilt: &Path,
+        outputs: &[PathBuf],
+    ) {
         self.runs += 1;
         let output = Command::new(binary(tool)).args(args).output().unwrap();
         let err = stderr(&output);
@@ -154,23 +211,58 @@ fn raw_datasets() {
         ("missing channel file", second_channel, Box::new(corpus::remove as Spoil), 2, Some(2)),
         ("label shape differs", label, Box::new(corpus::one_slice_short as Spoil), 2, Some(2)),
         ("label spacing differs", label, Box::new(corpus::other_spacing as Spoil), 2, Some(2)),
-        ("label direction differs (a warning in nnU-Net)", label, Box::new(corpus::other_direction as Spoil), 0, Some(0)),
+        (
+            "label direction differs (a warning in nnU-Net)",
+            label,
+            Box::new(corpus::other_direction as Spoil),
+            0,
+            Some(0),
+        ),
         ("undeclared label", label, Box::new(corpus::undeclared_label as Spoil), 2, Some(2)),
         ("fractional labels", label, Box::new(corpus::fractional_labels as Spoil), 2, Some(2)),
         ("empty label map (accepted, as by nnU-Net)", label, Box::new(corpus::empty_labels as Spoil), 0, Some(0)),
         ("missing label", label, Box::new(corpus::remove as Spoil), 2, Some(2)),
         ("truncated dataset.json", json, Box::new(corpus::truncated_json as Spoil), 2, None),
         ("dataset.json without labels", json, Box::new(|p: &Path| corpus::without_key(p, "labels")), 2, None),
-        ("dataset.json without channel_names", json, Box::new(|p: &Path| corpus::without_key(p, "channel_names")), 2, None),
-        ("dataset.json labels not integers", json, Box::new(|p: &Path| corpus::edit_json(p, |j| j["labels"]["background"] = "zero".into())), 2, None),
-        ("v1 dataset.json with a training entry lacking its label", json, Box::new(|p: &Path| corpus::edit_json(p, |j| {
-            let cases: Vec<String> = (0..j["numTraining"].as_u64().unwrap()).map(|i| format!("case_{i}")).collect();
-            *j = serde_json::json!({"modality": {"0": "MRI", "1": "MRI"}, "labels": {"0": "background", "1": "a", "2": "b"},
+        (
+            "dataset.json without channel_names",
+            json,
+            Box::new(|p: &Path| corpus::without_key(p, "channel_names")),
+            2,
+            None,
+        ),
+        (
+            "dataset.json labels not integers",
+            json,
+            Box::new(|p: &Path| corpus::edit_json(p, |j| j["labels"]["background"] = "zero".into())),
+            2,
+            None,
+        ),
+        (
+            "v1 dataset.json with a training entry lacking its label",
+            json,
+            Box::new(|p: &Path| {
+                corpus::edit_json(p, |j| {
+                    let cases: Vec<String> =
+                        (0..j["numTraining"].as_u64().unwrap()).map(|i| format!("case_{i}")).collect();
+                    *j = serde_json::json!({"modality": {"0": "MRI", "1": "MRI"}, "labels": {"0": "background", "1": "a", "2": "b"},
                 "numTraining": cases.len(), "training": cases.iter().map(|c| serde_json::json!({"image": format!("./imagesTr/{c}.nii.gz")})).collect::<Vec<_>>()});
-        })), 2, None),
-        ("v1 dataset.json with a non-integer label value", json, Box::new(|p: &Path| corpus::edit_json(p, |j| {
-            *j = serde_json::json!({"modality": {"0": "MRI", "1": "MRI"}, "labels": {"0": "background", "one": "a"}, "numTraining": j["numTraining"].clone()});
-        })), 2, None),
+                })
+            }),
+            2,
+            None,
+        ),
+        (
+            "v1 dataset.json with a non-integer label value",
+            json,
+            Box::new(|p: &Path| {
+                corpus::edit_json(p, |j| {
+                    *j = serde_json::json!({"modality": {"0": "MRI", "1": "MRI"}, "labels": {"0": "background", "one": "a"}, "numTraining": j["numTraining"].clone()});
+                })
+            }),
+            2,
+            None,
+        ),
     ];
     let mut report = Report::default();
     for (what, file, spoil, exit, create_exit) in &variants {
@@ -181,17 +273,57 @@ fn raw_datasets() {
         let out = scratch.path("out");
         let fingerprint = out.join("fingerprint.json");
         std::fs::create_dir_all(&out).unwrap();
-        report.check(what, &scratch.root, "nn-fingerprint", &args(&[&raw, &"-o", &fingerprint]), *exit, &spoilt, std::slice::from_ref(&fingerprint));
+        report.check(
+            what,
+            &scratch.root,
+            "nn-fingerprint",
+            &args(&[&raw, &"-o", &fingerprint]),
+            *exit,
+            &spoilt,
+            std::slice::from_ref(&fingerprint),
+        );
         let pre = out.join("pre");
         let case_outputs = ["npy", "json"].map(|e| pre.join(format!("{}.{e}", fixture().case))).to_vec();
         let mut outputs = case_outputs.clone();
         outputs.push(pre.join("manifest.json"));
-        report.check(what, &scratch.root, "nn-resample", &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &pre, &"-q"]), *exit, &spoilt, &outputs);
+        report.check(
+            what,
+            &scratch.root,
+            "nn-resample",
+            &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &pre, &"-q"]),
+            *exit,
+            &spoilt,
+            &outputs,
+        );
         if let Some(create_exit) = create_exit {
             let created = out.join("created");
-            report.check(what, &scratch.root, "nn-dataset", &args(&[&"create", &"--images", &raw.join("imagesTr"), &"--labels", &raw.join("labelsTr"),
-                &"--channel", &"0=MRI", &"--channel", &"1=MRI", &"--label", &"0=background", &"--label", &"1=a", &"--label", &"2=b", &"-o", &created]),
-                *create_exit, &spoilt, std::slice::from_ref(&created));
+            report.check(
+                what,
+                &scratch.root,
+                "nn-dataset",
+                &args(&[
+                    &"create",
+                    &"--images",
+                    &raw.join("imagesTr"),
+                    &"--labels",
+                    &raw.join("labelsTr"),
+                    &"--channel",
+                    &"0=MRI",
+                    &"--channel",
+                    &"1=MRI",
+                    &"--label",
+                    &"0=background",
+                    &"--label",
+                    &"1=a",
+                    &"--label",
+                    &"2=b",
+                    &"-o",
+                    &created,
+                ]),
+                *create_exit,
+                &spoilt,
+                std::slice::from_ref(&created),
+            );
         }
     }
     // numTraining is an integrity check of nn-fingerprint's; preprocessing takes the cases there are
@@ -199,20 +331,63 @@ fn raw_datasets() {
     let spoilt = scratch.path(json);
     corpus::edit_json(&spoilt, |j| j["numTraining"] = 99.into());
     let fingerprint = scratch.path("fingerprint_out.json");
-    report.check("a wrong numTraining", &scratch.root, "nn-fingerprint", &args(&[&scratch.path("raw"), &"-o", &fingerprint]), 2, &spoilt, &[fingerprint]);
-    report.check("a wrong numTraining", &scratch.root, "nn-resample", &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &scratch.path("raw"), &"-o", &scratch.path("pre_new"), &"-q"]), 0, &spoilt, &[]);
+    report.check(
+        "a wrong numTraining",
+        &scratch.root,
+        "nn-fingerprint",
+        &args(&[&scratch.path("raw"), &"-o", &fingerprint]),
+        2,
+        &spoilt,
+        &[fingerprint],
+    );
+    report.check(
+        "a wrong numTraining",
+        &scratch.root,
+        "nn-resample",
+        &args(&[
+            &"--plans",
+            &scratch.path("plans.json"),
+            &"-c",
+            &"3d_fullres",
+            &"-i",
+            &scratch.path("raw"),
+            &"-o",
+            &scratch.path("pre_new"),
+            &"-q",
+        ]),
+        0,
+        &spoilt,
+        &[],
+    );
     // stray files that are not images are ignored, as nnU-Net ignores them; an image without a label is not
     let scratch = Scratch::new();
     std::fs::write(scratch.path("raw/imagesTr/notes.txt"), "a note\n").unwrap();
     std::fs::write(scratch.path("raw/labelsTr/.DS_Store"), "").unwrap();
     let fingerprint = scratch.path("fingerprint_out.json");
-    report.check("stray non-image files", &scratch.root, "nn-fingerprint", &args(&[&scratch.path("raw"), &"-o", &fingerprint]), 0, Path::new("-"), &[]);
+    report.check(
+        "stray non-image files",
+        &scratch.root,
+        "nn-fingerprint",
+        &args(&[&scratch.path("raw"), &"-o", &fingerprint]),
+        0,
+        Path::new("-"),
+        &[],
+    );
     let extra = scratch.path("raw/imagesTr/extra_0000.nii.gz");
     std::fs::copy(scratch.path("raw/imagesTr/CASE_0000.nii.gz"), &extra).unwrap();
     corpus::edit_json(&scratch.path(json), |j| j["numTraining"] = 7.into());
-    std::fs::copy(scratch.path("raw/imagesTr/CASE_0001.nii.gz"), scratch.path("raw/imagesTr/extra_0001.nii.gz")).unwrap();
+    std::fs::copy(scratch.path("raw/imagesTr/CASE_0001.nii.gz"), scratch.path("raw/imagesTr/extra_0001.nii.gz"))
+        .unwrap();
     std::fs::remove_file(&fingerprint).unwrap();
-    report.check("an image without a label", &scratch.root, "nn-fingerprint", &args(&[&scratch.path("raw"), &"-o", &fingerprint]), 2, &scratch.path("raw/labelsTr/extra.nii.gz"), std::slice::from_ref(&fingerprint));
+    report.check(
+        "an image without a label",
+        &scratch.root,
+        "nn-fingerprint",
+        &args(&[&scratch.path("raw"), &"-o", &fingerprint]),
+        2,
+        &scratch.path("raw/labelsTr/extra.nii.gz"),
+        std::slice::from_ref(&fingerprint),
+    );
     report.finish("raw datasets");
 }
 
@@ -235,7 +410,15 @@ fn images_to_predict_and_label_maps_to_evaluate() {
         let spoilt = std::fs::read_dir(&test_images).unwrap().map(|e| e.unwrap().path()).min().unwrap();
         spoil(&spoilt);
         let predictions = scratch.path("predictions");
-        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"-i", &test_images, &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, &spoilt, std::slice::from_ref(&predictions));
+        report.check(
+            what,
+            &scratch.root,
+            "nn-infer",
+            &args(&[&"-m", &scratch.path("run"), &"-i", &test_images, &"-o", &predictions, &"--device", &"cpu", &"-q"]),
+            2,
+            &spoilt,
+            std::slice::from_ref(&predictions),
+        );
     }
     let label_spoils: [(&str, Spoil); 8] = [
         ("truncated gzip", corpus::truncated_gzip),
@@ -254,7 +437,15 @@ fn images_to_predict_and_label_maps_to_evaluate() {
         let spoilt = predictions.join(format!("{}.nii.gz", fixture().case));
         spoil(&spoilt);
         let summary = scratch.path("summary.json");
-        report.check(what, &scratch.root, "nn-eval", &args(&[&"--ref", &scratch.path("raw/labelsTr"), &"--pred", &predictions, &"-o", &summary]), 2, &spoilt, std::slice::from_ref(&summary));
+        report.check(
+            what,
+            &scratch.root,
+            "nn-eval",
+            &args(&[&"--ref", &scratch.path("raw/labelsTr"), &"--pred", &predictions, &"-o", &summary]),
+            2,
+            &spoilt,
+            std::slice::from_ref(&summary),
+        );
     }
     report.finish("images and label maps");
 }
@@ -267,24 +458,44 @@ fn plans_preprocessed_data_and_checkpoints() {
     let plan_spoils: Vec<(&str, Spoiler)> = vec![
         ("truncated plans", Box::new(corpus::truncated_json as Spoil)),
         ("plans without configurations", Box::new(|p: &Path| corpus::without_key(p, "configurations"))),
-        ("a configuration without patch_size", Box::new(|p: &Path| corpus::edit_json(p, |j| {
-            j["configurations"]["3d_fullres"].as_object_mut().unwrap().remove("patch_size");
-        }))),
-        ("a 3d patch_size with two entries", Box::new(move |p: &Path| corpus::edit_json(p, |j| {
-            let mut c = configuration(j);
-            c["patch_size"] = serde_json::json!([16, 16]);
-            j["configurations"]["3d_fullres"] = c;
-        }))),
-        ("a spacing with two entries", Box::new(move |p: &Path| corpus::edit_json(p, |j| {
-            let mut c = configuration(j);
-            c["spacing"] = serde_json::json!([1.0, 1.0]);
-            j["configurations"]["3d_fullres"] = c;
-        }))),
-        ("pool kernels inconsistent with the stages", Box::new(move |p: &Path| corpus::edit_json(p, |j| {
-            let mut c = configuration(j);
-            c["architecture"]["arch_kwargs"]["strides"].as_array_mut().unwrap().pop();
-            j["configurations"]["3d_fullres"] = c;
-        }))),
+        (
+            "a configuration without patch_size",
+            Box::new(|p: &Path| {
+                corpus::edit_json(p, |j| {
+                    j["configurations"]["3d_fullres"].as_object_mut().unwrap().remove("patch_size");
+                })
+            }),
+        ),
+        (
+            "a 3d patch_size with two entries",
+            Box::new(move |p: &Path| {
+                corpus::edit_json(p, |j| {
+                    let mut c = configuration(j);
+                    c["patch_size"] = serde_json::json!([16, 16]);
+                    j["configurations"]["3d_fullres"] = c;
+                })
+            }),
+        ),
+        (
+            "a spacing with two entries",
+            Box::new(move |p: &Path| {
+                corpus::edit_json(p, |j| {
+                    let mut c = configuration(j);
+                    c["spacing"] = serde_json::json!([1.0, 1.0]);
+                    j["configurations"]["3d_fullres"] = c;
+                })
+            }),
+        ),
+        (
+            "pool kernels inconsistent with the stages",
+            Box::new(move |p: &Path| {
+                corpus::edit_json(p, |j| {
+                    let mut c = configuration(j);
+                    c["architecture"]["arch_kwargs"]["strides"].as_array_mut().unwrap().pop();
+                    j["configurations"]["3d_fullres"] = c;
+                })
+            }),
+        ),
     ];
     let mut report = Report::default();
     for (what, spoil) in &plan_spoils {
@@ -292,17 +503,90 @@ fn plans_preprocessed_data_and_checkpoints() {
         let plans = scratch.path("plans.json");
         spoil(&plans);
         let pre = scratch.path("pre_new");
-        report.check(what, &scratch.root, "nn-resample", &args(&[&"--plans", &plans, &"-c", &"3d_fullres", &"-i", &scratch.path("raw"), &"-o", &pre, &"-q"]), 2, &plans, &[pre.join("manifest.json")]);
+        report.check(
+            what,
+            &scratch.root,
+            "nn-resample",
+            &args(&[&"--plans", &plans, &"-c", &"3d_fullres", &"-i", &scratch.path("raw"), &"-o", &pre, &"-q"]),
+            2,
+            &plans,
+            &[pre.join("manifest.json")],
+        );
         let run_dir = scratch.path("run_new");
-        report.check(what, &scratch.root, "nn-train", &args(&[&"--plans", &plans, &"-c", &"3d_fullres", &"--data", &scratch.path("pre"), &"--dataset", &scratch.path("raw/dataset.json"),
-            &"--fold", &"0", &"-o", &run_dir, &"--epochs", &"1", &"--iters", &"1", &"--val-iters", &"1", &"--device", &"cpu", &"-q"]), 2, &plans, &[run_dir.join("fold_0/checkpoint_final.json")]);
+        report.check(
+            what,
+            &scratch.root,
+            "nn-train",
+            &args(&[
+                &"--plans",
+                &plans,
+                &"-c",
+                &"3d_fullres",
+                &"--data",
+                &scratch.path("pre"),
+                &"--dataset",
+                &scratch.path("raw/dataset.json"),
+                &"--fold",
+                &"0",
+                &"-o",
+                &run_dir,
+                &"--epochs",
+                &"1",
+                &"--iters",
+                &"1",
+                &"--val-iters",
+                &"1",
+                &"--device",
+                &"cpu",
+                &"-q",
+            ]),
+            2,
+            &plans,
+            &[run_dir.join("fold_0/checkpoint_final.json")],
+        );
         let model_plans = scratch.path("run/plans.json");
         spoil(&model_plans);
         let predictions = scratch.path("predictions");
-        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"-i", &scratch.path("raw/imagesTs"), &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, &model_plans, std::slice::from_ref(&predictions));
+        report.check(
+            what,
+            &scratch.root,
+            "nn-infer",
+            &args(&[
+                &"-m",
+                &scratch.path("run"),
+                &"-i",
+                &scratch.path("raw/imagesTs"),
+                &"-o",
+                &predictions,
+                &"--device",
+                &"cpu",
+                &"-q",
+            ]),
+            2,
+            &model_plans,
+            std::slice::from_ref(&predictions),
+        );
     }
     let scratch = Scratch::new();
-    report.check("an unknown configuration", &scratch.root, "nn-resample", &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_nope", &"-i", &scratch.path("raw"), &"-o", &scratch.path("pre_new"), &"-q"]), 2, &scratch.path("plans.json"), &[scratch.path("pre_new")]);
+    report.check(
+        "an unknown configuration",
+        &scratch.root,
+        "nn-resample",
+        &args(&[
+            &"--plans",
+            &scratch.path("plans.json"),
+            &"-c",
+            &"3d_nope",
+            &"-i",
+            &scratch.path("raw"),
+            &"-o",
+            &scratch.path("pre_new"),
+            &"-q",
+        ]),
+        2,
+        &scratch.path("plans.json"),
+        &[scratch.path("pre_new")],
+    );
 
     let data_spoils: [(&str, &str, Spoil); 4] = [
         ("a preprocessed case without its array", "pre/CASE.npy", corpus::remove),
@@ -318,19 +602,51 @@ fn plans_preprocessed_data_and_checkpoints() {
         let spoilt = scratch.path(file);
         spoil(&spoilt);
         let run_dir = scratch.path("run_new");
-        report.check(what, &scratch.root, "nn-train", &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"--data", &scratch.path("pre"), &"--dataset", &scratch.path("raw/dataset.json"),
-            &"--fold", &"all", &"-o", &run_dir, &"--epochs", &"1", &"--iters", &"1", &"--val-iters", &"1", &"--device", &"cpu", &"-q"]), 2, &spoilt, &[run_dir.join("fold_all/checkpoint_final.json")]);
+        report.check(
+            what,
+            &scratch.root,
+            "nn-train",
+            &args(&[
+                &"--plans",
+                &scratch.path("plans.json"),
+                &"-c",
+                &"3d_fullres",
+                &"--data",
+                &scratch.path("pre"),
+                &"--dataset",
+                &scratch.path("raw/dataset.json"),
+                &"--fold",
+                &"all",
+                &"-o",
+                &run_dir,
+                &"--epochs",
+                &"1",
+                &"--iters",
+                &"1",
+                &"--val-iters",
+                &"1",
+                &"--device",
+                &"cpu",
+                &"-q",
+            ]),
+            2,
+            &spoilt,
+            &[run_dir.join("fold_all/checkpoint_final.json")],
+        );
     }
 
     let checkpoint_spoils: [(&str, &str, Spoil); 4] = [
-        ("a checkpoint of another configuration", "run/fold_0/checkpoint_final.json", |p| corpus::edit_json(p, |j| j["configuration"] = "2d".into())),
+        ("a checkpoint of another configuration", "run/fold_0/checkpoint_final.json", |p| {
+            corpus::edit_json(p, |j| j["configuration"] = "2d".into())
+        }),
         ("a truncated checkpoint", "run/fold_0/checkpoint_final.safetensors", |p| {
             let bytes = std::fs::read(p).unwrap();
             std::fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
         }),
         ("a missing checkpoint", "run/fold_0/checkpoint_final.safetensors", corpus::remove),
         ("a checkpoint with another network's weights", "run/fold_0/checkpoint_final.safetensors", |p| {
-            std::fs::write(p, b"\x10\0\0\0\0\0\0\0{\"x\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}").unwrap();
+            std::fs::write(p, b"\x10\0\0\0\0\0\0\0{\"x\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}")
+                .unwrap();
         }),
     ];
     for (what, file, spoil) in checkpoint_spoils {
@@ -339,7 +655,27 @@ fn plans_preprocessed_data_and_checkpoints() {
         spoil(&spoilt);
         let predictions = scratch.path("predictions");
         // the sidecar and the weights are one checkpoint: an error naming either names it
-        report.check(what, &scratch.root, "nn-infer", &args(&[&"-m", &scratch.path("run"), &"--folds", &"0", &"-i", &scratch.path("raw/imagesTs"), &"-o", &predictions, &"--device", &"cpu", &"-q"]), 2, Path::new("checkpoint_final"), std::slice::from_ref(&predictions));
+        report.check(
+            what,
+            &scratch.root,
+            "nn-infer",
+            &args(&[
+                &"-m",
+                &scratch.path("run"),
+                &"--folds",
+                &"0",
+                &"-i",
+                &scratch.path("raw/imagesTs"),
+                &"-o",
+                &predictions,
+                &"--device",
+                &"cpu",
+                &"-q",
+            ]),
+            2,
+            Path::new("checkpoint_final"),
+            std::slice::from_ref(&predictions),
+        );
     }
     report.finish("plans, preprocessed data and checkpoints");
 }
@@ -352,7 +688,8 @@ struct Mount {
 impl Mount {
     fn new(options: &str) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(dir.path()).output().ok()?;
+        let status =
+            Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(dir.path()).output().ok()?;
         status.status.success().then_some(Self { dir })
     }
 
@@ -380,8 +717,18 @@ fn unwritable_and_full_outputs() {
     let mut report = Report::default();
     let (Some(read_only), Some(full)) = (Mount::new("ro,size=64k"), Mount::full()) else {
         eprintln!("no tmpfs mount allowed here: simulating a full disk with /dev/full only");
-        for (tool, args) in [("nn-fingerprint", args(&[&scratch.path("raw"), &"-o", &"-"])), ("nn-eval", args(&[&"--ref", &scratch.path("raw/labelsTr"), &"--pred", &scratch.path("raw/labelsTr"), &"-o", &"-"]))] {
-            let output = Command::new(binary(tool)).args(&args).stdout(std::fs::File::options().write(true).open("/dev/full").unwrap()).output().unwrap();
+        for (tool, args) in [
+            ("nn-fingerprint", args(&[&scratch.path("raw"), &"-o", &"-"])),
+            (
+                "nn-eval",
+                args(&[&"--ref", &scratch.path("raw/labelsTr"), &"--pred", &scratch.path("raw/labelsTr"), &"-o", &"-"]),
+            ),
+        ] {
+            let output = Command::new(binary(tool))
+                .args(&args)
+                .stdout(std::fs::File::options().write(true).open("/dev/full").unwrap())
+                .output()
+                .unwrap();
             assert_eq!(output.status.code(), Some(1), "{tool}: {}", stderr(&output));
             assert!(stderr(&output).contains("stdout"), "{tool}: {}", stderr(&output));
         }
@@ -391,14 +738,115 @@ fn unwritable_and_full_outputs() {
         let out = |name: &str| root.join(name);
         let raw = scratch.path("raw");
         let runs: Vec<(&str, Vec<OsString>, PathBuf, Vec<PathBuf>)> = vec![
-            ("nn-fingerprint", args(&[&raw, &"-o", &out("fingerprint.json")]), out("fingerprint.json"), vec![out("fingerprint.json")]),
-            ("nn-plan", args(&[&"--fingerprint", &scratch.path("fingerprint.json"), &"--dataset", &raw, &"-o", &out("plans.json")]), out("plans.json"), vec![out("plans.json")]),
-            ("nn-resample", args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &out("pre"), &"-q"]), out("pre"), vec![out("pre/manifest.json")]),
-            ("nn-synth", args(&[&"-o", &out("synth"), &"--cases", &"2", &"--min-size", &"16", &"--max-size", &"16"]), out("synth"), vec![out("synth")]),
-            ("nn-dataset", args(&[&"create", &"--images", &raw.join("imagesTr"), &"--labels", &raw.join("labelsTr"), &"--channel", &"0=MRI", &"--channel", &"1=MRI", &"-o", &out("created")]), out("created"), vec![out("created")]),
-            ("nn-train", args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"--data", &scratch.path("pre"), &"--dataset", &raw.join("dataset.json"), &"--fold", &"0", &"-o", &out("run"), &"--epochs", &"1", &"--iters", &"1", &"--val-iters", &"1", &"--device", &"cpu", &"-q"]), out("run"), vec![out("run/fold_0/checkpoint_final.json")]),
-            ("nn-infer", args(&[&"-m", &scratch.path("run"), &"-i", &raw.join("imagesTs"), &"-o", &out("predictions"), &"--device", &"cpu", &"-q"]), out("predictions"), vec![out("predictions/plans.json")]),
-            ("nn-eval", args(&[&"--ref", &raw.join("labelsTr"), &"--pred", &raw.join("labelsTr"), &"-o", &out("summary.json")]), out("summary.json"), vec![out("summary.json")]),
+            (
+                "nn-fingerprint",
+                args(&[&raw, &"-o", &out("fingerprint.json")]),
+                out("fingerprint.json"),
+                vec![out("fingerprint.json")],
+            ),
+            (
+                "nn-plan",
+                args(&[
+                    &"--fingerprint",
+                    &scratch.path("fingerprint.json"),
+                    &"--dataset",
+                    &raw,
+                    &"-o",
+                    &out("plans.json"),
+                ]),
+                out("plans.json"),
+                vec![out("plans.json")],
+            ),
+            (
+                "nn-resample",
+                args(&[
+                    &"--plans",
+                    &scratch.path("plans.json"),
+                    &"-c",
+                    &"3d_fullres",
+                    &"-i",
+                    &raw,
+                    &"-o",
+                    &out("pre"),
+                    &"-q",
+                ]),
+                out("pre"),
+                vec![out("pre/manifest.json")],
+            ),
+            (
+                "nn-synth",
+                args(&[&"-o", &out("synth"), &"--cases", &"2", &"--min-size", &"16", &"--max-size", &"16"]),
+                out("synth"),
+                vec![out("synth")],
+            ),
+            (
+                "nn-dataset",
+                args(&[
+                    &"create",
+                    &"--images",
+                    &raw.join("imagesTr"),
+                    &"--labels",
+                    &raw.join("labelsTr"),
+                    &"--channel",
+                    &"0=MRI",
+                    &"--channel",
+                    &"1=MRI",
+                    &"-o",
+                    &out("created"),
+                ]),
+                out("created"),
+                vec![out("created")],
+            ),
+            (
+                "nn-train",
+                args(&[
+                    &"--plans",
+                    &scratch.path("plans.json"),
+                    &"-c",
+                    &"3d_fullres",
+                    &"--data",
+                    &scratch.path("pre"),
+                    &"--dataset",
+                    &raw.join("dataset.json"),
+                    &"--fold",
+                    &"0",
+                    &"-o",
+                    &out("run"),
+                    &"--epochs",
+                    &"1",
+                    &"--iters",
+                    &"1",
+                    &"--val-iters",
+                    &"1",
+                    &"--device",
+                    &"cpu",
+                    &"-q",
+                ]),
+                out("run"),
+                vec![out("run/fold_0/checkpoint_final.json")],
+            ),
+            (
+                "nn-infer",
+                args(&[
+                    &"-m",
+                    &scratch.path("run"),
+                    &"-i",
+                    &raw.join("imagesTs"),
+                    &"-o",
+                    &out("predictions"),
+                    &"--device",
+                    &"cpu",
+                    &"-q",
+                ]),
+                out("predictions"),
+                vec![out("predictions/plans.json")],
+            ),
+            (
+                "nn-eval",
+                args(&[&"--ref", &raw.join("labelsTr"), &"--pred", &raw.join("labelsTr"), &"-o", &out("summary.json")]),
+                out("summary.json"),
+                vec![out("summary.json")],
+            ),
         ];
         for (tool, arguments, named, outputs) in runs {
             report.check(medium, root, tool, &arguments, 1, &named, &outputs);
@@ -423,11 +871,35 @@ fn case_names_with_spaces_and_unicode_work() {
     }
     let raw = scratch.path("raw");
     let mut report = Report::default();
-    report.check("a case named with a space and an umlaut", &scratch.root, "nn-fingerprint", &args(&[&raw, &"-o", &scratch.path("fp.json")]), 0, Path::new("-"), &[]);
+    report.check(
+        "a case named with a space and an umlaut",
+        &scratch.root,
+        "nn-fingerprint",
+        &args(&[&raw, &"-o", &scratch.path("fp.json")]),
+        0,
+        Path::new("-"),
+        &[],
+    );
     let pre = scratch.path("pre_named");
-    report.check("a case named with a space and an umlaut", &scratch.root, "nn-resample", &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &pre, &"-q"]), 0, Path::new("-"), &[]);
+    report.check(
+        "a case named with a space and an umlaut",
+        &scratch.root,
+        "nn-resample",
+        &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &pre, &"-q"]),
+        0,
+        Path::new("-"),
+        &[],
+    );
     let summary = scratch.path("summary.json");
-    report.check("a case named with a space and an umlaut", &scratch.root, "nn-eval", &args(&[&"--ref", &raw.join("labelsTr"), &"--pred", &raw.join("labelsTr"), &"-o", &summary]), 0, Path::new("-"), &[]);
+    report.check(
+        "a case named with a space and an umlaut",
+        &scratch.root,
+        "nn-eval",
+        &args(&[&"--ref", &raw.join("labelsTr"), &"--pred", &raw.join("labelsTr"), &"-o", &summary]),
+        0,
+        Path::new("-"),
+        &[],
+    );
     report.finish("case names");
     assert!(pre.join(format!("{name}.npy")).is_file() && pre.join(format!("{name}.json")).is_file());
     assert!(std::fs::read_to_string(&summary).unwrap().contains(name));

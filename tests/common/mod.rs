@@ -70,7 +70,12 @@ pub fn relative_difference(a: f64, b: f64) -> f64 {
 
 /// Asserts two JSON documents are equal, numbers to `relative_tolerance`; extra keys in `ours` are
 /// allowed. Reports the path of the first difference.
-pub fn assert_json_matches(ours: &serde_json::Value, reference: &serde_json::Value, relative_tolerance: f64, path: &str) {
+pub fn assert_json_matches(
+    ours: &serde_json::Value,
+    reference: &serde_json::Value,
+    relative_tolerance: f64,
+    path: &str,
+) {
     use serde_json::Value;
     match (ours, reference) {
         (Value::Object(a), Value::Object(b)) => {
@@ -115,7 +120,10 @@ impl SyntheticDataset {
     /// `cases` cases of `channels` channels and `sizes` voxels per axis, planned with nn-plan.
     pub fn with(cases: usize, channels: usize, sizes: [usize; 2]) -> Self {
         let [cases, channels, min, max] = [cases, channels, sizes[0], sizes[1]].map(|v| v.to_string());
-        Self::from_flags(&["--cases", &cases, "--channels", &channels, "--min-size", &min, "--max-size", &max, "--seed", "5"], &[])
+        Self::from_flags(
+            &["--cases", &cases, "--channels", &channels, "--min-size", &min, "--max-size", &max, "--seed", "5"],
+            &[],
+        )
     }
 
     /// A dataset made by nn-synth with `synth_flags`, planned by nn-plan with `plan_flags`.
@@ -128,7 +136,10 @@ impl SyntheticDataset {
         assert!(run("nn-fingerprint", &[&raw, &"-o", &fingerprint]).status.success());
         let plans = dir.path().join("plans.json");
         let plan = Command::new(binary("nn-plan"))
-            .args([&"--fingerprint" as &dyn AsRef<std::ffi::OsStr>, &fingerprint, &"--dataset", &raw, &"-o", &plans].map(|a| a.as_ref()))
+            .args(
+                [&"--fingerprint" as &dyn AsRef<std::ffi::OsStr>, &fingerprint, &"--dataset", &raw, &"-o", &plans]
+                    .map(|a| a.as_ref()),
+            )
             .args(plan_flags)
             .output()
             .unwrap();

@@ -156,13 +156,9 @@ fn low_resolution(x: &Tensor, zooms: &[f64], keep_axis0: bool) -> Tensor {
                 .collect();
             let image = x.narrow(0, row as i64, 1).unsqueeze(0);
             let up = if shape.len() == 3 {
-                image.internal_upsample_nearest_exact3d(&low, None, None, None).upsample_trilinear3d(
-                    shape,
-                    false,
-                    None,
-                    None,
-                    None,
-                )
+                image
+                    .internal_upsample_nearest_exact3d(&low, None, None, None)
+                    .upsample_trilinear3d(shape, false, None, None, None)
             } else {
                 image.internal_upsample_nearest_exact2d(&low, None, None).upsample_bilinear2d(shape, false, None, None)
             };

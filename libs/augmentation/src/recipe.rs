@@ -159,7 +159,8 @@ impl Recipe {
             if rotate {
                 // 2d (and dummy 2d) rotates in-plane about one axis; 3d about all three, one angle each
                 let axes = if self.spatial_transform_dims() == 3 { 3 } else { 1 };
-                sample.rotation = Some((0..axes).map(|_| uniform(rng, (-self.max_rotation, self.max_rotation))).collect());
+                sample.rotation =
+                    Some((0..axes).map(|_| uniform(rng, (-self.max_rotation, self.max_rotation))).collect());
             }
             if scale {
                 sample.scale = Some(uniform(rng, SCALING));

@@ -33,7 +33,8 @@ fn nothing_fires(dims: usize) -> SampleParameters {
 fn case(batch: i64, channels: i64, shape: &[usize]) -> (Tensor, Tensor) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let voxels: usize = shape.iter().product();
-    let values: Vec<f32> = (0..batch as usize * channels as usize * voxels).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let values: Vec<f32> =
+        (0..batch as usize * channels as usize * voxels).map(|_| rng.random_range(-2.0..2.0)).collect();
     let mut full = vec![batch, channels];
     full.extend(shape.iter().map(|&s| s as i64));
     let data = Tensor::from_slice(&values).view(full.as_slice());
@@ -79,7 +80,10 @@ fn spatial_parameters_follow_nnunet_probabilities_and_ranges() {
     assert!(scales.iter().all(|s| (0.7..1.4).contains(s)));
     assert!(scales.iter().any(|&s| s < 0.8) && scales.iter().any(|&s| s > 1.3), "the whole range is used");
     // 2d [56, 40] (aspect 1.4) and dummy 2d rotate in-plane by up to 180°
-    for recipe in [Recipe::new(&[56, 40], &[false], Mode::Nnunet, None), Recipe::new(&[20, 320, 256], &[false], Mode::Nnunet, None)] {
+    for recipe in [
+        Recipe::new(&[56, 40], &[false], Mode::Nnunet, None),
+        Recipe::new(&[20, 320, 256], &[false], Mode::Nnunet, None),
+    ] {
         let angles: Vec<f64> = draws(&recipe, 2).iter().filter_map(|s| s.rotation.clone()).flatten().collect();
         assert_fraction("in-plane rotation", angles.len(), 0.2);
         assert!(angles.iter().all(|a| a.abs() <= PI) && angles.iter().any(|a| a.abs() > PI / 2.0));
@@ -291,7 +295,8 @@ fn contrast_keeps_each_channel_within_its_range() {
 fn gamma_retains_mean_and_std_and_blur_keeps_constants() {
     let (data, _) = case(1, 2, &[6, 7, 8]);
     let data = data.exp();
-    let params = SampleParameters { gamma: Some(vec![1.4, 0.7]), inverted_gamma: Some(vec![0.8, 1.2]), ..nothing_fires(3) };
+    let params =
+        SampleParameters { gamma: Some(vec![1.4, 0.7]), inverted_gamma: Some(vec![0.8, 1.2]), ..nothing_fires(3) };
     let out = intensity::transform(&data, &[params], false);
     for c in 0..2 {
         let (before, after) = (data.i((0, c)), out.i((0, c)));
@@ -331,7 +336,8 @@ fn mirroring_flips_image_and_labels_together_and_masking_uses_the_outside() {
     let crop_data = spatial::centre_crop(&data, &recipe.patch);
     let crop_seg = spatial::centre_crop(&seg, &recipe.patch);
     let outside = crop_seg.lt(0);
-    let masked = crop_data.masked_fill(&outside.logical_and(&Tensor::from_slice(&[true, false]).view([1, 2, 1, 1, 1])), 0.0);
+    let masked =
+        crop_data.masked_fill(&outside.logical_and(&Tensor::from_slice(&[true, false]).view([1, 2, 1, 1, 1])), 0.0);
     assert!(equal(&out.i(1), &masked.i(1)));
     assert!(equal(&out.i(0), &masked.i(0).flip([2, 3])));
     assert!(equal(&labels.i(0), &crop_seg.clamp_min(0).i(0).flip([2, 3])));
@@ -444,6 +450,8 @@ fn hippocampus_batch_time() {
         let _ = augmenter.training_with(&data, &seg, &vec![always.clone(); 9]);
     }
     let worst = start.elapsed().as_secs_f64() * 1000.0 / 10.0;
-    println!("9 x 1 x 73 x 80 x 64 -> 40 x 56 x 40 on CPU ({} threads): {typical:.1} ms per batch drawn, {worst:.1} ms with everything firing", tch::get_num_threads());
+    println!(
+        "9 x 1 x 73 x 80 x 64 -> 40 x 56 x 40 on CPU ({} threads): {typical:.1} ms per batch drawn, {worst:.1} ms with everything firing",
+        tch::get_num_threads()
+    );
 }
-

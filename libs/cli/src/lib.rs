@@ -31,10 +31,7 @@ pub fn warn(tool: &str, quiet: bool, line: &str) {
 /// Sizes rayon's global pool: `threads` workers, or one per core when absent or zero.
 pub fn init_threads(threads: Option<usize>) -> Result<()> {
     let threads = threads.unwrap_or(0);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .map_err(|e| Error::runtime("thread pool", e))
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|e| Error::runtime("thread pool", e))
 }
 
 /// Whether progress may be drawn: not quiet, and stderr is a terminal (logs and pipelines stay clean).

@@ -194,7 +194,11 @@ pub fn undeclared_labels<'a>(values: impl IntoIterator<Item = &'a i32>, allowed:
             }
         }
     }
-    (0..256).filter(|&v| seen_small[v as usize]).chain(seen_other).filter(|v| !allowed.contains(&i64::from(*v))).collect()
+    (0..256)
+        .filter(|&v| seen_small[v as usize])
+        .chain(seen_other)
+        .filter(|v| !allowed.contains(&i64::from(*v)))
+        .collect()
 }
 
 /// nnU-Net's rules: background is 0, plain labels are consecutive, the ignore label comes right after.
@@ -322,12 +326,41 @@ mod tests {
             edit(v.as_object_mut().unwrap());
             Descriptor::from_json(&v).unwrap_err()
         };
-        assert!(broken(&|o| { o.remove("labels"); }).contains("\"labels\""));
-        assert!(broken(&|o| { o.insert("labels".into(), json!({"background": 0, "a": 2})); }).contains("consecutive"));
-        assert!(broken(&|o| { o.insert("labels".into(), json!({"a": 1})); }).contains("background"));
-        assert!(broken(&|o| { o.insert("numTraining".into(), json!("3")); }).contains("numTraining"));
-        assert!(broken(&|o| { o.insert("channel_names".into(), json!({"1": "CT"})); }).contains("gaps"));
-        assert!(broken(&|o| { o.insert("labels".into(), json!({"background": 0, "a": 1, "ignore": 5})); })
-            .contains("ignore"));
+        assert!(
+            broken(&|o| {
+                o.remove("labels");
+            })
+            .contains("\"labels\"")
+        );
+        assert!(
+            broken(&|o| {
+                o.insert("labels".into(), json!({"background": 0, "a": 2}));
+            })
+            .contains("consecutive")
+        );
+        assert!(
+            broken(&|o| {
+                o.insert("labels".into(), json!({"a": 1}));
+            })
+            .contains("background")
+        );
+        assert!(
+            broken(&|o| {
+                o.insert("numTraining".into(), json!("3"));
+            })
+            .contains("numTraining")
+        );
+        assert!(
+            broken(&|o| {
+                o.insert("channel_names".into(), json!({"1": "CT"}));
+            })
+            .contains("gaps")
+        );
+        assert!(
+            broken(&|o| {
+                o.insert("labels".into(), json!({"background": 0, "a": 1, "ignore": 5}));
+            })
+            .contains("ignore")
+        );
     }
 }

@@ -57,7 +57,7 @@ impl Labelling {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{array, Array4};
+    use ndarray::{Array4, array};
 
     #[test]
     fn argmax_takes_the_first_of_equal_maxima() {

@@ -7,7 +7,7 @@ mod discovery;
 mod fingerprint_file;
 mod labelling;
 
-pub use descriptor::{check_labels, undeclared_labels, Descriptor, Label};
-pub use discovery::{group_image_files, list_image_cases, split_channel_suffix, split_nifti_name, Case, Dataset};
+pub use descriptor::{Descriptor, Label, check_labels, undeclared_labels};
+pub use discovery::{Case, Dataset, group_image_files, list_image_cases, split_channel_suffix, split_nifti_name};
 pub use fingerprint_file::{Fingerprint, IntensityStats};
 pub use labelling::Labelling;

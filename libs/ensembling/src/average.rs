@@ -1,8 +1,8 @@
 //! Averaging the probabilities of several prediction folders (nnunet-spec 9.2).
 
-use nntools_dataset::{Descriptor, Labelling};
-use nntools_io::{read_json, read_label_map, read_npz, write_json, write_label_map, write_npz, Error, Result};
 use ndarray::Array4;
+use nntools_dataset::{Descriptor, Labelling};
+use nntools_io::{Error, Result, read_json, read_label_map, read_npz, write_json, write_label_map, write_npz};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 /// of the run two levels up for a training run's `fold_F/validation`.
 pub fn folder_descriptor(folder: &Path) -> Result<Descriptor> {
     let candidates = [folder.join("dataset.json"), folder.join("../../dataset.json")];
-    let found = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
-        Error::bad_input(folder, "no dataset.json in the folder (or its run folder); pass --dataset")
-    })?;
+    let found = candidates
+        .iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::bad_input(folder, "no dataset.json in the folder (or its run folder); pass --dataset"))?;
     Descriptor::read(found)
 }
 
@@ -29,7 +30,12 @@ fn case_ids(folder: &Path) -> Result<Vec<String>> {
 
 /// Averages `CASE.npz` probabilities over `inputs` for every case of the first folder and writes the
 /// label maps (geometry of the first folder's `CASE<ending>`) and, when asked, the probabilities.
-pub fn average_folders(inputs: &[PathBuf], output: &Path, descriptor: &Descriptor, save_probabilities: bool) -> Result<usize> {
+pub fn average_folders(
+    inputs: &[PathBuf],
+    output: &Path,
+    descriptor: &Descriptor,
+    save_probabilities: bool,
+) -> Result<usize> {
     let ids = case_ids(&inputs[0])?;
     if ids.is_empty() {
         return Err(Error::bad_input(&inputs[0], "no CASE.npz probabilities (predict with --save-probabilities)"));
@@ -57,7 +63,15 @@ pub fn average_folders(inputs: &[PathBuf], output: &Path, descriptor: &Descripto
                 None => probabilities,
                 Some(total) if total.shape() == probabilities.shape() => total + probabilities,
                 Some(total) => {
-                    return Err(Error::bad_input(&path, format!("shape {:?} differs from {:?} in {}", probabilities.shape(), total.shape(), inputs[0].display())));
+                    return Err(Error::bad_input(
+                        &path,
+                        format!(
+                            "shape {:?} differs from {:?} in {}",
+                            probabilities.shape(),
+                            total.shape(),
+                            inputs[0].display()
+                        ),
+                    ));
                 }
             });
         }

@@ -1,9 +1,9 @@
 //! Postprocessing by connected components (nnunet-spec 9.3): keep only the largest 26-connected
 //! component of a class (or of all foreground), the voxels of the others becoming background.
 
-use nntools_dataset::Descriptor;
-use nntools_io::{read_label_map, write_label_map, Error, Result};
 use ndarray::Array3;
+use nntools_dataset::Descriptor;
+use nntools_io::{Error, Result, read_label_map, write_label_map};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -7,5 +7,5 @@ mod components;
 mod select;
 
 pub use average::{average_folders, folder_descriptor};
-pub use components::{keep_largest_component, postprocess_folder, Step};
-pub use select::{select, InferencePlan, Model, SelectRequest};
+pub use components::{Step, keep_largest_component, postprocess_folder};
+pub use select::{InferencePlan, Model, SelectRequest, select};

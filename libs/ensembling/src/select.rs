@@ -3,10 +3,10 @@
 //! then postprocessing steps kept where they strictly improve that score.
 
 use crate::components::Step;
-use nntools_dataset::{Descriptor, Labelling};
-use nntools_evaluation::{case_metrics, classes, summarize, CaseResult, Options, Summary};
-use nntools_io::{read_json, read_label_map, read_npz, write_json, Error, Result};
 use ndarray::{Array3, Array4};
+use nntools_dataset::{Descriptor, Labelling};
+use nntools_evaluation::{CaseResult, Options, Summary, case_metrics, classes, summarize};
+use nntools_io::{Error, Result, read_json, read_label_map, read_npz, write_json};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -72,10 +72,8 @@ fn open_run(dir: &Path, folds: &[usize], problems: &mut Vec<String>) -> Result<R
         if let Some(name) = settings.as_ref().and_then(|s| s["configuration"].as_str()) {
             configuration.get_or_insert_with(|| name.to_owned());
         }
-        let val_cases: Vec<String> = settings
-            .as_ref()
-            .and_then(|s| serde_json::from_value(s["val_cases"].clone()).ok())
-            .unwrap_or_default();
+        let val_cases: Vec<String> =
+            settings.as_ref().and_then(|s| serde_json::from_value(s["val_cases"].clone()).ok()).unwrap_or_default();
         let validation = fold_dir.join("validation");
         let complete = !val_cases.is_empty() && val_cases.iter().all(|c| validation.join(format!("{c}.npz")).is_file());
         if !complete {
@@ -92,7 +90,8 @@ fn open_run(dir: &Path, folds: &[usize], problems: &mut Vec<String>) -> Result<R
     if let Some(pair) = cases.windows(2).find(|p| p[0].0 == p[1].0) {
         return Err(Error::bad_input(dir, format!("case {} is validated in two folds", pair[0].0)));
     }
-    let configuration = configuration.unwrap_or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let configuration =
+        configuration.unwrap_or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     let plans: serde_json::Value = read_json(&dir.join("plans.json"))?;
     let previous_stage = plans["configurations"][&configuration]["previous_stage"].as_str().map(str::to_owned);
     Ok(Run { dir: dir.to_owned(), configuration, previous_stage, cases })
@@ -104,7 +103,10 @@ fn previous_stage_run(run: &Run, runs: &[Run]) -> Result<Option<PathBuf>> {
     let Some(name) = &run.previous_stage else { return Ok(None) };
     match runs.iter().find(|r| &r.configuration == name) {
         Some(previous) => Ok(Some(previous.dir.clone())),
-        None => Err(Error::bad_input(&run.dir, format!("{} predicts from {name}'s predictions: give its {name} run to --runs too", run.configuration))),
+        None => Err(Error::bad_input(
+            &run.dir,
+            format!("{} predicts from {name}'s predictions: give its {name} run to --runs too", run.configuration),
+        )),
     }
 }
 
@@ -158,13 +160,23 @@ impl Context<'_> {
                 let reference = read_label_map(&reference_path)?;
                 let mut labels = self.labels(candidate, index)?;
                 if labels.shape() != reference.data.shape() {
-                    return Err(Error::bad_input(&reference_path, format!("shape differs from the prediction's {:?}", labels.shape())));
+                    return Err(Error::bad_input(
+                        &reference_path,
+                        format!("shape differs from the prediction's {:?}", labels.shape()),
+                    ));
                 }
                 for step in steps {
                     step.apply(&mut labels);
                 }
                 let prediction = labels.mapv(i32::from);
-                let metrics = case_metrics(reference.data.view(), prediction.view(), reference.geometry.spacing, &self.classes, self.descriptor.ignore_label, &Options::default());
+                let metrics = case_metrics(
+                    reference.data.view(),
+                    prediction.view(),
+                    reference.geometry.spacing,
+                    &self.classes,
+                    self.descriptor.ignore_label,
+                    &Options::default(),
+                );
                 Ok(CaseResult { metrics, prediction_file: PathBuf::from(id), reference_file: reference_path })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -183,7 +195,8 @@ fn class_dice(summary: &Summary, class: &str) -> f64 {
 /// Runs the selection and writes `inference_plan.json`.
 pub fn select(request: &SelectRequest) -> Result<InferencePlan> {
     let mut problems = Vec::new();
-    let runs = request.runs.iter().map(|dir| open_run(dir, &request.folds, &mut problems)).collect::<Result<Vec<_>>>()?;
+    let runs =
+        request.runs.iter().map(|dir| open_run(dir, &request.folds, &mut problems)).collect::<Result<Vec<_>>>()?;
     if !problems.is_empty() {
         return Err(Error::bad_input_lines(problems));
     }
@@ -192,7 +205,10 @@ pub fn select(request: &SelectRequest) -> Result<InferencePlan> {
     for run in &runs[1..] {
         let ids = |r: &Run| r.cases.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
         if ids(run) != ids(&runs[0]) {
-            return Err(Error::bad_input(&run.dir, format!("its cross-validation cases differ from {}'s", runs[0].dir.display())));
+            return Err(Error::bad_input(
+                &run.dir,
+                format!("its cross-validation cases differ from {}'s", runs[0].dir.display()),
+            ));
         }
     }
     let context = Context {
@@ -218,7 +234,11 @@ pub fn select(request: &SelectRequest) -> Result<InferencePlan> {
     let (steps, after) = determine_postprocessing(&context, &chosen, baseline.clone())?;
     let models: Vec<Model> = chosen
         .iter()
-        .map(|&r| Model { run: runs[r].dir.clone(), configuration: runs[r].configuration.clone(), previous_stage: previous_stages[r].clone() })
+        .map(|&r| Model {
+            run: runs[r].dir.clone(),
+            configuration: runs[r].configuration.clone(),
+            previous_stage: previous_stages[r].clone(),
+        })
         .collect();
     let plan = InferencePlan {
         commands: commands(&request.output),
@@ -243,7 +263,10 @@ fn determine_postprocessing(context: &Context, candidate: &[usize], baseline: Su
     let foreground = context.descriptor.foreground_labels();
     let whole = Step { keep_largest_component_of: foreground };
     let trial = context.summary(candidate, std::slice::from_ref(&whole))?;
-    let no_class_worse = current.mean.keys().all(|k| class_dice(&trial, k) >= class_dice(&current, k) || class_dice(&current, k).is_nan());
+    let no_class_worse = current
+        .mean
+        .keys()
+        .all(|k| class_dice(&trial, k) >= class_dice(&current, k) || class_dice(&current, k).is_nan());
     if foreground_dice(&trial) > foreground_dice(&current) && no_class_worse {
         steps.push(whole);
         current = trial;

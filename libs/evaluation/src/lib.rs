@@ -7,7 +7,7 @@ mod overlay;
 mod summary;
 mod surface;
 
-pub use metrics::{class_metrics, ClassMetrics};
-pub use summary::{case_metrics, classes, evaluate_folders, summarize, CaseResult, Options, Summary};
+pub use metrics::{ClassMetrics, class_metrics};
 pub use overlay::write_overlay;
+pub use summary::{CaseResult, Options, Summary, case_metrics, classes, evaluate_folders, summarize};
 pub use surface::{distance_to, surface_metrics};

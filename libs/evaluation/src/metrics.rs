@@ -29,7 +29,12 @@ pub struct ClassMetrics {
 
 /// Metrics of the class made of `labels` (one label, or the labels of a region); voxels whose
 /// reference is `ignore` count nowhere.
-pub fn class_metrics(reference: ArrayView3<i32>, prediction: ArrayView3<i32>, labels: &[i64], ignore: Option<i64>) -> ClassMetrics {
+pub fn class_metrics(
+    reference: ArrayView3<i32>,
+    prediction: ArrayView3<i32>,
+    labels: &[i64],
+    ignore: Option<i64>,
+) -> ClassMetrics {
     let (mut tp, mut fp, mut fn_, mut tn) = (0u64, 0u64, 0u64, 0u64);
     let member = |v: i32| labels.contains(&i64::from(v));
     Zip::from(reference).and(prediction).for_each(|&r, &p| {

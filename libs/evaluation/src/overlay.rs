@@ -2,8 +2,8 @@
 //! reference structure, the image in greyscale, reference contours in green and prediction contours in
 //! red (yellow where they coincide), side by side in one PNG.
 
-use nntools_io::{Error, Result, write_atomically};
 use ndarray::{ArrayView2, ArrayView3, Axis};
+use nntools_io::{Error, Result, write_atomically};
 use std::io::BufWriter;
 use std::path::Path;
 
@@ -16,7 +16,12 @@ const PREDICTION_RGB: [u8; 3] = [255, 0, 0];
 const BOTH_RGB: [u8; 3] = [255, 255, 0];
 
 /// Writes the overlay of one case to `path` (atomically).
-pub fn write_overlay(path: &Path, image: ArrayView3<f32>, reference: ArrayView3<i32>, prediction: ArrayView3<i32>) -> Result<()> {
+pub fn write_overlay(
+    path: &Path,
+    image: ArrayView3<f32>,
+    reference: ArrayView3<i32>,
+    prediction: ArrayView3<i32>,
+) -> Result<()> {
     let slices = choose_slices(reference, prediction);
     let (_, ny, nx) = image.dim();
     let scale = MIN_SIDE_PX.div_ceil(ny.max(nx)).max(1);
@@ -78,8 +83,9 @@ fn choose_slices(reference: ArrayView3<i32>, prediction: ArrayView3<i32>) -> Vec
         .and_then(|label| extent(reference, &|v| v == label))
         .or_else(|| extent(prediction, &|v| v != 0))
         .unwrap_or((0, nz - 1));
-    let mut slices: Vec<usize> =
-        (1..=SLICES).map(|i| first + ((last - first) as f64 * i as f64 / (SLICES + 1) as f64).round() as usize).collect();
+    let mut slices: Vec<usize> = (1..=SLICES)
+        .map(|i| first + ((last - first) as f64 * i as f64 / (SLICES + 1) as f64).round() as usize)
+        .collect();
     slices.dedup();
     slices
 }
@@ -106,7 +112,10 @@ fn on_contour(labels: ArrayView2<i32>, py: usize, px: usize, scale: usize) -> bo
         return false;
     }
     let (h, w) = (ny * scale, nx * scale);
-    py == 0 || px == 0 || py + 1 == h || px + 1 == w
+    py == 0
+        || px == 0
+        || py + 1 == h
+        || px + 1 == w
         || at(py - 1, px) != here
         || at(py + 1, px) != here
         || at(py, px - 1) != here

@@ -1,11 +1,11 @@
 //! Evaluating a folder of predictions against a folder of references, and nnU-Net's `summary.json`.
 
-use crate::metrics::{class_metrics, ClassMetrics};
+use crate::metrics::{ClassMetrics, class_metrics};
 use crate::overlay::write_overlay;
 use crate::surface::surface_metrics;
-use nntools_dataset::Descriptor;
-use nntools_io::{read_label_map, write_atomically, Error, Result};
 use ndarray::ArrayView3;
+use nntools_dataset::Descriptor;
+use nntools_io::{Error, Result, read_label_map, write_atomically};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -63,7 +63,8 @@ pub fn summarize(metric_per_case: Vec<CaseResult>) -> Summary {
                 }
             }
         }
-        let means = sums.into_iter().map(|(name, (sum, n))| (name, if n == 0 { f64::NAN } else { sum / n as f64 })).collect();
+        let means =
+            sums.into_iter().map(|(name, (sum, n))| (name, if n == 0 { f64::NAN } else { sum / n as f64 })).collect();
         mean.insert(class.clone(), means);
     }
     let mut foreground_mean = BTreeMap::new();
@@ -91,7 +92,9 @@ pub fn classes(descriptor: &Descriptor) -> Vec<(String, Vec<i64>)> {
 }
 
 fn same_geometry(a: &nntools_io::Geometry, b: &nntools_io::Geometry) -> bool {
-    let close = |x: &[f64], y: &[f64]| x.iter().zip(y).all(|(p, q)| (p - q).abs() <= GEOMETRY_TOLERANCE * p.abs().max(q.abs()).max(1.0));
+    let close = |x: &[f64], y: &[f64]| {
+        x.iter().zip(y).all(|(p, q)| (p - q).abs() <= GEOMETRY_TOLERANCE * p.abs().max(q.abs()).max(1.0))
+    };
     close(&a.spacing, &b.spacing) && close(&a.origin, &b.origin) && close(&a.direction, &b.direction)
 }
 
@@ -107,18 +110,30 @@ pub struct Options {
     pub overlays: Option<(PathBuf, PathBuf)>,
 }
 
-fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i64>)], ignore: Option<i64>, options: &Options) -> Result<CaseResult> {
+fn evaluate_case(
+    reference: &Path,
+    prediction: &Path,
+    classes: &[(String, Vec<i64>)],
+    ignore: Option<i64>,
+    options: &Options,
+) -> Result<CaseResult> {
     let truth = read_label_map(reference)?;
     let predicted = read_label_map(prediction)?;
     if truth.data.shape() != predicted.data.shape() || !same_geometry(&truth.geometry, &predicted.geometry) {
         return Err(Error::bad_input(
             prediction,
-            format!("geometry differs from the reference {} (shape {:?} vs {:?})", reference.display(), predicted.data.shape(), truth.data.shape()),
+            format!(
+                "geometry differs from the reference {} (shape {:?} vs {:?})",
+                reference.display(),
+                predicted.data.shape(),
+                truth.data.shape()
+            ),
         ));
     }
     // a value that dataset.json does not declare means the wrong dataset.json or a broken label map;
     // nnU-Net would silently count it as background
-    let declared: Vec<i64> = std::iter::once(0).chain(classes.iter().flat_map(|(_, values)| values.iter().copied())).chain(ignore).collect();
+    let declared: Vec<i64> =
+        std::iter::once(0).chain(classes.iter().flat_map(|(_, values)| values.iter().copied())).chain(ignore).collect();
     for (path, map) in [(reference, &truth), (prediction, &predicted)] {
         if let Some(value) = nntools_dataset::undeclared_labels(&map.data, &declared).first() {
             return Err(Error::bad_input(path, format!("holds label {value}, which dataset.json does not declare")));
@@ -131,7 +146,8 @@ fn evaluate_case(reference: &Path, prediction: &Path, classes: &[(String, Vec<i6
         let image = nntools_io::read_image(&images.join(format!("{id}_0000{ending}")))?;
         write_overlay(&out.join(format!("{id}.png")), image.data.view(), truth.data.view(), predicted.data.view())?;
     }
-    let metrics = case_metrics(truth.data.view(), predicted.data.view(), truth.geometry.spacing, classes, ignore, options);
+    let metrics =
+        case_metrics(truth.data.view(), predicted.data.view(), truth.geometry.spacing, classes, ignore, options);
     Ok(CaseResult { metrics, prediction_file: prediction.to_owned(), reference_file: reference.to_owned() })
 }
 
@@ -159,7 +175,12 @@ pub fn case_metrics(
 }
 
 /// Evaluates every reference `CASE<ending>` in `reference_dir` against `prediction_dir/CASE<ending>`.
-pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor: &Descriptor, options: &Options) -> Result<Summary> {
+pub fn evaluate_folders(
+    reference_dir: &Path,
+    prediction_dir: &Path,
+    descriptor: &Descriptor,
+    options: &Options,
+) -> Result<Summary> {
     let ending = &descriptor.file_ending;
     let entries = std::fs::read_dir(reference_dir).map_err(|e| Error::io(reference_dir, &e))?;
     let mut names: Vec<String> = entries
@@ -175,7 +196,13 @@ pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor:
         .iter()
         .map(|n| prediction_dir.join(n))
         .filter(|p| !p.is_file())
-        .map(|p| format!("{}: no prediction for reference {}", p.display(), reference_dir.join(p.file_name().unwrap()).display()))
+        .map(|p| {
+            format!(
+                "{}: no prediction for reference {}",
+                p.display(),
+                reference_dir.join(p.file_name().unwrap()).display()
+            )
+        })
         .collect();
     if !missing.is_empty() {
         return Err(Error::bad_input_lines(missing));
@@ -189,7 +216,9 @@ pub fn evaluate_folders(reference_dir: &Path, prediction_dir: &Path, descriptor:
     }
     let cases = names
         .par_iter()
-        .map(|n| evaluate_case(&reference_dir.join(n), &prediction_dir.join(n), &classes, descriptor.ignore_label, options))
+        .map(|n| {
+            evaluate_case(&reference_dir.join(n), &prediction_dir.join(n), &classes, descriptor.ignore_label, options)
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(summarize(cases))
 }
@@ -202,15 +231,33 @@ impl serde_json::ser::Formatter for NanAsPython {
     fn write_null<W: ?Sized + Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
         writer.write_all(b"NaN")
     }
-    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.begin_array(w) }
-    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.end_array(w) }
-    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> { self.0.begin_array_value(w, first) }
-    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.end_array_value(w) }
-    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.begin_object(w) }
-    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.end_object(w) }
-    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> { self.0.begin_object_key(w, first) }
-    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.begin_object_value(w) }
-    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> { self.0.end_object_value(w) }
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
 }
 
 impl Summary {
@@ -239,7 +286,18 @@ mod tests {
     use super::*;
 
     fn case(dice: [f64; 2]) -> CaseResult {
-        let metrics = |d: f64| ClassMetrics { dice: d, fn_: 0, fp: 0, hd95: None, iou: d, nsd: None, tn: 0, tp: 1, n_pred: 1, n_ref: 1 };
+        let metrics = |d: f64| ClassMetrics {
+            dice: d,
+            fn_: 0,
+            fp: 0,
+            hd95: None,
+            iou: d,
+            nsd: None,
+            tn: 0,
+            tp: 1,
+            n_pred: 1,
+            n_ref: 1,
+        };
         CaseResult {
             metrics: [("1".to_owned(), metrics(dice[0])), ("2".to_owned(), metrics(dice[1]))].into(),
             prediction_file: "p".into(),

@@ -26,7 +26,9 @@ fn transform_line(f: &mut [f64], spacing: f64, scratch: &mut (Vec<usize>, Vec<f6
         if f[q].is_infinite() {
             continue;
         }
-        let intersection = |p: usize| ((f[q] + position(q).powi(2)) - (f[p] + position(p).powi(2))) / (2.0 * (position(q) - position(p)));
+        let intersection = |p: usize| {
+            ((f[q] + position(q).powi(2)) - (f[p] + position(p).powi(2))) / (2.0 * (position(q) - position(p)))
+        };
         let mut s = intersection(v[v.len() - 1]);
         while s <= z[v.len() - 1] {
             v.pop();
@@ -55,7 +57,10 @@ pub fn distance_to(target: ArrayView3<bool>, spacing: [f64; 3]) -> Array3<f64> {
     let mut d = target.mapv(|t| if t { 0.0 } else { f64::INFINITY });
     for (axis, &step) in spacing.iter().enumerate() {
         let mut lanes: Vec<Vec<f64>> = d.lanes(Axis(axis)).into_iter().map(|l| l.to_vec()).collect();
-        lanes.par_iter_mut().for_each_init(|| (Vec::new(), Vec::new(), Vec::new()), |scratch, lane| transform_line(lane, step, scratch));
+        lanes.par_iter_mut().for_each_init(
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |scratch, lane| transform_line(lane, step, scratch),
+        );
         for (mut lane, values) in d.lanes_mut(Axis(axis)).into_iter().zip(lanes) {
             lane.iter_mut().zip(values).for_each(|(a, b)| *a = b);
         }
@@ -106,7 +111,8 @@ fn joint_bounding_box(a: ArrayView3<bool>, b: ArrayView3<bool>) -> Option<[std::
             }
         }
     });
-    (low[0] != usize::MAX).then(|| [0, 1, 2].map(|axis| low[axis].saturating_sub(1)..(high[axis] + 2).min(a.shape()[axis])))
+    (low[0] != usize::MAX)
+        .then(|| [0, 1, 2].map(|axis| low[axis].saturating_sub(1)..(high[axis] + 2).min(a.shape()[axis])))
 }
 
 /// HD95 and NSD (at `tolerance` mm) between a reference and a predicted mask.
@@ -114,13 +120,23 @@ fn joint_bounding_box(a: ArrayView3<bool>, b: ArrayView3<bool>) -> Option<[std::
 /// Every distance that counts runs between the two surfaces, which lie inside the masks' joint
 /// bounding box, so the work (and the distance maps' memory) is confined to that box; one voxel of
 /// margin keeps every surface voxel a surface voxel, so the result is exactly the whole volume's.
-pub fn surface_metrics(reference: ArrayView3<bool>, prediction: ArrayView3<bool>, spacing: [f64; 3], tolerance: f64) -> (f64, f64) {
+pub fn surface_metrics(
+    reference: ArrayView3<bool>,
+    prediction: ArrayView3<bool>,
+    spacing: [f64; 3],
+    tolerance: f64,
+) -> (f64, f64) {
     let Some([z, y, x]) = joint_bounding_box(reference, prediction) else { return (f64::NAN, f64::NAN) };
     let region = ndarray::s![z, y, x];
     surface_metrics_in_box(reference.slice_move(region), prediction.slice_move(region), spacing, tolerance)
 }
 
-fn surface_metrics_in_box(reference: ArrayView3<bool>, prediction: ArrayView3<bool>, spacing: [f64; 3], tolerance: f64) -> (f64, f64) {
+fn surface_metrics_in_box(
+    reference: ArrayView3<bool>,
+    prediction: ArrayView3<bool>,
+    spacing: [f64; 3],
+    tolerance: f64,
+) -> (f64, f64) {
     let (surface_ref, surface_pred) = (surface(reference), surface(prediction));
     let (n_ref, n_pred) = (surface_ref.iter().filter(|&&s| s).count(), surface_pred.iter().filter(|&&s| s).count());
     match (n_ref, n_pred) {
@@ -148,7 +164,8 @@ mod tests {
 
     /// Brute force over all target voxels.
     fn brute(target: &Array3<bool>, spacing: [f64; 3]) -> Array3<f64> {
-        let points: Vec<[usize; 3]> = target.indexed_iter().filter(|&(_, &t)| t).map(|((z, y, x), _)| [z, y, x]).collect();
+        let points: Vec<[usize; 3]> =
+            target.indexed_iter().filter(|&(_, &t)| t).map(|((z, y, x), _)| [z, y, x]).collect();
         Array3::from_shape_fn(target.raw_dim(), |(z, y, x)| {
             points
                 .iter()
@@ -192,7 +209,9 @@ mod tests {
     }
 
     fn cube(shape: [usize; 3], from: [usize; 3], to: [usize; 3]) -> Array3<bool> {
-        Array3::from_shape_fn(shape, |(z, y, x)| (from[0]..to[0]).contains(&z) && (from[1]..to[1]).contains(&y) && (from[2]..to[2]).contains(&x))
+        Array3::from_shape_fn(shape, |(z, y, x)| {
+            (from[0]..to[0]).contains(&z) && (from[1]..to[1]).contains(&y) && (from[2]..to[2]).contains(&x)
+        })
     }
 
     #[test]

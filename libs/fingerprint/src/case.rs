@@ -1,10 +1,10 @@
 //! One training case: its integrity checks and its contribution to the fingerprint.
 
-use nntools_random::RandomState;
 use ndarray::{ArrayView3, s};
 use nntools_dataset::Case;
 use nntools_io::{Image, read_image, read_label_map};
 use nntools_preprocessing::cropping::{box_shape, nonzero_bounding_box};
+use nntools_random::RandomState;
 
 /// nnU-Net re-seeds its sampler with this for every case.
 const SAMPLING_SEED: u32 = 1234;
@@ -79,13 +79,8 @@ pub fn analyse_case(case: &Case, allowed: &[i64], channels: usize, samples_per_c
         summary.samples = views
             .iter()
             .map(|channel| {
-                let foreground: Vec<f32> = channel
-                    .slice(region)
-                    .iter()
-                    .zip(seg.iter())
-                    .filter(|(_, l)| **l > 0)
-                    .map(|(v, _)| *v)
-                    .collect();
+                let foreground: Vec<f32> =
+                    channel.slice(region).iter().zip(seg.iter()).filter(|(_, l)| **l > 0).map(|(v, _)| *v).collect();
                 if foreground.is_empty() {
                     return Vec::new();
                 }

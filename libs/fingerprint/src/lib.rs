@@ -110,9 +110,8 @@ fn assemble(dataset: &Dataset, cases: Vec<case::CaseSummary>) -> std::result::Re
     }
     let mut foreground_intensity_properties_per_channel = BTreeMap::new();
     for (channel, samples) in per_channel.into_iter().enumerate() {
-        let stats = stats::intensity_stats(&stats::merge_counts(samples)).ok_or_else(|| {
-            format!("{}: no training case has foreground voxels (label > 0)", dataset.root.display())
-        })?;
+        let stats = stats::intensity_stats(&stats::merge_counts(samples))
+            .ok_or_else(|| format!("{}: no training case has foreground voxels (label > 0)", dataset.root.display()))?;
         foreground_intensity_properties_per_channel.insert(channel.to_string(), stats);
     }
     Ok(Fingerprint {

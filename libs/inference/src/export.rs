@@ -9,10 +9,10 @@
 //! buffer at inference (its issue #2912), never exist in host memory.
 
 use half::f16;
-use ndarray::{s, Array3, Array4, ArrayView3, Axis};
+use ndarray::{Array3, Array4, ArrayView3, Axis, s};
 use nntools_dataset::Labelling;
 use nntools_preprocessing::resampling::{clips_to_input_range, resampling_matrix};
-use nntools_preprocessing::{to_input_geometry, LogitsResampling, Properties, Recipe};
+use nntools_preprocessing::{LogitsResampling, Properties, Recipe, to_input_geometry};
 use tch::{Device, Kind, Tensor};
 
 /// Output voxels (times classes) resampled at once on a GPU: 2^27 float64 values, 1 GiB per buffer.
@@ -31,7 +31,13 @@ struct Cropped {
 }
 
 /// Exports fold-averaged logits `(c, z, y, x)` of a preprocessed case, on the logits' device.
-pub fn export(logits: &Tensor, properties: &Properties, recipe: &Recipe, labelling: &Labelling, with_probabilities: bool) -> Exported {
+pub fn export(
+    logits: &Tensor,
+    properties: &Properties,
+    recipe: &Recipe,
+    labelling: &Labelling,
+    with_probabilities: bool,
+) -> Exported {
     let cropped = cropped(logits, &LogitsResampling::of(properties, recipe), labelling, with_probabilities);
     to_input(cropped, properties, recipe, labelling)
 }
@@ -39,7 +45,12 @@ pub fn export(logits: &Tensor, properties: &Properties, recipe: &Recipe, labelli
 /// A 3d_lowres case's labels on the next stage's preprocessed grid of `shape`, as nnU-Net's validation
 /// writes them for training 3d_cascade_fullres (`resample_and_save`): the logits resampled straight to
 /// that shape, rounded and argmaxed as for export, and left in the preprocessed geometry.
-pub fn labels_for_next_stage(logits: &Tensor, recipe: &Recipe, labelling: &Labelling, shape: [usize; 3]) -> Array3<u16> {
+pub fn labels_for_next_stage(
+    logits: &Tensor,
+    recipe: &Recipe,
+    labelling: &Labelling,
+    shape: [usize; 3],
+) -> Array3<u16> {
     cropped(logits, &LogitsResampling::to_next_stage(recipe, shape), labelling, false).labels
 }
 
@@ -84,7 +95,12 @@ fn probabilities(logits: &Array4<f32>, labelling: &Labelling) -> Array4<f32> {
     probabilities
 }
 
-fn cropped_on_host(logits: &Array4<f32>, plan: &LogitsResampling, labelling: &Labelling, with_probabilities: bool) -> Cropped {
+fn cropped_on_host(
+    logits: &Array4<f32>,
+    plan: &LogitsResampling,
+    labelling: &Labelling,
+    with_probabilities: bool,
+) -> Cropped {
     let mut cropped = plan.apply(logits);
     round_to_half(&mut cropped);
     let probabilities = needs_probabilities(labelling, with_probabilities).then(|| probabilities(&cropped, labelling));
@@ -112,7 +128,13 @@ fn contract(t: Tensor, matrix: Option<&Tensor>, axis: usize) -> Tensor {
 /// float64 built from the host's line resampler, the same clipping to the input range), rounding,
 /// probabilities and labels, about `slab_values` float64 values at a time: output slabs along the slab
 /// axis (the thick axis when it is resampled separately, otherwise the first), classes in chunks.
-fn cropped_on_device(logits: &Tensor, plan: &LogitsResampling, labelling: &Labelling, with_probabilities: bool, slab_values: usize) -> Cropped {
+fn cropped_on_device(
+    logits: &Tensor,
+    plan: &LogitsResampling,
+    labelling: &Labelling,
+    with_probabilities: bool,
+    slab_values: usize,
+) -> Cropped {
     tch::no_grad(|| {
         let device = logits.device();
         let classes = logits.size()[0] as usize;
@@ -122,13 +144,17 @@ fn cropped_on_device(logits: &Tensor, plan: &LogitsResampling, labelling: &Label
         let logits = logits.permute([0, 1 + order[0] as i64, 1 + order[1] as i64, 1 + order[2] as i64]);
         let input_shape: Vec<usize> = logits.size()[1..].iter().map(|&s| s as usize).collect();
         let output_shape: Vec<usize> = order.iter().map(|&a| plan.shape[a]).collect();
-        let axis_order = |position: usize| if plan.separate_axis == Some(order[position]) { plan.how.order_z } else { plan.how.order };
+        let axis_order = |position: usize| {
+            if plan.separate_axis == Some(order[position]) { plan.how.order_z } else { plan.how.order }
+        };
         let matrices: Vec<Option<Tensor>> =
             (0..3).map(|k| axis_matrix(input_shape[k], output_shape[k], axis_order(k), device)).collect();
         // clipping to the input's range: per class, and per slice when slices are resized on their own
         let clip = clips_to_input_range(plan.how.order) && matrices.iter().any(Option::is_some);
         let range_dims: &[i64] = if plan.separate_axis.is_some() { &[2, 3] } else { &[1, 2, 3] };
-        let ranges = clip.then(|| (logits.amin(range_dims, true).to_kind(Kind::Double), logits.amax(range_dims, true).to_kind(Kind::Double)));
+        let ranges = clip.then(|| {
+            (logits.amin(range_dims, true).to_kind(Kind::Double), logits.amax(range_dims, true).to_kind(Kind::Double))
+        });
         let clamp = |t: Tensor, classes: (i64, i64), slices: Option<(i64, i64)>| match &ranges {
             None => t,
             Some((low, high)) => {
@@ -145,8 +171,8 @@ fn cropped_on_device(logits: &Tensor, plan: &LogitsResampling, labelling: &Label
         let plane = output_shape[1].max(input_shape[1]) * output_shape[2].max(input_shape[2]);
         let slab = (slab_values / (class_chunk * plane).max(1)).clamp(1, output_shape[0]);
         let mut labels = Array3::<u16>::zeros((output_shape[0], output_shape[1], output_shape[2]));
-        let mut probabilities =
-            with_probabilities.then(|| Array4::<f32>::zeros((classes, output_shape[0], output_shape[1], output_shape[2])));
+        let mut probabilities = with_probabilities
+            .then(|| Array4::<f32>::zeros((classes, output_shape[0], output_shape[1], output_shape[2])));
         for start in (0..output_shape[0]).step_by(slab) {
             let len = slab.min(output_shape[0] - start);
             let rows = matrices[0].as_ref().map(|m| m.narrow(0, start as i64, len as i64));
@@ -188,9 +214,13 @@ fn cropped_on_device(logits: &Tensor, plan: &LogitsResampling, labelling: &Label
                     labels
                 }
             };
-            let host_labels = Vec::<i32>::try_from(slab_labels.to_kind(Kind::Int).to_device(Device::Cpu).view(-1)).expect("int tensor");
-            let host_labels = Array3::from_shape_vec((len, output_shape[1], output_shape[2]), host_labels.into_iter().map(|l| l as u16).collect())
-                .expect("slab shape");
+            let host_labels = Vec::<i32>::try_from(slab_labels.to_kind(Kind::Int).to_device(Device::Cpu).view(-1))
+                .expect("int tensor");
+            let host_labels = Array3::from_shape_vec(
+                (len, output_shape[1], output_shape[2]),
+                host_labels.into_iter().map(|l| l as u16).collect(),
+            )
+            .expect("slab shape");
             labels.slice_mut(s![start..start + len, .., ..]).assign(&host_labels);
             if let (Some(all), Some(slab)) = (probabilities.as_mut(), slab_probabilities) {
                 all.slice_mut(s![.., start..start + len, .., ..]).assign(&to_array(&slab.to_device(Device::Cpu)));
@@ -199,8 +229,8 @@ fn cropped_on_device(logits: &Tensor, plan: &LogitsResampling, labelling: &Label
         // back to the spatial axis order
         let back = [0, 1, 2].map(|a| order.iter().position(|&o| o == a).expect("a permutation"));
         let labels = labels.permuted_axes(back).as_standard_layout().into_owned();
-        let probabilities =
-            probabilities.map(|p| p.permuted_axes([0, 1 + back[0], 1 + back[1], 1 + back[2]]).as_standard_layout().into_owned());
+        let probabilities = probabilities
+            .map(|p| p.permuted_axes([0, 1 + back[0], 1 + back[1], 1 + back[2]]).as_standard_layout().into_owned());
         Cropped { labels, probabilities }
     })
 }
@@ -257,7 +287,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let noise = Array4::from_shape_fn((classes, shape[0], shape[1], shape[2]), |_| rng.random_range(0.0f32..1.0));
         Array4::from_shape_fn(noise.dim(), |(c, z, y, x)| {
-            let wave = ((z as f32 * 0.7 + c as f32).sin() + (y as f32 * 0.4).cos() * (x as f32 * 0.3 - c as f32).sin()) * 4.0;
+            let wave =
+                ((z as f32 * 0.7 + c as f32).sin() + (y as f32 * 0.4).cos() * (x as f32 * 0.3 - c as f32).sin()) * 4.0;
             wave + 3.0 * noise[[c, z, y, x]]
         })
     }
@@ -290,7 +321,8 @@ mod tests {
                     let context = format!("case {index}, {labelling:?}, slab {slab_values}");
                     let differing = device.labels.iter().zip(&host.labels).filter(|(a, b)| a != b).count();
                     assert_eq!(differing, 0, "{context}: {differing} of {} labels differ", host.labels.len());
-                    let (device_p, host_p) = (device.probabilities.unwrap(), host.probabilities.as_ref().unwrap().clone());
+                    let (device_p, host_p) =
+                        (device.probabilities.unwrap(), host.probabilities.as_ref().unwrap().clone());
                     assert_eq!(device_p.shape(), host_p.shape(), "{context}");
                     let worst = device_p.iter().zip(&host_p).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
                     assert!(worst < 1e-6, "{context}: probabilities differ by {worst}");
@@ -311,8 +343,10 @@ mod tests {
     fn next_stage_labels_match_nnunet() {
         use ndarray_npy::ReadNpyExt;
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-        let plans: nntools_planning::Plans =
-            serde_json::from_str(&std::fs::read_to_string(fixtures.join("nnunet_plans/ct_lowres_cascade/nnUNetPlans.json")).unwrap()).unwrap();
+        let plans: nntools_planning::Plans = serde_json::from_str(
+            &std::fs::read_to_string(fixtures.join("nnunet_plans/ct_lowres_cascade/nnUNetPlans.json")).unwrap(),
+        )
+        .unwrap();
         let read = |name: &str| std::fs::File::open(fixtures.join("next_stage").join(name)).unwrap();
         let logits = Array4::<f32>::read_npy(read("logits.npy")).unwrap();
         let shape: Vec<i64> = logits.shape().iter().map(|&s| s as i64).collect();
@@ -328,7 +362,11 @@ mod tests {
             let differing = host.iter().zip(&expected).filter(|(a, b)| a != b).count();
             assert_eq!(differing, 0, "{name}: {differing} of {} labels differ from nnU-Net's", expected.len());
             let plan = LogitsResampling::to_next_stage(&recipe, shape);
-            assert_eq!(cropped_on_device(&tensor, &plan, &Labelling::Classes, false, 3000).labels, expected, "{name}: device path");
+            assert_eq!(
+                cropped_on_device(&tensor, &plan, &Labelling::Classes, false, 3000).labels,
+                expected,
+                "{name}: device path"
+            );
         }
     }
 }

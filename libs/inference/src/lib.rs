@@ -9,15 +9,15 @@
 mod export;
 mod sliding_window;
 
-pub use export::{export, labels_for_next_stage, Exported};
-pub use sliding_window::{importance_map, tile_starts, SlidingWindow};
+pub use export::{Exported, export, labels_for_next_stage};
+pub use sliding_window::{SlidingWindow, importance_map, tile_starts};
 
 use ndarray::{Array3, Array4, Axis};
-use nntools_dataset::{group_image_files, list_image_cases, Descriptor, Labelling};
-use nntools_io::{read_json, write_json, write_label_map, write_npz, Error, Result};
+use nntools_dataset::{Descriptor, Labelling, group_image_files, list_image_cases};
+use nntools_io::{Error, Result, read_json, write_json, write_label_map, write_npz};
 use nntools_network::Model;
 use nntools_planning::Plans;
-use nntools_preprocessing::{preprocess_case, CaseFiles, Preprocessed, Properties, Recipe};
+use nntools_preprocessing::{CaseFiles, Preprocessed, Properties, Recipe, preprocess_case};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use tch::{Device, Tensor};
@@ -110,16 +110,28 @@ impl ModelFolder {
         let folds = fold_folders(dir, options)?;
         let info_path = folds[0].join(format!("checkpoint_{}.json", options.checkpoint));
         let info: CheckpointInfo = read_json(&info_path)?;
-        let recipe = Recipe::new(&plans, &info.configuration, None).map_err(|p| Error::bad_input(dir.join("plans.json"), p))?;
+        let recipe =
+            Recipe::new(&plans, &info.configuration, None).map_err(|p| Error::bad_input(dir.join("plans.json"), p))?;
         let labelling = Labelling::of(&descriptor).map_err(|p| Error::bad_input(dir.join("dataset.json"), p))?;
         let classes = match &labelling {
             Labelling::Classes => descriptor.all_labels().len(),
             Labelling::Regions(_) => descriptor.foreground_entries().count(),
         };
-        let previous_stage_labels = recipe.configuration.previous_stage.as_ref().map(|_| descriptor.foreground_labels());
+        let previous_stage_labels =
+            recipe.configuration.previous_stage.as_ref().map(|_| descriptor.foreground_labels());
         let weights = folds.iter().map(|f| f.join(format!("checkpoint_{}.safetensors", options.checkpoint))).collect();
         let mirror_axes = if options.tta { info.inference_allowed_mirroring_axes } else { Vec::new() };
-        Ok(Self { dir: dir.to_owned(), plans, descriptor, recipe, labelling, previous_stage_labels, weights, mirror_axes, classes })
+        Ok(Self {
+            dir: dir.to_owned(),
+            plans,
+            descriptor,
+            recipe,
+            labelling,
+            previous_stage_labels,
+            weights,
+            mirror_axes,
+            classes,
+        })
     }
 }
 
@@ -137,13 +149,24 @@ impl Predictor {
             .weights
             .iter()
             .map(|weights| {
-                let mut model = Model::new(options.device, &arch.network_class_name, &arch.arch_kwargs, input_channels, folder.classes)
-                    .map_err(|p| Error::bad_input(folder.dir.join("plans.json"), p))?;
+                let mut model = Model::new(
+                    options.device,
+                    &arch.network_class_name,
+                    &arch.arch_kwargs,
+                    input_channels,
+                    folder.classes,
+                )
+                .map_err(|p| Error::bad_input(folder.dir.join("plans.json"), p))?;
                 model.load_safetensors(weights).map_err(|e| Error::bad_input(weights, e))?;
                 Ok(model)
             })
             .collect::<Result<Vec<_>>>()?;
-        let window = SlidingWindow::new(&folder.recipe.configuration.patch_size, options.step, &folder.mirror_axes, options.device);
+        let window = SlidingWindow::new(
+            &folder.recipe.configuration.patch_size,
+            options.step,
+            &folder.mirror_axes,
+            options.device,
+        );
         Ok(Self { models, window, classes: folder.classes as i64, previous_stage_labels: labels.clone() })
     }
 
@@ -166,14 +189,21 @@ impl Predictor {
         };
         let data = with_previous_stage.as_ref().unwrap_or(data);
         let shape: Vec<i64> = data.shape().iter().map(|&s| s as i64).collect();
-        Tensor::from_slice(data.as_slice().expect("standard layout")).view(shape.as_slice()).to_device(self.window.gaussian.device())
+        Tensor::from_slice(data.as_slice().expect("standard layout"))
+            .view(shape.as_slice())
+            .to_device(self.window.gaussian.device())
     }
 
     /// Fold-averaged fp16 logits `(classes, z, y, x)` of preprocessed data `(c, z, y, x)` (with the
     /// previous stage's preprocessed labels for the cascade) on the prediction device, summed and
     /// divided in fp16 as nnU-Net's accumulators hold them; `on_tile` is called after every network
     /// evaluation.
-    pub fn logits(&self, data: &Array4<f32>, previous_stage: Option<&Array3<i16>>, on_tile: &mut dyn FnMut()) -> Tensor {
+    pub fn logits(
+        &self,
+        data: &Array4<f32>,
+        previous_stage: Option<&Array3<i16>>,
+        on_tile: &mut dyn FnMut(),
+    ) -> Tensor {
         let input = self.input(data, previous_stage);
         let mut sum: Option<Tensor> = None;
         for model in &self.models {
@@ -268,7 +298,12 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
     std::fs::create_dir_all(&request.output).map_err(|e| Error::io(&request.output, &e))?;
     // a temporary name, so that the folder a killed run leaves is removed at the next start
     let scratch = nntools_io::temporary_path(&request.output.join("previous-stage"));
-    let first = Request { models: vec![previous.clone()], output: scratch.clone(), save_probabilities: false, ..request.clone() };
+    let first = Request {
+        models: vec![previous.clone()],
+        output: scratch.clone(),
+        save_probabilities: false,
+        ..request.clone()
+    };
     let outcome = predict_cases(&first, None, report).and_then(|()| predict_cases(request, Some(&scratch), report));
     let _ = std::fs::remove_dir_all(&scratch);
     if outcome.is_err() && created {
@@ -280,18 +315,25 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
 
 /// `predict` with the previous stage's predictions, if any, in `previous_predictions`.
 fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report: &mut dyn FnMut(Event)) -> Result<()> {
-    let folders = request.models.iter().map(|dir| ModelFolder::open(dir, &request.options)).collect::<Result<Vec<_>>>()?;
+    let folders =
+        request.models.iter().map(|dir| ModelFolder::open(dir, &request.options)).collect::<Result<Vec<_>>>()?;
     let predictors = folders.iter().map(|f| Predictor::load(f, &request.options)).collect::<Result<Vec<_>>>()?;
     let first = &folders[0];
     let channels = first.recipe.channels();
     for p in &folders[1..] {
         if p.recipe.channels() != channels || p.descriptor.labels != first.descriptor.labels {
-            return Err(Error::bad_input(&p.dir, format!("its channels or labels differ from {}'s", first.dir.display())));
+            return Err(Error::bad_input(
+                &p.dir,
+                format!("its channels or labels differ from {}'s", first.dir.display()),
+            ));
         }
     }
     let cascade = folders.iter().any(|f| f.previous_stage_labels.is_some());
     if cascade && previous_predictions.is_none() {
-        return Err(Error::bad_input(&first.dir, "a 3d_cascade_fullres model needs --prev-stage DIR (the 3d_lowres predictions)"));
+        return Err(Error::bad_input(
+            &first.dir,
+            "a 3d_cascade_fullres model needs --prev-stage DIR (the 3d_lowres predictions)",
+        ));
     }
     let cases = cases(request, channels)?;
     let dataset_json = read_json::<serde_json::Value>(&first.dir.join("dataset.json"))?;
@@ -315,7 +357,11 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
                     .map(|f| {
                         // only a cascade stage reads the previous stage's labels: for another model they
                         // would change the normalisation mask
-                        let label = f.previous_stage_labels.as_ref().and(previous_predictions).map(|dir| dir.join(format!("{id}{ending}")));
+                        let label = f
+                            .previous_stage_labels
+                            .as_ref()
+                            .and(previous_predictions)
+                            .map(|dir| dir.join(format!("{id}{ending}")));
                         preprocess_case(&f.recipe, &CaseFiles { id: id.clone(), images: images.clone(), label })
                     })
                     .collect::<Result<Vec<_>>>();
@@ -339,7 +385,9 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
             let per_model = predictors
                 .iter()
                 .zip(prepared.per_model)
-                .map(|(p, case)| (p.logits(&case.data, case.seg.as_ref(), &mut || report(Event::Tile)), case.properties))
+                .map(|(p, case)| {
+                    (p.logits(&case.data, case.seg.as_ref(), &mut || report(Event::Tile)), case.properties)
+                })
                 .collect();
             if predicted_tx.send(Predicted { id: prepared.id.clone(), per_model, header }).is_err() {
                 break;
@@ -372,7 +420,9 @@ fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request, endin
     let mut exported: Vec<Exported> = folders
         .iter()
         .zip(&case.per_model)
-        .map(|(p, (logits, properties))| export(logits, properties, &p.recipe, &p.labelling, request.save_probabilities || several))
+        .map(|(p, (logits, properties))| {
+            export(logits, properties, &p.recipe, &p.labelling, request.save_probabilities || several)
+        })
         .collect();
     let labelling = &folders[0].labelling;
     let (labels, probabilities) = if several {

@@ -114,57 +114,73 @@ impl SlidingWindow {
     /// predicted slice by slice for a 2-D patch), on the image tensor's device. On a GPU the network
     /// runs under fp16 autocast, as nnU-Net's predictor runs it there.
     pub fn predict(&self, net: &UNet, image: &Tensor, classes: i64, mut on_tile: impl FnMut()) -> Tensor {
-        nntools_network::autocast(image.device().is_cuda(), || tch::no_grad(|| {
-            let spatial: Vec<usize> = image.size()[1..].iter().map(|&s| s as usize).collect();
-            let planar = self.patch.len() == 2;
-            let tiled = if planar { &spatial[1..] } else { &spatial[..] };
-            // images smaller than the patch are padded with 0, split as nnU-Net's pad_nd_image does
-            let padding: Vec<(usize, usize)> =
-                tiled.iter().zip(&self.patch).map(|(&s, &p)| { let d = p.saturating_sub(s); (d / 2, d - d / 2) }).collect();
-            let offset = spatial.len() - tiled.len();
-            let mut pad_spec = Vec::new();
-            for &(before, after) in padding.iter().rev() {
-                pad_spec.extend([before as i64, after as i64]);
-            }
-            let image = if pad_spec.iter().any(|&p| p > 0) { image.constant_pad_nd(&pad_spec) } else { image.shallow_clone() };
-            let padded: Vec<i64> = image.size()[1..].to_vec();
-            let options = (Kind::Half, image.device());
-            let mut shape = vec![classes];
-            shape.extend(&padded);
-            let logits = Tensor::zeros(&shape, options);
-            let weights = Tensor::zeros(&padded, options);
-            let tiled_size: Vec<usize> = padded[offset..].iter().map(|&s| s as usize).collect();
-            let starts = tile_starts(&tiled_size, &self.patch, self.step);
-            let slices: Vec<Option<i64>> = if planar { (0..padded[0]).map(Some).collect() } else { vec![None] };
-            for slice in slices {
-                for corner in cartesian(&starts) {
-                    let window = |t: &Tensor, first_axis: i64| {
-                        let t = match slice { Some(z) => t.narrow(first_axis, z, 1).squeeze_dim(first_axis), None => t.shallow_clone() };
-                        corner.iter().zip(&self.patch).enumerate().fold(t, |t, (a, (&start, &len))| {
-                            t.narrow(first_axis + a as i64, start as i64, len as i64)
-                        })
-                    };
-                    let tile = window(&image, 1).unsqueeze(0).contiguous();
-                    let prediction = self.tile_logits(net, &tile) * &self.gaussian;
-                    let mut target = window(&logits, 1);
-                    let _ = target.g_add_(&prediction);
-                    let mut weight = window(&weights, 0);
-                    let _ = weight.g_add_(&self.gaussian);
-                    on_tile();
+        nntools_network::autocast(image.device().is_cuda(), || {
+            tch::no_grad(|| {
+                let spatial: Vec<usize> = image.size()[1..].iter().map(|&s| s as usize).collect();
+                let planar = self.patch.len() == 2;
+                let tiled = if planar { &spatial[1..] } else { &spatial[..] };
+                // images smaller than the patch are padded with 0, split as nnU-Net's pad_nd_image does
+                let padding: Vec<(usize, usize)> = tiled
+                    .iter()
+                    .zip(&self.patch)
+                    .map(|(&s, &p)| {
+                        let d = p.saturating_sub(s);
+                        (d / 2, d - d / 2)
+                    })
+                    .collect();
+                let offset = spatial.len() - tiled.len();
+                let mut pad_spec = Vec::new();
+                for &(before, after) in padding.iter().rev() {
+                    pad_spec.extend([before as i64, after as i64]);
                 }
-            }
-            let logits = logits / weights;
-            // back to the image's extent
-            padding.iter().enumerate().fold(logits, |t, (a, &(before, _))| {
-                t.narrow((1 + offset + a) as i64, before as i64, tiled[a] as i64)
+                let image = if pad_spec.iter().any(|&p| p > 0) {
+                    image.constant_pad_nd(&pad_spec)
+                } else {
+                    image.shallow_clone()
+                };
+                let padded: Vec<i64> = image.size()[1..].to_vec();
+                let options = (Kind::Half, image.device());
+                let mut shape = vec![classes];
+                shape.extend(&padded);
+                let logits = Tensor::zeros(&shape, options);
+                let weights = Tensor::zeros(&padded, options);
+                let tiled_size: Vec<usize> = padded[offset..].iter().map(|&s| s as usize).collect();
+                let starts = tile_starts(&tiled_size, &self.patch, self.step);
+                let slices: Vec<Option<i64>> = if planar { (0..padded[0]).map(Some).collect() } else { vec![None] };
+                for slice in slices {
+                    for corner in cartesian(&starts) {
+                        let window = |t: &Tensor, first_axis: i64| {
+                            let t = match slice {
+                                Some(z) => t.narrow(first_axis, z, 1).squeeze_dim(first_axis),
+                                None => t.shallow_clone(),
+                            };
+                            corner.iter().zip(&self.patch).enumerate().fold(t, |t, (a, (&start, &len))| {
+                                t.narrow(first_axis + a as i64, start as i64, len as i64)
+                            })
+                        };
+                        let tile = window(&image, 1).unsqueeze(0).contiguous();
+                        let prediction = self.tile_logits(net, &tile) * &self.gaussian;
+                        let mut target = window(&logits, 1);
+                        let _ = target.g_add_(&prediction);
+                        let mut weight = window(&weights, 0);
+                        let _ = weight.g_add_(&self.gaussian);
+                        on_tile();
+                    }
+                }
+                let logits = logits / weights;
+                // back to the image's extent
+                padding.iter().enumerate().fold(logits, |t, (a, &(before, _))| {
+                    t.narrow((1 + offset + a) as i64, before as i64, tiled[a] as i64)
+                })
             })
-        }))
+        })
     }
 
     /// Number of network evaluations `predict` makes for an image of `spatial` shape (for progress).
     pub fn tile_count(&self, spatial: &[usize]) -> usize {
         let planar = self.patch.len() == 2;
-        let tiled: Vec<usize> = spatial[usize::from(planar)..].iter().zip(&self.patch).map(|(&s, &p)| s.max(p)).collect();
+        let tiled: Vec<usize> =
+            spatial[usize::from(planar)..].iter().zip(&self.patch).map(|(&s, &p)| s.max(p)).collect();
         let per_slice: usize = tile_starts(&tiled, &self.patch, self.step).iter().map(Vec::len).product();
         if planar { per_slice * spatial[0] } else { per_slice }
     }

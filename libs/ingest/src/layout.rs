@@ -3,8 +3,11 @@
 
 use crate::{Images, Options, SourceCase};
 use indexmap::IndexMap;
-use nntools_dataset::{split_nifti_name, Dataset};
-use nntools_io::{read_image, read_label_map, read_volumes, write_folder_atomically, write_json, write_volume, Error, ErrorKind, Result};
+use nntools_dataset::{Dataset, split_nifti_name};
+use nntools_io::{
+    Error, ErrorKind, Result, read_image, read_label_map, read_volumes, write_folder_atomically, write_json,
+    write_volume,
+};
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -83,10 +86,8 @@ pub(crate) fn write_raw_dataset(plan: &Plan, out: &Path, options: Options) -> Re
             extra: &plan.extra,
         };
         write_json(&staging.join("dataset.json"), &descriptor)?;
-        let test_problems: Vec<String> = test_placed
-            .par_iter()
-            .filter_map(|(path, _)| read_image(path).err().map(|e| e.message))
-            .collect();
+        let test_problems: Vec<String> =
+            test_placed.par_iter().filter_map(|(path, _)| read_image(path).err().map(|e| e.message)).collect();
         placed.extend(test_placed);
         let names = SourceNames { placed, staging, out };
         let dataset = Dataset::open(staging).map_err(|e| Error { message: names.translate(&e.message), ..e })?;
@@ -138,7 +139,8 @@ fn common_ending(plan: &Plan) -> &'static str {
         };
         images.into_iter().chain(&case.label)
     });
-    let ending_of = |path: &PathBuf| split_nifti_name(&path.file_name().unwrap_or_default().to_string_lossy()).map(|(_, e)| e);
+    let ending_of =
+        |path: &PathBuf| split_nifti_name(&path.file_name().unwrap_or_default().to_string_lossy()).map(|(_, e)| e);
     if files.all(|path| ending_of(path) == Some(".nii")) { ".nii" } else { ".nii.gz" }
 }
 
@@ -166,7 +168,10 @@ fn place_case(
             if volumes.len() != channels {
                 return Err(Error::bad_input(
                     source,
-                    format!("holds {} volume(s) along the 4th axis but {channels} channels are declared", volumes.len()),
+                    format!(
+                        "holds {} volume(s) along the 4th axis but {channels} channels are declared",
+                        volumes.len()
+                    ),
                 ));
             }
             let mut placed = Vec::with_capacity(channels);
@@ -238,10 +243,7 @@ fn derive_labels(cases: &[SourceCase], origin: &Path) -> Result<Vec<(String, i64
             ),
         ));
     }
-    Ok(values
-        .into_iter()
-        .map(|v| (if v == 0 { "background".to_owned() } else { format!("label_{v}") }, v))
-        .collect())
+    Ok(values.into_iter().map(|v| (if v == 0 { "background".to_owned() } else { format!("label_{v}") }, v)).collect())
 }
 
 /// All the values, or every bad-input problem as one error (one line each); a runtime failure wins.

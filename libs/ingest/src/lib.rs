@@ -8,7 +8,7 @@ mod layout;
 mod sources;
 mod v1;
 
-pub use sources::{create, parse_numbered, CreateRequest};
+pub use sources::{CreateRequest, create, parse_numbered};
 pub use v1::convert_v1;
 
 use std::path::PathBuf;

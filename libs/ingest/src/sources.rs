@@ -6,9 +6,9 @@
 //! follow the same two forms; there, files are channel files when every name ends in `_XXXX` with XXXX
 //! below the channel count.
 
-use crate::layout::{write_raw_dataset, Plan};
+use crate::layout::{Plan, write_raw_dataset};
 use crate::{Images, Options, SourceCase};
-use nntools_dataset::{check_labels, group_image_files, split_channel_suffix, split_nifti_name, Label};
+use nntools_dataset::{Label, check_labels, group_image_files, split_channel_suffix, split_nifti_name};
 use nntools_io::{Error, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -173,9 +173,18 @@ fn training_cases(
                 // name the first missing channel file, or else the first one too many
                 let file = match (0..channels).find(|c| !indices.contains(c)) {
                     Some(c) => format!("{}: missing;", request.images.join(format!("{id}_{c:04}.nii.gz")).display()),
-                    None => format!("{}:", channel_files.iter().find(|(c, _)| *c >= channels).map_or(&channel_files[0].1, |(_, p)| p).display()),
+                    None => format!(
+                        "{}:",
+                        channel_files
+                            .iter()
+                            .find(|(c, _)| *c >= channels)
+                            .map_or(&channel_files[0].1, |(_, p)| p)
+                            .display()
+                    ),
                 };
-                problems.push(format!("{file} case {id} has channel files {indices:?}, expected 0..{channels} (one per --channel)"));
+                problems.push(format!(
+                    "{file} case {id} has channel files {indices:?}, expected 0..{channels} (one per --channel)"
+                ));
                 continue;
             }
             None => Images::Channels(channel_files.into_iter().map(|(_, p)| p).collect()),
@@ -240,9 +249,13 @@ mod tests {
     #[test]
     fn pairs_images_with_labels_by_case_name() {
         let root = tempfile::tempdir().unwrap();
-        let request = CreateRequest { images: root.path().join("img"), labels: root.path().join("lab"), ..Default::default() };
+        let request =
+            CreateRequest { images: root.path().join("img"), labels: root.path().join("lab"), ..Default::default() };
         let labels = touch(&request.labels, &["a.nii.gz", "b_0001.nii", "c.nii.gz"]);
-        let images = touch(&request.images, &["a_0000.nii.gz", "a_0001.nii.gz", "b_0001_0000.nii", "b_0001_0001.nii", "c.nii.gz"]);
+        let images = touch(
+            &request.images,
+            &["a_0000.nii.gz", "a_0001.nii.gz", "b_0001_0000.nii", "b_0001_0001.nii", "c.nii.gz"],
+        );
         let cases = training_cases(&request, images, labels, 2).unwrap();
         let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["a", "b_0001", "c"]);
@@ -257,7 +270,8 @@ mod tests {
     #[test]
     fn reports_every_unpaired_file() {
         let root = tempfile::tempdir().unwrap();
-        let request = CreateRequest { images: root.path().join("img"), labels: root.path().join("lab"), ..Default::default() };
+        let request =
+            CreateRequest { images: root.path().join("img"), labels: root.path().join("lab"), ..Default::default() };
         let labels = touch(&request.labels, &["a.nii.gz", "b.nii.gz", "d.nii.gz"]);
         let images = touch(&request.images, &["a_0000.nii.gz", "b_0000.nii.gz", "b_0002.nii.gz", "c_0000.nii.gz"]);
         let message = training_cases(&request, images, labels, 2).unwrap_err().message;
@@ -265,7 +279,10 @@ mod tests {
         assert_eq!(lines.len(), 4, "{message}");
         assert!(lines[0].contains("c_0000.nii.gz: image without a label map"), "{message}");
         assert!(lines[1].contains("a_0001.nii.gz: missing; case a has channel files [0], expected 0..2"), "{message}");
-        assert!(lines[2].contains("b_0001.nii.gz: missing; case b has channel files [0, 2], expected 0..2"), "{message}");
+        assert!(
+            lines[2].contains("b_0001.nii.gz: missing; case b has channel files [0, 2], expected 0..2"),
+            "{message}"
+        );
         assert!(lines[3].contains("d.nii.gz: label map without an image"), "{message}");
     }
 

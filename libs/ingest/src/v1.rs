@@ -4,10 +4,10 @@
 //! cases, 4-D images are split into one file per channel (a v1 task whose images already carry
 //! `_XXXX` files has them copied), and the descriptive keys are kept.
 
-use crate::layout::{collect_all, write_raw_dataset, Plan};
+use crate::layout::{Plan, collect_all, write_raw_dataset};
 use crate::{Images, Options, SourceCase};
-use nntools_dataset::{split_nifti_name, Descriptor};
-use nntools_io::{read_json, Error, Result};
+use nntools_dataset::{Descriptor, split_nifti_name};
+use nntools_io::{Error, Result, read_json};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,7 +21,12 @@ pub fn convert_v1(task: &Path, out: &Path, options: Options) -> Result<Vec<Strin
     let json: Value = read_json(&json_path)?;
     let descriptor = Descriptor::from_json(&json).map_err(|problem| Error::bad_input(&json_path, problem))?;
     let object = json.as_object().expect("a parsed descriptor is an object");
-    let not_v1 = || Error::bad_input(&json_path, "no \"training\" list of {\"image\", \"label\"}: not an nnU-Net v1 / MSD dataset.json");
+    let not_v1 = || {
+        Error::bad_input(
+            &json_path,
+            "no \"training\" list of {\"image\", \"label\"}: not an nnU-Net v1 / MSD dataset.json",
+        )
+    };
     let training = object.get("training").and_then(Value::as_array).ok_or_else(not_v1)?;
     let channels = descriptor.channel_names.len();
     let training = collect_all(training.iter().map(|entry| {

@@ -251,7 +251,12 @@ mod tests {
 
     #[test]
     fn itk_rules_for_pixdim_units_and_conflicting_transforms() {
-        let mut header = Geometry { spacing: [3.0, 2.0, 1.0], origin: [1.0, 2.0, 3.0], direction: [-1., 0., 0., 0., -1., 0., 0., 0., 1.] }.to_header();
+        let mut header = Geometry {
+            spacing: [3.0, 2.0, 1.0],
+            origin: [1.0, 2.0, 3.0],
+            direction: [-1., 0., 0., 0., -1., 0., 0., 0., 1.],
+        }
+        .to_header();
         // a negative pixdim keeps its magnitude as spacing and flips its direction column
         header.pixdim[2] = -2.0;
         let g = Geometry::from_header(&header).unwrap();

@@ -12,8 +12,8 @@ use ndarray::{Array3, ArrayView3, Order};
 use nifti::writer::WriterOptions;
 use nifti::{InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType};
 use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Size of a NIfTI-1 header on disk; the voxel data of a `.nii` starts at or after `vox_offset >= 352`.
 const HEADER_BYTES: usize = 348;
@@ -60,8 +60,8 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader> {
             format!("truncated NIfTI header ({} of {HEADER_BYTES} bytes)", bytes.len()),
         ));
     }
-    let header = NiftiHeader::from_reader(bytes)
-        .map_err(|e| Error::bad_input(path, format!("not a NIfTI-1 file: {e}")))?;
+    let header =
+        NiftiHeader::from_reader(bytes).map_err(|e| Error::bad_input(path, format!("not a NIfTI-1 file: {e}")))?;
     if header.sizeof_hdr == NIFTI2_HEADER_BYTES || header.sizeof_hdr.swap_bytes() == NIFTI2_HEADER_BYTES {
         return Err(Error::bad_input(path, "NIfTI-2 files are not supported; convert to NIfTI-1"));
     }
@@ -116,7 +116,8 @@ fn read_stored(path: &Path, volumes_allowed: bool) -> Result<Stored> {
     let mut header_bytes = Vec::with_capacity(HEADER_BYTES);
     (&mut stream).take(HEADER_BYTES as u64).read_to_end(&mut header_bytes).map_err(corrupt)?;
     let header = parse_header(path, &header_bytes)?;
-    let (shape, volumes) = volume_layout(&header, volumes_allowed).map_err(|problem| Error::bad_input(path, problem))?;
+    let (shape, volumes) =
+        volume_layout(&header, volumes_allowed).map_err(|problem| Error::bad_input(path, problem))?;
     let datatype = header
         .data_type()
         .ok()
@@ -137,7 +138,10 @@ fn read_stored(path: &Path, volumes_allowed: bool) -> Result<Stored> {
     if bytes.len() < needed {
         return Err(Error::bad_input(
             path,
-            format!("header claims {voxels} voxels ({needed} bytes) but the file holds {} bytes of voxel data", bytes.len()),
+            format!(
+                "header claims {voxels} voxels ({needed} bytes) but the file holds {} bytes of voxel data",
+                bytes.len()
+            ),
         ));
     }
     Ok(Stored { header, shape, volumes, datatype, bytes })
@@ -155,9 +159,8 @@ fn to_f32(path: &Path, header: &NiftiHeader, [nx, ny, nz]: [usize; 3], bytes: Ve
     let volume = InMemNiftiVolume::from_raw_data(&with_valid_scaling(header), bytes)
         .map_err(|e| Error::bad_input(path, format!("invalid voxel data: {e}")))?;
     let array = volume.into_ndarray::<f32>().map_err(|e| Error::bad_input(path, e))?;
-    let array = array
-        .into_shape_with_order(([nx, ny, nz], Order::ColumnMajor))
-        .map_err(|e| Error::bad_input(path, e))?;
+    let array =
+        array.into_shape_with_order(([nx, ny, nz], Order::ColumnMajor)).map_err(|e| Error::bad_input(path, e))?;
     Ok(array.reversed_axes())
 }
 
@@ -179,7 +182,12 @@ pub fn read_volumes(path: &Path) -> Result<Vec<Volume>> {
     let volume_bytes = stored.shape.iter().product::<usize>() * stored.datatype.size_of();
     Ok(stored.bytes[..volume_bytes * stored.volumes]
         .chunks_exact(volume_bytes)
-        .map(|bytes| Volume { header: header.clone(), shape: stored.shape, datatype: stored.datatype, bytes: bytes.to_vec() })
+        .map(|bytes| Volume {
+            header: header.clone(),
+            shape: stored.shape,
+            datatype: stored.datatype,
+            bytes: bytes.to_vec(),
+        })
         .collect())
 }
 
@@ -256,7 +264,12 @@ pub fn write_like<T: Voxel>(path: &Path, data: ArrayView3<T>, reference: &NiftiH
     write_typed(path, data, reference, T::DATA_TYPE)
 }
 
-fn write_typed<A: bytemuck::Pod>(path: &Path, data: ArrayView3<A>, reference: &NiftiHeader, datatype: NiftiType) -> Result<()> {
+fn write_typed<A: bytemuck::Pod>(
+    path: &Path,
+    data: ArrayView3<A>,
+    reference: &NiftiHeader,
+    datatype: NiftiType,
+) -> Result<()> {
     let expected = [reference.dim[3] as usize, reference.dim[2] as usize, reference.dim[1] as usize];
     if reference.dim[0] >= 3 && data.shape() != expected {
         return Err(Error::bad_input(
@@ -315,12 +328,17 @@ mod tests {
     use ndarray::{Array4, Axis};
 
     fn geometry() -> Geometry {
-        Geometry { spacing: [2.5, 0.9, 0.8], origin: [4.0, -7.0, 12.0], direction: [0., -1., 0., 1., 0., 0., 0., 0., 1.] }
+        Geometry {
+            spacing: [2.5, 0.9, 0.8],
+            origin: [4.0, -7.0, 12.0],
+            direction: [0., -1., 0., 1., 0., 0., 0., 0., 1.],
+        }
     }
 
     /// A 4-D NIfTI file of `channels` int16 volumes (c, z, y, x) = (c, 3, 4, 5) with `geometry()`.
     fn write_4d(path: &Path, channels: usize) -> Array4<i16> {
-        let data = Array4::from_shape_fn((channels, 3, 4, 5), |(c, z, y, x)| (c * 1000 + z * 100 + y * 10 + x) as i16 - 7);
+        let data =
+            Array4::from_shape_fn((channels, 3, 4, 5), |(c, z, y, x)| (c * 1000 + z * 100 + y * 10 + x) as i16 - 7);
         let header = geometry().to_header();
         WriterOptions::new(path).reference_header(&header).write_nifti(&data.view().reversed_axes()).unwrap();
         data

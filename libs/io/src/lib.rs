@@ -6,9 +6,15 @@ mod geometry;
 mod image;
 mod output;
 
-pub use error::{Error, ErrorKind, Result};
-pub use geometry::Geometry;
-pub use image::{new_header, read_image, read_label_map, read_volumes, write_label_map, write_like, write_new, write_volume, Image, Volume, Voxel};
-pub use output::{read_json, read_npz, remove_stale_temporaries, temporary_path, write_atomically, write_folder_atomically, write_json, write_npz, write_stream};
 /// The header type images carry, re-exported so callers need not depend on the `nifti` crate.
 pub use ::nifti::NiftiHeader;
+pub use error::{Error, ErrorKind, Result};
+pub use geometry::Geometry;
+pub use image::{
+    Image, Volume, Voxel, new_header, read_image, read_label_map, read_volumes, write_label_map, write_like, write_new,
+    write_volume,
+};
+pub use output::{
+    read_json, read_npz, remove_stale_temporaries, temporary_path, write_atomically, write_folder_atomically,
+    write_json, write_npz, write_stream,
+};

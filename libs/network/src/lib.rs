@@ -89,7 +89,17 @@ impl InstanceNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        Tensor::instance_norm(x, Some(&self.weight), Some(&self.bias), None::<&Tensor>, None::<&Tensor>, true, 0.1, NORM_EPS, true)
+        Tensor::instance_norm(
+            x,
+            Some(&self.weight),
+            Some(&self.bias),
+            None::<&Tensor>,
+            None::<&Tensor>,
+            true,
+            0.1,
+            NORM_EPS,
+            true,
+        )
     }
 }
 
@@ -101,8 +111,20 @@ struct ConvNormAct {
 }
 
 impl ConvNormAct {
-    fn new(path: &Path, inputs: usize, outputs: usize, kernel: &[usize], stride: &[usize], bias: bool, activate: bool) -> Self {
-        Self { conv: Conv::new(&(path / "conv"), inputs, outputs, kernel, stride, bias), norm: InstanceNorm::new(&(path / "norm"), outputs), activate }
+    fn new(
+        path: &Path,
+        inputs: usize,
+        outputs: usize,
+        kernel: &[usize],
+        stride: &[usize],
+        bias: bool,
+        activate: bool,
+    ) -> Self {
+        Self {
+            conv: Conv::new(&(path / "conv"), inputs, outputs, kernel, stride, bias),
+            norm: InstanceNorm::new(&(path / "norm"), outputs),
+            activate,
+        }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -112,7 +134,14 @@ impl ConvNormAct {
 }
 
 /// `StackedConvBlocks`: `n` blocks under `convs.{i}`, the first one strided.
-fn stacked_convs(path: &Path, n: usize, inputs: usize, outputs: usize, kernel: &[usize], stride: &[usize]) -> Vec<ConvNormAct> {
+fn stacked_convs(
+    path: &Path,
+    n: usize,
+    inputs: usize,
+    outputs: usize,
+    kernel: &[usize],
+    stride: &[usize],
+) -> Vec<ConvNormAct> {
     let ones = vec![1; stride.len()];
     (0..n)
         .map(|i| {
@@ -208,12 +237,19 @@ fn is_residual(class_name: &str) -> Result<bool, String> {
 
 impl UNet {
     /// Creates the network's variables under `root` (nnU-Net's state_dict names), He-initialised.
-    pub fn new(root: &Path, class_name: &str, arch: &ArchKwargs, input_channels: usize, num_classes: usize) -> Result<Self, String> {
+    pub fn new(
+        root: &Path,
+        class_name: &str,
+        arch: &ArchKwargs,
+        input_channels: usize,
+        num_classes: usize,
+    ) -> Result<Self, String> {
         let residual = is_residual(class_name)?;
         let stages = arch.n_stages;
-        let blocks = if residual { &arch.n_blocks_per_stage } else { &arch.n_conv_per_stage }
-            .as_ref()
-            .ok_or_else(|| format!("arch_kwargs lack {}", if residual { "n_blocks_per_stage" } else { "n_conv_per_stage" }))?;
+        let blocks =
+            if residual { &arch.n_blocks_per_stage } else { &arch.n_conv_per_stage }.as_ref().ok_or_else(|| {
+                format!("arch_kwargs lack {}", if residual { "n_blocks_per_stage" } else { "n_conv_per_stage" })
+            })?;
         let lengths = [arch.features_per_stage.len(), arch.kernel_sizes.len(), arch.strides.len(), blocks.len()];
         if lengths.iter().any(|&l| l != stages) || arch.n_conv_per_stage_decoder.len() + 1 != stages {
             return Err(format!("arch_kwargs lists do not match n_stages = {stages}"));
@@ -222,7 +258,15 @@ impl UNet {
         let encoder_path = root / "encoder";
         let stem = residual.then(|| {
             let ones = vec![1; arch.strides[0].len()];
-            ConvNormAct::new(&(&encoder_path / "stem" / "convs" / 0), input_channels, features[0], &arch.kernel_sizes[0], &ones, true, true)
+            ConvNormAct::new(
+                &(&encoder_path / "stem" / "convs" / 0),
+                input_channels,
+                features[0],
+                &arch.kernel_sizes[0],
+                &ones,
+                true,
+                true,
+            )
         });
         let mut inputs = if residual { features[0] } else { input_channels };
         let mut encoder = Vec::with_capacity(stages);
@@ -234,7 +278,8 @@ impl UNet {
                 EncoderStage::Residual(
                     (0..blocks[s])
                         .map(|b| {
-                            let (inputs, stride) = if b == 0 { (inputs, stride.as_slice()) } else { (features[s], ones.as_slice()) };
+                            let (inputs, stride) =
+                                if b == 0 { (inputs, stride.as_slice()) } else { (features[s], ones.as_slice()) };
                             BasicBlock::new(&(&path / "blocks" / b), inputs, features[s], kernel, stride)
                         })
                         .collect(),
@@ -250,9 +295,21 @@ impl UNet {
         let mut seg_layers = Vec::new();
         for j in 0..stages - 1 {
             let (below, skip) = (features[stages - 1 - j], features[stages - 2 - j]);
-            transpconvs.push(Conv::transposed(&(&decoder_path / "transpconvs" / j), below, skip, &arch.strides[stages - 1 - j]));
+            transpconvs.push(Conv::transposed(
+                &(&decoder_path / "transpconvs" / j),
+                below,
+                skip,
+                &arch.strides[stages - 1 - j],
+            ));
             let ones = vec![1; arch.strides[0].len()];
-            decoder.push(stacked_convs(&(&decoder_path / "stages" / j), arch.n_conv_per_stage_decoder[j], 2 * skip, skip, &arch.kernel_sizes[stages - 2 - j], &ones));
+            decoder.push(stacked_convs(
+                &(&decoder_path / "stages" / j),
+                arch.n_conv_per_stage_decoder[j],
+                2 * skip,
+                skip,
+                &arch.kernel_sizes[stages - 2 - j],
+                &ones,
+            ));
             seg_layers.push(Conv::new(&(&decoder_path / "seg_layers" / j), skip, num_classes, &ones, &ones, true));
         }
         Ok(Self { stem, encoder, transpconvs, decoder, seg_layers })
@@ -324,7 +381,13 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(device: Device, class_name: &str, arch: &ArchKwargs, input_channels: usize, num_classes: usize) -> Result<Self, String> {
+    pub fn new(
+        device: Device,
+        class_name: &str,
+        arch: &ArchKwargs,
+        input_channels: usize,
+        num_classes: usize,
+    ) -> Result<Self, String> {
         let vs = VarStore::new(device);
         let net = UNet::new(&vs.root(), class_name, arch, input_channels, num_classes)?;
         Ok(Self { vs, net })
@@ -348,9 +411,15 @@ impl Model {
         let named: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
         let _guard = tch::no_grad_guard();
         for (name, mut var) in self.vs.variables().into_iter().filter(|(name, _)| wanted(name)) {
-            let source = named.get(&name).ok_or_else(|| TchError::TensorNameNotFound(name.clone(), path.display().to_string()))?;
+            let source = named
+                .get(&name)
+                .ok_or_else(|| TchError::TensorNameNotFound(name.clone(), path.display().to_string()))?;
             if source.size() != var.size() {
-                return Err(TchError::Shape(format!("{name}: file has {:?}, network has {:?}", source.size(), var.size())));
+                return Err(TchError::Shape(format!(
+                    "{name}: file has {:?}, network has {:?}",
+                    source.size(),
+                    var.size()
+                )));
             }
             var.copy_(&source.to_kind(Kind::Float).to_device(var.device()));
         }

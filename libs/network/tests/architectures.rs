@@ -14,7 +14,8 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn model_of(name: &str) -> (Model, HashMap<String, Tensor>) {
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{name}.json"))).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{name}.json"))).unwrap()).unwrap();
     let arch: ArchKwargs = serde_json::from_value(meta["arch_kwargs"].clone()).unwrap();
     let class = meta["network_class_name"].as_str().unwrap();
     let inputs = meta["input_channels"].as_u64().unwrap() as usize;
@@ -55,14 +56,16 @@ fn saved_weights_use_nnunet_names_and_load_back() {
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("weights.safetensors");
     model.save_safetensors(&saved).unwrap();
-    let names: std::collections::BTreeSet<String> = Tensor::read_safetensors(&saved).unwrap().into_iter().map(|(n, _)| n).collect();
+    let names: std::collections::BTreeSet<String> =
+        Tensor::read_safetensors(&saved).unwrap().into_iter().map(|(n, _)| n).collect();
     assert!(names.contains("encoder.stem.convs.0.conv.weight"));
     assert!(names.contains("encoder.stages.1.blocks.0.skip.1.conv.weight"));
     assert!(names.contains("decoder.seg_layers.2.bias"));
     assert!(names.iter().all(|n| tensors.contains_key(n)), "every saved name is one of nnU-Net's");
     let (mut fresh, _) = model_of("plain_aniso");
     assert!(fresh.load_safetensors(&saved).is_err(), "weights of another architecture are refused");
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("resenc_small.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("resenc_small.json")).unwrap()).unwrap();
     let arch: ArchKwargs = serde_json::from_value(meta["arch_kwargs"].clone()).unwrap();
     let mut reloaded = Model::new(Device::Cpu, meta["network_class_name"].as_str().unwrap(), &arch, 2, 3).unwrap();
     reloaded.load_safetensors(&saved).unwrap();
@@ -71,7 +74,8 @@ fn saved_weights_use_nnunet_names_and_load_back() {
 
 #[test]
 fn fresh_weights_follow_he_initialisation() {
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("plain_aniso.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("plain_aniso.json")).unwrap()).unwrap();
     let arch: ArchKwargs = serde_json::from_value(meta["arch_kwargs"].clone()).unwrap();
     tch::manual_seed(0);
     let model = Model::new(Device::Cpu, meta["network_class_name"].as_str().unwrap(), &arch, 2, 3).unwrap();

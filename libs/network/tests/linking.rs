@@ -10,7 +10,8 @@ fn libtorch_cuda_is_linked_and_found_through_the_rpath() {
     let listing = String::from_utf8_lossy(&output.stdout);
     let torch_cpu = listing.lines().find(|l| l.contains("libtorch_cpu.so")).expect("libtorch_cpu is linked");
     assert!(!torch_cpu.contains("not found"), "libtorch resolves without LD_LIBRARY_PATH: {torch_cpu}");
-    let lib_dir = torch_cpu.split("=>").nth(1).and_then(|p| p.trim().split(' ').next()).map(std::path::PathBuf::from).unwrap();
+    let lib_dir =
+        torch_cpu.split("=>").nth(1).and_then(|p| p.trim().split(' ').next()).map(std::path::PathBuf::from).unwrap();
     if lib_dir.with_file_name("libtorch_cuda.so").exists() {
         assert!(listing.contains("libtorch_cuda.so"), "libtorch_cuda.so is dropped from the link:\n{listing}");
     }

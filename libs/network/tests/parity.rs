@@ -8,12 +8,16 @@ use tch::{Device, Tensor};
 
 fn forward_matches_nnunet(configuration: &str) {
     let Some(shared) = shared() else { return };
-    let plans: Plans = serde_json::from_value(read_json(&shared.join("reference/Dataset004_Hippocampus/nnUNetPlans.json"))).unwrap();
+    let plans: Plans =
+        serde_json::from_value(read_json(&shared.join("reference/Dataset004_Hippocampus/nnUNetPlans.json"))).unwrap();
     let config = plans.configuration(configuration).unwrap();
-    let mut model = Model::new(Device::Cpu, &config.architecture.network_class_name, &config.architecture.arch_kwargs, 1, 3).unwrap();
+    let mut model =
+        Model::new(Device::Cpu, &config.architecture.network_class_name, &config.architecture.arch_kwargs, 1, 3)
+            .unwrap();
     let dir = shared.join("reference/train").join(configuration);
     model.load_safetensors(&dir.join("weights_init.safetensors")).unwrap();
-    let io: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("io.safetensors")).unwrap().into_iter().collect();
+    let io: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(dir.join("io.safetensors")).unwrap().into_iter().collect();
     let outputs = tch::no_grad(|| model.net.forward_deep_supervision(&io["input"]));
     assert_eq!(outputs.len(), 3);
     for (k, output) in outputs.iter().enumerate() {

@@ -96,8 +96,7 @@ mod tests {
         // Values printed by the __main__ blocks of nnU-Net's ResEnc planner file (spec section 5.4). Those
         // networks are built with deep supervision on, which adds a 3-class head at every lower decoder
         // resolution; the planner's estimate (deep supervision off) excludes them.
-        let strides: Vec<Vec<usize>> =
-            [1, 2, 2, 2, 2, 2].iter().map(|&s| vec![s; 3]).collect();
+        let strides: Vec<Vec<usize>> = [1, 2, 2, 2, 2, 2].iter().map(|&s| vec![s; 3]).collect();
         let net = Network {
             encoder: Encoder::Residual,
             features_per_stage: &[32, 64, 128, 256, 320, 320],

@@ -314,9 +314,11 @@ impl Planner<'_> {
             ("torch.nn.modules.conv.Conv3d", "torch.nn.modules.instancenorm.InstanceNorm3d")
         };
         let (network_class_name, n_conv_per_stage, n_blocks_per_stage) = match preset.encoder() {
-            Encoder::Plain => {
-                ("dynamic_network_architectures.architectures.unet.PlainConvUNet", Some(preset.encoder_blocks(stages)), None)
-            }
+            Encoder::Plain => (
+                "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                Some(preset.encoder_blocks(stages)),
+                None,
+            ),
             Encoder::Residual => (
                 "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
                 None,
@@ -387,7 +389,8 @@ fn validate(request: &PlanRequest) -> Result<(), String> {
             f.shapes_after_crop.len()
         ));
     }
-    if let Some((case, s)) = f.spacings.iter().enumerate().find(|(_, s)| s.iter().any(|v| !v.is_finite() || *v <= 0.0)) {
+    if let Some((case, s)) = f.spacings.iter().enumerate().find(|(_, s)| s.iter().any(|v| !v.is_finite() || *v <= 0.0))
+    {
         return Err(format!("fingerprint spacing of case {case} is not positive: {s:?}"));
     }
     if let Some((case, s)) = f.shapes_after_crop.iter().enumerate().find(|(_, s)| s.contains(&0)) {
@@ -396,7 +399,10 @@ fn validate(request: &PlanRequest) -> Result<(), String> {
     let channels = request.descriptor.channel_names.len();
     let stats = &f.foreground_intensity_properties_per_channel;
     if (0..channels).any(|c| !stats.contains_key(&c.to_string())) {
-        return Err(format!("fingerprint has intensity statistics for {} channel(s), dataset.json declares {channels}", stats.len()));
+        return Err(format!(
+            "fingerprint has intensity statistics for {} channel(s), dataset.json declares {channels}",
+            stats.len()
+        ));
     }
     if request.descriptor.all_labels().len() < 2 {
         return Err("dataset.json declares no foreground label".into());
@@ -465,8 +471,7 @@ pub fn plan(request: &PlanRequest) -> Result<Plans, String> {
                     *s *= LOWRES_SPACING_STEP;
                 }
             }
-            let lowres_shape: Vec<f64> =
-                (0..3).map(|a| spacing_t[a] / lowres_spacing[a] * median_shape_t[a]).collect();
+            let lowres_shape: Vec<f64> = (0..3).map(|a| spacing_t[a] / lowres_spacing[a] * median_shape_t[a]).collect();
             lowres_median_voxels = lowres_shape.iter().product();
             let rounded: Vec<f64> = lowres_shape.iter().map(|v| v.round_ties_even()).collect();
             let dataset_voxels = lowres_median_voxels * descriptor.num_training as f64;

@@ -114,12 +114,15 @@ impl Configuration {
         if conv_axes != axes {
             return Err(format!("patch_size has {axes} axes but conv_op is {}", kwargs.conv_op));
         }
-        for (key, len) in [("spacing", self.spacing.len()), ("median_image_size_in_voxels", self.median_image_size_in_voxels.len())] {
+        for (key, len) in
+            [("spacing", self.spacing.len()), ("median_image_size_in_voxels", self.median_image_size_in_voxels.len())]
+        {
             if len != axes {
                 return Err(format!("{key} has {len} entries for a {axes}-axis patch"));
             }
         }
-        if self.batch_size == 0 || self.patch_size.contains(&0) || self.spacing.iter().any(|&s| s.is_nan() || s <= 0.0) {
+        if self.batch_size == 0 || self.patch_size.contains(&0) || self.spacing.iter().any(|&s| s.is_nan() || s <= 0.0)
+        {
             return Err("batch_size, patch_size and spacing must be positive".to_owned());
         }
         let stages = kwargs.n_stages;
@@ -127,19 +130,26 @@ impl Configuration {
             ("features_per_stage", kwargs.features_per_stage.len()),
             ("kernel_sizes", kwargs.kernel_sizes.len()),
             ("strides", kwargs.strides.len()),
-            ("n_conv_per_stage", kwargs.n_conv_per_stage.as_ref().or(kwargs.n_blocks_per_stage.as_ref()).map_or(stages, Vec::len)),
+            (
+                "n_conv_per_stage",
+                kwargs.n_conv_per_stage.as_ref().or(kwargs.n_blocks_per_stage.as_ref()).map_or(stages, Vec::len),
+            ),
             ("n_conv_per_stage_decoder", kwargs.n_conv_per_stage_decoder.len() + 1),
         ];
         if let Some((key, _)) = per_stage.iter().find(|(_, len)| *len != stages) {
             return Err(format!("architecture {key} does not match n_stages {stages}"));
         }
-        if let Some(bad) = kwargs.kernel_sizes.iter().chain(&kwargs.strides).find(|k| k.len() != axes || k.contains(&0)) {
+        if let Some(bad) = kwargs.kernel_sizes.iter().chain(&kwargs.strides).find(|k| k.len() != axes || k.contains(&0))
+        {
             return Err(format!("architecture kernel size or stride {bad:?} does not fit a {axes}-axis patch"));
         }
         for axis in 0..axes {
             let downsampling: usize = kwargs.strides.iter().map(|s| s[axis]).product();
             if !self.patch_size[axis].is_multiple_of(downsampling) {
-                return Err(format!("patch_size {:?} is not divisible by the strides' product {downsampling} along axis {axis}", self.patch_size));
+                return Err(format!(
+                    "patch_size {:?} is not divisible by the strides' product {downsampling} along axis {axis}",
+                    self.patch_size
+                ));
             }
         }
         Ok(())
@@ -162,11 +172,9 @@ impl Plans {
             return Err(format!("configuration inheritance loops: {} -> {name}", chain.join(" -> ")));
         }
         chain.push(name.to_owned());
-        let own = self
-            .configurations
-            .get(name)
-            .and_then(Value::as_object)
-            .ok_or_else(|| format!("no configuration {name:?} (plans have: {})", self.configuration_names().join(", ")))?;
+        let own = self.configurations.get(name).and_then(Value::as_object).ok_or_else(|| {
+            format!("no configuration {name:?} (plans have: {})", self.configuration_names().join(", "))
+        })?;
         let mut merged = match own.get("inherits_from").and_then(Value::as_str) {
             Some(parent) => self.resolve(parent, chain)?,
             None => serde_json::Map::new(),

@@ -2,12 +2,12 @@
 //! sample class locations.
 
 use crate::class_locations::sample_class_locations;
-use crate::cropping::{box_shape, nonzero_mask, BoundingBox};
-use crate::normalization::{normalize, Scheme};
-use crate::resampling::{resample_image, resample_labels, separate_z_axis, Resampling};
-use ndarray::{s, Array3, Array4, Axis, Zip};
+use crate::cropping::{BoundingBox, box_shape, nonzero_mask};
+use crate::normalization::{Scheme, normalize};
+use crate::resampling::{Resampling, resample_image, resample_labels, separate_z_axis};
+use ndarray::{Array3, Array4, Axis, Zip, s};
 use nntools_dataset::{Descriptor, IntensityStats};
-use nntools_io::{read_image, read_label_map, Error, Geometry, NiftiHeader, Result};
+use nntools_io::{Error, Geometry, NiftiHeader, Result, read_image, read_label_map};
 use nntools_planning::{Configuration, Plans, ResamplingKwargs};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,11 @@ pub struct Recipe {
 
 impl Recipe {
     /// `descriptor` gives the classes for class locations; without it (unlabelled images) none are sampled.
-    pub fn new(plans: &Plans, configuration_name: &str, descriptor: Option<&Descriptor>) -> std::result::Result<Self, String> {
+    pub fn new(
+        plans: &Plans,
+        configuration_name: &str,
+        descriptor: Option<&Descriptor>,
+    ) -> std::result::Result<Self, String> {
         let configuration = plans.configuration(configuration_name)?;
         let transpose_forward: [usize; 3] = plans
             .transpose_forward
@@ -40,13 +44,18 @@ impl Recipe {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let channels = schemes.len();
         if configuration.use_mask_for_norm.len() != channels {
-            return Err(format!("use_mask_for_norm has {} entries for {channels} channels", configuration.use_mask_for_norm.len()));
+            return Err(format!(
+                "use_mask_for_norm has {} entries for {channels} channels",
+                configuration.use_mask_for_norm.len()
+            ));
         }
         let stats = (0..channels)
             .map(|c| {
-                plans.foreground_intensity_properties_per_channel.get(&c.to_string()).copied().ok_or_else(|| {
-                    format!("foreground_intensity_properties_per_channel has no channel {c}")
-                })
+                plans
+                    .foreground_intensity_properties_per_channel
+                    .get(&c.to_string())
+                    .copied()
+                    .ok_or_else(|| format!("foreground_intensity_properties_per_channel has no channel {c}"))
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let classes = descriptor.map(classes_for_locations).unwrap_or_default();
@@ -156,14 +165,20 @@ fn resampling(kwargs: &ResamplingKwargs) -> Resampling {
 pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocessed> {
     if files.images.len() != recipe.channels() {
         let path = files.images.first().map_or(Path::new(&files.id), |p| p.as_path());
-        return Err(Error::bad_input(path, format!("case {} has {} channels, the plans {}", files.id, files.images.len(), recipe.channels())));
+        return Err(Error::bad_input(
+            path,
+            format!("case {} has {} channels, the plans {}", files.id, files.images.len(), recipe.channels()),
+        ));
     }
     let images = files.images.iter().map(|p| read_image(p)).collect::<Result<Vec<_>>>()?;
     let geometry: Geometry = images[0].geometry;
     let header = images[0].header.clone();
     for (path, image) in files.images.iter().zip(&images).skip(1) {
         if image.data.shape() != images[0].data.shape() {
-            return Err(Error::bad_input(path, format!("shape {:?} differs from channel 0 ({:?})", image.data.shape(), images[0].data.shape())));
+            return Err(Error::bad_input(
+                path,
+                format!("shape {:?} differs from channel 0 ({:?})", image.data.shape(), images[0].data.shape()),
+            ));
         }
     }
     for (path, image) in files.images.iter().zip(&images) {
@@ -175,7 +190,10 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
         Some(path) => {
             let label = read_label_map(path)?;
             if label.data.shape() != images[0].data.shape() {
-                return Err(Error::bad_input(path, format!("shape {:?} differs from the image's {:?}", label.data.shape(), images[0].data.shape())));
+                return Err(Error::bad_input(
+                    path,
+                    format!("shape {:?} differs from the image's {:?}", label.data.shape(), images[0].data.shape()),
+                ));
             }
             if label.data.iter().any(|&v| i16::try_from(v).is_err()) {
                 return Err(Error::bad_input(path, "label values must fit in 16 bits"));
@@ -183,11 +201,17 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
             if !recipe.label_values.is_empty()
                 && let Some(value) = nntools_dataset::undeclared_labels(&label.data, &recipe.label_values).first()
             {
-                return Err(Error::bad_input(path, format!("holds label {value}, which dataset.json does not declare")));
+                return Err(Error::bad_input(
+                    path,
+                    format!("holds label {value}, which dataset.json does not declare"),
+                ));
             }
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-8 + 1e-5 * b.abs();
             if !(0..3).all(|a| close(label.geometry.spacing[a], geometry.spacing[a])) {
-                return Err(Error::bad_input(path, format!("spacing {:?} differs from the image's {:?}", label.geometry.spacing, geometry.spacing)));
+                return Err(Error::bad_input(
+                    path,
+                    format!("spacing {:?} differs from the image's {:?}", label.geometry.spacing, geometry.spacing),
+                ));
             }
             Some(transposed(label.data.mapv(|v| v as i16), recipe.transpose_forward))
         }
@@ -227,8 +251,14 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     let separate = separate_z_axis(data_resampling.force_separate_z, &original_spacing, &target_spacing);
     for (c, channel) in channels.into_iter().enumerate() {
         let mut cropped = crop(channel, &bbox);
-        normalize(&mut cropped.view_mut(), &inside.view(), recipe.schemes[c], config.use_mask_for_norm[c], &recipe.stats[c])
-            .map_err(|problem| Error::bad_input(&files.images[c], problem))?;
+        normalize(
+            &mut cropped.view_mut(),
+            &inside.view(),
+            recipe.schemes[c],
+            config.use_mask_for_norm[c],
+            &recipe.stats[c],
+        )
+        .map_err(|problem| Error::bad_input(&files.images[c], problem))?;
         let resampled = resample_image(&cropped, new_shape, separate, data_resampling);
         data.index_axis_mut(Axis(0), c).assign(&resampled);
     }
@@ -243,9 +273,9 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     } else {
         (None, Vec::new())
     };
-    let class_locations_count = seg.as_ref().map(|_| {
-        recipe.classes.iter().zip(&class_locations).map(|((key, _), l)| (key.clone(), l.len())).collect()
-    });
+    let class_locations_count = seg
+        .as_ref()
+        .map(|_| recipe.classes.iter().zip(&class_locations).map(|((key, _), l)| (key.clone(), l.len())).collect());
     let spacing_xyz = [geometry.spacing[2], geometry.spacing[1], geometry.spacing[0]];
     Ok(Preprocessed {
         data,

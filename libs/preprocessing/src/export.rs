@@ -4,8 +4,8 @@
 //! put back into the uncropped volume and transposed back to the input's axis order.
 
 use crate::case::{Properties, Recipe};
-use crate::resampling::{resample_image, separate_z_axis, Resampling};
-use ndarray::{s, Array3, Array4, ArrayView3, Axis};
+use crate::resampling::{Resampling, resample_image, separate_z_axis};
+use ndarray::{Array3, Array4, ArrayView3, Axis, s};
 
 /// How a case's logits go from the configuration's spacing back to its shape after cropping: the
 /// probabilities' resampling settings and the thick axis resampled separately, if any.
@@ -55,7 +55,12 @@ impl LogitsResampling {
 
 /// Puts a volume of the cropped shape back into the uncropped one (`outside` elsewhere) and transposes
 /// it back to the input image's axis order.
-pub fn to_input_geometry<T: Clone>(cropped: ArrayView3<T>, properties: &Properties, recipe: &Recipe, outside: T) -> Array3<T> {
+pub fn to_input_geometry<T: Clone>(
+    cropped: ArrayView3<T>,
+    properties: &Properties,
+    recipe: &Recipe,
+    outside: T,
+) -> Array3<T> {
     let mut full = Array3::from_elem(properties.shape_before_cropping, outside);
     let b = properties.bbox_used_for_cropping;
     full.slice_mut(s![b[0][0]..b[0][1], b[1][0]..b[1][1], b[2][0]..b[2][1]]).assign(&cropped);

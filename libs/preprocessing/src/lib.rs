@@ -11,6 +11,6 @@ pub mod normalization;
 pub mod resampling;
 mod store;
 
-pub use case::{preprocess_case, resampled_shape, CaseFiles, Preprocessed, Properties, Recipe, SitkStuff};
-pub use store::{preprocess_dataset, read_label_map_npy, write_label_map_npy, Stamp, Summary};
-pub use export::{to_input_geometry, LogitsResampling};
+pub use case::{CaseFiles, Preprocessed, Properties, Recipe, SitkStuff, preprocess_case, resampled_shape};
+pub use export::{LogitsResampling, to_input_geometry};
+pub use store::{Stamp, Summary, preprocess_dataset, read_label_map_npy, write_label_map_npy};

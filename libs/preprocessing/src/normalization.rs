@@ -36,7 +36,13 @@ impl Scheme {
 
 /// Normalises one channel in place. `inside` marks the nonzero region (label map >= 0); it is used by
 /// z-score when `use_mask` is set. `stats` are the fingerprint's foreground statistics (CT only).
-pub fn normalize(image: &mut ArrayViewMut3<f32>, inside: &ArrayView3<bool>, scheme: Scheme, use_mask: bool, stats: &IntensityStats) -> Result<(), String> {
+pub fn normalize(
+    image: &mut ArrayViewMut3<f32>,
+    inside: &ArrayView3<bool>,
+    scheme: Scheme,
+    use_mask: bool,
+    stats: &IntensityStats,
+) -> Result<(), String> {
     match scheme {
         Scheme::Ct => {
             let (lo, hi) = (stats.percentile_00_5 as f32, stats.percentile_99_5 as f32);
@@ -92,7 +98,15 @@ mod tests {
     use ndarray::Array3;
 
     fn stats() -> IntensityStats {
-        IntensityStats { max: 0.0, mean: 50.0, median: 0.0, min: 0.0, percentile_00_5: 0.0, percentile_99_5: 100.0, std: 25.0 }
+        IntensityStats {
+            max: 0.0,
+            mean: 50.0,
+            median: 0.0,
+            min: 0.0,
+            percentile_00_5: 0.0,
+            percentile_99_5: 100.0,
+            std: 25.0,
+        }
     }
 
     #[test]
@@ -120,6 +134,9 @@ mod tests {
         normalize(&mut image.view_mut(), &inside.view(), Scheme::RescaleTo01, false, &stats()).unwrap();
         assert_eq!(image.into_raw_vec_and_offset().0, [0.0, 0.5, 1.0]);
         let mut rgb = Array3::from_shape_vec((1, 1, 2), vec![0.0, 300.0]).unwrap();
-        assert!(normalize(&mut rgb.view_mut(), &inside.slice(ndarray::s![.., .., ..2]), Scheme::RgbTo01, false, &stats()).is_err());
+        assert!(
+            normalize(&mut rgb.view_mut(), &inside.slice(ndarray::s![.., .., ..2]), Scheme::RgbTo01, false, &stats())
+                .is_err()
+        );
     }
 }

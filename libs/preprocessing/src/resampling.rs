@@ -183,7 +183,9 @@ fn resize(input: Array3<f64>, new_shape: [usize; 3], order: u32, slice_axis: Opt
     let kernel = Kernel::of_order(order);
     // clip=True clips to the input's range (per slice when slices are resized on their own); taken
     // first, so that the input can be dropped as soon as the first axis is resampled
-    let range = |values: ndarray::ArrayView<f64, _>| values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let range = |values: ndarray::ArrayView<f64, _>| {
+        values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    };
     let ranges: Vec<(f64, f64)> = match (clips_to_input_range(order), slice_axis) {
         (true, None) => vec![range(input.view().into_dyn())],
         (true, Some(axis)) => input.axis_iter(Axis(axis)).map(|slice| range(slice.into_dyn())).collect(),
@@ -209,7 +211,12 @@ fn resize(input: Array3<f64>, new_shape: [usize; 3], order: u32, slice_axis: Opt
 }
 
 /// Resamples one channel of image data (or logits/probabilities) to `new_shape`.
-pub fn resample_image(input: &Array3<f32>, new_shape: [usize; 3], separate_axis: Option<usize>, how: Resampling) -> Array3<f32> {
+pub fn resample_image(
+    input: &Array3<f32>,
+    new_shape: [usize; 3],
+    separate_axis: Option<usize>,
+    how: Resampling,
+) -> Array3<f32> {
     if input.shape() == new_shape {
         return input.clone();
     }
@@ -217,7 +224,8 @@ pub fn resample_image(input: &Array3<f32>, new_shape: [usize; 3], separate_axis:
     let resized = match separate_axis {
         None => resize(data, new_shape, how.order, None),
         Some(axis) => {
-            let in_plane = resize(data, in_plane_shape(new_shape, axis, input.len_of(Axis(axis))), how.order, Some(axis));
+            let in_plane =
+                resize(data, in_plane_shape(new_shape, axis, input.len_of(Axis(axis))), how.order, Some(axis));
             if in_plane.len_of(Axis(axis)) == new_shape[axis] {
                 in_plane
             } else {
@@ -239,7 +247,12 @@ fn in_plane_shape(new_shape: [usize; 3], axis: usize, current: usize) -> [usize;
 /// label on ties), unless the nearest-neighbour label is among the tied best, which then wins. Along a
 /// separate thick axis labels are looked up by nearest neighbour (order_z 0) or, with order_z 1, by
 /// nnU-Net's rounded-indicator rule.
-pub fn resample_labels(input: &Array3<i16>, new_shape: [usize; 3], separate_axis: Option<usize>, how: Resampling) -> Array3<i16> {
+pub fn resample_labels(
+    input: &Array3<i16>,
+    new_shape: [usize; 3],
+    separate_axis: Option<usize>,
+    how: Resampling,
+) -> Array3<i16> {
     if input.shape() == new_shape {
         return input.clone();
     }
@@ -289,7 +302,13 @@ fn resize_nearest(input: &Array3<i16>, new_shape: [usize; 3], slice_axis: Option
         .map(|axis| {
             let (n, m) = (input.len_of(Axis(axis)), new_shape[axis]);
             (0..m)
-                .map(|o| if Some(axis) == slice_axis || n == m { o } else { ((source_position(o, n, m) + 0.5).floor().max(0.0) as usize).min(n - 1) })
+                .map(|o| {
+                    if Some(axis) == slice_axis || n == m {
+                        o
+                    } else {
+                        ((source_position(o, n, m) + 0.5).floor().max(0.0) as usize).min(n - 1)
+                    }
+                })
                 .collect()
         })
         .collect();

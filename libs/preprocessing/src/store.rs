@@ -7,10 +7,10 @@
 //! records the plans hash, configuration and input files (size, mtime), so a case whose JSON matches
 //! the current run is complete and skipped. `manifest.json` lists the finished cases.
 
-use crate::case::{preprocess_case, CaseFiles, Preprocessed, Properties, Recipe};
+use crate::case::{CaseFiles, Preprocessed, Properties, Recipe, preprocess_case};
 use ndarray::{Array2, Array3, ArrayD, Axis};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
-use nntools_io::{write_atomically, write_json, Error, Result};
+use nntools_io::{Error, Result, write_atomically, write_json};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -122,7 +122,8 @@ pub fn read_label_map_npy(path: &Path) -> Result<Array3<i16>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     let labels = match ArrayD::<i8>::read_npy(bytes.as_slice()) {
         Ok(labels) => labels.mapv(i16::from),
-        Err(_) => ArrayD::<i16>::read_npy(bytes.as_slice()).map_err(|e| Error::bad_input(path, format!("not an int8 or int16 label map: {e}")))?,
+        Err(_) => ArrayD::<i16>::read_npy(bytes.as_slice())
+            .map_err(|e| Error::bad_input(path, format!("not an int8 or int16 label map: {e}")))?,
     };
     let shape = labels.shape().to_vec();
     match shape.as_slice() {
@@ -141,7 +142,9 @@ fn write_case(out: &Path, id: &str, case: Preprocessed, provenance: Provenance) 
             .class_locations
             .iter()
             .enumerate()
-            .flat_map(|(class, locations)| locations.iter().map(move |l| [class as i32, l[0] as i32, l[1] as i32, l[2] as i32]))
+            .flat_map(|(class, locations)| {
+                locations.iter().map(move |l| [class as i32, l[0] as i32, l[1] as i32, l[2] as i32])
+            })
             .collect();
         let table = Array2::from_shape_vec((rows.len(), 4), rows.into_iter().flatten().collect()).expect("n x 4");
         names.push(format!("{id}_locations.npy"));
@@ -154,7 +157,10 @@ fn write_case(out: &Path, id: &str, case: Preprocessed, provenance: Provenance) 
             file_size(&path).map(|bytes| (name, bytes)).ok_or_else(|| Error::runtime(&path, "vanished after writing"))
         })
         .collect::<Result<_>>()?;
-    write_json(&out.join(format!("{id}.json")), &CaseRecord { properties: case.properties, nn_tools: provenance, outputs })
+    write_json(
+        &out.join(format!("{id}.json")),
+        &CaseRecord { properties: case.properties, nn_tools: provenance, outputs },
+    )
 }
 
 /// Preprocesses every case into `out` in parallel, skipping cases that are current unless `force`.
@@ -190,7 +196,11 @@ pub fn preprocess_dataset(
     for (files, result) in cases.iter().zip(results) {
         match result {
             Ok(processed) => {
-                if processed { summary.processed += 1 } else { summary.skipped += 1 }
+                if processed {
+                    summary.processed += 1
+                } else {
+                    summary.skipped += 1
+                }
                 finished.push(files.id.as_str());
             }
             Err(e) => errors.push(e),

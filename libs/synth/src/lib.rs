@@ -335,7 +335,8 @@ mod tests {
         let corner = case.images[0][[0, 0, 0]];
         assert!((-1080.0..-920.0).contains(&corner), "air, got {corner}");
         let organ_mean = {
-            let v: Vec<f32> = case.images[0].iter().zip(&case.labels).filter(|(_, l)| **l > 0).map(|(v, _)| *v).collect();
+            let v: Vec<f32> =
+                case.images[0].iter().zip(&case.labels).filter(|(_, l)| **l > 0).map(|(v, _)| *v).collect();
             v.iter().sum::<f32>() / v.len() as f32
         };
         assert!((0.0..300.0).contains(&organ_mean), "organ mean {organ_mean}");

@@ -8,13 +8,13 @@
 //! the run, and a resumed run draws exactly the batches the uninterrupted one would have.
 
 use memmap2::Mmap;
-use ndarray::{s, Array2, Array4, ArrayD, ArrayView, ArrayView3, ArrayView4, Axis, Dimension};
+use ndarray::{Array2, Array4, ArrayD, ArrayView, ArrayView3, ArrayView4, Axis, Dimension, s};
 use ndarray_npy::{ReadNpyExt, ViewElement, ViewNpyExt};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
 /// Share of each batch forced to contain foreground (its last samples).
@@ -41,7 +41,12 @@ impl Labels {
 
     /// Copies the labels of `from..to` into `into`, widened to i16.
     fn copy_region(&self, from: [usize; 3], to: [usize; 3], mut into: ndarray::ArrayViewMut3<i16>) {
-        fn region<T: ViewElement + Copy + Into<i16>>(bytes: &[u8], from: [usize; 3], to: [usize; 3], into: &mut ndarray::ArrayViewMut3<i16>) {
+        fn region<T: ViewElement + Copy + Into<i16>>(
+            bytes: &[u8],
+            from: [usize; 3],
+            to: [usize; 3],
+            into: &mut ndarray::ArrayViewMut3<i16>,
+        ) {
             let all: ArrayView4<T> = view(bytes, Path::new("")).expect("checked when mapped");
             let part: ArrayView3<T> = all.slice_move(s![0, from[0]..to[0], from[1]..to[1], from[2]..to[2]]);
             into.zip_mut_with(&part, |d, &v| *d = v.into());
@@ -113,7 +118,10 @@ impl TrainingCase {
             }
             let (shape, previous) = Labels::map(&path)?;
             if shape != image_shape {
-                return Err(format!("{}: shape {shape:?}, but case {id} is {image_shape:?} on this configuration's grid", path.display()));
+                return Err(format!(
+                    "{}: shape {shape:?}, but case {id} is {image_shape:?} on this configuration's grid",
+                    path.display()
+                ));
             }
             labels.push(previous);
         }
@@ -141,7 +149,6 @@ impl TrainingCase {
         let data = self.data();
         [data.shape()[1], data.shape()[2], data.shape()[3]]
     }
-
 }
 
 /// Crops patches as nnU-Net's loader does: random position, or centred on a stored foreground
@@ -166,12 +173,14 @@ impl PatchSampler {
         let need = [0, 1, 2].map(|a| (self.patch[a] as i64 - shape[a] as i64).max(0));
         let lower = need.map(|n| -(n / 2));
         let upper = [0, 1, 2].map(|a| shape[a] as i64 + need[a] / 2 + need[a] % 2 - self.patch[a] as i64);
-        let mut present: Vec<(usize, &Vec<[usize; 3]>)> = case.class_locations.iter().enumerate().filter(|(_, l)| !l.is_empty()).collect();
+        let mut present: Vec<(usize, &Vec<[usize; 3]>)> =
+            case.class_locations.iter().enumerate().filter(|(_, l)| !l.is_empty()).collect();
         // the annotated voxels are a foreground choice only when nothing else is present
         if present.len() > 1 {
             present.retain(|(class, _)| Some(*class) != self.annotated_class);
         }
-        let annotated = self.annotated_class.and_then(|class| case.class_locations.get(class)).filter(|l| !l.is_empty());
+        let annotated =
+            self.annotated_class.and_then(|class| case.class_locations.get(class)).filter(|l| !l.is_empty());
         let centre_from = match (foreground, self.annotated_class) {
             (true, _) if !present.is_empty() => Some(present[rng.random_range(0..present.len())].1),
             (false, Some(_)) => annotated,
@@ -203,7 +212,11 @@ impl PatchSampler {
         let at = [0, 1, 2].map(|a| (from[a] as i64 - corner[a]) as usize);
         let len = [0, 1, 2].map(|a| to[a] - from[a]);
         for (labels, into) in case.labels.iter().zip(seg.outer_iter_mut()) {
-            labels.copy_region(from, to, into.slice_move(s![at[0]..at[0] + len[0], at[1]..at[1] + len[1], at[2]..at[2] + len[2]]));
+            labels.copy_region(
+                from,
+                to,
+                into.slice_move(s![at[0]..at[0] + len[0], at[1]..at[1] + len[1], at[2]..at[2] + len[2]]),
+            );
         }
         data.slice_mut(s![.., at[0]..at[0] + len[0], at[1]..at[1] + len[1], at[2]..at[2] + len[2]])
             .assign(&image.slice(s![.., from[0]..to[0], from[1]..to[1], from[2]..to[2]]));
@@ -280,7 +293,13 @@ impl Prefetcher {
 impl<T: Send + 'static> Prefetcher<T> {
     /// As `start`, each batch passed through `stage` on its thread (to put it where the device reads
     /// it fastest).
-    pub fn start_staged(plan: Arc<BatchPlan>, first: u64, count: usize, threads: usize, stage: impl Fn(Batch) -> T + Send + Sync + 'static) -> Self {
+    pub fn start_staged(
+        plan: Arc<BatchPlan>,
+        first: u64,
+        count: usize,
+        threads: usize,
+        stage: impl Fn(Batch) -> T + Send + Sync + 'static,
+    ) -> Self {
         let threads = threads.clamp(1, count.max(1));
         let stage = Arc::new(stage);
         let (queues, workers) = (0..threads)
@@ -407,8 +426,15 @@ mod tests {
     #[test]
     fn prefetched_batches_do_not_depend_on_thread_count() {
         let dir = tempfile::tempdir().unwrap();
-        let plan = Arc::new(BatchPlan { cases: vec![case(dir.path())], sampler: PatchSampler { patch: [4, 6, 6], annotated_class: None }, batch_size: 3, two_d: false, seed: 7 });
-        let collect = |threads| Prefetcher::start(plan.clone(), 10, 7, threads).map(|b| (b.data, b.seg)).collect::<Vec<_>>();
+        let plan = Arc::new(BatchPlan {
+            cases: vec![case(dir.path())],
+            sampler: PatchSampler { patch: [4, 6, 6], annotated_class: None },
+            batch_size: 3,
+            two_d: false,
+            seed: 7,
+        });
+        let collect =
+            |threads| Prefetcher::start(plan.clone(), 10, 7, threads).map(|b| (b.data, b.seg)).collect::<Vec<_>>();
         let one = collect(1);
         assert_eq!(one.len(), 7);
         assert_eq!(one, collect(3));

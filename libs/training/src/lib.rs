@@ -12,11 +12,11 @@ mod splits;
 mod trainer;
 mod validation;
 
-pub use loss::{deep_supervision_weights, DiceBceLoss, DiceCeLoss, Objective};
-pub use optimizer::{poly_learning_rate, LossScaler, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
-pub use splits::{crossval_splits, Split, SPLIT_SEED};
+pub use loss::{DiceBceLoss, DiceCeLoss, Objective, deep_supervision_weights};
 pub use nntools_augmentation::Mode as Augmentation;
-pub use trainer::{EpochLog, Settings, Trainer, TrainingLabels};
-pub use run::{train, Cascade, Fold, Report, Request};
+pub use optimizer::{GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE, LossScaler, Sgd, poly_learning_rate};
 pub use progress::plot_progress;
+pub use run::{Cascade, Fold, Report, Request, train};
+pub use splits::{SPLIT_SEED, Split, crossval_splits};
+pub use trainer::{EpochLog, Settings, Trainer, TrainingLabels};
 use validation::validate_fold;

@@ -50,10 +50,10 @@ impl DiceCeLoss {
         let probabilities = logits.softmax(1, Kind::Float);
         let classes = logits.size()[1];
         // background excluded: channels 1..
-        let reference = tch::no_grad(|| probabilities.zeros_like().scatter_value(1, target, 1.0).narrow(1, 1, classes - 1));
+        let reference =
+            tch::no_grad(|| probabilities.zeros_like().scatter_value(1, target, 1.0).narrow(1, 1, classes - 1));
         soft_dice(&probabilities.narrow(1, 1, classes - 1), &reference, mask, self.batch_dice)
     }
-
 }
 
 /// `MemoryEfficientSoftDiceLoss` on probabilities and a one-hot reference `(b, c, ...)`, inside `mask`
@@ -102,7 +102,8 @@ impl DiceBceLoss {
         let dice = soft_dice(&logits.sigmoid(), &target, mask.as_ref(), self.batch_dice);
         let cross_entropy = match &mask {
             Some(mask) => {
-                let elementwise = logits.binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::None);
+                let elementwise =
+                    logits.binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::None);
                 (elementwise * mask).sum(Kind::Float) / mask.sum(Kind::Float).clamp_min(1e-8)
             }
             None => logits.binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::Mean),
@@ -190,10 +191,15 @@ mod tests {
         let target = fixture_tensor(&fixture, "target", &[2, 4, 4, 5, 6]);
         for batch_dice in [false, true] {
             for ignore in [false, true] {
-                let key = format!("batch_dice={},ignore={}", if batch_dice { "True" } else { "False" }, if ignore { "True" } else { "False" });
+                let key = format!(
+                    "batch_dice={},ignore={}",
+                    if batch_dice { "True" } else { "False" },
+                    if ignore { "True" } else { "False" }
+                );
                 let expected = fixture["losses"][&key].as_f64().unwrap();
                 let target = if ignore { target.shallow_clone() } else { target.narrow(1, 0, 3) };
-                let loss = DiceBceLoss { batch_dice, ignore_channel: ignore }.forward(&logits, &target).double_value(&[]);
+                let loss =
+                    DiceBceLoss { batch_dice, ignore_channel: ignore }.forward(&logits, &target).double_value(&[]);
                 assert!((loss - expected).abs() < 1e-5, "{key}: {loss} vs nnU-Net's {expected}");
             }
         }

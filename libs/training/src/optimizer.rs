@@ -138,10 +138,16 @@ impl Sgd {
         if buffers.len() != self.parameters.len() {
             return Err(format!("{} momentum buffers for {} parameters", buffers.len(), self.parameters.len()));
         }
-        if let Some((index, buffer)) = buffers.iter().enumerate().find(|(i, b)| b.size() != self.parameters[*i].size()) {
-            return Err(format!("momentum buffer {index} has shape {:?}, its parameter {:?}", buffer.size(), self.parameters[index].size()));
+        if let Some((index, buffer)) = buffers.iter().enumerate().find(|(i, b)| b.size() != self.parameters[*i].size())
+        {
+            return Err(format!(
+                "momentum buffer {index} has shape {:?}, its parameter {:?}",
+                buffer.size(),
+                self.parameters[index].size()
+            ));
         }
-        let parts: Vec<Tensor> = buffers.iter().map(|b| b.to_kind(Kind::Float).to_device(self.flat.device()).reshape([-1])).collect();
+        let parts: Vec<Tensor> =
+            buffers.iter().map(|b| b.to_kind(Kind::Float).to_device(self.flat.device()).reshape([-1])).collect();
         self.momentum = Tensor::cat(&parts, 0);
         Ok(())
     }
@@ -261,7 +267,8 @@ mod tests {
         assert_eq!(buffers[0].size(), [2, 2]);
         assert!((buffers[1].double_value(&[0]) - (3.0 + WEIGHT_DECAY * 5.0)).abs() < 1e-6);
         // (parameters of the same shapes: an optimiser makes its parameters views of its own flat tensor)
-        let mut restored = Sgd::new(vec![a.zeros_like().set_requires_grad(true), b.zeros_like().set_requires_grad(true)]);
+        let mut restored =
+            Sgd::new(vec![a.zeros_like().set_requires_grad(true), b.zeros_like().set_requires_grad(true)]);
         restored.set_buffers(&buffers).unwrap();
         assert!(restored.set_buffers(&buffers[..1]).is_err());
         assert_eq!(restored.buffers()[1].double_value(&[0]), buffers[1].double_value(&[0]));

@@ -11,7 +11,11 @@ static REGISTER_FONT: Once = Once::new();
 
 type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
 
-fn panel(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, title: &str, series: &[Series]) -> Result<(), String> {
+fn panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    title: &str,
+    series: &[Series],
+) -> Result<(), String> {
     let points = series.iter().flat_map(|(_, p, _)| p.iter()).filter(|(_, y)| y.is_finite());
     let (mut lo, mut hi) = points.fold((f64::MAX, f64::MIN), |(lo, hi), &(_, y)| (lo.min(y), hi.max(y)));
     if lo > hi {
@@ -61,11 +65,20 @@ pub fn plot_progress(path: &Path, logs: &[EpochLog]) -> Result<(), String> {
         let root = BitMapBackend::new(tmp, (900, 1100)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let areas = root.split_evenly((4, 1));
-        panel(&areas[0], "loss", &[("train", curve(&|l| l.train_loss), BLUE), ("validation", curve(&|l| l.val_loss), RED)])?;
-        panel(&areas[1], "pseudo Dice (foreground mean)", &[("pseudo Dice", curve(&mean_dice), GREEN), ("EMA", curve(&|l| l.ema_pseudo_dice), BLACK)])?;
+        panel(
+            &areas[0],
+            "loss",
+            &[("train", curve(&|l| l.train_loss), BLUE), ("validation", curve(&|l| l.val_loss), RED)],
+        )?;
+        panel(
+            &areas[1],
+            "pseudo Dice (foreground mean)",
+            &[("pseudo Dice", curve(&mean_dice), GREEN), ("EMA", curve(&|l| l.ema_pseudo_dice), BLACK)],
+        )?;
         panel(&areas[2], "learning rate", &[("lr", curve(&|l| l.lr), MAGENTA)])?;
         panel(&areas[3], "epoch time (s)", &[("seconds", curve(&|l| l.epoch_time_s), CYAN)])?;
         root.present().map_err(|e| format!("{}: {e}", path.display()))
     };
-    nntools_io::write_atomically(path, |tmp| draw(tmp).map_err(|p| nntools_io::Error::runtime(path, p))).map_err(|e| e.to_string())
+    nntools_io::write_atomically(path, |tmp| draw(tmp).map_err(|p| nntools_io::Error::runtime(path, p)))
+        .map_err(|e| e.to_string())
 }

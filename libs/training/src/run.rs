@@ -3,9 +3,9 @@
 
 use crate::data::TrainingCase;
 use crate::trainer::Stopped;
-use crate::{crossval_splits, EpochLog, Settings, Split, Trainer, TrainingLabels, SPLIT_SEED};
+use crate::{EpochLog, SPLIT_SEED, Settings, Split, Trainer, TrainingLabels, crossval_splits};
 use nntools_dataset::{Descriptor, Labelling};
-use nntools_io::{read_json, write_json, Error, Result};
+use nntools_io::{Error, Result, read_json, write_json};
 use nntools_planning::Plans;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,7 +79,9 @@ fn splits(request: &Request, case_ids: &[String]) -> Result<Vec<Split>> {
 }
 
 fn load_cases(dir: &Path, ids: &[String], previous_stage: Option<&Path>) -> Result<Vec<Arc<TrainingCase>>> {
-    ids.iter().map(|id| TrainingCase::load(dir, id, previous_stage).map(Arc::new).map_err(|p| Error::bad_input(dir, p))).collect()
+    ids.iter()
+        .map(|id| TrainingCase::load(dir, id, previous_stage).map(Arc::new).map_err(|p| Error::bad_input(dir, p)))
+        .collect()
 }
 
 /// What a training run tells its caller while it runs.
@@ -104,14 +106,25 @@ fn check_cascade(
             let hint = Cascade::next_stage_output(Path::new(&format!("RUNS/{previous}")), configuration_name);
             return Err(Error::bad_input(
                 "--prev-stage",
-                format!("{configuration_name} trains on {previous}'s predictions: give --prev-stage {}", hint.display()),
+                format!(
+                    "{configuration_name} trains on {previous}'s predictions: give --prev-stage {}",
+                    hint.display()
+                ),
             ));
         }
-        (None, Some(dir)) => return Err(Error::bad_input(dir, format!("{configuration_name} has no previous stage (only a cascade stage takes --prev-stage)"))),
+        (None, Some(dir)) => {
+            return Err(Error::bad_input(
+                dir,
+                format!("{configuration_name} has no previous stage (only a cascade stage takes --prev-stage)"),
+            ));
+        }
         _ => {}
     }
     if let (None, Some(dir)) = (&configuration.next_stage, &cascade.next_stage_data) {
-        return Err(Error::bad_input(dir, format!("{configuration_name} has no next stage (only 3d_lowres takes --next-stage-data)")));
+        return Err(Error::bad_input(
+            dir,
+            format!("{configuration_name} has no next stage (only 3d_lowres takes --next-stage-data)"),
+        ));
     }
     if let (Some(next), None, Fold::Index(fold)) = (&configuration.next_stage, &cascade.next_stage_data, fold) {
         report(Report::Warning(format!(
@@ -124,7 +137,8 @@ fn check_cascade(
 /// Trains one fold; `report` sees every warning and every finished epoch.
 pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()> {
     let plans: Plans = read_json(&request.plans_path)?;
-    let configuration = plans.configuration(&request.configuration).map_err(|p| Error::bad_input(&request.plans_path, p))?;
+    let configuration =
+        plans.configuration(&request.configuration).map_err(|p| Error::bad_input(&request.plans_path, p))?;
     check_cascade(&request.cascade, request.fold, &request.configuration, &configuration, report)?;
     let descriptor = Descriptor::read(&request.dataset_json)?;
     Labelling::of(&descriptor).map_err(|p| Error::bad_input(&request.dataset_json, p))?;
@@ -143,7 +157,8 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         }
     };
     let device = request.settings.device;
-    let validate = |fold| crate::validate_fold(&request.run_dir, fold, &request.data_dir, &val_ids, &request.cascade, device);
+    let validate =
+        |fold| crate::validate_fold(&request.run_dir, fold, &request.data_dir, &val_ids, &request.cascade, device);
     if request.validate_only {
         let Fold::Index(fold) = request.fold else {
             return Err(Error::bad_input(&request.run_dir, "--validate-only needs a fold number"));
@@ -178,8 +193,15 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
     let train_cases = load_cases(&request.data_dir, &train_ids, previous_stage)?;
     let val_cases = load_cases(&request.data_dir, &val_ids, previous_stage)?;
     let fold_dir = request.settings.fold_dir.clone();
-    let mut trainer = Trainer::new(&request.configuration, &configuration, TrainingLabels::of(&descriptor), train_cases, val_cases, request.settings)
-        .map_err(|p| Error::bad_input(&request.plans_path, p))?;
+    let mut trainer = Trainer::new(
+        &request.configuration,
+        &configuration,
+        TrainingLabels::of(&descriptor),
+        train_cases,
+        val_cases,
+        request.settings,
+    )
+    .map_err(|p| Error::bad_input(&request.plans_path, p))?;
     if let Some(count) = request.dump_augmented {
         let dir = fold_dir.join("augmented");
         return trainer.dump_augmented(count, &dir).map_err(|p| Error::runtime(&dir, p));

@@ -31,7 +31,10 @@ pub fn crossval_splits(case_ids: &[String], folds: usize, seed: u32) -> Vec<Spli
             }
             start += size;
             let (val, train): (Vec<_>, Vec<_>) = ids.iter().cloned().zip(in_val).partition(|(_, v)| *v);
-            Split { train: train.into_iter().map(|(id, _)| id).collect(), val: val.into_iter().map(|(id, _)| id).collect() }
+            Split {
+                train: train.into_iter().map(|(id, _)| id).collect(),
+                val: val.into_iter().map(|(id, _)| id).collect(),
+            }
         })
         .collect()
 }

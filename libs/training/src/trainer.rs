@@ -4,17 +4,17 @@
 
 use crate::data::{Batch, BatchPlan, PatchSampler, Prefetcher, TrainingCase};
 use crate::loss::{DiceBceLoss, Objective};
-use crate::{deep_supervision_weights, poly_learning_rate, DiceCeLoss, LossScaler, Sgd, GRADIENT_CLIP_NORM};
+use crate::{DiceCeLoss, GRADIENT_CLIP_NORM, LossScaler, Sgd, deep_supervision_weights, poly_learning_rate};
 use ndarray::ArrayD;
-use nntools_augmentation::{write_mid_slice_png, Augmenter, Mode, Recipe};
+use nntools_augmentation::{Augmenter, Mode, Recipe, write_mid_slice_png};
 use nntools_network::Model;
 use nntools_planning::Configuration;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};
 
 /// Epochs between `checkpoint_latest` saves.
@@ -46,7 +46,9 @@ pub struct Settings {
 #[derive(Debug)]
 pub enum Stopped {
     /// `Settings::stop` was set; `checkpoint_latest` holds the weights of the interrupted epoch.
-    Interrupted { epoch: usize },
+    Interrupted {
+        epoch: usize,
+    },
     Failed(String),
 }
 
@@ -128,7 +130,9 @@ impl TrainingLabels {
         if self.regions.is_empty() {
             return seg.shallow_clone();
         }
-        let any_of = |labels: &[i64]| labels.iter().map(|&l| seg.eq(l)).reduce(|a, b| a.logical_or(&b)).expect("a region has labels");
+        let any_of = |labels: &[i64]| {
+            labels.iter().map(|&l| seg.eq(l)).reduce(|a, b| a.logical_or(&b)).expect("a region has labels")
+        };
         let mut channels: Vec<Tensor> = self.regions.iter().map(|r| any_of(r)).collect();
         channels.extend(self.ignore_label.map(|ignore| seg.eq(ignore)));
         Tensor::cat(&channels, 1)
@@ -147,7 +151,9 @@ impl TrainingLabels {
         }
         let regions = self.regions.len() as i64;
         let mask = self.ignore_label.map(|_| target.narrow(1, regions, 1).logical_not());
-        let pairs = (0..regions).map(|r| (output.narrow(1, r, 1).gt(0.0), target.narrow(1, r, 1).to_kind(Kind::Bool))).collect();
+        let pairs = (0..regions)
+            .map(|r| (output.narrow(1, r, 1).gt(0.0), target.narrow(1, r, 1).to_kind(Kind::Bool)))
+            .collect();
         (pairs, mask)
     }
 }
@@ -210,7 +216,8 @@ impl Trainer {
         let channels = image_channels + cascade_labels.as_ref().map_or(0, Vec::len);
         tch::manual_seed(settings.seed as i64);
         let arch = &configuration.architecture;
-        let model = Model::new(settings.device, &arch.network_class_name, &arch.arch_kwargs, channels, labels.outputs())?;
+        let model =
+            Model::new(settings.device, &arch.network_class_name, &arch.arch_kwargs, channels, labels.outputs())?;
         let mut named: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let (names, parameters): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
@@ -228,7 +235,8 @@ impl Trainer {
         let patch = &configuration.patch_size;
         let two_d = patch.len() == 2;
         // the labels declared, so that no batch's values are read back from the device
-        let recipe = Recipe::new(patch, &configuration.use_mask_for_norm, settings.augment, cascade_labels).with_labels(&labels.values);
+        let recipe = Recipe::new(patch, &configuration.use_mask_for_norm, settings.augment, cascade_labels)
+            .with_labels(&labels.values);
         let mirroring_axes = recipe.mirror_axes();
         // training batches are cropped at the enlarged patch the spatial transform needs, validation
         // batches at the patch itself
@@ -251,9 +259,15 @@ impl Trainer {
             model,
             names,
             loss: if labels.regions.is_empty() {
-                Objective::Labels(DiceCeLoss { batch_dice: configuration.batch_dice, ignore_label: labels.ignore_label })
+                Objective::Labels(DiceCeLoss {
+                    batch_dice: configuration.batch_dice,
+                    ignore_label: labels.ignore_label,
+                })
             } else {
-                Objective::Regions(DiceBceLoss { batch_dice: configuration.batch_dice, ignore_channel: labels.ignore_label.is_some() })
+                Objective::Regions(DiceBceLoss {
+                    batch_dice: configuration.batch_dice,
+                    ignore_channel: labels.ignore_label.is_some(),
+                })
             },
             labels,
             ds_weights: deep_supervision_weights(outputs),
@@ -292,7 +306,8 @@ impl Trainer {
                     break;
                 }
                 let path = dir.join(format!("augmented_{written:03}.png"));
-                write_mid_slice_png(&path, &data.get(i), &seg.get(i)).map_err(|e| format!("{}: {e}", path.display()))?;
+                write_mid_slice_png(&path, &data.get(i), &seg.get(i))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 written += 1;
             }
         }
@@ -312,7 +327,9 @@ impl Trainer {
     /// Batches `first..first + count` of `plan`, staged for the device by the loader threads.
     fn batches(&self, plan: &Arc<BatchPlan>, first: usize, count: usize) -> Prefetcher<HostBatch> {
         let device = self.settings.device;
-        Prefetcher::start_staged(plan.clone(), first as u64, count, LOADER_THREADS, move |batch| HostBatch::stage(batch, device))
+        Prefetcher::start_staged(plan.clone(), first as u64, count, LOADER_THREADS, move |batch| {
+            HostBatch::stage(batch, device)
+        })
     }
 
     /// A batch on the device, augmented when training: the image tensor and the labels (-1 outside
@@ -383,31 +400,37 @@ impl Trainer {
     fn validate(&mut self, epoch: usize) -> (f64, Vec<f64>) {
         let foreground = self.labels.foreground_outputs() as i64;
         let options = (Kind::Double, self.settings.device);
-        let (mut tp, mut fp, mut fn_) = (Tensor::zeros([foreground], options), Tensor::zeros([foreground], options), Tensor::zeros([foreground], options));
+        let (mut tp, mut fp, mut fn_) = (
+            Tensor::zeros([foreground], options),
+            Tensor::zeros([foreground], options),
+            Tensor::zeros([foreground], options),
+        );
         let mut total = Tensor::zeros([], options);
         let iterations = self.settings.validation_iterations;
         let amp = self.loss_scaler.is_some();
         for batch in self.batches(&self.val_batches, epoch * iterations, iterations) {
             let (input, seg) = self.tensors(batch, false);
             let targets = self.targets(&seg);
-            nntools_network::autocast(amp, || tch::no_grad(|| {
-                let outputs = self.model.net.forward_deep_supervision(&input);
-                total += self.loss.deep_supervision(&outputs, &targets, &self.ds_weights).to_kind(Kind::Double);
-                let (masks, counted) = self.labels.masks(&outputs[0], &targets[0]);
-                let counts = |pairs: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
-                    let per_output: Vec<Tensor> = masks
-                        .iter()
-                        .map(|(predicted, target)| {
-                            let hits = pairs(predicted, target);
-                            counted.as_ref().map_or(hits.shallow_clone(), |m| hits.logical_and(m)).sum(Kind::Double)
-                        })
-                        .collect();
-                    Tensor::stack(&per_output, 0)
-                };
-                tp += counts(&|p, t| p.logical_and(t));
-                fp += counts(&|p, t| p.logical_and(&t.logical_not()));
-                fn_ += counts(&|p, t| p.logical_not().logical_and(t));
-            }));
+            nntools_network::autocast(amp, || {
+                tch::no_grad(|| {
+                    let outputs = self.model.net.forward_deep_supervision(&input);
+                    total += self.loss.deep_supervision(&outputs, &targets, &self.ds_weights).to_kind(Kind::Double);
+                    let (masks, counted) = self.labels.masks(&outputs[0], &targets[0]);
+                    let counts = |pairs: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
+                        let per_output: Vec<Tensor> = masks
+                            .iter()
+                            .map(|(predicted, target)| {
+                                let hits = pairs(predicted, target);
+                                counted.as_ref().map_or(hits.shallow_clone(), |m| hits.logical_and(m)).sum(Kind::Double)
+                            })
+                            .collect();
+                        Tensor::stack(&per_output, 0)
+                    };
+                    tp += counts(&|p, t| p.logical_and(t));
+                    fp += counts(&|p, t| p.logical_and(&t.logical_not()));
+                    fn_ += counts(&|p, t| p.logical_not().logical_and(t));
+                })
+            });
         }
         let host = |t: &Tensor| Vec::<f64>::try_from(t.to_device(Device::Cpu)).expect("double tensor");
         let (tp, fp, fn_) = (host(&tp), host(&fp), host(&fn_));
@@ -422,7 +445,8 @@ impl Trainer {
 
     /// Runs the remaining epochs, calling `report` after each.
     pub fn run(&mut self, report: &mut dyn FnMut(&EpochLog)) -> Result<(), Stopped> {
-        std::fs::create_dir_all(&self.settings.fold_dir).map_err(|e| format!("{}: {e}", self.settings.fold_dir.display()))?;
+        std::fs::create_dir_all(&self.settings.fold_dir)
+            .map_err(|e| format!("{}: {e}", self.settings.fold_dir.display()))?;
         while self.state.epoch < self.settings.epochs {
             let epoch = self.state.epoch;
             let start = std::time::Instant::now();
@@ -442,7 +466,15 @@ impl Trainer {
             };
             self.state.ema_pseudo_dice = Some(ema);
             self.state.epoch = epoch + 1;
-            let log = EpochLog { epoch, train_loss, val_loss, pseudo_dice, ema_pseudo_dice: ema, lr, epoch_time_s: start.elapsed().as_secs_f64() };
+            let log = EpochLog {
+                epoch,
+                train_loss,
+                val_loss,
+                pseudo_dice,
+                ema_pseudo_dice: ema,
+                lr,
+                epoch_time_s: start.elapsed().as_secs_f64(),
+            };
             self.append_log(&log)?;
             self.history.push(log.clone());
             crate::plot_progress(&self.settings.fold_dir.join("progress.png"), &self.history)?;
@@ -464,7 +496,11 @@ impl Trainer {
 
     fn append_log(&self, log: &EpochLog) -> Result<(), String> {
         let path = self.settings.fold_dir.join("log.jsonl");
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let line = serde_json::to_string(log).map_err(|e| e.to_string())?;
         writeln!(file, "{line}").and_then(|()| file.sync_data()).map_err(|e| format!("{}: {e}", path.display()))
     }
@@ -500,7 +536,10 @@ impl Trainer {
         let Some((name, state)) = newest else { return Ok(()) };
         self.model.load_safetensors(&dir.join(format!("checkpoint_{name}.safetensors"))).map_err(|e| e.to_string())?;
         let buffers: std::collections::HashMap<String, Tensor> =
-            Tensor::read_safetensors(dir.join(format!("checkpoint_{name}.momentum.safetensors"))).map_err(|e| e.to_string())?.into_iter().collect();
+            Tensor::read_safetensors(dir.join(format!("checkpoint_{name}.momentum.safetensors")))
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect();
         let ordered = self
             .names
             .iter()
@@ -511,7 +550,8 @@ impl Trainer {
         let log_path = dir.join("log.jsonl");
         if let Ok(text) = std::fs::read_to_string(&log_path) {
             let kept: Vec<&str> = text.lines().take(state.epoch).collect();
-            std::fs::write(&log_path, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(|e| e.to_string())?;
+            std::fs::write(&log_path, kept.iter().map(|l| format!("{l}\n")).collect::<String>())
+                .map_err(|e| e.to_string())?;
             self.history = kept.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
         }
         if let (Some(scaler), Some((scale, clean_steps))) = (&mut self.loss_scaler, state.loss_scaler) {
@@ -532,11 +572,20 @@ mod tests {
 
     #[test]
     fn region_targets_and_validation_masks_as_nnunet() {
-        let labels = TrainingLabels { values: vec![0, 1, 2, 3], foreground: vec![1, 2], regions: vec![vec![1, 2], vec![2]], ignore_label: Some(3) };
+        let labels = TrainingLabels {
+            values: vec![0, 1, 2, 3],
+            foreground: vec![1, 2],
+            regions: vec![vec![1, 2], vec![2]],
+            ignore_label: Some(3),
+        };
         assert_eq!((labels.outputs(), labels.foreground_outputs()), (2, 2));
         let seg = Tensor::from_slice(&[0i64, 1, 2, 3]).view([1, 1, 2, 2]);
         let target = labels.target(&seg);
-        assert_eq!(values(&target), [0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1], "regions {{1, 2}}, {{2}}, then the ignored voxels");
+        assert_eq!(
+            values(&target),
+            [0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1],
+            "regions {{1, 2}}, {{2}}, then the ignored voxels"
+        );
         let logits = Tensor::from_slice(&[1.0f32, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0]).view([1, 2, 2, 2]);
         let (pairs, counted) = labels.masks(&logits, &target);
         assert_eq!(values(&pairs[0].0), [1, 0, 1, 1], "region 0 predicted where its logit is positive");
@@ -546,7 +595,8 @@ mod tests {
         let plain = TrainingLabels { regions: Vec::new(), ..labels };
         assert_eq!((plain.outputs(), plain.foreground_outputs()), (3, 2));
         assert_eq!(values(&plain.target(&seg)), [0, 1, 2, 3], "labels stay labels");
-        let logits = Tensor::from_slice(&[5.0f32, 0.0, 0.0, 5.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0]).view([1, 3, 2, 2]);
+        let logits =
+            Tensor::from_slice(&[5.0f32, 0.0, 0.0, 5.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0]).view([1, 3, 2, 2]);
         let (pairs, counted) = plain.masks(&logits, &seg);
         assert_eq!(values(&pairs[0].0), [0, 1, 0, 0]);
         assert_eq!(values(&pairs[1].0), [0, 0, 1, 0]);

@@ -4,21 +4,29 @@
 //! and ensembling (`nn-ensemble select`) read. For 3d_lowres the same predictions are also resampled to
 //! the cascade's next stage (see [`Cascade`]).
 
-use crate::data::preprocessed_shape;
 use crate::Cascade;
+use crate::data::preprocessed_shape;
 use ndarray::Array4;
 use ndarray_npy::ReadNpyExt;
-use nntools_inference::{export, labels_for_next_stage, write_prediction, ModelFolder, Options, Predictor};
-use nntools_io::{new_header, read_json, write_json, Error, Geometry, Result};
-use nntools_preprocessing::{read_label_map_npy, write_label_map_npy, Properties};
+use nntools_inference::{ModelFolder, Options, Predictor, export, labels_for_next_stage, write_prediction};
+use nntools_io::{Error, Geometry, Result, new_header, read_json, write_json};
+use nntools_preprocessing::{Properties, read_label_map_npy, write_label_map_npy};
 use std::path::{Path, PathBuf};
 use tch::Device;
 
 /// Predicts the validation cases of fold `fold` of the run in `run_dir` from the preprocessed folder
 /// (with the previous stage's labels for a cascade stage; writing the next stage's for 3d_lowres).
 /// `cascade` fits the configuration: `train` checked it.
-pub(crate) fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_ids: &[String], cascade: &Cascade, device: Device) -> Result<()> {
-    let options = Options { folds: Some(vec![fold.to_string()]), checkpoint: "final".into(), tta: true, step: 0.5, device };
+pub(crate) fn validate_fold(
+    run_dir: &Path,
+    fold: usize,
+    data_dir: &Path,
+    case_ids: &[String],
+    cascade: &Cascade,
+    device: Device,
+) -> Result<()> {
+    let options =
+        Options { folds: Some(vec![fold.to_string()]), checkpoint: "final".into(), tta: true, step: 0.5, device };
     let folder = ModelFolder::open(run_dir, &options)?;
     let configuration = &folder.recipe.configuration;
     let next_stage: Option<(&PathBuf, PathBuf)> = configuration
@@ -35,7 +43,9 @@ pub(crate) fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_i
     let next_stage_mark = next_stage.as_ref().map(|(_, out)| Cascade::next_stage_mark(out, fold));
     if let Some(mark) = &next_stage_mark {
         // until the fold's labels are all rewritten, they are not complete
-        std::fs::remove_file(mark).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).map_err(|e| Error::io(mark, &e))?;
+        std::fs::remove_file(mark)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            .map_err(|e| Error::io(mark, &e))?;
     }
     for id in case_ids {
         let data_path = data_dir.join(format!("{id}.npy"));
@@ -49,7 +59,10 @@ pub(crate) fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_i
                 let path = dir.join(format!("{id}.npy"));
                 let labels = read_label_map_npy(&path)?;
                 if labels.shape() != &data.shape()[1..] {
-                    return Err(Error::bad_input(&path, format!("shape {:?}, but case {id} is {:?}", labels.shape(), &data.shape()[1..])));
+                    return Err(Error::bad_input(
+                        &path,
+                        format!("shape {:?}, but case {id} is {:?}", labels.shape(), &data.shape()[1..]),
+                    ));
                 }
                 Ok(labels)
             })
@@ -61,10 +74,22 @@ pub(crate) fn validate_fold(run_dir: &Path, fold: usize, data_dir: &Path, case_i
             write_label_map_npy(&next_out.join(format!("{id}.npy")), &labels)?;
         }
         let exported = export(&logits, &properties, &folder.recipe, &folder.labelling, true);
-        let geometry = Geometry { spacing: properties.spacing, origin: properties.sitk_stuff.origin, direction: properties.sitk_stuff.direction };
+        let geometry = Geometry {
+            spacing: properties.spacing,
+            origin: properties.sitk_stuff.origin,
+            direction: properties.sitk_stuff.direction,
+        };
         let shape = exported.labels.shape();
         let header = new_header(&geometry, [shape[0], shape[1], shape[2]]);
-        write_prediction(&out, id, &folder.descriptor.file_ending, &exported.labels, exported.probabilities.as_ref(), &properties, &header)?;
+        write_prediction(
+            &out,
+            id,
+            &folder.descriptor.file_ending,
+            &exported.labels,
+            exported.probabilities.as_ref(),
+            &properties,
+            &header,
+        )?;
     }
     match next_stage_mark {
         Some(mark) => write_json(&mark, &serde_json::json!({"fold": fold, "cases": case_ids})),

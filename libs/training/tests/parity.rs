@@ -4,7 +4,9 @@
 use nntools_network::Model;
 use nntools_planning::Plans;
 use nntools_tests::{read_json, shared};
-use nntools_training::{deep_supervision_weights, DiceCeLoss, Objective, Sgd, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE};
+use nntools_training::{
+    DiceCeLoss, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE, Objective, Sgd, deep_supervision_weights,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -25,7 +27,9 @@ fn loss_matches(configuration: &str) {
     let weights = deep_supervision_weights(3);
     let reference_weights: Vec<f64> = serde_json::from_value(summary[configuration]["ds_weights"].clone()).unwrap();
     assert!(weights.iter().zip(&reference_weights).all(|(a, b)| (a - b).abs() < 1e-12));
-    let loss = Objective::Labels(DiceCeLoss { batch_dice, ignore_label: None }).deep_supervision(&outputs, &targets, &weights).double_value(&[]);
+    let loss = Objective::Labels(DiceCeLoss { batch_dice, ignore_label: None })
+        .deep_supervision(&outputs, &targets, &weights)
+        .double_value(&[]);
     assert!((loss - expected).abs() <= 1e-5, "{configuration}: loss {loss} vs nnU-Net {expected}");
 }
 
@@ -55,9 +59,12 @@ fn set_gradients(model: &Model, gradients: &HashMap<String, Tensor>) {
 fn two_sgd_steps_match_nnunet() {
     let Some(shared) = shared() else { return };
     let dir = shared.join("reference/train/2d");
-    let plans: Plans = serde_json::from_value(read_json(&shared.join("reference/Dataset004_Hippocampus/nnUNetPlans.json"))).unwrap();
+    let plans: Plans =
+        serde_json::from_value(read_json(&shared.join("reference/Dataset004_Hippocampus/nnUNetPlans.json"))).unwrap();
     let config = plans.configuration("2d").unwrap();
-    let mut model = Model::new(Device::Cpu, &config.architecture.network_class_name, &config.architecture.arch_kwargs, 1, 3).unwrap();
+    let mut model =
+        Model::new(Device::Cpu, &config.architecture.network_class_name, &config.architecture.arch_kwargs, 1, 3)
+            .unwrap();
     model.load_safetensors(&dir.join("weights_init.safetensors")).unwrap();
     let mut optimizer = Sgd::new(model.vs.trainable_variables());
     let summary = read_json(&shared.join("reference/train/summary.json"));
@@ -66,7 +73,10 @@ fn two_sgd_steps_match_nnunet() {
         set_gradients(&model, &tensors(&dir.join(format!("grads_step{step}_raw.safetensors"))));
         let norm = optimizer.clip_grad_norm(GRADIENT_CLIP_NORM).double_value(&[]);
         let expected_norm = summary["2d"][format!("grad_norm_step{step}_before_clip")].as_f64().unwrap();
-        assert!((norm - expected_norm).abs() <= 1e-4 * expected_norm, "step {step}: gradient norm {norm} vs {expected_norm}");
+        assert!(
+            (norm - expected_norm).abs() <= 1e-4 * expected_norm,
+            "step {step}: gradient norm {norm} vs {expected_norm}"
+        );
         optimizer.step(INITIAL_LEARNING_RATE);
         let expected = tensors(&dir.join(format!("weights_after_step{step}.safetensors")));
         for (name, var) in model.vs.variables() {

@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use nntools_ingest::{convert_v1, create, parse_numbered, CreateRequest, Options};
+use nntools_ingest::{CreateRequest, Options, convert_v1, create, parse_numbered};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -67,10 +67,13 @@ Examples:
     /// Reads TASK_DIR/dataset.json (modality, labels value -> name, training and test lists), splits
     /// 4-D images into one 3-D file per channel with their header and geometry, copies the label maps,
     /// and writes a v2 dataset.json.
-    #[command(name = "convert-v1", after_help = "\
+    #[command(
+        name = "convert-v1",
+        after_help = "\
 Examples:
   nn-dataset convert-v1 Task04_Hippocampus -o raw/Dataset004_Hippocampus
-  nn-dataset convert-v1 nnUNet_raw_data/Task005_Prostate -o raw/Dataset005_Prostate --link")]
+  nn-dataset convert-v1 nnUNet_raw_data/Task005_Prostate -o raw/Dataset005_Prostate --link"
+    )]
     ConvertV1 {
         /// v1 task folder: dataset.json, imagesTr, labelsTr, imagesTs.
         task_dir: PathBuf,
@@ -105,7 +108,8 @@ fn main() -> ExitCode {
         nntools_cli::init_threads(args.threads)?;
         let warnings = match args.command {
             Command::Create { images, labels, test_images, channels, labels_declared, name, output } => {
-                let request = CreateRequest { images, labels, test_images, channels, label_names: labels_declared, name };
+                let request =
+                    CreateRequest { images, labels, test_images, channels, label_names: labels_declared, name };
                 create(&request, &output.folder, output.options())?
             }
             Command::ConvertV1 { task_dir, output } => convert_v1(&task_dir, &output.folder, output.options())?,

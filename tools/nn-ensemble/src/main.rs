@@ -1,7 +1,9 @@
 use clap::{Parser, Subcommand};
 use nntools_dataset::Descriptor;
-use nntools_ensembling::{average_folders, folder_descriptor, postprocess_folder, select, InferencePlan, SelectRequest};
-use nntools_io::{read_json, Error};
+use nntools_ensembling::{
+    InferencePlan, SelectRequest, average_folders, folder_descriptor, postprocess_folder, select,
+};
+use nntools_io::{Error, read_json};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -99,12 +101,22 @@ fn main() -> ExitCode {
                 average_folders(inputs, output, &descriptor(dataset, &inputs[0])?, *save_probabilities).map(|_| ())
             }
             Command::Select { runs, reference, folds, output } => {
-                let plan = select(&SelectRequest { runs: runs.clone(), reference: reference.clone(), folds: folds.clone(), output: output.clone() })?;
+                let plan = select(&SelectRequest {
+                    runs: runs.clone(),
+                    reference: reference.clone(),
+                    folds: folds.clone(),
+                    output: output.clone(),
+                })?;
                 for score in &plan.cross_validation {
                     println!("{:<40} {:.4}", score.configurations.join(" + "), score.foreground_dice);
                 }
                 let chosen: Vec<&str> = plan.models.iter().map(|m| m.configuration.as_str()).collect();
-                println!("chosen: {} (Dice {:.4}; after postprocessing {:.4})", chosen.join(" + "), plan.foreground_dice_before_postprocessing, plan.foreground_dice_after_postprocessing);
+                println!(
+                    "chosen: {} (Dice {:.4}; after postprocessing {:.4})",
+                    chosen.join(" + "),
+                    plan.foreground_dice_before_postprocessing,
+                    plan.foreground_dice_after_postprocessing
+                );
                 println!("to predict a folder of images:");
                 for command in &plan.commands {
                     println!("  {command}");
@@ -114,7 +126,8 @@ fn main() -> ExitCode {
             Command::Postprocess { input, output, plan, dataset } => {
                 let plan: InferencePlan = read_json(plan)?;
                 let run = plan.models.first().ok_or_else(|| Error::bad_input(input, "the plan names no model"))?;
-                let descriptor = descriptor(dataset, input).or_else(|_| Descriptor::read(&run.run.join("dataset.json")))?;
+                let descriptor =
+                    descriptor(dataset, input).or_else(|_| Descriptor::read(&run.run.join("dataset.json")))?;
                 if input == output {
                     return Err(Error::bad_input(output, "must differ from the input folder"));
                 }

@@ -1,6 +1,6 @@
 use clap::Parser;
 use nntools_dataset::Descriptor;
-use nntools_evaluation::{evaluate_folders, Options};
+use nntools_evaluation::{Options, evaluate_folders};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -49,9 +49,11 @@ fn main() -> ExitCode {
             nntools_cli::warn(TOOL, args.quiet, warning);
         }
         if args.verify_only {
-            return outcome.problems.is_empty().then_some(()).ok_or_else(|| {
-                nntools_io::Error::bad_input_lines(outcome.problems)
-            });
+            return outcome
+                .problems
+                .is_empty()
+                .then_some(())
+                .ok_or_else(|| nntools_io::Error::bad_input_lines(outcome.problems));
         }
         let fingerprint = outcome.into_fingerprint()?;
         nntools_io::write_json(&args.output, &fingerprint)

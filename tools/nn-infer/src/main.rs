@@ -1,5 +1,5 @@
 use clap::Parser;
-use nntools_inference::{predict, Event, Options, PreviousStage, Request};
+use nntools_inference::{Event, Options, PreviousStage, Request, predict};
 use nntools_io::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,7 +85,8 @@ fn main() -> ExitCode {
                 let plan: nntools_ensembling::InferencePlan = nntools_io::read_json(path)?;
                 let folds = plan.folds.iter().map(usize::to_string).collect();
                 // a cascade stage's previous stage predicts first, unless its predictions are given
-                let previous_model = plan.models.iter().find_map(|m| m.previous_stage.clone()).map(PreviousStage::Model);
+                let previous_model =
+                    plan.models.iter().find_map(|m| m.previous_stage.clone()).map(PreviousStage::Model);
                 (plan.models.into_iter().map(|m| m.run).collect(), Some(folds), given_predictions.or(previous_model))
             }
             None => (args.models.clone(), args.folds.clone(), given_predictions),

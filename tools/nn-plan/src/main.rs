@@ -55,9 +55,15 @@ fn main() -> ExitCode {
         let json_path = if args.dataset.is_dir() { args.dataset.join("dataset.json") } else { args.dataset.clone() };
         let descriptor = Descriptor::read(&json_path)?;
         let fingerprint: Fingerprint = nntools_io::read_json(&args.fingerprint)?;
-        if let Some(gb) = args.gpu_memory_gb.filter(|&gb| preset != Preset::Default && gb != preset.default_gpu_memory_gb()) {
+        if let Some(gb) =
+            args.gpu_memory_gb.filter(|&gb| preset != Preset::Default && gb != preset.default_gpu_memory_gb())
+        {
             let expected = preset.default_gpu_memory_gb();
-            nntools_cli::warn(TOOL, args.quiet, &format!("planning {} for {gb} GB instead of its {expected} GB", args.planner));
+            nntools_cli::warn(
+                TOOL,
+                args.quiet,
+                &format!("planning {} for {gb} GB instead of its {expected} GB", args.planner),
+            );
         }
         let request = PlanRequest {
             dataset_name: dataset_name(&json_path)?,

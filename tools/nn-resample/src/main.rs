@@ -1,8 +1,8 @@
 use clap::{ArgGroup, Parser};
-use nntools_dataset::{list_image_cases, Dataset};
+use nntools_dataset::{Dataset, list_image_cases};
 use nntools_io::Error;
 use nntools_planning::Plans;
-use nntools_preprocessing::{preprocess_dataset, CaseFiles, Recipe, Stamp};
+use nntools_preprocessing::{CaseFiles, Recipe, Stamp, preprocess_dataset};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::process::ExitCode;

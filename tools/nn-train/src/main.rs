@@ -1,6 +1,6 @@
 use clap::Parser;
 use nntools_io::Error;
-use nntools_training::{train, Augmentation, Cascade, Fold, Report, Request, Settings};
+use nntools_training::{Augmentation, Cascade, Fold, Report, Request, Settings, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -116,7 +116,10 @@ fn main() -> ExitCode {
         for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             signal_hook::flag::register(signal, stop.clone()).map_err(|e| Error::runtime("signal handler", e))?;
         }
-        let fold_name = match fold { Fold::All => "fold_all".to_owned(), Fold::Index(f) => format!("fold_{f}") };
+        let fold_name = match fold {
+            Fold::All => "fold_all".to_owned(),
+            Fold::Index(f) => format!("fold_{f}"),
+        };
         let request = Request {
             plans_path: args.plans.clone(),
             configuration: args.configuration.clone(),
@@ -148,7 +151,13 @@ fn main() -> ExitCode {
                 let dice: Vec<String> = log.pseudo_dice.iter().map(|d| format!("{d:.3}")).collect();
                 eprintln!(
                     "{TOOL}: epoch {}: train loss {:.4}, val loss {:.4}, pseudo dice [{}], ema {:.4}, lr {:.5}, {:.1} s",
-                    log.epoch, log.train_loss, log.val_loss, dice.join(", "), log.ema_pseudo_dice, log.lr, log.epoch_time_s
+                    log.epoch,
+                    log.train_loss,
+                    log.val_loss,
+                    dice.join(", "),
+                    log.ema_pseudo_dice,
+                    log.lr,
+                    log.epoch_time_s
                 );
             }
             Report::Epoch(_) => {}
