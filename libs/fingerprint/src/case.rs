@@ -4,7 +4,7 @@ use ndarray::{ArrayView3, s};
 use nntools_dataset::Case;
 use nntools_io::{Image, read_image, read_label_map};
 use nntools_preprocessing::cropping::{box_shape, nonzero_bounding_box};
-use nntools_random::RandomState;
+use nntools_numpy::RandomState;
 
 /// nnU-Net re-seeds its sampler with this for every case.
 const SAMPLING_SEED: u32 = 1234;

@@ -3,7 +3,7 @@
 //! locations drawn without replacement from the class's voxels in C order.
 
 use ndarray::Array3;
-use nntools_random::RandomState;
+use nntools_numpy::RandomState;
 use std::collections::BTreeMap;
 
 const SEED: u32 = 1234;

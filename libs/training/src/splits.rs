@@ -1,7 +1,7 @@
 //! Cross-validation splits in nnU-Net's `splits_final.json` format, made as nnU-Net makes them:
 //! sklearn's `KFold(n_splits=5, shuffle=True, random_state=12345)` over the sorted case identifiers.
 
-use nntools_random::RandomState;
+use nntools_numpy::RandomState;
 use serde::{Deserialize, Serialize};
 
 /// nnU-Net's split seed.

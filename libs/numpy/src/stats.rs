@@ -1,0 +1,1 @@
+//! numpy's statistics as nnU-Net calls them.
