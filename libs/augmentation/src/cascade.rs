@@ -1,4 +1,8 @@
-//! The cascade's previous-stage segmentation as network input (nnunet-spec 7, rows 13 to 15): one-hot
+//! The cascade's previous-stage segmentation as network input (batchgeneratorsv2's
+//! `transforms/nnunet/seg_to_onehot.py: MoveSegAsOneHotToDataTransform`,
+//! `transforms/nnunet/random_binary_operator.py: ApplyRandomBinaryOperatorTransform` and
+//! `transforms/nnunet/remove_connected_components.py: RemoveRandomConnectedComponentFromOneHotEncodingTransform`, as
+//! `nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py: nnUNetTrainer.get_training_transforms` sets them up): one-hot
 //! channels appended to the image, randomly dilated/eroded/opened/closed and stripped of small components.
 
 use std::collections::VecDeque;

@@ -1,5 +1,9 @@
-//! The intensity transforms of nnU-Net's pipeline (nnunet-spec 7, rows 3 to 9), batched over the images
-//! of all samples and channels ("rows"); rows a transform does not touch are left bit for bit.
+//! The intensity transforms of nnU-Net's pipeline
+//! (`nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py: nnUNetTrainer.get_training_transforms`: batchgeneratorsv2's
+//! `GaussianNoiseTransform`, `GaussianBlurTransform`, `MultiplicativeBrightnessTransform`, `ContrastTransform`,
+//! `SimulateLowResolutionTransform`, `GammaTransform` inverted and plain, in `transforms/intensity/`,
+//! `transforms/noise/` and `transforms/spatial/`), batched over the images of all samples and channels ("rows"); rows
+//! a transform does not touch are left bit for bit.
 
 use tch::{Kind, Tensor};
 

@@ -1,5 +1,6 @@
-//! nnU-Net v2's training-time data augmentation (nnunet-spec 6.5, 7, 7.1) as batched tch tensor
-//! operations on the device the batch lives on.
+//! nnU-Net v2's training-time data augmentation
+//! (`nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py: nnUNetTrainer.get_training_transforms` with
+//! batchgeneratorsv2's transforms) as batched tch tensor operations on the device the batch lives on.
 //!
 //! Per run a [`Recipe`] fixes the patch, the enlarged initial patch the loader crops, the mirror axes,
 //! dummy 2D and the cascade labels. Per sample, [`Recipe::draw`] draws every random decision from a

@@ -1,4 +1,6 @@
-//! What is fixed per run (the recipe, nnunet-spec 6.5) and what is drawn per sample (the parameters, 7).
+//! What is fixed per run (the recipe: `nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py:
+//! nnUNetTrainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size`) and what is drawn per sample (the
+//! parameters of the transforms `nnUNetTrainer.get_training_transforms` composes).
 
 use std::f64::consts::PI;
 use std::str::FromStr;
@@ -124,8 +126,9 @@ impl Recipe {
         self
     }
 
-    /// nnU-Net's enlarged initial patch that the loader must crop for training (nnunet-spec 6.5); equals
-    /// the patch for `Mode::None` and `Mode::MirrorOnly`, which neither rotate nor scale.
+    /// nnU-Net's enlarged initial patch that the loader must crop for training
+    /// (`nnunetv2/training/data_augmentation/compute_initial_patch_size.py: get_patch_size`); equals the patch for
+    /// `Mode::None` and `Mode::MirrorOnly`, which neither rotate nor scale.
     pub fn initial_patch(&self) -> Vec<usize> {
         self.initial.clone()
     }

@@ -1,4 +1,7 @@
-//! batchgeneratorsv2's SpatialTransform as nnU-Net configures it (nnunet-spec 7.1), and mirroring.
+//! batchgeneratorsv2's SpatialTransform as nnU-Net configures it
+//! (`batchgeneratorsv2/transforms/spatial/spatial.py: SpatialTransform`, set up in
+//! `nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py: nnUNetTrainer.get_training_transforms`), and mirroring
+//! (`transforms/spatial/mirroring.py: MirrorTransform`).
 
 use tch::{Device, Kind, Tensor};
 

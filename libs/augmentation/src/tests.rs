@@ -171,7 +171,8 @@ fn initial_patch_matches_nnunet() {
     assert_eq!(hippocampus().initial_patch(), [73, 80, 64]);
     // 2d [56, 40]: aspect 1.4 <= 1.5, so ±180°, capped at 90°: (40, 56) rotated; max (56, 56) / 0.85 = 65.88
     assert_eq!(Recipe::new(&[56, 40], &[false], Mode::Nnunet, None).initial_patch(), [65, 65]);
-    // nnunet-spec 6.5's derived values
+    // what `nnunetv2/training/data_augmentation/compute_initial_patch_size.py: get_patch_size` gives for these
+    // patches with nnU-Net's rotation ranges (±30°; dummy 2D ±180°)
     assert_eq!(Recipe::new(&[128, 128, 128], &[false], Mode::Nnunet, None).initial_patch(), [205, 205, 205]);
     assert_eq!(Recipe::new(&[80, 192, 160], &[false], Mode::Nnunet, None).initial_patch(), [194, 289, 210]);
     assert_eq!(Recipe::new(&[20, 320, 256], &[false], Mode::Nnunet, None).initial_patch(), [20, 376, 376]);

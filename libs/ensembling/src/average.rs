@@ -1,4 +1,5 @@
-//! Averaging the probabilities of several prediction folders (nnunet-spec 9.2).
+//! Averaging the probabilities of several prediction folders (`nnunetv2/ensembling/ensemble.py: ensemble_folders`,
+//! `average_probabilities`).
 
 use ndarray::Array4;
 use nntools_dataset::{Descriptor, Labelling};

@@ -1,5 +1,7 @@
-//! Postprocessing by connected components (nnunet-spec 9.3): keep only the largest 26-connected
-//! component of a class (or of all foreground), the voxels of the others becoming background.
+//! Postprocessing by connected components
+//! (`nnunetv2/postprocessing/remove_connected_components.py: remove_all_but_largest_component_from_segmentation`):
+//! keep only the largest 26-connected component of a class (or of all foreground), the voxels of the others becoming
+//! background.
 
 use ndarray::Array3;
 use nntools_dataset::Descriptor;

@@ -1,6 +1,7 @@
-//! Choosing what to predict with (nnunet-spec 9.1, 9.3): every trained configuration and every pair of
-//! them scored by the foreground-mean Dice of their cross-validation predictions, the best one kept,
-//! then postprocessing steps kept where they strictly improve that score.
+//! Choosing what to predict with (`nnunetv2/evaluation/find_best_configuration.py: find_best_configuration`, then
+//! `nnunetv2/postprocessing/remove_connected_components.py: determine_postprocessing`): every trained configuration
+//! and every pair of them scored by the foreground-mean Dice of their cross-validation predictions, the best one
+//! kept, then postprocessing steps kept where they strictly improve that score.
 
 use crate::components::Step;
 use ndarray::{Array3, Array4};

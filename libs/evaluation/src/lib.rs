@@ -1,6 +1,7 @@
-//! nnU-Net's evaluation (nnunet-spec 10): every predicted label map against its reference, per case
-//! and per class (or region), Dice, IoU and the confusion counts, averaged over cases ignoring NaN, and
-//! written as nnU-Net's `summary.json`; optionally surface metrics (HD95, normalised surface Dice).
+//! nnU-Net's evaluation (`nnunetv2/evaluation/evaluate_predictions.py: compute_metrics_on_folder`): every predicted
+//! label map against its reference, per case and per class (or region), Dice, IoU and the confusion counts, averaged
+//! over cases ignoring NaN, and written as nnU-Net's `summary.json`; optionally surface metrics (HD95, normalised
+//! surface Dice).
 
 mod metrics;
 mod overlay;

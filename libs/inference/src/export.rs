@@ -1,7 +1,7 @@
-//! From fold-averaged logits at the configuration's spacing to what is written (nnunet-spec 8.4):
-//! logits resampled to the cropped input shape and rounded to fp16 as nnU-Net keeps them, labels by
-//! argmax (or by region order), probabilities by softmax (or sigmoid), both put back into the input
-//! image's extent and axis order.
+//! From fold-averaged logits at the configuration's spacing to what is written
+//! (`nnunetv2/inference/export_prediction.py: convert_predicted_logits_to_segmentation_with_correct_shape`): logits
+//! resampled to the cropped input shape and rounded to fp16 as nnU-Net keeps them, labels by argmax (or by region
+//! order), probabilities by softmax (or sigmoid), both put back into the input image's extent and axis order.
 //!
 //! On a CPU the logits are resampled line by line as nnU-Net does. On a GPU they are resampled there,
 //! by one matrix product per axis, one slab of the output at a time, and only the slab's labels (and

@@ -1,7 +1,7 @@
-//! nnU-Net's inference (nnunet-spec 8): a trained model folder (ours or nnU-Net v2's, weights as
-//! safetensors) predicts raw images: the training preprocessing, sliding-window prediction with the
-//! Gaussian importance map and mirroring, logits averaged over folds, resampled back and written in
-//! the input image's exact geometry. Several model folders are ensembled by averaging probabilities.
+//! nnU-Net's inference (`nnunetv2/inference/predict_from_raw_data.py: nnUNetPredictor`): a trained model folder (ours
+//! or nnU-Net v2's, weights as safetensors) predicts raw images: the training preprocessing, sliding-window
+//! prediction with the Gaussian importance map and mirroring, logits averaged over folds, resampled back and written
+//! in the input image's exact geometry. Several model folders are ensembled by averaging probabilities.
 //!
 //! Cases stream through three stages on their own threads (read and preprocess, predict, export and
 //! write), so at most one case per stage is in memory and the network never waits for disk.

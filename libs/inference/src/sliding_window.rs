@@ -1,6 +1,9 @@
-//! nnU-Net's sliding-window prediction (nnunet-spec 8.3): tiles at half-patch steps, each prediction
-//! weighted by a Gaussian importance map and accumulated, mirrored test-time augmentation averaged over
-//! the flips. Accumulation is in fp16 as nnU-Net does it, so the logits round the same way.
+//! nnU-Net's sliding-window prediction
+//! (`nnunetv2/inference/predict_from_raw_data.py: nnUNetPredictor.predict_sliding_window_return_logits`, with
+//! `nnunetv2/inference/sliding_window_prediction.py: compute_steps_for_sliding_window` and `compute_gaussian`): tiles
+//! at half-patch steps, each prediction weighted by a Gaussian importance map and accumulated, mirrored test-time
+//! augmentation averaged over the flips. Accumulation is in fp16 as nnU-Net does it, so the logits round the same
+//! way.
 
 use nntools_network::UNet;
 use tch::{Device, Kind, Tensor};

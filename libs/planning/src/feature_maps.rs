@@ -93,7 +93,8 @@ mod tests {
 
     #[test]
     fn residual_reference_points_from_nnunet() {
-        // Values printed by the __main__ blocks of nnU-Net's ResEnc planner file (spec section 5.4). Those
+        // Values printed by the `__main__` block of nnU-Net's ResEnc planner file
+        // (`nnunetv2/experiment_planning/experiment_planners/residual_unets/residual_encoder_unet_planners.py`). Those
         // networks are built with deep supervision on, which adds a 3-class head at every lower decoder
         // resolution; the planner's estimate (deep supervision off) excludes them.
         let strides: Vec<Vec<usize>> = [1, 2, 2, 2, 2, 2].iter().map(|&s| vec![s; 3]).collect();
@@ -121,8 +122,10 @@ mod tests {
     }
 
     #[test]
-    fn plain_isotropic_example_from_the_spec() {
-        // Spec section 3.5 worked example (Hippocampus): 40x56x40, 4 stages, 3 classes -> 19,174,400.
+    fn plain_isotropic_hippocampus_example() {
+        // Hippocampus 3d_fullres (patch 40x56x40, 4 stages, 3 classes, as in nnU-Net's Dataset004 plans): 19,174,400
+        // by the rule of dynamic_network_architectures' `architectures/unet.py:
+        // PlainConvUNet.compute_conv_feature_map_size`, worked out independently of this code.
         let strides: Vec<Vec<usize>> = [1, 2, 2, 2].iter().map(|&s| vec![s; 3]).collect();
         let net = Network {
             encoder: Encoder::Plain,

@@ -1,5 +1,7 @@
-//! nnU-Net v2's `ExperimentPlanner` and its ResEnc presets: from a fingerprint and `dataset.json` to
-//! the plans, rule for rule (nnunet-spec sections 3 and 5.3-5.4).
+//! nnU-Net v2's `ExperimentPlanner` and its ResEnc presets: from a fingerprint and `dataset.json` to the plans, rule
+//! for rule. nnU-Net: `nnunetv2/experiment_planning/experiment_planners/default_experiment_planner.py:
+//! ExperimentPlanner.plan_experiment` and `get_plans_for_configuration`; the presets in
+//! `experiment_planners/residual_unets/residual_encoder_unet_planners.py: nnUNetPlannerResEncM/L/XL`.
 
 use crate::feature_maps::{Encoder, Network};
 use crate::plans::{ArchKwargs, Architecture, Configuration, NonlinKwargs, NormKwargs, Plans, ResamplingKwargs};

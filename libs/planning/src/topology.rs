@@ -90,7 +90,8 @@ mod tests {
     #[test]
     fn anisotropic_axis_joins_late_with_in_plane_kernels_first() {
         // spacing (2.5, 0.8, 0.8): axis 0 is not pooled until the others reach 1.6 mm, and keeps 1-wide
-        // kernels until then (the spec's CT example: strides [1,2,2] then [2,2,2]).
+        // kernels until then (a CT-like spacing under the rule of `nnunetv2/experiment_planning/experiment_planners/
+        // network_topology.py: get_pool_and_conv_props`: strides [1,2,2] then [2,2,2]).
         let t = plan_topology(&[2.5, 0.8, 0.8], &[64.0, 192.0, 160.0]);
         assert_eq!(t.strides[1], vec![1, 2, 2]);
         assert_eq!(t.strides[2], vec![2, 2, 2]);

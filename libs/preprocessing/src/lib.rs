@@ -1,7 +1,8 @@
-//! nnU-Net's preprocessing (nnunet-spec section 4): transpose, crop to nonzero, normalise, resample to
-//! the configuration's spacing, sample class locations; and the preprocessed dataset on disk, written
-//! case by case so that an interrupted run resumes where it stopped. Shared by fingerprinting
-//! (cropping), `nn-resample`, and inference (the same steps forward, resampling back).
+//! nnU-Net's preprocessing
+//! (`nnunetv2/preprocessing/preprocessors/default_preprocessor.py: DefaultPreprocessor.run_case_npy`): transpose,
+//! crop to nonzero, normalise, resample to the configuration's spacing, sample class locations; and the preprocessed
+//! dataset on disk, written case by case so that an interrupted run resumes where it stopped. Shared by
+//! fingerprinting (cropping), `nn-resample`, and inference (the same steps forward, resampling back).
 
 mod case;
 pub mod class_locations;

@@ -1,6 +1,7 @@
-//! Preprocessed cases as nn-resample writes them (`CASE.npy`, `CASE_seg.npy`, `CASE_locations.npy`),
-//! patches cropped from them as nnU-Net's data loader crops (nnunet-spec 6.4), and the background
-//! threads that assemble batches ahead of the training step.
+//! Preprocessed cases as nn-resample writes them (`CASE.npy`, `CASE_seg.npy`, `CASE_locations.npy`), patches cropped
+//! from them as nnU-Net's data loader crops
+//! (`nnunetv2/training/dataloading/data_loader.py: nnUNetDataLoader.get_bbox` and `generate_train_batch`), and the
+//! background threads that assemble batches ahead of the training step.
 //!
 //! Cases are memory-mapped rather than read, so a dataset larger than RAM trains and start-up is
 //! instant; the page cache keeps hot cases in memory. Every batch has its own random stream (the

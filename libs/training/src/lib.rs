@@ -1,7 +1,9 @@
-//! nnU-Net's training (nnunet-spec section 6): the Dice + cross-entropy loss with deep supervision (for
-//! labels or regions, with an ignore label), SGD with Nesterov momentum, weight decay, gradient
-//! clipping and the poly learning-rate schedule, nnU-Net's cross-validation splits, the training loop
-//! with its checkpoints, and the final validation that feeds model selection and the cascade.
+//! nnU-Net's training (`nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py: nnUNetTrainer`, its loss in
+//! `nnunetv2/training/loss/compound_losses.py: DC_and_CE_loss` and `deep_supervision.py: DeepSupervisionWrapper`):
+//! the Dice + cross-entropy loss with deep supervision (for labels or regions, with an ignore label), SGD with
+//! Nesterov momentum, weight decay, gradient clipping and the poly learning-rate schedule, nnU-Net's cross-validation
+//! splits, the training loop with its checkpoints, and the final validation that feeds model selection and the
+//! cascade.
 
 pub mod data;
 mod loss;

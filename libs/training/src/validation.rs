@@ -1,8 +1,9 @@
-//! nnU-Net's final validation (nnunet-spec 6.7): a fold's validation cases predicted with its final
-//! checkpoint (mirroring, step 0.5) from their preprocessed arrays, and exported to their input
-//! geometry as `fold_F/validation/CASE<ending>` with probabilities (`CASE.npz`), which model selection
-//! and ensembling (`nn-ensemble select`) read. For 3d_lowres the same predictions are also resampled to
-//! the cascade's next stage (see [`Cascade`]).
+//! nnU-Net's final validation
+//! (`nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py: nnUNetTrainer.perform_actual_validation`): a fold's validation
+//! cases predicted with its final checkpoint (mirroring, step 0.5) from their preprocessed arrays, and exported to
+//! their input geometry as `fold_F/validation/CASE<ending>` with probabilities (`CASE.npz`), which model selection
+//! and ensembling (`nn-ensemble select`) read. For 3d_lowres the same predictions are also resampled to the cascade's
+//! next stage (see [`Cascade`]).
 
 use crate::Cascade;
 use crate::data::preprocessed_shape;
