@@ -14,3 +14,28 @@ pub fn dataset_json_of(folder: &Path) -> Option<PathBuf> {
 pub fn raw_dataset_json_of(reference: &Path) -> PathBuf {
     reference.join("..").join(DATASET_JSON)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{Fold, RunDir};
+
+    #[test]
+    fn a_folder_s_own_dataset_json_comes_before_its_run_s() {
+        let root = tempfile::tempdir().unwrap();
+        let run = RunDir::new(root.path().join("run"));
+        let validation = run.fold(Fold::Index(0)).validation();
+        std::fs::create_dir_all(&validation).unwrap();
+        assert_eq!(dataset_json_of(&validation), None);
+        std::fs::write(run.dataset_json(), "{}").unwrap();
+        assert_eq!(dataset_json_of(&validation), Some(validation.join("../../dataset.json")));
+        std::fs::write(validation.join("dataset.json"), "{}").unwrap();
+        assert_eq!(dataset_json_of(&validation), Some(validation.join("dataset.json")));
+    }
+
+    #[test]
+    fn a_raw_dataset_s_dataset_json_is_beside_its_labels() {
+        let labels = Path::new("raw/Dataset004_Hippocampus/labelsTr");
+        assert_eq!(raw_dataset_json_of(labels), Path::new("raw/Dataset004_Hippocampus/labelsTr/../dataset.json"));
+    }
+}

@@ -8,7 +8,8 @@ pub const MANIFEST: &str = "manifest.json";
 /// nnU-Net's cross-validation split, kept beside the preprocessed cases it splits.
 pub const SPLITS: &str = "splits_final.json";
 
-/// A preprocessed folder: `DATA/CASE.npy`, `DATA/CASE_seg.npy`, `DATA/CASE_locations.npy`.
+/// A preprocessed folder: `DATA/CASE.npy`, `DATA/CASE_seg.npy`, `DATA/CASE_locations.npy`,
+/// `DATA/CASE.json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreprocessedDir(pub PathBuf);
 
@@ -43,6 +44,17 @@ impl PreprocessedDir {
     pub fn locations(&self, id: &str) -> PathBuf {
         self.0.join(locations_file(id))
     }
+
+    /// The case's properties (nnU-Net's `CASE.pkl`), written last: the case is complete when it exists.
+    pub fn properties(&self, id: &str) -> PathBuf {
+        self.0.join(properties_file(id))
+    }
+}
+
+impl AsRef<Path> for PreprocessedDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
 }
 
 pub fn data_file(id: &str) -> String {
@@ -55,4 +67,24 @@ pub fn seg_file(id: &str) -> String {
 
 pub fn locations_file(id: &str) -> String {
     format!("{id}_locations.npy")
+}
+
+pub fn properties_file(id: &str) -> String {
+    format!("{id}.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_files_as_nnunet_names_them() {
+        let dir = PreprocessedDir::new("pre/nnUNetPlans_3d_fullres");
+        assert_eq!(dir.data("hippocampus_001"), Path::new("pre/nnUNetPlans_3d_fullres/hippocampus_001.npy"));
+        assert_eq!(dir.seg("hippocampus_001"), Path::new("pre/nnUNetPlans_3d_fullres/hippocampus_001_seg.npy"));
+        assert_eq!(dir.locations("c"), Path::new("pre/nnUNetPlans_3d_fullres/c_locations.npy"));
+        assert_eq!(dir.properties("c"), Path::new("pre/nnUNetPlans_3d_fullres/c.json"));
+        assert_eq!(dir.manifest(), Path::new("pre/nnUNetPlans_3d_fullres/manifest.json"));
+        assert_eq!(dir.splits(), Path::new("pre/nnUNetPlans_3d_fullres/splits_final.json"));
+    }
 }

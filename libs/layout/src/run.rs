@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 /// Which cases a fold trains on: one cross-validation fold, or all cases (nnU-Net's `fold_all`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,17 +12,41 @@ pub enum Fold {
     All,
 }
 
+/// The prefix of a fold's folder name (nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py:
+/// `self.output_folder = join(self.output_folder_base, f'fold_{fold}')`).
+const FOLD_PREFIX: &str = "fold_";
+
+impl Fold {
+    /// The fold a folder name denotes (`fold_3`, `fold_all`); None for any other name.
+    pub fn of_folder_name(name: &str) -> Option<Fold> {
+        name.strip_prefix(FOLD_PREFIX)?.parse().ok()
+    }
+}
+
 impl fmt::Display for Fold {
     /// The name nnU-Net gives the fold's folder: `fold_3`, `fold_all`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Fold::Index(i) => write!(f, "fold_{i}"),
-            Fold::All => f.write_str("fold_all"),
+            Fold::Index(i) => write!(f, "{FOLD_PREFIX}{i}"),
+            Fold::All => write!(f, "{FOLD_PREFIX}all"),
         }
     }
 }
 
-/// The checkpoints nn-train writes, as nnU-Net names them.
+impl FromStr for Fold {
+    type Err = &'static str;
+
+    /// A fold as nnU-Net's command lines take it: a number or `all`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(Fold::All),
+            index => index.parse().map(Fold::Index).map_err(|_| "fold must be a number or `all`"),
+        }
+    }
+}
+
+/// The checkpoints nn-train writes, as nnU-Net names them (nnUNetTrainer.py: `checkpoint_best.pth`,
+/// `checkpoint_latest.pth`, `checkpoint_final.pth`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checkpoint {
     Best,
@@ -36,6 +61,11 @@ impl Checkpoint {
             Checkpoint::Latest => "latest",
             Checkpoint::Final => "final",
         }
+    }
+
+    /// The weights' file name, `checkpoint_NAME.safetensors`.
+    pub fn weights_file(self) -> String {
+        format!("checkpoint_{}.safetensors", self.name())
     }
 }
 
@@ -65,9 +95,15 @@ impl RunDir {
     }
 
     /// Where a configuration with a next stage writes that stage's labels, as nnU-Net does:
-    /// `RUN/predicted_next_stage/NEXT` (nnUNetTrainer.perform_actual_validation).
+    /// `RUN/predicted_next_stage/NEXT` (nnUNetTrainer.py: `perform_actual_validation`).
     pub fn next_stage_output(&self, next_stage: &str) -> PathBuf {
         self.0.join("predicted_next_stage").join(next_stage)
+    }
+}
+
+impl AsRef<Path> for RunDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -75,6 +111,12 @@ impl RunDir {
 /// them, removed while they are redone), so that scripts can tell a fold validated for the next stage.
 pub fn next_stage_mark(next_stage_output: &Path, fold: usize) -> PathBuf {
     next_stage_output.join(format!("{}.json", Fold::Index(fold)))
+}
+
+/// Case `id`'s labels in a next-stage output folder: `CASE.npy` on the next stage's preprocessed grid,
+/// where nnU-Net writes `CASE.b2nd` (nnUNetTrainer.py: `perform_actual_validation`).
+pub fn next_stage_labels(next_stage_output: &Path, id: &str) -> PathBuf {
+    next_stage_output.join(crate::preprocessed::data_file(id))
 }
 
 /// One fold's folder: settings, log, curves, checkpoints and validation predictions.
@@ -103,18 +145,18 @@ impl FoldDir {
     }
 
     /// `checkpoint_NAME.safetensors`: the weights, with nnU-Net's state_dict names.
-    pub fn weights(&self, checkpoint: &str) -> PathBuf {
-        self.0.join(format!("checkpoint_{checkpoint}.safetensors"))
+    pub fn weights(&self, checkpoint: Checkpoint) -> PathBuf {
+        self.0.join(checkpoint.weights_file())
     }
 
     /// `checkpoint_NAME.momentum.safetensors`: SGD's momentum buffers.
-    pub fn momentum(&self, checkpoint: &str) -> PathBuf {
-        self.0.join(format!("checkpoint_{checkpoint}.momentum.safetensors"))
+    pub fn momentum(&self, checkpoint: Checkpoint) -> PathBuf {
+        self.0.join(format!("checkpoint_{}.momentum.safetensors", checkpoint.name()))
     }
 
     /// `checkpoint_NAME.json`: the sidecar (epoch, EMA, configuration, mirroring axes), written last.
-    pub fn sidecar(&self, checkpoint: &str) -> PathBuf {
-        self.0.join(format!("checkpoint_{checkpoint}.json"))
+    pub fn sidecar(&self, checkpoint: Checkpoint) -> PathBuf {
+        self.0.join(format!("checkpoint_{}.json", checkpoint.name()))
     }
 
     /// `validation/`: the fold's validation cases predicted with its final checkpoint.
@@ -125,5 +167,68 @@ impl FoldDir {
     /// `augmented/`: the augmented samples `nn-train --dump-augmented` previews.
     pub fn augmented(&self) -> PathBuf {
         self.0.join("augmented")
+    }
+}
+
+impl AsRef<Path> for FoldDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_are_named_as_nnunet_names_them() {
+        assert_eq!(Fold::Index(3).to_string(), "fold_3");
+        assert_eq!(Fold::All.to_string(), "fold_all");
+        assert_eq!(Fold::of_folder_name("fold_12"), Some(Fold::Index(12)));
+        assert_eq!(Fold::of_folder_name("fold_all"), Some(Fold::All));
+        for other in ["fold_", "fold_x", "fold3", "validation", "fold_-1"] {
+            assert_eq!(Fold::of_folder_name(other), None, "{other}");
+        }
+        assert_eq!("all".parse(), Ok(Fold::All));
+        assert_eq!("0".parse(), Ok(Fold::Index(0)));
+        assert_eq!("x".parse::<Fold>(), Err("fold must be a number or `all`"));
+    }
+
+    #[test]
+    fn run_folder_paths() {
+        let run = RunDir::new("runs/3d_lowres");
+        assert_eq!(run.plans(), Path::new("runs/3d_lowres/plans.json"));
+        assert_eq!(run.dataset_json(), Path::new("runs/3d_lowres/dataset.json"));
+        let fold = run.fold(Fold::Index(2));
+        assert_eq!(fold.path(), Path::new("runs/3d_lowres/fold_2"));
+        assert_eq!(fold.settings(), Path::new("runs/3d_lowres/fold_2/settings.json"));
+        assert_eq!(fold.log(), Path::new("runs/3d_lowres/fold_2/log.jsonl"));
+        assert_eq!(fold.progress_plot(), Path::new("runs/3d_lowres/fold_2/progress.png"));
+        assert_eq!(fold.validation(), Path::new("runs/3d_lowres/fold_2/validation"));
+        assert_eq!(fold.augmented(), Path::new("runs/3d_lowres/fold_2/augmented"));
+        assert_eq!(run.fold(Fold::All).path(), Path::new("runs/3d_lowres/fold_all"));
+    }
+
+    #[test]
+    fn checkpoint_files() {
+        let fold = FoldDir::new("f");
+        assert_eq!(fold.weights(Checkpoint::Final), Path::new("f/checkpoint_final.safetensors"));
+        assert_eq!(fold.momentum(Checkpoint::Latest), Path::new("f/checkpoint_latest.momentum.safetensors"));
+        assert_eq!(fold.sidecar(Checkpoint::Best), Path::new("f/checkpoint_best.json"));
+        assert_eq!(Checkpoint::Best.weights_file(), "checkpoint_best.safetensors");
+    }
+
+    #[test]
+    fn next_stage_outputs_and_marks() {
+        let output = RunDir::new("runs/3d_lowres").next_stage_output("3d_cascade_fullres");
+        assert_eq!(output, Path::new("runs/3d_lowres/predicted_next_stage/3d_cascade_fullres"));
+        assert_eq!(
+            next_stage_mark(&output, 4),
+            Path::new("runs/3d_lowres/predicted_next_stage/3d_cascade_fullres/fold_4.json")
+        );
+        assert_eq!(
+            next_stage_labels(&output, "hippocampus_001"),
+            Path::new("runs/3d_lowres/predicted_next_stage/3d_cascade_fullres/hippocampus_001.npy")
+        );
     }
 }
