@@ -1,9 +1,11 @@
 //! What every nn-tools binary shares, so the tools behave alike: errors printed one line per problem
-//! with exit code 2 for bad input and 1 for runtime failures, `-j` thread pools, and progress bars that
-//! appear on stderr only when it is a terminal.
+//! with exit code 2 for bad input and 1 for runtime failures, the common flags ([`flags`]: `-j`, `-q`,
+//! `--device`, `--force`), and progress bars that appear on stderr only when it is a terminal.
+
+pub mod flags;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nntools_io::{Error, Result};
+use nntools_io::Result;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -26,12 +28,6 @@ pub fn warn(tool: &str, quiet: bool, line: &str) {
     if !quiet {
         eprintln!("{tool}: warning: {line}");
     }
-}
-
-/// Sizes rayon's global pool: `threads` workers, or one per core when absent or zero.
-pub fn init_threads(threads: Option<usize>) -> Result<()> {
-    let threads = threads.unwrap_or(0);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|e| Error::runtime("thread pool", e))
 }
 
 /// Whether progress may be drawn: not quiet, and stderr is a terminal (logs and pipelines stay clean).

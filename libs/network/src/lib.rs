@@ -374,6 +374,14 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
     Ok(Device::Cuda(index))
 }
 
+/// A `-j/--threads` argument of the tools that run networks: libtorch's CPU threads, or libtorch's own
+/// choice when absent.
+pub fn set_cpu_threads(threads: Option<usize>) {
+    if let Some(threads) = threads {
+        tch::set_num_threads(threads as i32);
+    }
+}
+
 /// A network with its variables, ready to load or save nnU-Net weights.
 pub struct Model {
     pub vs: VarStore,

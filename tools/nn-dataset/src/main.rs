@@ -1,4 +1,5 @@
 use clap::{Parser, Subcommand};
+use nntools_cli::flags::{Force, Quiet, Workers};
 use nntools_ingest::{CreateRequest, Options, convert_v1, create, parse_numbered};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,12 +19,10 @@ Examples:
 struct Args {
     #[command(subcommand)]
     command: Command,
-    /// Worker threads (default: one per core).
-    #[arg(short = 'j', long, global = true)]
-    threads: Option<usize>,
-    /// No warnings.
-    #[arg(short, long, global = true)]
-    quiet: bool,
+    #[command(flatten)]
+    threads: Workers,
+    #[command(flatten)]
+    quiet: Quiet,
 }
 
 #[derive(Subcommand)]
@@ -91,21 +90,20 @@ struct Output {
     /// compressed files are written anyway.
     #[arg(long)]
     link: bool,
-    /// Replace the output folder if it exists.
-    #[arg(long)]
-    force: bool,
+    #[command(flatten)]
+    force: Force,
 }
 
 impl Output {
     fn options(&self) -> Options {
-        Options { link: self.link, force: self.force }
+        Options { link: self.link, force: self.force.force }
     }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        nntools_cli::init_threads(args.threads)?;
+        args.threads.init_pool()?;
         let warnings = match args.command {
             Command::Create { images, labels, test_images, channels, labels_declared, name, output } => {
                 let request =
@@ -115,7 +113,7 @@ fn main() -> ExitCode {
             Command::ConvertV1 { task_dir, output } => convert_v1(&task_dir, &output.folder, output.options())?,
         };
         for warning in &warnings {
-            nntools_cli::warn(TOOL, args.quiet, warning);
+            nntools_cli::warn(TOOL, args.quiet.quiet, warning);
         }
         Ok(())
     })

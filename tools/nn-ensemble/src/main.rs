@@ -1,4 +1,5 @@
 use clap::{Parser, Subcommand};
+use nntools_cli::flags::Workers;
 use nntools_dataset::Descriptor;
 use nntools_ensembling::{
     InferencePlan, SelectRequest, average_folders, folder_descriptor, postprocess_folder, select,
@@ -20,9 +21,8 @@ Examples:
 struct Args {
     #[command(subcommand)]
     command: Command,
-    /// Worker threads (default: one per core); each holds one case.
-    #[arg(short = 'j', long, global = true)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    threads: Workers,
 }
 
 #[derive(Subcommand)]
@@ -91,7 +91,7 @@ Example:
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        nntools_cli::init_threads(args.threads)?;
+        args.threads.init_pool()?;
         let descriptor = |explicit: &Option<PathBuf>, folder: &PathBuf| match explicit {
             Some(path) => Descriptor::read(path),
             None => folder_descriptor(folder),

@@ -1,4 +1,5 @@
 use clap::Parser;
+use nntools_cli::flags::Workers;
 use nntools_dataset::Descriptor;
 use nntools_evaluation::{Options, evaluate_folders};
 use std::path::PathBuf;
@@ -46,15 +47,14 @@ struct Args {
     /// Folder of the cases' images (CASE_0000.nii.gz), for --overlays.
     #[arg(long)]
     images: Option<PathBuf>,
-    /// Worker threads (default: one per core).
-    #[arg(short = 'j', long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    threads: Workers,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        nntools_cli::init_threads(args.threads)?;
+        args.threads.init_pool()?;
         let dataset = args.dataset.clone().unwrap_or_else(|| args.reference.join("..").join("dataset.json"));
         let descriptor = Descriptor::read(&dataset)?;
         let options = Options {

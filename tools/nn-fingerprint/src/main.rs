@@ -1,4 +1,5 @@
 use clap::Parser;
+use nntools_cli::flags::{Quiet, Workers};
 use nntools_dataset::Dataset;
 use nntools_fingerprint::{Options, analyse};
 use std::path::PathBuf;
@@ -25,28 +26,26 @@ struct Args {
     /// Output file; `-` writes to stdout.
     #[arg(short, long, default_value = "-")]
     output: PathBuf,
-    /// Worker threads (default: one per core).
-    #[arg(short = 'j', long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    threads: Workers,
     /// Only check the dataset's integrity; write no fingerprint.
     #[arg(long)]
     verify_only: bool,
-    /// No progress bar and no warnings.
-    #[arg(short, long)]
-    quiet: bool,
+    #[command(flatten)]
+    quiet: Quiet,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        nntools_cli::init_threads(args.threads)?;
+        args.threads.init_pool()?;
         let dataset = Dataset::open(&args.raw_dir)?;
-        let bar = nntools_cli::progress(dataset.cases.len(), "cases", args.quiet);
+        let bar = nntools_cli::progress(dataset.cases.len(), "cases", args.quiet.quiet);
         let tick = || bar.inc(1);
         let outcome = analyse(&dataset, &Options { verify_only: args.verify_only, on_case_done: Some(&tick) });
         bar.finish_and_clear();
         for warning in &outcome.warnings {
-            nntools_cli::warn(TOOL, args.quiet, warning);
+            nntools_cli::warn(TOOL, args.quiet.quiet, warning);
         }
         if args.verify_only {
             return outcome

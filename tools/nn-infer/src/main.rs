@@ -1,4 +1,5 @@
 use clap::Parser;
+use nntools_cli::flags::{Device, Quiet, TorchThreads};
 use nntools_inference::{Event, Options, PreviousStage, Request, predict};
 use nntools_io::Error;
 use std::path::PathBuf;
@@ -55,30 +56,25 @@ struct Args {
     /// --plan, its 3d_lowres run predicts them first unless this is given).
     #[arg(long)]
     prev_stage: Option<PathBuf>,
-    /// auto (CUDA when present), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// CPU threads for libtorch (default: libtorch's choice).
-    #[arg(short = 'j', long)]
-    threads: Option<usize>,
-    /// No progress bar.
-    #[arg(short, long)]
-    quiet: bool,
+    #[command(flatten)]
+    device: Device,
+    #[command(flatten)]
+    threads: TorchThreads,
+    #[command(flatten)]
+    quiet: Quiet,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        let device = nntools_network::parse_device(&args.device).map_err(|p| Error::bad_input("--device", p))?;
+        let device = nntools_network::parse_device(&args.device.device).map_err(|p| Error::bad_input("--device", p))?;
         if !(args.step > 0.0 && args.step <= 1.0) {
             return Err(Error::bad_input("--step", "must be in (0, 1]"));
         }
         if !matches!(args.checkpoint.as_str(), "final" | "best") {
             return Err(Error::bad_input("--checkpoint", "must be final or best"));
         }
-        if let Some(threads) = args.threads {
-            tch::set_num_threads(threads as i32);
-        }
+        nntools_network::set_cpu_threads(args.threads.threads);
         let given_predictions = args.prev_stage.clone().map(PreviousStage::Predictions);
         let (models, folds, prev_stage) = match &args.plan {
             Some(path) => {
@@ -99,12 +95,13 @@ fn main() -> ExitCode {
             save_probabilities: args.save_probabilities,
             options: Options { folds, checkpoint: args.checkpoint.clone(), tta: !args.no_tta, step: args.step, device },
         };
-        let bars = nntools_cli::progress_group(args.quiet);
+        let quiet = args.quiet.quiet;
+        let bars = nntools_cli::progress_group(quiet);
         let mut cases = None;
         let mut tiles = None;
         predict(&request, &mut |event| match event {
-            Event::Started { cases: n } => cases = Some(bars.add(nntools_cli::progress(n, "cases", args.quiet))),
-            Event::CaseStarted { id, tiles: n } => tiles = Some(bars.add(nntools_cli::progress(n, id, args.quiet))),
+            Event::Started { cases: n } => cases = Some(bars.add(nntools_cli::progress(n, "cases", quiet))),
+            Event::CaseStarted { id, tiles: n } => tiles = Some(bars.add(nntools_cli::progress(n, id, quiet))),
             Event::Tile => tiles.iter().for_each(|t| t.inc(1)),
             Event::CasePredicted { .. } => {
                 tiles.take().iter().for_each(|t| t.finish_and_clear());

@@ -1,4 +1,5 @@
 use clap::Parser;
+use nntools_cli::flags::Quiet;
 use nntools_dataset::Descriptor;
 use nntools_dataset::Fingerprint;
 use nntools_io::Error;
@@ -36,9 +37,8 @@ struct Args {
     /// GPU memory to plan for, in GB (nnU-Net's -gpu_memory_target); default: the planner's own target.
     #[arg(long)]
     gpu_memory_gb: Option<f64>,
-    /// No warnings.
-    #[arg(short, long)]
-    quiet: bool,
+    #[command(flatten)]
+    quiet: Quiet,
 }
 
 /// The folder name nnU-Net calls the dataset (`DatasetXXX_Name`), from the folder holding dataset.json.
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             let expected = preset.default_gpu_memory_gb();
             nntools_cli::warn(
                 TOOL,
-                args.quiet,
+                args.quiet.quiet,
                 &format!("planning {} for {gb} GB instead of its {expected} GB", args.planner),
             );
         }

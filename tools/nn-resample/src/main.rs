@@ -1,4 +1,5 @@
 use clap::{ArgGroup, Parser};
+use nntools_cli::flags::{Force, Quiet, Workers};
 use nntools_dataset::{Dataset, list_image_cases};
 use nntools_io::Error;
 use nntools_planning::Plans;
@@ -37,21 +38,18 @@ struct Args {
     /// Output folder for the preprocessed cases.
     #[arg(short, long)]
     output: PathBuf,
-    /// Worker threads (default: one per core); each holds one case in memory.
-    #[arg(short = 'j', long)]
-    threads: Option<usize>,
-    /// Redo cases whose outputs are current.
-    #[arg(long)]
-    force: bool,
-    /// No progress bar.
-    #[arg(short, long)]
-    quiet: bool,
+    #[command(flatten)]
+    threads: Workers,
+    #[command(flatten)]
+    force: Force,
+    #[command(flatten)]
+    quiet: Quiet,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        nntools_cli::init_threads(args.threads)?;
+        args.threads.init_pool()?;
         let plans_bytes = std::fs::read(&args.plans).map_err(|e| Error::io(&args.plans, &e))?;
         let plans: Plans = serde_json::from_slice(&plans_bytes)
             .map_err(|e| Error::bad_input(&args.plans, format!("invalid plans: {e}")))?;
@@ -81,12 +79,12 @@ fn main() -> ExitCode {
             plans_sha256: format!("{:x}", Sha256::digest(&plans_bytes)),
             configuration: args.configuration.clone(),
         };
-        let bar = nntools_cli::progress(cases.len(), "cases", args.quiet);
+        let bar = nntools_cli::progress(cases.len(), "cases", args.quiet.quiet);
         let tick = || bar.inc(1);
-        let summary = preprocess_dataset(&recipe, &cases, &args.output, &stamp, args.force, &tick);
+        let summary = preprocess_dataset(&recipe, &cases, &args.output, &stamp, args.force.force, &tick);
         bar.finish_and_clear();
         let summary = summary?;
-        if !args.quiet {
+        if !args.quiet.quiet {
             eprintln!("{TOOL}: {} case(s) preprocessed, {} already current", summary.processed, summary.skipped);
         }
         Ok(())

@@ -1,4 +1,5 @@
 use clap::Parser;
+use nntools_cli::flags::{Force, Workers};
 use nntools_synth::{Modality, Spec, write_dataset};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,18 +46,16 @@ struct Args {
     /// Largest number of voxels along an axis.
     #[arg(long, default_value_t = 40)]
     max_size: usize,
-    /// Replace the output folder if it exists.
-    #[arg(long)]
-    force: bool,
-    /// Worker threads (default: one per core).
-    #[arg(short = 'j', long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    force: Force,
+    #[command(flatten)]
+    threads: Workers,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        nntools_cli::init_threads(args.threads)?;
+        args.threads.init_pool()?;
         let spec = Spec {
             training_cases: args.cases,
             test_cases: args.test_cases,
@@ -67,6 +66,6 @@ fn main() -> ExitCode {
             anisotropic: !args.isotropic,
             shape_range: [args.min_size, args.max_size],
         };
-        write_dataset(&spec, &args.output, args.force)
+        write_dataset(&spec, &args.output, args.force.force)
     })
 }

@@ -1,4 +1,5 @@
 use clap::Parser;
+use nntools_cli::flags::{Device, Quiet, TorchThreads};
 use nntools_io::Error;
 use nntools_training::{Augmentation, Cascade, Fold, Report, Request, Settings, train};
 use std::path::PathBuf;
@@ -54,9 +55,8 @@ struct Args {
     /// Validation iterations per epoch.
     #[arg(long, default_value_t = 50)]
     val_iters: usize,
-    /// auto (CUDA when present), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: Device,
     /// Continue from the newest checkpoint in the fold folder.
     #[arg(long)]
     resume: bool,
@@ -91,26 +91,22 @@ struct Args {
     /// Split file in nnU-Net's splits_final.json format (default: DATA/splits_final.json, made if absent).
     #[arg(long)]
     splits: Option<PathBuf>,
-    /// CPU threads for libtorch (default: libtorch's choice).
-    #[arg(short = 'j', long)]
-    threads: Option<usize>,
-    /// No per-epoch lines on stderr.
-    #[arg(short, long)]
-    quiet: bool,
+    #[command(flatten)]
+    threads: TorchThreads,
+    #[command(flatten)]
+    quiet: Quiet,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        let device = nntools_network::parse_device(&args.device).map_err(|p| Error::bad_input("--device", p))?;
+        let device = nntools_network::parse_device(&args.device.device).map_err(|p| Error::bad_input("--device", p))?;
         let augment: Augmentation = args.augment.parse().map_err(|p: String| Error::bad_input("--augment", p))?;
         let fold = match args.fold.as_str() {
             "all" => Fold::All,
             f => Fold::Index(f.parse().map_err(|_| Error::bad_input(&args.fold, "fold must be a number or `all`"))?),
         };
-        if let Some(threads) = args.threads {
-            tch::set_num_threads(threads as i32);
-        }
+        nntools_network::set_cpu_threads(args.threads.threads);
         // SIGTERM (a cluster's pre-emption) and SIGINT stop after the current iteration with a checkpoint
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -144,7 +140,7 @@ fn main() -> ExitCode {
                 stop,
             },
         };
-        let quiet = args.quiet;
+        let quiet = args.quiet.quiet;
         train(request, &mut |report| match report {
             Report::Warning(line) => nntools_cli::warn(TOOL, quiet, &line),
             Report::Epoch(log) if !quiet => {
