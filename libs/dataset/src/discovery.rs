@@ -2,6 +2,7 @@
 
 use crate::Descriptor;
 use nntools_io::{Error, Result};
+use nntools_layout::DATASET_JSON;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -28,7 +29,7 @@ pub struct Dataset {
 impl Dataset {
     /// Opens `root` (a folder holding `dataset.json`) and lists its training cases.
     pub fn open(root: &Path) -> Result<Self> {
-        let json_path = root.join("dataset.json");
+        let json_path = root.join(DATASET_JSON);
         if !root.is_dir() {
             return Err(Error::bad_input(root, "not a folder (expected an nnU-Net raw dataset)"));
         }

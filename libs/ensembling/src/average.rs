@@ -4,18 +4,17 @@
 use ndarray::Array4;
 use nntools_dataset::{Descriptor, Labelling};
 use nntools_io::{Error, Result, read_json, read_label_map, read_npz, write_json, write_label_map, write_npz};
+use nntools_layout::DATASET_JSON;
+use nntools_layout::predictions::dataset_json_of;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// The dataset description of a prediction folder: its `dataset.json` (nn-infer writes one), or that
 /// of the run two levels up for a training run's `fold_F/validation`.
 pub fn folder_descriptor(folder: &Path) -> Result<Descriptor> {
-    let candidates = [folder.join("dataset.json"), folder.join("../../dataset.json")];
-    let found = candidates
-        .iter()
-        .find(|p| p.is_file())
+    let found = dataset_json_of(folder)
         .ok_or_else(|| Error::bad_input(folder, "no dataset.json in the folder (or its run folder); pass --dataset"))?;
-    Descriptor::read(found)
+    Descriptor::read(&found)
 }
 
 fn case_ids(folder: &Path) -> Result<Vec<String>> {
@@ -86,9 +85,9 @@ pub fn average_folders(
         Ok(())
     })?;
     // keep the output self-describing for nn-ensemble postprocess and nn-eval
-    let dataset_json = inputs[0].join("dataset.json");
+    let dataset_json = inputs[0].join(DATASET_JSON);
     if dataset_json.is_file() {
-        write_json(&output.join("dataset.json"), &read_json::<serde_json::Value>(&dataset_json)?)?;
+        write_json(&output.join(DATASET_JSON), &read_json::<serde_json::Value>(&dataset_json)?)?;
     }
     Ok(ids.len())
 }

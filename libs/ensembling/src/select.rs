@@ -8,6 +8,7 @@ use ndarray::{Array3, Array4};
 use nntools_dataset::{Descriptor, Labelling};
 use nntools_evaluation::{CaseResult, Options, Summary, case_metrics, classes, summarize};
 use nntools_io::{Error, Result, read_json, read_label_map, read_npz, write_json};
+use nntools_layout::run::{Fold, RunDir};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -67,21 +68,22 @@ struct Run {
 fn open_run(dir: &Path, folds: &[usize], problems: &mut Vec<String>) -> Result<Run> {
     let mut configuration = None;
     let mut cases = Vec::new();
+    let run = RunDir::new(dir);
     for &fold in folds {
-        let fold_dir = dir.join(format!("fold_{fold}"));
-        let settings: Option<serde_json::Value> = read_json(&fold_dir.join("settings.json")).ok();
+        let fold_dir = run.fold(Fold::Index(fold));
+        let settings: Option<serde_json::Value> = read_json(&fold_dir.settings()).ok();
         if let Some(name) = settings.as_ref().and_then(|s| s["configuration"].as_str()) {
             configuration.get_or_insert_with(|| name.to_owned());
         }
         let val_cases: Vec<String> =
             settings.as_ref().and_then(|s| serde_json::from_value(s["val_cases"].clone()).ok()).unwrap_or_default();
-        let validation = fold_dir.join("validation");
+        let validation = fold_dir.validation();
         let complete = !val_cases.is_empty() && val_cases.iter().all(|c| validation.join(format!("{c}.npz")).is_file());
         if !complete {
             let config = configuration.clone().unwrap_or_else(|| "CONFIG".into());
             problems.push(format!(
-                "{}: validation probabilities missing; make them with: nn-train --plans {}/plans.json -c {config} --data PREPROCESSED_DIR --dataset {}/dataset.json --fold {fold} -o {} --validate-only",
-                validation.display(), dir.display(), dir.display(), dir.display()
+                "{}: validation probabilities missing; make them with: nn-train --plans {} -c {config} --data PREPROCESSED_DIR --dataset {} --fold {fold} -o {} --validate-only",
+                validation.display(), run.plans().display(), run.dataset_json().display(), dir.display()
             ));
             continue;
         }
@@ -93,7 +95,7 @@ fn open_run(dir: &Path, folds: &[usize], problems: &mut Vec<String>) -> Result<R
     }
     let configuration =
         configuration.unwrap_or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    let plans: serde_json::Value = read_json(&dir.join("plans.json"))?;
+    let plans: serde_json::Value = read_json(&run.plans())?;
     let previous_stage = plans["configurations"][&configuration]["previous_stage"].as_str().map(str::to_owned);
     Ok(Run { dir: dir.to_owned(), configuration, previous_stage, cases })
 }
@@ -202,7 +204,8 @@ pub fn select(request: &SelectRequest) -> Result<InferencePlan> {
         return Err(Error::bad_input_lines(problems));
     }
     let previous_stages = runs.iter().map(|run| previous_stage_run(run, &runs)).collect::<Result<Vec<_>>>()?;
-    let descriptor = Descriptor::read(&runs[0].dir.join("dataset.json"))?;
+    let dataset_json = RunDir::new(&runs[0].dir).dataset_json();
+    let descriptor = Descriptor::read(&dataset_json)?;
     for run in &runs[1..] {
         let ids = |r: &Run| r.cases.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
         if ids(run) != ids(&runs[0]) {
@@ -216,7 +219,7 @@ pub fn select(request: &SelectRequest) -> Result<InferencePlan> {
         runs: &runs,
         reference: &request.reference,
         descriptor: &descriptor,
-        labelling: Labelling::of(&descriptor).map_err(|p| Error::bad_input(runs[0].dir.join("dataset.json"), p))?,
+        labelling: Labelling::of(&descriptor).map_err(|p| Error::bad_input(&dataset_json, p))?,
         classes: classes(&descriptor),
     };
     let names = |candidate: &[usize]| candidate.iter().map(|&r| runs[r].configuration.clone()).collect::<Vec<_>>();

@@ -11,6 +11,7 @@ pub use nntools_dataset::{Fingerprint, IntensityStats};
 
 use nntools_dataset::Dataset;
 use nntools_io::{Error, Result};
+use nntools_layout::DATASET_JSON;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
@@ -55,7 +56,7 @@ pub fn analyse(dataset: &Dataset, options: &Options) -> Outcome {
     if dataset.cases.len() != descriptor.num_training {
         problems.push(format!(
             "{}: numTraining is {} but {} training cases were found",
-            dataset.root.join("dataset.json").display(),
+            dataset.root.join(DATASET_JSON).display(),
             descriptor.num_training,
             dataset.cases.len()
         ));

@@ -8,6 +8,7 @@ use nntools_io::{
     Error, ErrorKind, Result, read_image, read_label_map, read_volumes, write_folder_atomically, write_json,
     write_volume,
 };
+use nntools_layout::DATASET_JSON;
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -85,7 +86,7 @@ pub(crate) fn write_raw_dataset(plan: &Plan, out: &Path, options: Options) -> Re
             file_ending: ending,
             extra: &plan.extra,
         };
-        write_json(&staging.join("dataset.json"), &descriptor)?;
+        write_json(&staging.join(DATASET_JSON), &descriptor)?;
         let test_problems: Vec<String> =
             test_placed.par_iter().filter_map(|(path, _)| read_image(path).err().map(|e| e.message)).collect();
         placed.extend(test_placed);

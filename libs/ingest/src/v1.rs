@@ -8,6 +8,7 @@ use crate::layout::{Plan, collect_all, write_raw_dataset};
 use crate::{Images, Options, SourceCase};
 use nntools_dataset::{Descriptor, split_nifti_name};
 use nntools_io::{Error, Result, read_json};
+use nntools_layout::DATASET_JSON;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,7 +18,7 @@ const DESCRIPTIVE_KEYS: [&str; 5] = ["name", "description", "reference", "licenc
 
 /// Converts the v1 task folder `task` into the v2 raw dataset `out`; returns the check's warnings.
 pub fn convert_v1(task: &Path, out: &Path, options: Options) -> Result<Vec<String>> {
-    let json_path = task.join("dataset.json");
+    let json_path = task.join(DATASET_JSON);
     let json: Value = read_json(&json_path)?;
     let descriptor = Descriptor::from_json(&json).map_err(|problem| Error::bad_input(&json_path, problem))?;
     let object = json.as_object().expect("a parsed descriptor is an object");

@@ -11,6 +11,7 @@ use crate::case::{CaseFiles, Preprocessed, Properties, Recipe, preprocess_case};
 use ndarray::{Array2, Array3, ArrayD, Axis};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use nntools_io::{Error, Result, write_atomically, write_json};
+use nntools_layout::preprocessed::{MANIFEST, data_file, locations_file, properties_file, seg_file};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -84,7 +85,7 @@ fn file_size(path: &Path) -> Option<u64> {
 /// Whether the case's outputs exist with the sizes recorded and were made from these inputs with this
 /// stamp.
 fn is_current(out: &Path, files: &CaseFiles, provenance: &Provenance) -> bool {
-    let json = out.join(format!("{}.json", files.id));
+    let json = out.join(properties_file(&files.id));
     let Ok(text) = std::fs::read_to_string(&json) else { return false };
     let Ok(record) = serde_json::from_str::<CaseRecord>(&text) else { return false };
     let expected_files = if files.label.is_some() { 3 } else { 1 };
@@ -133,10 +134,10 @@ pub fn read_label_map_npy(path: &Path) -> Result<Array3<i16>> {
 }
 
 fn write_case(out: &Path, id: &str, case: Preprocessed, provenance: Provenance) -> Result<()> {
-    let mut names = vec![format!("{id}.npy")];
+    let mut names = vec![data_file(id)];
     write_npy(&out.join(&names[0]), &case.data)?;
     if let Some(seg) = &case.seg {
-        names.push(format!("{id}_seg.npy"));
+        names.push(seg_file(id));
         write_label_map_npy(&out.join(&names[1]), seg)?;
         let rows: Vec<[i32; 4]> = case
             .class_locations
@@ -147,7 +148,7 @@ fn write_case(out: &Path, id: &str, case: Preprocessed, provenance: Provenance) 
             })
             .collect();
         let table = Array2::from_shape_vec((rows.len(), 4), rows.into_iter().flatten().collect()).expect("n x 4");
-        names.push(format!("{id}_locations.npy"));
+        names.push(locations_file(id));
         write_npy(&out.join(&names[2]), &table)?;
     }
     let outputs = names
@@ -158,7 +159,7 @@ fn write_case(out: &Path, id: &str, case: Preprocessed, provenance: Provenance) 
         })
         .collect::<Result<_>>()?;
     write_json(
-        &out.join(format!("{id}.json")),
+        &out.join(properties_file(id)),
         &CaseRecord { properties: case.properties, nn_tools: provenance, outputs },
     )
 }
@@ -208,7 +209,7 @@ pub fn preprocess_dataset(
     }
     // the manifest marks a complete dataset (make's target, nn-train's case list), so a run with a
     // failed case leaves none; the finished cases stay and are skipped by the next run
-    let manifest_path = out.join("manifest.json");
+    let manifest_path = out.join(MANIFEST);
     if let Some(first) = errors.into_iter().next() {
         if manifest_path.exists() {
             std::fs::remove_file(&manifest_path).map_err(|e| Error::runtime(&manifest_path, e))?;

@@ -5,6 +5,7 @@
 
 use ndarray::Array3;
 use nntools_io::{Error, Geometry, Result, write_json, write_new};
+use nntools_layout::DATASET_JSON;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -169,7 +170,7 @@ fn write_into(spec: &Spec, root: &Path) -> Result<()> {
         "description": format!("nn-synth, seed {}, {:?}", spec.seed, spec.modality),
         "licence": "CC0-1.0 (synthetic)",
     });
-    write_json(&root.join("dataset.json"), &descriptor)
+    write_json(&root.join(DATASET_JSON), &descriptor)
 }
 
 /// Generates case `index` of the dataset described by `spec`.

@@ -5,6 +5,7 @@ use nntools_ensembling::{
     InferencePlan, SelectRequest, average_folders, folder_descriptor, postprocess_folder, select,
 };
 use nntools_io::{Error, read_json};
+use nntools_layout::run::RunDir;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -127,7 +128,7 @@ fn main() -> ExitCode {
                 let plan: InferencePlan = read_json(plan)?;
                 let run = plan.models.first().ok_or_else(|| Error::bad_input(input, "the plan names no model"))?;
                 let descriptor =
-                    descriptor(dataset, input).or_else(|_| Descriptor::read(&run.run.join("dataset.json")))?;
+                    descriptor(dataset, input).or_else(|_| Descriptor::read(&RunDir::new(&run.run).dataset_json()))?;
                 if input == output {
                     return Err(Error::bad_input(output, "must differ from the input folder"));
                 }

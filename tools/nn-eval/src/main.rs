@@ -2,6 +2,7 @@ use clap::Parser;
 use nntools_cli::flags::Workers;
 use nntools_dataset::Descriptor;
 use nntools_evaluation::{Options, evaluate_folders};
+use nntools_layout::predictions::raw_dataset_json_of;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
         args.threads.init_pool()?;
-        let dataset = args.dataset.clone().unwrap_or_else(|| args.reference.join("..").join("dataset.json"));
+        let dataset = args.dataset.clone().unwrap_or_else(|| raw_dataset_json_of(&args.reference));
         let descriptor = Descriptor::read(&dataset)?;
         let options = Options {
             surface_tolerance: (!args.no_surface).then_some(args.nsd_tolerance_mm),

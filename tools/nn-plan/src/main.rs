@@ -3,6 +3,7 @@ use nntools_cli::flags::Quiet;
 use nntools_dataset::Descriptor;
 use nntools_dataset::Fingerprint;
 use nntools_io::Error;
+use nntools_layout::DATASET_JSON;
 use nntools_planning::{PlanRequest, Preset, plan};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
         let preset = Preset::from_name(&args.planner).expect("clap restricts the planner names");
-        let json_path = if args.dataset.is_dir() { args.dataset.join("dataset.json") } else { args.dataset.clone() };
+        let json_path = if args.dataset.is_dir() { args.dataset.join(DATASET_JSON) } else { args.dataset.clone() };
         let descriptor = Descriptor::read(&json_path)?;
         let fingerprint: Fingerprint = nntools_io::read_json(&args.fingerprint)?;
         if let Some(gb) =
