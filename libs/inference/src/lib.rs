@@ -15,6 +15,8 @@ pub use sliding_window::{SlidingWindow, importance_map, tile_starts};
 use ndarray::{Array3, Array4, Axis};
 use nntools_dataset::{Descriptor, Labelling, group_image_files, list_image_cases};
 use nntools_io::{Error, Result, read_json, write_json, write_label_map, write_npz};
+use nntools_layout::run::{Checkpoint, Fold, FoldDir, RunDir};
+use nntools_layout::{DATASET_JSON, PLANS_JSON};
 use nntools_network::Model;
 use nntools_planning::Plans;
 use nntools_preprocessing::{CaseFiles, Preprocessed, Properties, Recipe, preprocess_case};
@@ -25,10 +27,10 @@ use tch::{Device, Tensor};
 /// What to predict with.
 #[derive(Clone)]
 pub struct Options {
-    /// Fold folders to use (`0`, `all`, ...); every `fold_N` holding the checkpoint when absent.
-    pub folds: Option<Vec<String>>,
+    /// Folds to use; every `fold_N` holding the checkpoint when absent.
+    pub folds: Option<Vec<Fold>>,
     /// `final` or `best`.
-    pub checkpoint: String,
+    pub checkpoint: Checkpoint,
     /// Mirroring test-time augmentation.
     pub tta: bool,
     /// Sliding-window step as a fraction of the patch.
@@ -46,7 +48,7 @@ struct CheckpointInfo {
 /// What a model folder says about its cases: plans, labels, configuration (shared with the threads
 /// that preprocess and export).
 pub struct ModelFolder {
-    pub dir: PathBuf,
+    pub dir: RunDir,
     pub plans: Plans,
     pub descriptor: Descriptor,
     pub recipe: Recipe,
@@ -67,71 +69,58 @@ pub struct Predictor {
     previous_stage_labels: Option<Vec<i64>>,
 }
 
-fn fold_folders(dir: &Path, options: &Options) -> Result<Vec<PathBuf>> {
-    let checkpoint = format!("checkpoint_{}.safetensors", options.checkpoint);
+fn fold_folders(run: &RunDir, options: &Options) -> Result<Vec<FoldDir>> {
+    let checkpoint = options.checkpoint;
     if let Some(folds) = &options.folds {
         return folds
             .iter()
-            .map(|fold| {
-                let folder = dir.join(format!("fold_{fold}"));
-                if folder.join(&checkpoint).is_file() {
-                    Ok(folder)
-                } else {
-                    Err(Error::bad_input(folder.join(&checkpoint), "checkpoint not found"))
-                }
+            .map(|&fold| {
+                let folder = run.fold(fold);
+                let weights = folder.weights(checkpoint);
+                if weights.is_file() { Ok(folder) } else { Err(Error::bad_input(weights, "checkpoint not found")) }
             })
             .collect();
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, &e))?;
+    let entries = std::fs::read_dir(run).map_err(|e| Error::io(run, &e))?;
     let mut folds: Vec<(usize, PathBuf)> = entries
         .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let index = e.file_name().to_string_lossy().strip_prefix("fold_")?.parse().ok()?;
-            e.path().join(&checkpoint).is_file().then(|| (index, e.path()))
+        .filter_map(|e| match Fold::of_folder_name(&e.file_name().to_string_lossy()) {
+            Some(Fold::Index(index)) => Some((index, e.path())),
+            _ => None,
         })
+        .filter(|(_, path)| FoldDir::new(path).weights(checkpoint).is_file())
         .collect();
     folds.sort();
     if folds.is_empty() {
-        let all = dir.join("fold_all");
-        if all.join(&checkpoint).is_file() {
+        let all = run.fold(Fold::All);
+        if all.weights(checkpoint).is_file() {
             return Ok(vec![all]);
         }
-        return Err(Error::bad_input(dir, format!("no fold_N/{checkpoint} in the model folder")));
+        return Err(Error::bad_input(run, format!("no fold_N/{} in the model folder", checkpoint.weights_file())));
     }
-    Ok(folds.into_iter().map(|(_, p)| p).collect())
+    Ok(folds.into_iter().map(|(_, path)| FoldDir::new(path)).collect())
 }
 
 impl ModelFolder {
     /// Reads a model folder: `plans.json`, `dataset.json`, and the folds' `checkpoint_X.json` sidecars
     /// (configuration and mirroring axes).
     pub fn open(dir: &Path, options: &Options) -> Result<Self> {
-        let plans: Plans = read_json(&dir.join("plans.json"))?;
-        let descriptor = Descriptor::read(&dir.join("dataset.json"))?;
-        let folds = fold_folders(dir, options)?;
-        let info_path = folds[0].join(format!("checkpoint_{}.json", options.checkpoint));
-        let info: CheckpointInfo = read_json(&info_path)?;
-        let recipe =
-            Recipe::new(&plans, &info.configuration, None).map_err(|p| Error::bad_input(dir.join("plans.json"), p))?;
-        let labelling = Labelling::of(&descriptor).map_err(|p| Error::bad_input(dir.join("dataset.json"), p))?;
+        let dir = RunDir::new(dir);
+        let plans: Plans = read_json(&dir.plans())?;
+        let descriptor = Descriptor::read(&dir.dataset_json())?;
+        let folds = fold_folders(&dir, options)?;
+        let info: CheckpointInfo = read_json(&folds[0].sidecar(options.checkpoint))?;
+        let recipe = Recipe::new(&plans, &info.configuration, None).map_err(|p| Error::bad_input(dir.plans(), p))?;
+        let labelling = Labelling::of(&descriptor).map_err(|p| Error::bad_input(dir.dataset_json(), p))?;
         let classes = match &labelling {
             Labelling::Classes => descriptor.all_labels().len(),
             Labelling::Regions(_) => descriptor.foreground_entries().count(),
         };
         let previous_stage_labels =
             recipe.configuration.previous_stage.as_ref().map(|_| descriptor.foreground_labels());
-        let weights = folds.iter().map(|f| f.join(format!("checkpoint_{}.safetensors", options.checkpoint))).collect();
+        let weights = folds.iter().map(|f| f.weights(options.checkpoint)).collect();
         let mirror_axes = if options.tta { info.inference_allowed_mirroring_axes } else { Vec::new() };
-        Ok(Self {
-            dir: dir.to_owned(),
-            plans,
-            descriptor,
-            recipe,
-            labelling,
-            previous_stage_labels,
-            weights,
-            mirror_axes,
-            classes,
-        })
+        Ok(Self { dir, plans, descriptor, recipe, labelling, previous_stage_labels, weights, mirror_axes, classes })
     }
 }
 
@@ -156,7 +145,7 @@ impl Predictor {
                     input_channels,
                     folder.classes,
                 )
-                .map_err(|p| Error::bad_input(folder.dir.join("plans.json"), p))?;
+                .map_err(|p| Error::bad_input(folder.dir.plans(), p))?;
                 model.load_safetensors(weights).map_err(|e| Error::bad_input(weights, e))?;
                 Ok(model)
             })
@@ -324,7 +313,7 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
         if p.recipe.channels() != channels || p.descriptor.labels != first.descriptor.labels {
             return Err(Error::bad_input(
                 &p.dir,
-                format!("its channels or labels differ from {}'s", first.dir.display()),
+                format!("its channels or labels differ from {}'s", first.dir.path().display()),
             ));
         }
     }
@@ -336,7 +325,7 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
         ));
     }
     let cases = cases(request, channels)?;
-    let dataset_json = read_json::<serde_json::Value>(&first.dir.join("dataset.json"))?;
+    let dataset_json = read_json::<serde_json::Value>(&first.dir.dataset_json())?;
     let created = !request.output.exists();
     std::fs::create_dir_all(&request.output).map_err(|e| Error::io(&request.output, &e))?;
     nntools_io::remove_stale_temporaries(&request.output)?;
@@ -400,8 +389,8 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
     match outcome {
         // written last, so that a failed run into a new folder leaves no folder behind
         Ok(()) => {
-            write_json(&request.output.join("plans.json"), &first.plans)?;
-            write_json(&request.output.join("dataset.json"), &dataset_json)
+            write_json(&request.output.join(PLANS_JSON), &first.plans)?;
+            write_json(&request.output.join(DATASET_JSON), &dataset_json)
         }
         Err(e) => {
             if created {

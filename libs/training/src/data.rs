@@ -11,6 +11,8 @@
 use memmap2::Mmap;
 use ndarray::{Array2, Array4, ArrayD, ArrayView, ArrayView3, ArrayView4, Axis, Dimension, s};
 use ndarray_npy::{ReadNpyExt, ViewElement, ViewNpyExt};
+use nntools_layout::preprocessed::PreprocessedDir;
+use nntools_layout::run::next_stage_labels;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
@@ -72,7 +74,7 @@ pub struct TrainingCase {
 
 /// Spatial shape `(z, y, x)` of preprocessed case `id` in `dir`, from its array's header.
 pub fn preprocessed_shape(dir: &Path, id: &str) -> Result<[usize; 3], String> {
-    let path = dir.join(format!("{id}.npy"));
+    let path = PreprocessedDir::new(dir).data(id);
     let data = map(&path)?;
     let shape = view::<f32, ndarray::Ix4>(&data, &path)?.shape()[1..].to_vec();
     Ok([shape[0], shape[1], shape[2]])
@@ -97,20 +99,21 @@ impl TrainingCase {
     /// `previous_stage` for the cascade, checking that its arrays are readable and agree.
     pub fn load(dir: &Path, id: &str, previous_stage: Option<&Path>) -> Result<Self, String> {
         // nn-resample writes CASE.json last: without it the case was never finished
-        let properties = dir.join(format!("{id}.json"));
+        let case = PreprocessedDir::new(dir);
+        let properties = case.properties(id);
         if !properties.is_file() {
             return Err(format!("{}: missing, so case {id} is incomplete (rerun nn-resample)", properties.display()));
         }
-        let data_path = dir.join(format!("{id}.npy"));
+        let data_path = case.data(id);
         let data = map(&data_path)?;
         let image_shape = view::<f32, ndarray::Ix4>(&data, &data_path)?.shape()[1..].to_vec();
-        let (label_shape, seg) = Labels::map(&dir.join(format!("{id}_seg.npy")))?;
+        let (label_shape, seg) = Labels::map(&case.seg(id))?;
         if image_shape != label_shape {
             return Err(format!("{id}: image {image_shape:?} and labels {label_shape:?} differ in shape"));
         }
         let mut labels = vec![seg];
         if let Some(previous_stage) = previous_stage {
-            let path = previous_stage.join(format!("{id}.npy"));
+            let path = next_stage_labels(previous_stage, id);
             if !path.is_file() {
                 return Err(format!(
                     "{}: missing; every fold of the previous stage writes its validation cases' labels when trained (or validated) with --next-stage-data",
@@ -126,7 +129,7 @@ impl TrainingCase {
             }
             labels.push(previous);
         }
-        let locations_path = dir.join(format!("{id}_locations.npy"));
+        let locations_path = case.locations(id);
         let file = std::fs::File::open(&locations_path).map_err(|e| format!("{}: {e}", locations_path.display()))?;
         let table: Array2<i32> = ArrayD::<i32>::read_npy(file)
             .map_err(|e| format!("{}: {e}", locations_path.display()))?
@@ -353,10 +356,11 @@ mod tests {
         let mut seg = Array4::<i8>::zeros((1, 10, 12, 14));
         seg[[0, 5, 6, 7]] = 1;
         let data = Array4::from_shape_fn((1, 10, 12, 14), |(_, z, y, x)| (z * 1000 + y * 10 + x) as f32);
-        write_npy(dir.join("c.npy"), &data).unwrap();
-        write_npy(dir.join("c_seg.npy"), &seg).unwrap();
-        write_npy(dir.join("c_locations.npy"), &ndarray::arr2(&[[0i32, 5, 6, 7]])).unwrap();
-        std::fs::write(dir.join("c.json"), "{}").unwrap();
+        let files = PreprocessedDir::new(dir);
+        write_npy(files.data("c"), &data).unwrap();
+        write_npy(files.seg("c"), &seg).unwrap();
+        write_npy(files.locations("c"), &ndarray::arr2(&[[0i32, 5, 6, 7]])).unwrap();
+        std::fs::write(files.properties("c"), "{}").unwrap();
         Arc::new(TrainingCase::load(dir, "c", None).unwrap())
     }
 
@@ -410,11 +414,11 @@ mod tests {
         std::fs::create_dir(&previous).unwrap();
         let missing = TrainingCase::load(dir.path(), "c", Some(&previous)).err().unwrap();
         assert!(missing.contains("previous/c.npy: missing"), "{missing}");
-        write_npy(previous.join("c.npy"), &Array4::<i8>::zeros((1, 10, 12, 13))).unwrap();
+        write_npy(next_stage_labels(&previous, "c"), &Array4::<i8>::zeros((1, 10, 12, 13))).unwrap();
         let wrong = TrainingCase::load(dir.path(), "c", Some(&previous)).err().unwrap();
         assert!(wrong.contains("shape [10, 12, 13]"), "{wrong}");
         let labels = Array4::from_shape_fn((1, 10, 12, 14), |(_, z, y, x)| ((z + y + x) % 3) as i16 + 200);
-        write_npy(previous.join("c.npy"), &labels).unwrap();
+        write_npy(next_stage_labels(&previous, "c"), &labels).unwrap();
         let c = TrainingCase::load(dir.path(), "c", Some(&previous)).unwrap();
         // patch (z, y, x) is image (z + 5, y + 6, x - 2)
         let (data, seg) = PatchSampler { patch: [4, 6, 10], annotated_class: None }.crop(&c, [5, 6, -2]);

@@ -18,7 +18,7 @@ pub use loss::{DiceBceLoss, DiceCeLoss, Objective, deep_supervision_weights};
 pub use nntools_augmentation::Mode as Augmentation;
 pub use optimizer::{GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE, LossScaler, Sgd, poly_learning_rate};
 pub use progress::plot_progress;
-pub use run::{Cascade, Fold, Report, Request, train};
+pub use run::{Cascade, Report, Request, train};
 pub use splits::{SPLIT_SEED, Split, crossval_splits};
 pub use trainer::{EpochLog, Settings, Trainer, TrainingLabels};
 use validation::validate_fold;

@@ -6,16 +6,11 @@ use crate::trainer::Stopped;
 use crate::{EpochLog, SPLIT_SEED, Settings, Split, Trainer, TrainingLabels, crossval_splits};
 use nntools_dataset::{Descriptor, Labelling};
 use nntools_io::{Error, Result, read_json, write_json};
+use nntools_layout::preprocessed::{MANIFEST, SPLITS};
+use nntools_layout::run::{Fold, RunDir};
 use nntools_planning::Plans;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Which cases to train on: one cross-validation fold, or all cases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fold {
-    Index(usize),
-    All,
-}
 
 /// Where the stages of nnU-Net's cascade hand labels to each other. 3d_lowres's final validation
 /// resamples each validation case's prediction to 3d_cascade_fullres's preprocessed grid; with every
@@ -23,25 +18,11 @@ pub enum Fold {
 #[derive(Debug, Clone, Default)]
 pub struct Cascade {
     /// For a configuration with a previous stage: the folder of that stage's labels (`CASE.npy`, as
-    /// [`Cascade::next_stage_output`] names it), on this configuration's preprocessed grid.
+    /// [`RunDir::next_stage_output`] names it), on this configuration's preprocessed grid.
     pub previous_stage: Option<PathBuf>,
     /// For a configuration with a next stage: that stage's preprocessed folder, whose shapes the final
     /// validation resamples to.
     pub next_stage_data: Option<PathBuf>,
-}
-
-impl Cascade {
-    /// Where a run of a configuration with a next stage writes that stage's labels, as nnU-Net does:
-    /// `RUN_DIR/predicted_next_stage/NEXT`.
-    pub fn next_stage_output(run_dir: &Path, next_stage: &str) -> PathBuf {
-        run_dir.join("predicted_next_stage").join(next_stage)
-    }
-
-    /// The file in `next_stage_output` that marks fold `fold`'s labels complete (written after them,
-    /// with the fold's cases), so that scripts can tell a fold validated for the next stage.
-    pub fn next_stage_mark(next_stage_output: &Path, fold: usize) -> PathBuf {
-        next_stage_output.join(format!("fold_{fold}.json"))
-    }
 }
 
 /// Everything nn-train was asked to do.
@@ -52,7 +33,7 @@ pub struct Request {
     pub data_dir: PathBuf,
     pub splits: Option<PathBuf>,
     pub fold: Fold,
-    pub run_dir: PathBuf,
+    pub run_dir: RunDir,
     pub settings: Settings,
     /// Weights to start from (all but the segmentation heads), unless resuming from a checkpoint.
     pub pretrained: Option<PathBuf>,
@@ -66,7 +47,7 @@ pub struct Request {
 /// The split file to use: the given one, else the preprocessed folder's, else a new seeded 5-fold split
 /// written there in nnU-Net's format.
 fn splits(request: &Request, case_ids: &[String]) -> Result<Vec<Split>> {
-    let path = request.splits.clone().unwrap_or_else(|| request.data_dir.join("splits_final.json"));
+    let path = request.splits.clone().unwrap_or_else(|| request.data_dir.join(SPLITS));
     if path.is_file() {
         return read_json(&path);
     }
@@ -103,7 +84,7 @@ fn check_cascade(
 ) -> Result<()> {
     match (&configuration.previous_stage, &cascade.previous_stage) {
         (Some(previous), None) => {
-            let hint = Cascade::next_stage_output(Path::new(&format!("RUNS/{previous}")), configuration_name);
+            let hint = RunDir::new(format!("RUNS/{previous}")).next_stage_output(configuration_name);
             return Err(Error::bad_input(
                 "--prev-stage",
                 format!(
@@ -142,7 +123,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
     check_cascade(&request.cascade, request.fold, &request.configuration, &configuration, report)?;
     let descriptor = Descriptor::read(&request.dataset_json)?;
     Labelling::of(&descriptor).map_err(|p| Error::bad_input(&request.dataset_json, p))?;
-    let manifest_path = request.data_dir.join("manifest.json");
+    let manifest_path = request.data_dir.join(MANIFEST);
     let manifest: serde_json::Value = read_json(&manifest_path)?;
     let case_ids: Vec<String> = serde_json::from_value(manifest["cases"].clone())
         .map_err(|e| Error::bad_input(&manifest_path, format!("no case list: {e}")))?;
@@ -166,12 +147,12 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         return validate(fold);
     }
     std::fs::create_dir_all(&request.settings.fold_dir).map_err(|e| Error::io(&request.settings.fold_dir, &e))?;
-    for dir in [&request.run_dir, &request.settings.fold_dir] {
+    for dir in [request.run_dir.path(), request.settings.fold_dir.path()] {
         nntools_io::remove_stale_temporaries(dir)?;
     }
-    write_json(&request.run_dir.join("plans.json"), &plans)?;
+    write_json(&request.run_dir.plans(), &plans)?;
     let dataset: serde_json::Value = read_json(&request.dataset_json)?;
-    write_json(&request.run_dir.join("dataset.json"), &dataset)?;
+    write_json(&request.run_dir.dataset_json(), &dataset)?;
     let settings = serde_json::json!({
         "configuration": request.configuration,
         "fold": match request.fold { Fold::All => "all".to_owned(), Fold::Index(f) => f.to_string() },
@@ -182,7 +163,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         "train_cases": train_ids,
         "val_cases": val_ids,
     });
-    write_json(&request.settings.fold_dir.join("settings.json"), &settings)?;
+    write_json(&request.settings.fold_dir.settings(), &settings)?;
     // the next stage's data is read only by the final validation: checked now, not after training
     if let (Some(next), Fold::Index(_)) = (&request.cascade.next_stage_data, request.fold) {
         for id in &val_ids {
@@ -203,7 +184,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
     )
     .map_err(|p| Error::bad_input(&request.plans_path, p))?;
     if let Some(count) = request.dump_augmented {
-        let dir = fold_dir.join("augmented");
+        let dir = fold_dir.augmented();
         return trainer.dump_augmented(count, &dir).map_err(|p| Error::runtime(&dir, p));
     }
     if let Some(weights) = request.pretrained.as_ref().filter(|_| trainer.epoch() == 0) {

@@ -7,12 +7,13 @@ use crate::loss::{DiceBceLoss, Objective};
 use crate::{DiceCeLoss, GRADIENT_CLIP_NORM, LossScaler, Sgd, deep_supervision_weights, poly_learning_rate};
 use ndarray::ArrayD;
 use nntools_augmentation::{Augmenter, Mode, Recipe, write_mid_slice_png};
+use nntools_layout::run::{Checkpoint, FoldDir};
 use nntools_network::Model;
 use nntools_planning::Configuration;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};
@@ -34,7 +35,7 @@ pub struct Settings {
     pub seed: u64,
     pub device: Device,
     /// Output folder of this fold (`RUN_DIR/fold_F`).
-    pub fold_dir: PathBuf,
+    pub fold_dir: FoldDir,
     pub resume: bool,
     /// Training augmentation: nnU-Net's, mirroring only, or none.
     pub augment: Mode,
@@ -446,14 +447,14 @@ impl Trainer {
     /// Runs the remaining epochs, calling `report` after each.
     pub fn run(&mut self, report: &mut dyn FnMut(&EpochLog)) -> Result<(), Stopped> {
         std::fs::create_dir_all(&self.settings.fold_dir)
-            .map_err(|e| format!("{}: {e}", self.settings.fold_dir.display()))?;
+            .map_err(|e| format!("{}: {e}", self.settings.fold_dir.path().display()))?;
         while self.state.epoch < self.settings.epochs {
             let epoch = self.state.epoch;
             let start = std::time::Instant::now();
             let lr = poly_learning_rate(epoch, self.settings.epochs);
             let Some(train_loss) = self.train_epoch(epoch, lr) else {
                 // the interrupted epoch is redone on resume, from the weights it reached
-                self.save_checkpoint("latest")?;
+                self.save_checkpoint(Checkpoint::Latest)?;
                 return Err(Stopped::Interrupted { epoch });
             };
             let (val_loss, pseudo_dice) = self.validate(epoch);
@@ -477,25 +478,25 @@ impl Trainer {
             };
             self.append_log(&log)?;
             self.history.push(log.clone());
-            crate::plot_progress(&self.settings.fold_dir.join("progress.png"), &self.history)?;
+            crate::plot_progress(&self.settings.fold_dir.progress_plot(), &self.history)?;
             if self.state.best_ema.is_none_or(|best| ema > best) {
                 self.state.best_ema = Some(ema);
-                self.save_checkpoint("best")?;
+                self.save_checkpoint(Checkpoint::Best)?;
             }
             let last = self.state.epoch == self.settings.epochs;
             if self.state.epoch.is_multiple_of(CHECKPOINT_EVERY) && !last {
-                self.save_checkpoint("latest")?;
+                self.save_checkpoint(Checkpoint::Latest)?;
             }
             report(&log);
         }
-        self.save_checkpoint("final")?;
-        let _ = std::fs::remove_file(self.settings.fold_dir.join("checkpoint_latest.safetensors"));
-        let _ = std::fs::remove_file(self.settings.fold_dir.join("checkpoint_latest.json"));
+        self.save_checkpoint(Checkpoint::Final)?;
+        let _ = std::fs::remove_file(self.settings.fold_dir.weights(Checkpoint::Latest));
+        let _ = std::fs::remove_file(self.settings.fold_dir.sidecar(Checkpoint::Latest));
         Ok(())
     }
 
     fn append_log(&self, log: &EpochLog) -> Result<(), String> {
-        let path = self.settings.fold_dir.join("log.jsonl");
+        let path = self.settings.fold_dir.log();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -507,10 +508,10 @@ impl Trainer {
 
     /// Writes `checkpoint_NAME.safetensors` (weights, nnU-Net names), `checkpoint_NAME.momentum.safetensors`
     /// and `checkpoint_NAME.json` (state), each atomically; the JSON last, as the completion mark.
-    pub fn save_checkpoint(&mut self, name: &str) -> Result<(), String> {
+    pub fn save_checkpoint(&mut self, name: Checkpoint) -> Result<(), String> {
         let dir = &self.settings.fold_dir;
-        let weights = dir.join(format!("checkpoint_{name}.safetensors"));
-        let momentum = dir.join(format!("checkpoint_{name}.momentum.safetensors"));
+        let weights = dir.weights(name);
+        let momentum = dir.momentum(name);
         let tensors_to = |path: &Path, write: &dyn Fn(&Path) -> Result<(), tch::TchError>| {
             nntools_io::write_atomically(path, |tmp| write(tmp).map_err(|e| nntools_io::Error::runtime(path, e)))
                 .map_err(|e| e.to_string())
@@ -519,27 +520,24 @@ impl Trainer {
         let buffers: Vec<(String, Tensor)> = self.names.iter().cloned().zip(self.optimizer.buffers()).collect();
         tensors_to(&momentum, &|p| Tensor::write_safetensors(&buffers, p))?;
         self.state.loss_scaler = self.loss_scaler.as_ref().map(LossScaler::state);
-        nntools_io::write_json(&dir.join(format!("checkpoint_{name}.json")), &self.state).map_err(|e| e.to_string())
+        nntools_io::write_json(&dir.sidecar(name), &self.state).map_err(|e| e.to_string())
     }
 
     /// Continues from the newest complete checkpoint (latest, final or best), if there is one.
     fn resume(&mut self) -> Result<(), String> {
         let dir = self.settings.fold_dir.clone();
-        let newest = ["latest", "final", "best"]
-            .iter()
+        let newest = [Checkpoint::Latest, Checkpoint::Final, Checkpoint::Best]
+            .into_iter()
             .filter_map(|name| {
-                let text = std::fs::read_to_string(dir.join(format!("checkpoint_{name}.json"))).ok()?;
+                let text = std::fs::read_to_string(dir.sidecar(name)).ok()?;
                 let state: TrainingState = serde_json::from_str(&text).ok()?;
                 Some((name, state))
             })
             .max_by_key(|(_, state)| state.epoch);
         let Some((name, state)) = newest else { return Ok(()) };
-        self.model.load_safetensors(&dir.join(format!("checkpoint_{name}.safetensors"))).map_err(|e| e.to_string())?;
+        self.model.load_safetensors(&dir.weights(name)).map_err(|e| e.to_string())?;
         let buffers: std::collections::HashMap<String, Tensor> =
-            Tensor::read_safetensors(dir.join(format!("checkpoint_{name}.momentum.safetensors")))
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .collect();
+            Tensor::read_safetensors(dir.momentum(name)).map_err(|e| e.to_string())?.into_iter().collect();
         let ordered = self
             .names
             .iter()
@@ -547,7 +545,7 @@ impl Trainer {
             .collect::<Result<Vec<_>, _>>()?;
         self.optimizer.set_buffers(&ordered)?;
         // the log keeps only the epochs the checkpoint covers
-        let log_path = dir.join("log.jsonl");
+        let log_path = dir.log();
         if let Ok(text) = std::fs::read_to_string(&log_path) {
             let kept: Vec<&str> = text.lines().take(state.epoch).collect();
             std::fs::write(&log_path, kept.iter().map(|l| format!("{l}\n")).collect::<String>())

@@ -11,6 +11,8 @@ use ndarray::Array4;
 use ndarray_npy::ReadNpyExt;
 use nntools_inference::{ModelFolder, Options, Predictor, export, labels_for_next_stage, write_prediction};
 use nntools_io::{Error, Geometry, Result, new_header, read_json, write_json};
+use nntools_layout::preprocessed::PreprocessedDir;
+use nntools_layout::run::{Checkpoint, Fold, RunDir, next_stage_labels, next_stage_mark};
 use nntools_preprocessing::{Properties, read_label_map_npy, write_label_map_npy};
 use std::path::{Path, PathBuf};
 use tch::Device;
@@ -19,7 +21,7 @@ use tch::Device;
 /// (with the previous stage's labels for a cascade stage; writing the next stage's for 3d_lowres).
 /// `cascade` fits the configuration: `train` checked it.
 pub(crate) fn validate_fold(
-    run_dir: &Path,
+    run_dir: &RunDir,
     fold: usize,
     data_dir: &Path,
     case_ids: &[String],
@@ -27,37 +29,38 @@ pub(crate) fn validate_fold(
     device: Device,
 ) -> Result<()> {
     let options =
-        Options { folds: Some(vec![fold.to_string()]), checkpoint: "final".into(), tta: true, step: 0.5, device };
-    let folder = ModelFolder::open(run_dir, &options)?;
+        Options { folds: Some(vec![Fold::Index(fold)]), checkpoint: Checkpoint::Final, tta: true, step: 0.5, device };
+    let folder = ModelFolder::open(run_dir.path(), &options)?;
     let configuration = &folder.recipe.configuration;
     let next_stage: Option<(&PathBuf, PathBuf)> = configuration
         .next_stage
         .as_ref()
         .zip(cascade.next_stage_data.as_ref())
-        .map(|(name, data)| (data, Cascade::next_stage_output(run_dir, name)));
+        .map(|(name, data)| (data, run_dir.next_stage_output(name)));
     let predictor = Predictor::load(&folder, &options)?;
-    let out = run_dir.join(format!("fold_{fold}")).join("validation");
+    let out = run_dir.fold(Fold::Index(fold)).validation();
     for dir in std::iter::once(&out).chain(next_stage.as_ref().map(|(_, out)| out)) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
         nntools_io::remove_stale_temporaries(dir)?;
     }
-    let next_stage_mark = next_stage.as_ref().map(|(_, out)| Cascade::next_stage_mark(out, fold));
+    let next_stage_mark = next_stage.as_ref().map(|(_, out)| next_stage_mark(out, fold));
     if let Some(mark) = &next_stage_mark {
         // until the fold's labels are all rewritten, they are not complete
         std::fs::remove_file(mark)
             .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
             .map_err(|e| Error::io(mark, &e))?;
     }
+    let preprocessed = PreprocessedDir::new(data_dir);
     for id in case_ids {
-        let data_path = data_dir.join(format!("{id}.npy"));
+        let data_path = preprocessed.data(id);
         let file = std::fs::File::open(&data_path).map_err(|e| Error::io(&data_path, &e))?;
         let data = Array4::<f32>::read_npy(file).map_err(|e| Error::bad_input(&data_path, e))?;
-        let properties: Properties = read_json(&data_dir.join(format!("{id}.json")))?;
+        let properties: Properties = read_json(&preprocessed.properties(id))?;
         let previous_labels = cascade
             .previous_stage
             .as_ref()
             .map(|dir| {
-                let path = dir.join(format!("{id}.npy"));
+                let path = next_stage_labels(dir, id);
                 let labels = read_label_map_npy(&path)?;
                 if labels.shape() != &data.shape()[1..] {
                     return Err(Error::bad_input(
@@ -72,7 +75,7 @@ pub(crate) fn validate_fold(
         if let Some((next_data, next_out)) = &next_stage {
             let shape = preprocessed_shape(next_data, id).map_err(|p| Error::bad_input(next_data.as_path(), p))?;
             let labels = labels_for_next_stage(&logits, &folder.recipe, &folder.labelling, shape).mapv(|l| l as i16);
-            write_label_map_npy(&next_out.join(format!("{id}.npy")), &labels)?;
+            write_label_map_npy(&next_stage_labels(next_out, id), &labels)?;
         }
         let exported = export(&logits, &properties, &folder.recipe, &folder.labelling, true);
         let geometry = Geometry {

@@ -2,6 +2,7 @@ use clap::Parser;
 use nntools_cli::flags::{Device, Quiet, TorchThreads};
 use nntools_inference::{Event, Options, PreviousStage, Request, predict};
 use nntools_io::Error;
+use nntools_layout::run::{Checkpoint, Fold};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -71,21 +72,27 @@ fn main() -> ExitCode {
         if !(args.step > 0.0 && args.step <= 1.0) {
             return Err(Error::bad_input("--step", "must be in (0, 1]"));
         }
-        if !matches!(args.checkpoint.as_str(), "final" | "best") {
-            return Err(Error::bad_input("--checkpoint", "must be final or best"));
-        }
+        let checkpoint = match args.checkpoint.as_str() {
+            "final" => Checkpoint::Final,
+            "best" => Checkpoint::Best,
+            _ => return Err(Error::bad_input("--checkpoint", "must be final or best")),
+        };
         nntools_network::set_cpu_threads(args.threads.threads);
         let given_predictions = args.prev_stage.clone().map(PreviousStage::Predictions);
         let (models, folds, prev_stage) = match &args.plan {
             Some(path) => {
                 let plan: nntools_ensembling::InferencePlan = nntools_io::read_json(path)?;
-                let folds = plan.folds.iter().map(usize::to_string).collect();
+                let folds = plan.folds.iter().copied().map(Fold::Index).collect();
                 // a cascade stage's previous stage predicts first, unless its predictions are given
                 let previous_model =
                     plan.models.iter().find_map(|m| m.previous_stage.clone()).map(PreviousStage::Model);
                 (plan.models.into_iter().map(|m| m.run).collect(), Some(folds), given_predictions.or(previous_model))
             }
-            None => (args.models.clone(), args.folds.clone(), given_predictions),
+            None => {
+                let parse = |fold: &String| fold.parse().map_err(|p| Error::bad_input("--folds", p));
+                let folds = args.folds.as_ref().map(|folds| folds.iter().map(parse).collect()).transpose()?;
+                (args.models.clone(), folds, given_predictions)
+            }
         };
         let request = Request {
             models,
@@ -93,7 +100,7 @@ fn main() -> ExitCode {
             output: args.output.clone(),
             prev_stage,
             save_probabilities: args.save_probabilities,
-            options: Options { folds, checkpoint: args.checkpoint.clone(), tta: !args.no_tta, step: args.step, device },
+            options: Options { folds, checkpoint, tta: !args.no_tta, step: args.step, device },
         };
         let quiet = args.quiet.quiet;
         let bars = nntools_cli::progress_group(quiet);

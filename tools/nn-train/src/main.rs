@@ -1,7 +1,8 @@
 use clap::Parser;
 use nntools_cli::flags::{Device, Quiet, TorchThreads};
 use nntools_io::Error;
-use nntools_training::{Augmentation, Cascade, Fold, Report, Request, Settings, train};
+use nntools_layout::run::{Fold, RunDir};
+use nntools_training::{Augmentation, Cascade, Report, Request, Settings, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -102,20 +103,14 @@ fn main() -> ExitCode {
     nntools_cli::run(TOOL, || {
         let device = nntools_network::parse_device(&args.device.device).map_err(|p| Error::bad_input("--device", p))?;
         let augment: Augmentation = args.augment.parse().map_err(|p: String| Error::bad_input("--augment", p))?;
-        let fold = match args.fold.as_str() {
-            "all" => Fold::All,
-            f => Fold::Index(f.parse().map_err(|_| Error::bad_input(&args.fold, "fold must be a number or `all`"))?),
-        };
+        let fold: Fold = args.fold.parse().map_err(|p| Error::bad_input(&args.fold, p))?;
         nntools_network::set_cpu_threads(args.threads.threads);
         // SIGTERM (a cluster's pre-emption) and SIGINT stop after the current iteration with a checkpoint
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             signal_hook::flag::register(signal, stop.clone()).map_err(|e| Error::runtime("signal handler", e))?;
         }
-        let fold_name = match fold {
-            Fold::All => "fold_all".to_owned(),
-            Fold::Index(f) => format!("fold_{f}"),
-        };
+        let run_dir = RunDir::new(&args.output);
         let request = Request {
             plans_path: args.plans.clone(),
             configuration: args.configuration.clone(),
@@ -123,7 +118,7 @@ fn main() -> ExitCode {
             data_dir: args.data.clone(),
             splits: args.splits.clone(),
             fold,
-            run_dir: args.output.clone(),
+            run_dir: run_dir.clone(),
             validate_only: args.validate_only,
             dump_augmented: args.dump_augmented,
             pretrained: args.pretrained.clone(),
@@ -134,7 +129,7 @@ fn main() -> ExitCode {
                 validation_iterations: args.val_iters,
                 seed: args.seed,
                 device,
-                fold_dir: args.output.join(fold_name),
+                fold_dir: run_dir.fold(fold),
                 resume: args.resume,
                 augment,
                 stop,
