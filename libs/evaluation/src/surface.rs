@@ -9,6 +9,7 @@
 //! DeepMind's surface-distance). Both masks empty: both metrics NaN. One empty: HD95 NaN (infinite), NSD 0.
 
 use ndarray::{Array3, ArrayView3, Axis, Zip};
+use nntools_numpy::stats::{Interpolation, percentile};
 use rayon::prelude::*;
 
 /// Squared distance along one line (Felzenszwalb & Huttenlocher's lower envelope of parabolas), with
@@ -90,14 +91,6 @@ pub fn surface(mask: ArrayView3<bool>) -> Array3<bool> {
     out
 }
 
-/// numpy's `percentile(values, q)` with linear interpolation.
-fn percentile(values: &mut [f64], q: f64) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).expect("finite distances"));
-    let rank = q / 100.0 * (values.len() - 1) as f64;
-    let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
-    values[low] + (values[high] - values[low]) * (rank - low as f64)
-}
-
 /// The bounding box of the voxels set in either mask, one voxel wider on every side (within the
 /// volume); `None` when both are empty.
 fn joint_bounding_box(a: ArrayView3<bool>, b: ArrayView3<bool>) -> Option<[std::ops::Range<usize>; 3]> {
@@ -148,11 +141,12 @@ fn surface_metrics_in_box(
         let distance = distance_to(to.view(), spacing);
         from.iter().zip(distance.iter()).filter(|(s, _)| **s).map(|(_, &d)| d).collect()
     };
-    let mut pred_to_ref = directed(&surface_pred, &surface_ref);
-    let mut ref_to_pred = directed(&surface_ref, &surface_pred);
+    let pred_to_ref = directed(&surface_pred, &surface_ref);
+    let ref_to_pred = directed(&surface_ref, &surface_pred);
     let within = pred_to_ref.iter().chain(&ref_to_pred).filter(|&&d| d <= tolerance).count();
     let nsd = within as f64 / (n_ref + n_pred) as f64;
-    let hd95 = percentile(&mut pred_to_ref, 95.0).max(percentile(&mut ref_to_pred, 95.0));
+    let percentile_95 = |distances: &[f64]| percentile(distances, 95.0, Interpolation::Linear);
+    let hd95 = percentile_95(&pred_to_ref).max(percentile_95(&ref_to_pred));
     (hd95, nsd)
 }
 

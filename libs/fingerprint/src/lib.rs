@@ -12,6 +12,7 @@ pub use nntools_dataset::{Fingerprint, IntensityStats};
 use nntools_dataset::Dataset;
 use nntools_io::{Error, Result};
 use nntools_layout::DATASET_JSON;
+use nntools_numpy::stats::median;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
@@ -96,7 +97,7 @@ pub fn analyse(dataset: &Dataset, options: &Options) -> Outcome {
 
 fn assemble(dataset: &Dataset, cases: Vec<case::CaseSummary>) -> std::result::Result<Fingerprint, String> {
     let channels = dataset.descriptor.channel_names.len();
-    let mut relative_sizes: Vec<f64> = cases.iter().map(|c| c.relative_size).collect();
+    let relative_sizes: Vec<f64> = cases.iter().map(|c| c.relative_size).collect();
     let mut per_channel: Vec<Vec<(f32, u64)>> = vec![Vec::new(); channels];
     let mut case_identifiers = Vec::with_capacity(cases.len());
     let mut spacings = Vec::with_capacity(cases.len());
@@ -118,15 +119,8 @@ fn assemble(dataset: &Dataset, cases: Vec<case::CaseSummary>) -> std::result::Re
     Ok(Fingerprint {
         case_identifiers,
         foreground_intensity_properties_per_channel,
-        median_relative_size_after_cropping: median(&mut relative_sizes),
+        median_relative_size_after_cropping: median(&relative_sizes),
         shapes_after_crop,
         spacings,
     })
-}
-
-/// numpy's median: the mean of the two middle values for an even count.
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_unstable_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
 }

@@ -2,6 +2,7 @@
 //! definitions: population standard deviation, linearly interpolated percentiles.
 
 use nntools_dataset::IntensityStats;
+use nntools_numpy::stats::{Interpolation, percentile_of_sorted};
 
 /// Sorts and merges (value, count) pairs so every value appears once.
 pub fn merge_counts(mut pairs: Vec<(f32, u64)>) -> Vec<(f32, u64)> {
@@ -27,13 +28,9 @@ pub fn intensity_stats(sorted: &[(f32, u64)]) -> Option<IntensityStats> {
     let mean = sorted.iter().map(|&(v, c)| f64::from(v) * c as f64).sum::<f64>() / n;
     let variance = sorted.iter().map(|&(v, c)| (f64::from(v) - mean).powi(2) * c as f64).sum::<f64>() / n;
     let percentile = |q: f64| {
-        let position = q / 100.0 * (n - 1.0);
-        let below = position.floor();
-        let t = position - below;
-        let a = f64::from(value_at_rank(sorted, below as u64));
-        let b = f64::from(value_at_rank(sorted, (below as u64 + 1).min(total - 1)));
-        // numpy's _lerp, which is exact at both ends
-        if t >= 0.5 { b - (b - a) * (1.0 - t) } else { a + (b - a) * t }
+        percentile_of_sorted(total as usize, q, Interpolation::Linear, |rank| {
+            f64::from(value_at_rank(sorted, rank as u64))
+        })
     };
     let as_f32 = |v: f64| f64::from(v as f32);
     Some(IntensityStats {

@@ -9,6 +9,7 @@ use crate::topology::{Topology, plan_topology};
 use indexmap::IndexMap;
 use nntools_dataset::Descriptor;
 use nntools_dataset::Fingerprint;
+use nntools_numpy::stats::{Interpolation, median, percentile};
 use std::collections::HashMap;
 
 /// nnU-Net's `ANISO_THRESHOLD`.
@@ -136,25 +137,6 @@ pub struct PlanRequest<'a> {
     pub gpu_memory_gb: Option<f64>,
 }
 
-/// numpy's linear-interpolation percentile of unsorted values.
-fn percentile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let position = q / 100.0 * (sorted.len() - 1) as f64;
-    let below = position.floor() as usize;
-    let above = (below + 1).min(sorted.len() - 1);
-    let (a, b, t) = (sorted[below], sorted[above], position - below as f64);
-    if t >= 0.5 { b - (b - a) * (1.0 - t) } else { a + (b - a) * t }
-}
-
-/// numpy's median: the mean of the two middle values for an even count.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
-}
-
 fn column(rows: &[[f64; 3]], axis: usize) -> Vec<f64> {
     rows.iter().map(|r| r[axis]).collect()
 }
@@ -180,8 +162,8 @@ fn argmax(values: &[f64]) -> usize {
 pub fn fullres_target_spacing(fingerprint: &Fingerprint) -> [f64; 3] {
     let spacings: Vec<[f64; 3]> = fingerprint.spacings.clone();
     let shapes: Vec<[f64; 3]> = fingerprint.shapes_after_crop.iter().map(|s| s.map(|v| v as f64)).collect();
-    let mut target = [0, 1, 2].map(|a| percentile(&column(&spacings, a), 50.0));
-    let target_size = [0, 1, 2].map(|a| percentile(&column(&shapes, a), 50.0));
+    let mut target = [0, 1, 2].map(|a| percentile(&column(&spacings, a), 50.0, Interpolation::Linear));
+    let target_size = [0, 1, 2].map(|a| percentile(&column(&shapes, a), 50.0, Interpolation::Linear));
     let worst = argmax(&target);
     let others: Vec<usize> = (0..3).filter(|&a| a != worst).collect();
     let max_other_spacing = others.iter().map(|&a| target[a]).fold(f64::MIN, f64::max);
@@ -189,7 +171,7 @@ pub fn fullres_target_spacing(fingerprint: &Fingerprint) -> [f64; 3] {
     let anisotropic_spacing = target[worst] > ANISOTROPY_THRESHOLD * max_other_spacing;
     let anisotropic_voxels = target_size[worst] * ANISOTROPY_THRESHOLD < min_other_size;
     if anisotropic_spacing && anisotropic_voxels {
-        let mut spacing = percentile(&column(&spacings, worst), 10.0);
+        let mut spacing = percentile(&column(&spacings, worst), 10.0, Interpolation::Linear);
         if spacing < max_other_spacing {
             spacing = max_other_spacing.max(spacing) + 1e-5;
         }
@@ -533,14 +515,6 @@ pub fn plan(request: &PlanRequest) -> Result<Plans, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numpy_percentile_and_median() {
-        // np.percentile([1, 2, 4, 8], 10) = 1.3; np.median([3, 1, 2, 10]) = 2.5
-        assert!((percentile(&[8.0, 1.0, 4.0, 2.0], 10.0) - 1.3).abs() < 1e-12);
-        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
-        assert_eq!(percentile(&[5.0], 10.0), 5.0);
-    }
 
     #[test]
     fn python_rounding_of_resampled_shapes() {
