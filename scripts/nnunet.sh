@@ -22,11 +22,11 @@ usage() { sed -n '/^# Usage/,/^# Outputs/p' "$0" | sed 's/^# //' >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 raw=$1 work=$2
 shift 2
-configs="" folds="0-4" train_flags=() plan_flags=() device=auto threads=()
+configs="" fold_request="0-4" train_flags=() plan_flags=() device=auto threads=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --configs) configs=$2; shift 2 ;;
-        --folds) folds=$2; shift 2 ;;
+        --folds) fold_request=$2; shift 2 ;;
         --epochs|--iters|--val-iters) train_flags+=("$1" "$2"); shift 2 ;;
         --device) device=$2; shift 2 ;;
         --gpu-memory-gb) plan_flags+=("$1" "$2"); shift 2 ;;
@@ -62,92 +62,69 @@ else
     mark plans
 fi
 
-# configurations to run: the plans' ones (nnU-Net's 2d, 3d_fullres, and for large images 3d_lowres
-# and 3d_cascade_fullres), or the requested subset, each with the configuration whose preprocessed data
-# it trains on (the cascade: 3d_fullres's)
-declare -A data_of
-while read -r name source; do data_of[$name]=$source; done < <(python3 -c '
-import json, sys
-for name, c in json.load(open(sys.argv[1]))["configurations"].items():
-    print(name, c.get("inherits_from", name) if "previous_stage" in c else name)' "$plans")
-planned=$(python3 -c 'import json, sys; print(" ".join(json.load(open(sys.argv[1]))["configurations"]))' "$plans")
-if [[ $folds =~ ^([0-9])-([0-9])$ ]]; then folds=$(seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"); else folds=${folds//,/ }; fi
-# the cascade trains on 3d_lowres's cross-validation predictions, so it needs all five lowres folds
-cascade=3d_cascade_fullres lowres=3d_lowres
-cascade_reason=""
-[[ $(printf '%s\n' $folds | sort -u | xargs) == "0 1 2 3 4" ]] || cascade_reason="it trains on every case's 3d_lowres prediction, which needs --folds 0-4"
-if [[ -n $configs ]]; then
-    requested=${configs//,/ }
-    for c in $requested; do
-        [[ " $planned " == *" $c "* ]] || { echo "nnunet.sh: error: $plans: no configuration $c ($planned)" >&2; exit 2; }
-    done
-    if [[ " $requested " == *" $cascade "* ]]; then
-        [[ " $requested " == *" $lowres "* ]] || { echo "nnunet.sh: error: --configs: $cascade needs $lowres" >&2; exit 2; }
-        [[ -z $cascade_reason ]] || { echo "nnunet.sh: error: --configs: $cascade: $cascade_reason" >&2; exit 2; }
-    fi
-    # in the plans' order, so that 3d_lowres trains before the cascade
-    planned=$(for c in $planned; do if [[ " $requested " == *" $c "* ]]; then echo "$c"; fi; done)
-elif [[ " $planned " == *" $cascade "* && -n $cascade_reason ]]; then
-    step "$cascade: skipped: $cascade_reason"
-    planned=$(for c in $planned; do if [[ $c != "$cascade" ]]; then echo "$c"; fi; done)
-fi
-planned=$(echo $planned)
-with_cascade=false
-[[ " $planned " == *" $cascade "* ]] && with_cascade=true
+# the stages to run, from the plans (nn-plan stages: each configuration's preprocessed data, run folder
+# and cascade arguments; see docs/formats.md): every configuration the plans have (nnU-Net's 2d,
+# 3d_fullres, and for large images 3d_lowres and 3d_cascade_fullres, left out when the folds cannot feed
+# it), or the requested ones, in the plans' order. One line of bash assignments per configuration.
+request=(--plans "$plans" --work "$work" --folds "$fold_request")
+[[ -z $configs ]] || request+=(--configs "$configs")
+stage_lines=$("$bin/nn-plan" stages "${request[@]}" --format shell) || exit
+mapfile -t stages <<< "$stage_lines"
 
-for data in $(for c in $planned; do echo "${data_of[$c]}"; done | awk '!seen[$0]++'); do
-    manifest=$work/preprocessed/$data/manifest.json
-    # a raw change that matters changes the fingerprint (shapes, spacings, foreground intensities)
-    if current "resample-$data" "$plans" "$fingerprint" && [[ -f $manifest ]]; then
-        step "nn-resample -c $data: current"
+# each preprocessed folder once; a raw change that matters changes the fingerprint (shapes, spacings,
+# foreground intensities)
+declare -A resampled
+for line in "${stages[@]}"; do
+    eval "$line"
+    if [[ -n $skipped ]]; then
+        step "$configuration: skipped: $skipped"
+        continue
+    fi
+    [[ -z ${resampled[$data_configuration]:-} ]] || continue
+    resampled[$data_configuration]=1
+    if current "resample-$data_configuration" "$plans" "$fingerprint" && [[ -f $manifest ]]; then
+        step "nn-resample -c $data_configuration: current"
     else
-        step "nn-resample -c $data"
-        "$bin/nn-resample" --plans "$plans" -c "$data" -i "$raw" -o "$work/preprocessed/$data" -q "${threads[@]}"
-        mark "resample-$data"
+        step "nn-resample -c $data_configuration"
+        "$bin/nn-resample" --plans "$plans" -c "$data_configuration" -i "$raw" -o "$data" -q "${threads[@]}"
+        mark "resample-$data_configuration"
     fi
 done
 
-# the cascade's input: each lowres fold's validation writes its cases' labels, then this mark
-next_stage=$work/runs/$lowres/predicted_next_stage/$cascade
-runs=()
-for c in $planned; do
-    data=$work/preprocessed/${data_of[$c]}
-    inputs=("$data/manifest.json") stage=() marks=false
-    if $with_cascade && [[ $c == "$lowres" ]]; then
-        stage=(--next-stage-data "$work/preprocessed/3d_fullres") marks=true
-    elif [[ $c == "$cascade" ]]; then
-        for f in $folds; do inputs+=("$next_stage/fold_$f.json"); done
-        stage=(--prev-stage "$next_stage")
-    fi
-    run=$work/runs/$c
+# a configuration with a next stage (3d_lowres) writes each fold's labels for it in its validation, then
+# that fold's mark; the next stage's folds need every mark (inputs)
+runs=() all_finals=()
+for line in "${stages[@]}"; do
+    eval "$line"
+    [[ -z $skipped ]] || continue
     runs+=("$run")
-    for f in $folds; do
-        final=$run/fold_$f/checkpoint_final.json
-        train=("$bin/nn-train" --plans "$plans" -c "$c" --data "$data" --dataset "$raw/dataset.json" "${stage[@]}"
-            --fold "$f" -o "$run" --device "$device" "${train_flags[@]}" "${threads[@]}")
-        if newer_than "$final" "${inputs[@]}" && [[ -d $run/fold_$f/validation ]]; then
-            if ! $marks || newer_than "$next_stage/fold_$f.json" "$final" "$work/preprocessed/3d_fullres/manifest.json"; then
-                step "train $c fold $f: done"
+    all_finals+=("${finals[@]}")
+    selected_folds=("${folds[@]}")
+    for i in "${!folds[@]}"; do
+        f=${folds[$i]} final=${finals[$i]}
+        train=("$bin/nn-train" --plans "$plans" -c "$configuration" --data "$data" --dataset "$raw/dataset.json"
+            "${train_args[@]}" --fold "$f" -o "$run" --device "$device" "${train_flags[@]}" "${threads[@]}")
+        if newer_than "$final" "$manifest" "${inputs[@]}" && [[ -d ${validations[$i]} ]]; then
+            if [[ ${#next_stage_marks[@]} -eq 0 ]] || newer_than "${next_stage_marks[$i]}" "$final" "$next_stage_manifest"; then
+                step "train $configuration fold $f: done"
             else
-                # trained before the cascade's data existed or changed: only the validation is redone
-                step "nn-train -c $c --fold $f --validate-only (labels for $cascade)"
+                # trained before the next stage's data existed or changed: only the validation is redone
+                step "nn-train -c $configuration --fold $f --validate-only (labels for $next_stage)"
                 "${train[@]}" --validate-only
             fi
             continue
         fi
         # an unfinished fold resumes; a finished one whose inputs changed trains anew
         resume=(--resume)
-        [[ -f $final ]] && ! newer_than "$final" "${inputs[@]}" && resume=()
-        step "nn-train -c $c --fold $f"
+        [[ -f $final ]] && ! newer_than "$final" "$manifest" "${inputs[@]}" && resume=()
+        step "nn-train -c $configuration --fold $f"
         "${train[@]}" "${resume[@]}"
     done
 done
 
-folds_csv=$(echo $folds | tr ' ' ',')
-finals=()
-for run in "${runs[@]}"; do for f in $folds; do finals+=("$run/fold_$f/checkpoint_final.json"); done; done
+folds_csv=$(IFS=,; echo "${selected_folds[*]}")
 plan=$work/inference_plan.json
-if current select "${finals[@]}"; then
+if current select "${all_finals[@]}"; then
     step "nn-ensemble select: current"
 else
     step "nn-ensemble select"
@@ -157,7 +134,7 @@ fi
 
 if [[ -d $raw/imagesTs ]]; then
     # the stamp is shared with scripts/Makefile's prediction target
-    if current predict "$plan" "${finals[@]}" "$raw"/imagesTs/*; then
+    if current predict "$plan" "${all_finals[@]}" "$raw"/imagesTs/*; then
         step "predictions: current"
     else
         step "nn-infer $raw/imagesTs with the models of $plan"

@@ -1,3 +1,5 @@
+mod stages;
+
 use clap::Parser;
 use nntools_cli::flags::Quiet;
 use nntools_dataset::Descriptor;
@@ -17,11 +19,39 @@ const TOOL: &str = "nn-plan";
 /// planners rule for rule, so the plans equal nnU-Net's for the same fingerprint. Reads nnU-Net's own
 /// dataset_fingerprint.json as well as nn-fingerprint's.
 #[derive(Parser)]
-#[command(name = TOOL, version, after_help = "\
+#[command(name = TOOL, version, args_conflicts_with_subcommands = true, arg_required_else_help = true, after_help = "\
 Examples:
   nn-plan --fingerprint fingerprint.json --dataset raw/Dataset004_Hippocampus -o nnUNetPlans.json
   nn-fingerprint raw/Dataset004_Hippocampus | nn-plan --fingerprint - --dataset raw/Dataset004_Hippocampus/dataset.json > plans.json
-  nn-plan --fingerprint fingerprint.json --dataset raw/Dataset004_Hippocampus --planner resenc-l -o nnUNetResEncUNetLPlans.json")]
+  nn-plan --fingerprint fingerprint.json --dataset raw/Dataset004_Hippocampus --planner resenc-l -o nnUNetResEncUNetLPlans.json
+
+  # the pipeline's stages for WORK (what scripts/nnunet.sh, scripts/Makefile and the Slurm script run):
+  nn-plan stages --work work --configs 3d_lowres,3d_cascade_fullres --folds 0-4
+  {\"configuration\":\"3d_lowres\",\"data_configuration\":\"3d_lowres\",\"data\":\"work/preprocessed/3d_lowres\",...,
+   \"train_args\":[\"--next-stage-data\",\"work/preprocessed/3d_fullres\"],\"needs\":[],...}
+  {\"configuration\":\"3d_cascade_fullres\",\"data_configuration\":\"3d_fullres\",\"data\":\"work/preprocessed/3d_fullres\",...,
+   \"train_args\":[\"--prev-stage\",\"work/runs/3d_lowres/predicted_next_stage/3d_cascade_fullres\"],
+   \"needs\":[{\"configuration\":\"3d_lowres\",\"all_folds\":true,\"marks\":[...]}],...}")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    plan: Option<Args>,
+    // on the top level, not in Args: clap never fills an optional flattened group that flattens another
+    #[command(flatten)]
+    quiet: Quiet,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// The pipeline's stages for a work folder, as planned: each configuration's preprocessed folder
+    /// (and the configuration nn-resample makes it with), run folder, extra nn-train arguments of the
+    /// cascade, the configurations it needs, and the next-stage marks it writes.
+    Stages(stages::StagesArgs),
+}
+
+/// Planning (the usage without a subcommand).
+#[derive(clap::Args)]
 struct Args {
     /// Dataset fingerprint (nn-fingerprint's output or nnU-Net's dataset_fingerprint.json); `-` reads stdin.
     #[arg(short, long)]
@@ -38,8 +68,6 @@ struct Args {
     /// GPU memory to plan for, in GB (nnU-Net's -gpu_memory_target); default: the planner's own target.
     #[arg(long)]
     gpu_memory_gb: Option<f64>,
-    #[command(flatten)]
-    quiet: Quiet,
 }
 
 /// The folder name nnU-Net calls the dataset (`DatasetXXX_Name`), from the folder holding dataset.json.
@@ -50,7 +78,13 @@ fn dataset_name(json_path: &Path) -> Result<String, Error> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    let quiet = cli.quiet.quiet;
+    let args = match cli {
+        Cli { command: Some(Command::Stages(stages)), .. } => return nntools_cli::run(TOOL, || stages::main(&stages)),
+        Cli { plan: Some(args), .. } => args,
+        Cli { command: None, plan: None, .. } => unreachable!("clap prints the help without arguments"),
+    };
     nntools_cli::run(TOOL, || {
         let preset = Preset::from_name(&args.planner).expect("clap restricts the planner names");
         let json_path = if args.dataset.is_dir() { args.dataset.join(DATASET_JSON) } else { args.dataset.clone() };
@@ -62,7 +96,7 @@ fn main() -> ExitCode {
             let expected = preset.default_gpu_memory_gb();
             nntools_cli::warn(
                 TOOL,
-                args.quiet.quiet,
+                quiet,
                 &format!("planning {} for {gb} GB instead of its {expected} GB", args.planner),
             );
         }
