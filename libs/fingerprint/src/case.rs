@@ -1,17 +1,15 @@
-//! One training case: its integrity checks and its contribution to the fingerprint.
+//! One training case: its integrity checks (`nntools_dataset::integrity`) and its contribution to the
+//! fingerprint.
 
 use ndarray::{ArrayView3, s};
 use nntools_dataset::Case;
+use nntools_dataset::integrity::check_case;
 use nntools_io::{Image, read_image, read_label_map};
-use nntools_preprocessing::cropping::{box_shape, nonzero_bounding_box};
 use nntools_numpy::RandomState;
+use nntools_preprocessing::cropping::{box_shape, nonzero_bounding_box};
 
 /// nnU-Net re-seeds its sampler with this for every case.
 const SAMPLING_SEED: u32 = 1234;
-
-/// Tolerances of `np.allclose`, which nnU-Net's integrity check uses for spacing, origin and direction.
-const RTOL: f64 = 1e-5;
-const ATOL: f64 = 1e-8;
 
 #[derive(Debug, Default)]
 pub struct CaseSummary {
@@ -22,10 +20,6 @@ pub struct CaseSummary {
     pub samples: Vec<Vec<(f32, u64)>>,
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
-}
-
-fn allclose(a: &[f64], b: &[f64]) -> bool {
-    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= ATOL + RTOL * y.abs())
 }
 
 /// Checks one case and, with `samples_per_channel`, draws its foreground intensity samples.
@@ -53,14 +47,9 @@ pub fn analyse_case(case: &Case, allowed: &[i64], channels: usize, samples_per_c
     }
     let label = label.expect("checked above");
 
-    for (path, image) in case.images.iter().zip(&images) {
-        let bad = image.data.iter().filter(|v| !v.is_finite()).count();
-        if bad > 0 {
-            summary.problems.push(format!("{}: {bad} voxel(s) are NaN or infinite", path.display()));
-        }
-    }
-    check_geometry(case, &images, &label, &mut summary);
-    check_label_values(case, &label, allowed, &mut summary);
+    let findings = check_case(&case.images, &images, Some((&case.label, &label)), allowed);
+    summary.problems.extend(findings.problems.iter().map(ToString::to_string));
+    summary.warnings.extend(findings.warnings.iter().map(ToString::to_string));
     if !summary.problems.is_empty() {
         return summary;
     }
@@ -90,59 +79,4 @@ pub fn analyse_case(case: &Case, allowed: &[i64], channels: usize, samples_per_c
             .collect();
     }
     summary
-}
-
-fn check_geometry(case: &Case, images: &[Image<f32>], label: &Image<i32>, summary: &mut CaseSummary) {
-    let reference = &images[0];
-    let reference_path = &case.images[0];
-    let others = case.images.iter().zip(images).skip(1).map(|(p, i)| (p, i.data.shape(), &i.geometry));
-    let label_entry = std::iter::once((&case.label, label.data.shape(), &label.geometry));
-    for (path, shape, geometry) in others.chain(label_entry) {
-        if shape != reference.data.shape() {
-            summary.problems.push(format!(
-                "{}: shape {:?} differs from {} ({:?})",
-                path.display(),
-                shape,
-                reference_path.display(),
-                reference.data.shape()
-            ));
-        }
-        if !allclose(&geometry.spacing, &reference.geometry.spacing) {
-            summary.problems.push(format!(
-                "{}: spacing {:?} differs from {} ({:?})",
-                path.display(),
-                geometry.spacing,
-                reference_path.display(),
-                reference.geometry.spacing
-            ));
-        }
-        if !allclose(&geometry.origin, &reference.geometry.origin) {
-            summary.warnings.push(format!(
-                "{}: origin {:?} differs from {} ({:?})",
-                path.display(),
-                geometry.origin,
-                reference_path.display(),
-                reference.geometry.origin
-            ));
-        }
-        if !allclose(&geometry.direction, &reference.geometry.direction) {
-            summary.warnings.push(format!(
-                "{}: direction {:?} differs from {} ({:?})",
-                path.display(),
-                geometry.direction,
-                reference_path.display(),
-                reference.geometry.direction
-            ));
-        }
-    }
-}
-
-fn check_label_values(case: &Case, label: &Image<i32>, allowed: &[i64], summary: &mut CaseSummary) {
-    let unexpected = nntools_dataset::undeclared_labels(&label.data, allowed);
-    if !unexpected.is_empty() {
-        summary.problems.push(format!(
-            "{}: label values {unexpected:?} are not declared in dataset.json (declared: {allowed:?})",
-            case.label.display()
-        ));
-    }
 }

@@ -6,6 +6,7 @@ use crate::cropping::{BoundingBox, box_shape, nonzero_mask};
 use crate::normalization::{Scheme, normalize};
 use crate::resampling::{Resampling, resample_image, resample_labels, separate_z_axis};
 use ndarray::{Array3, Array4, Axis, Zip, s};
+use nntools_dataset::integrity::check_case;
 use nntools_dataset::{Descriptor, IntensityStats};
 use nntools_io::{Error, Geometry, NiftiHeader, Result, read_image, read_label_map};
 use nntools_planning::{Configuration, Plans, ResamplingKwargs};
@@ -173,45 +174,15 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     let images = files.images.iter().map(|p| read_image(p)).collect::<Result<Vec<_>>>()?;
     let geometry: Geometry = images[0].geometry;
     let header = images[0].header.clone();
-    for (path, image) in files.images.iter().zip(&images).skip(1) {
-        if image.data.shape() != images[0].data.shape() {
-            return Err(Error::bad_input(
-                path,
-                format!("shape {:?} differs from channel 0 ({:?})", image.data.shape(), images[0].data.shape()),
-            ));
-        }
+    let label = files.label.as_deref().map(|path| read_label_map(path).map(|label| (path, label))).transpose()?;
+    let findings = check_case(&files.images, &images, label.as_ref().map(|(p, l)| (*p, l)), &recipe.label_values);
+    if let Some(problem) = findings.problems.into_iter().next() {
+        return Err(problem.into());
     }
-    for (path, image) in files.images.iter().zip(&images) {
-        if image.data.iter().any(|v| !v.is_finite()) {
-            return Err(Error::bad_input(path, "holds NaN or infinite voxels"));
-        }
-    }
-    let seg = match &files.label {
-        Some(path) => {
-            let label = read_label_map(path)?;
-            if label.data.shape() != images[0].data.shape() {
-                return Err(Error::bad_input(
-                    path,
-                    format!("shape {:?} differs from the image's {:?}", label.data.shape(), images[0].data.shape()),
-                ));
-            }
+    let seg = match label {
+        Some((path, label)) => {
             if label.data.iter().any(|&v| i16::try_from(v).is_err()) {
                 return Err(Error::bad_input(path, "label values must fit in 16 bits"));
-            }
-            if !recipe.label_values.is_empty()
-                && let Some(value) = nntools_dataset::undeclared_labels(&label.data, &recipe.label_values).first()
-            {
-                return Err(Error::bad_input(
-                    path,
-                    format!("holds label {value}, which dataset.json does not declare"),
-                ));
-            }
-            let close = |a: f64, b: f64| (a - b).abs() <= 1e-8 + 1e-5 * b.abs();
-            if !(0..3).all(|a| close(label.geometry.spacing[a], geometry.spacing[a])) {
-                return Err(Error::bad_input(
-                    path,
-                    format!("spacing {:?} differs from the image's {:?}", label.geometry.spacing, geometry.spacing),
-                ));
             }
             Some(transposed(label.data.mapv(|v| v as i16), recipe.transpose_forward))
         }
