@@ -1,7 +1,7 @@
 //! The scripts take their stage rules from `nn-plan stages`: on the cascade plans fixture, with every
 //! tool replaced by a stub that records its command line and writes the file the next stage checks
-//! (only `nn-plan stages` runs for real), scripts/nnunet.sh and `make -n` with scripts/Makefile issue
-//! exactly the nn-resample and nn-train commands that `nn-plan stages` describes.
+//! (only `nn-plan stages` runs for real), scripts/nnunet.sh, `make -n` with scripts/Makefile and the
+//! Slurm script issue exactly the nn-resample and nn-train commands that `nn-plan stages` describes.
 
 use nntools_tests::{binary, stderr, workspace};
 use serde_json::Value;
@@ -191,10 +191,10 @@ fn expected_resampling(stages: &[Value], work: &Path, raw: &Path) -> Vec<BTreeMa
     commands
 }
 
-/// `command`'s options without the flags a script adds on its own (budget, device, resuming).
+/// `command`'s options without the flags a script adds on its own (budget, device, threads, resuming).
 fn stage_options(command: &[String]) -> BTreeMap<String, Option<String>> {
     let mut options = options(command);
-    for own in ["-q", "--resume", "--device", "--validate-only"] {
+    for own in ["-q", "--resume", "--device", "-j", "--validate-only"] {
         options.remove(own);
     }
     options
@@ -230,6 +230,27 @@ fn the_script_and_make_issue_the_commands_nn_plan_stages_describes() {
     let again = stubs.script(&work, &["--folds", "0-4"]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(stubs.recorded().iter().filter(|c| c[0] == "nn-train").count(), 20);
+
+    // the Slurm script, fold 2 of each configuration in the same work folder
+    for stage in &stages {
+        let mut command = stubs.command("bash");
+        command.arg(workspace().join("scripts/slurm/train-folds.sbatch")).arg(&stubs.raw).arg(&work);
+        let output = command
+            .arg(text(&stage["configuration"]))
+            .env("NN_TOOLS_BIN", &stubs.bin)
+            .env("SLURM_ARRAY_TASK_ID", "2")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let recorded = stubs.recorded();
+    let slurm: Vec<_> =
+        recorded.iter().filter(|c| c[0] == "nn-train").skip(20).map(|c| stage_options(&c[1..])).collect();
+    let fold_2: Vec<_> = expected_training(&stages, &work, &stubs.raw)
+        .into_iter()
+        .filter(|o| o["--fold"].as_deref() == Some("2"))
+        .collect();
+    assert_eq!(slurm, fold_2);
 
     // make -n on a new work folder: nn-fingerprint and nn-plan run (the stages come from the plans),
     // then make lists the stages' commands
