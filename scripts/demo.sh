@@ -24,7 +24,8 @@ scripts/nnunet.sh "$raw" "$work" --configs "${DEMO_CONFIGS:-2d,3d_fullres}" --fo
 # the chosen model's cross-validation predictions (for a pair, the average of both per fold), evaluated
 # together
 plan="$work/inference_plan.json"
-read -r -a models <<< "$(python3 -c 'import json, sys; print(" ".join(m["run"] for m in json.load(open(sys.argv[1]))["models"]))' "$plan")"
+chosen_runs=$("$bin/nn-ensemble" show --plan "$plan" --runs)
+mapfile -t models <<< "$chosen_runs"
 cv="$work/crossval"
 rm -rf "$cv"
 mkdir -p "$cv/predictions"
@@ -37,23 +38,13 @@ for fold in "${models[0]}"/fold_*; do
         cp "${models[0]}/$fold"/validation/*.nii.gz "$cv/predictions/"
     fi
 done
-"$bin/nn-eval" --ref "$raw/labelsTr" --pred "$cv/predictions" --dataset "$raw/dataset.json" -o "$cv/summary.json" \
-    --overlays "$cv/overlays" --images "$raw/imagesTr"
-python3 - "$plan" "$cv/summary.json" <<'PY'
-import json, sys
-plan = json.load(open(sys.argv[1]))
-summary = json.loads(open(sys.argv[2]).read().replace("NaN", "null"))
-print("\ncross-validation, foreground-mean Dice:")
-for score in plan["cross_validation"]:
-    print(f"  {' + '.join(score['configurations']):<28} {score['foreground_dice']:.4f}")
-print(f"chosen: {' + '.join(m['configuration'] for m in plan['models'])}, postprocessing "
-      f"{plan['postprocessing'] or 'none'}")
-print("\nper class (chosen, before postprocessing):")
-print(f"  {'class':<8}{'Dice':>8}{'IoU':>8}{'HD95 mm':>10}{'NSD':>8}")
-fmt = lambda v: "   nan" if v is None else f"{v:.3f}"
-for label, m in summary["mean"].items():
-    print(f"  {label:<8}{fmt(m['Dice']):>8}{fmt(m['IoU']):>8}{fmt(m.get('HD95')):>10}{fmt(m.get('NSD')):>8}")
-PY
+class_table=$("$bin/nn-eval" --ref "$raw/labelsTr" --pred "$cv/predictions" --dataset "$raw/dataset.json" \
+    -o "$cv/summary.json" --overlays "$cv/overlays" --images "$raw/imagesTr" --table)
+echo
+"$bin/nn-ensemble" show --plan "$plan"
+echo
+echo "per class (chosen, before postprocessing):"
+echo "$class_table"
 echo
 echo "training curves: ${models[0]}/fold_0/progress.png"
 echo "overlays (reference green, prediction red): $cv/overlays/"

@@ -271,6 +271,21 @@ impl Summary {
         String::from_utf8(bytes).expect("JSON is UTF-8")
     }
 
+    /// The per-class means as a table: Dice, IoU, HD95 (mm) and NSD, three decimals, `nan` where a
+    /// mean is NaN or a metric was not computed.
+    pub fn class_table(&self) -> String {
+        let cell = |value: Option<&f64>| match value {
+            Some(v) if !v.is_nan() => format!("{v:.3}"),
+            _ => "nan".to_owned(),
+        };
+        let mut table = format!("  {:<8}{:>8}{:>8}{:>10}{:>8}\n", "class", "Dice", "IoU", "HD95 mm", "NSD");
+        for (class, means) in &self.mean {
+            let [dice, iou, hd95, nsd] = ["Dice", "IoU", "HD95", "NSD"].map(|name| cell(means.get(name)));
+            table.push_str(&format!("  {class:<8}{dice:>8}{iou:>8}{hd95:>10}{nsd:>8}\n"));
+        }
+        table
+    }
+
     /// Writes the summary to `path` (atomically), or to stdout for `-`.
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = self.to_json();
@@ -303,6 +318,14 @@ mod tests {
             prediction_file: "p".into(),
             reference_file: "r".into(),
         }
+    }
+
+    #[test]
+    fn the_class_table_has_a_row_per_class() {
+        let mut summary = summarize(vec![case([0.5, f64::NAN]), case([0.25, f64::NAN])]);
+        summary.mean.get_mut("2").unwrap().insert("HD95", 1.23456);
+        let expected = "  class       Dice     IoU   HD95 mm     NSD\n  1          0.375   0.375       nan     nan\n  2            nan     nan     1.235     nan\n";
+        assert_eq!(summary.class_table(), expected);
     }
 
     #[test]

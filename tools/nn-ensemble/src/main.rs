@@ -69,6 +69,19 @@ Example:
         #[arg(short, long, default_value = "inference_plan.json")]
         output: PathBuf,
     },
+    /// Print an inference plan: every candidate's cross-validation foreground-mean Dice, the choice and
+    /// its postprocessing; or, with --runs, the chosen models' run folders, one per line.
+    #[command(after_help = "\
+Example:
+  nn-ensemble show --plan work/inference_plan.json --runs")]
+    Show {
+        /// inference_plan.json from `nn-ensemble select`.
+        #[arg(long)]
+        plan: PathBuf,
+        /// Print only the chosen models' run folders, one per line.
+        #[arg(long)]
+        runs: bool,
+    },
     /// Apply the postprocessing of an inference plan to a folder of label maps.
     #[command(after_help = "\
 Example:
@@ -124,6 +137,11 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
+            Command::Show { plan, runs } => {
+                let plan: InferencePlan = read_json(plan)?;
+                print!("{}", if *runs { chosen_runs(&plan) } else { summary(&plan) });
+                Ok(())
+            }
             Command::Postprocess { input, output, plan, dataset } => {
                 let plan: InferencePlan = read_json(plan)?;
                 let run = plan.models.first().ok_or_else(|| Error::bad_input(input, "the plan names no model"))?;
@@ -136,4 +154,26 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+fn chosen_runs(plan: &InferencePlan) -> String {
+    plan.models.iter().map(|model| format!("{}\n", model.run.display())).collect()
+}
+
+/// The candidates' scores, the choice and its postprocessing (steps written as Python writes the
+/// plan's list, as scripts/demo.sh has always shown them).
+fn summary(plan: &InferencePlan) -> String {
+    let mut text = String::from("cross-validation, foreground-mean Dice:\n");
+    for score in &plan.cross_validation {
+        text.push_str(&format!("  {:<28} {:.4}\n", score.configurations.join(" + "), score.foreground_dice));
+    }
+    let chosen: Vec<&str> = plan.models.iter().map(|m| m.configuration.as_str()).collect();
+    let steps: Vec<String> = plan
+        .postprocessing
+        .iter()
+        .map(|step| format!("{{'keep_largest_component_of': {:?}}}", step.keep_largest_component_of))
+        .collect();
+    let postprocessing = if steps.is_empty() { "none".to_owned() } else { format!("[{}]", steps.join(", ")) };
+    text.push_str(&format!("chosen: {}, postprocessing {postprocessing}\n", chosen.join(" + ")));
+    text
 }

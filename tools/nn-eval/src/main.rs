@@ -2,8 +2,9 @@ use clap::Parser;
 use nntools_cli::flags::Workers;
 use nntools_dataset::Descriptor;
 use nntools_evaluation::{Options, evaluate_folders};
+use nntools_io::Error;
 use nntools_layout::predictions::raw_dataset_json_of;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const TOOL: &str = "nn-eval";
@@ -48,6 +49,9 @@ struct Args {
     /// Folder of the cases' images (CASE_0000.nii.gz), for --overlays.
     #[arg(long)]
     images: Option<PathBuf>,
+    /// Also print the per-class means (Dice, IoU, HD95 in mm, NSD) as a table on stdout; needs -o FILE.
+    #[arg(long)]
+    table: bool,
     #[command(flatten)]
     threads: Workers,
 }
@@ -63,6 +67,14 @@ fn main() -> ExitCode {
             chill: args.chill,
             overlays: args.overlays.clone().zip(args.images.clone()),
         };
-        evaluate_folders(&args.reference, &args.pred, &descriptor, &options)?.write(&args.output)
+        if args.table && args.output == Path::new("-") {
+            return Err(Error::bad_input("--table", "needs -o FILE: the summary already goes to stdout"));
+        }
+        let summary = evaluate_folders(&args.reference, &args.pred, &descriptor, &options)?;
+        summary.write(&args.output)?;
+        if args.table {
+            print!("{}", summary.class_table());
+        }
+        Ok(())
     })
 }
