@@ -81,7 +81,9 @@ fn broken_dataset_json() {
     let dir = tempfile::tempdir().unwrap();
     let mut no_labels = dataset_json();
     no_labels["labels"] = json!({"background": 0});
-    assert_rejected(dir.path(), &fingerprint(), &no_labels, "fingerprint.json", "no foreground label");
+    assert_rejected(dir.path(), &fingerprint(), &no_labels, "dataset.json", "no foreground label");
+    let (_, err, _) = plan(dir.path(), &fingerprint(), &no_labels);
+    assert!(!err.contains("fingerprint.json"), "the fingerprint is not at fault: {err}");
     let mut no_ending = dataset_json();
     no_ending.as_object_mut().unwrap().remove("file_ending");
     assert_rejected(dir.path(), &fingerprint(), &no_ending, "dataset.json", "file_ending");

@@ -9,8 +9,10 @@ use crate::topology::{Topology, plan_topology};
 use indexmap::IndexMap;
 use nntools_dataset::Descriptor;
 use nntools_dataset::Fingerprint;
+use nntools_io::{Error, Result};
 use nntools_numpy::stats::{Interpolation, median, percentile};
 use std::collections::HashMap;
+use std::path::Path;
 
 /// nnU-Net's `ANISO_THRESHOLD`.
 const ANISOTROPY_THRESHOLD: f64 = 3.0;
@@ -131,7 +133,11 @@ pub struct PlanRequest<'a> {
     /// Name of the dataset folder (`DatasetXXX_Name`).
     pub dataset_name: String,
     pub descriptor: &'a Descriptor,
+    /// The file the descriptor was read from, named by errors about it.
+    pub dataset_json: &'a Path,
     pub fingerprint: &'a Fingerprint,
+    /// The file the fingerprint was read from (`-`: stdin), named by errors about it.
+    pub fingerprint_path: &'a Path,
     pub preset: Preset,
     /// GPU memory to plan for (nnU-Net's `-gpu_memory_target`); the preset's default when `None`.
     pub gpu_memory_gb: Option<f64>,
@@ -250,7 +256,7 @@ impl Planner<'_> {
         median_shape: &[f64],
         name: &str,
         dataset_voxels: f64,
-    ) -> Result<Configuration, String> {
+    ) -> Result<Configuration> {
         let preset = self.request.preset;
         let dim = spacing.len();
         let inverse: Vec<f64> = spacing.iter().map(|s| 1.0 / s).collect();
@@ -279,7 +285,10 @@ impl Planner<'_> {
             let mut shrunk: Vec<f64> = topology.patch_size.iter().map(|&p| p as f64).collect();
             shrunk[axis] -= step;
             if shrunk[axis] < 1.0 {
-                return Err(format!("{name}: no patch size fits {} GB of GPU memory", self.gpu_memory_gb));
+                return Err(Error::bad_input(
+                    "--gpu-memory-gb",
+                    format!("{name}: no patch size fits {} GB of GPU memory", self.gpu_memory_gb),
+                ));
             }
             topology = plan_topology(spacing, &shrunk);
             estimate = self.estimate(&topology);
@@ -360,14 +369,16 @@ fn features_per_stage(stages: usize, max_features: usize) -> Vec<usize> {
     (0..stages).map(|s| (BASE_FEATURES << s).min(max_features)).collect()
 }
 
-/// Checks that a fingerprint can be planned from; the problem, if any, as one line.
-fn validate(request: &PlanRequest) -> Result<(), String> {
+/// Checks that a fingerprint can be planned from; the problem, if any, as one line naming its file
+/// (or flag).
+fn validate(request: &PlanRequest) -> Result<()> {
     let f = request.fingerprint;
+    let fingerprint_error = |problem: String| Err(Error::bad_input(request.fingerprint_path, problem));
     if f.spacings.is_empty() {
-        return Err("fingerprint has no cases (empty \"spacings\")".into());
+        return fingerprint_error("fingerprint has no cases (empty \"spacings\")".into());
     }
     if f.spacings.len() != f.shapes_after_crop.len() {
-        return Err(format!(
+        return fingerprint_error(format!(
             "fingerprint has {} spacings but {} shapes_after_crop",
             f.spacings.len(),
             f.shapes_after_crop.len()
@@ -375,30 +386,30 @@ fn validate(request: &PlanRequest) -> Result<(), String> {
     }
     if let Some((case, s)) = f.spacings.iter().enumerate().find(|(_, s)| s.iter().any(|v| !v.is_finite() || *v <= 0.0))
     {
-        return Err(format!("fingerprint spacing of case {case} is not positive: {s:?}"));
+        return fingerprint_error(format!("fingerprint spacing of case {case} is not positive: {s:?}"));
     }
     if let Some((case, s)) = f.shapes_after_crop.iter().enumerate().find(|(_, s)| s.contains(&0)) {
-        return Err(format!("fingerprint shape of case {case} is empty: {s:?}"));
+        return fingerprint_error(format!("fingerprint shape of case {case} is empty: {s:?}"));
     }
     let channels = request.descriptor.channel_names.len();
     let stats = &f.foreground_intensity_properties_per_channel;
     if (0..channels).any(|c| !stats.contains_key(&c.to_string())) {
-        return Err(format!(
+        return fingerprint_error(format!(
             "fingerprint has intensity statistics for {} channel(s), dataset.json declares {channels}",
             stats.len()
         ));
     }
     if request.descriptor.all_labels().len() < 2 {
-        return Err("dataset.json declares no foreground label".into());
+        return Err(Error::bad_input(request.dataset_json, "declares no foreground label"));
     }
     if let Some(gb) = request.gpu_memory_gb.filter(|gb| !gb.is_finite() || *gb <= 0.0) {
-        return Err(format!("GPU memory must be positive, got {gb}"));
+        return Err(Error::bad_input("--gpu-memory-gb", format!("GPU memory must be positive, got {gb}")));
     }
     Ok(())
 }
 
 /// Plans every configuration for a dataset, as nnU-Net's `plan_experiment` does.
-pub fn plan(request: &PlanRequest) -> Result<Plans, String> {
+pub fn plan(request: &PlanRequest) -> Result<Plans> {
     validate(request)?;
     let fingerprint = request.fingerprint;
     let descriptor = request.descriptor;
@@ -446,7 +457,7 @@ pub fn plan(request: &PlanRequest) -> Result<Plans, String> {
         while patch_voxels / lowres_median_voxels < LOWRES_CREATION_THRESHOLD {
             steps += 1;
             if steps > MAX_LOWRES_STEPS {
-                return Err("3d_lowres planning does not converge".into());
+                return Err(Error::bad_input(request.fingerprint_path, "3d_lowres planning does not converge"));
             }
             let max_spacing = lowres_spacing.iter().copied().fold(f64::MIN, f64::max);
             let coarse_first = lowres_spacing.iter().any(|s| max_spacing / s > 2.0);

@@ -103,11 +103,13 @@ fn main() -> ExitCode {
         let request = PlanRequest {
             dataset_name: dataset_name(&json_path)?,
             descriptor: &descriptor,
+            dataset_json: &json_path,
             fingerprint: &fingerprint,
+            fingerprint_path: &args.fingerprint,
             preset,
             gpu_memory_gb: args.gpu_memory_gb,
         };
-        let plans = plan(&request).map_err(|problem| Error::bad_input(&args.fingerprint, problem))?;
+        let plans = plan(&request)?;
         nntools_io::write_json(&args.output, &plans)
     })
 }
