@@ -140,6 +140,7 @@ fn temporaries(dir: &Path) -> Vec<PathBuf> {
 impl Report {
     /// Runs `tool args` and checks the outcome: `exit` 0 is success; otherwise the error must name
     /// `spoilt` and none of `outputs` may exist. No run may panic or leave a temporary file in `root`.
+    /// Returns the run's stderr.
     #[allow(clippy::too_many_arguments)]
     fn check(
         &mut self,
@@ -150,7 +151,7 @@ impl Report {
         exit: i32,
         spoilt: &Path,
         outputs: &[PathBuf],
-    ) {
+    ) -> String {
         self.runs += 1;
         let output = Command::new(binary(tool)).args(args).output().unwrap();
         let err = stderr(&output);
@@ -178,6 +179,25 @@ impl Report {
         if !problems.is_empty() {
             let first = err.lines().find(|l| l.contains("error")).unwrap_or("").to_owned();
             self.failures.push(format!("{tool} on {what}: {}; stderr: {first}", problems.join(", ")));
+        }
+        err
+    }
+
+    /// As [`Report::check`] for bad input (exit 2), and stderr is the one line `TOOL: error: SPOILT: ...`:
+    /// the file at fault is the one the message is about, not one it merely mentions.
+    fn check_names_first(
+        &mut self,
+        what: &str,
+        root: &Path,
+        tool: &str,
+        args: &[OsString],
+        spoilt: &Path,
+        outputs: &[PathBuf],
+    ) {
+        let err = self.check(what, root, tool, args, 2, spoilt, outputs);
+        let prefix = format!("{tool}: error: {}: ", spoilt.display());
+        if err.lines().count() != 1 || !err.starts_with(&prefix) {
+            self.failures.push(format!("{tool} on {what}: expected one line starting {prefix:?}; stderr: {err}"));
         }
     }
 
@@ -678,6 +698,107 @@ fn plans_preprocessed_data_and_checkpoints() {
         );
     }
     report.finish("plans, preprocessed data and checkpoints");
+}
+
+/// Every file under `dir` with its contents, to tell that a refused run changed nothing.
+fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(contents(&path));
+        } else {
+            found.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// nn-train --resume from a corrupt checkpoint of an interrupted run (`checkpoint_latest`): the error
+/// is about the checkpoint's spoilt file, not the plans, and the run folder is left as it was.
+#[test]
+fn resume_from_a_corrupt_checkpoint() {
+    let truncated: Spoil = |p| {
+        let bytes = std::fs::read(p).unwrap();
+        std::fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
+    };
+    let spoils: [(&str, &str, Spoil); 5] = [
+        ("truncated weights", "checkpoint_latest.safetensors", truncated),
+        ("weights that are text", "checkpoint_latest.safetensors", corpus::not_gzip_at_all),
+        ("truncated momentum", "checkpoint_latest.momentum.safetensors", truncated),
+        ("a truncated sidecar", "checkpoint_latest.json", corpus::truncated_json),
+        ("a sidecar without its epoch", "checkpoint_latest.json", |p| corpus::without_key(p, "epoch")),
+    ];
+    let mut report = Report::default();
+    for (what, file, spoil) in spoils {
+        let scratch = Scratch::new();
+        // the fixture's run stopped before its first epoch; interrupted there, it would have left
+        // the same files under the name checkpoint_latest
+        let fold = scratch.path("run/fold_0");
+        for part in [".safetensors", ".momentum.safetensors", ".json"] {
+            let name = |checkpoint: &str| fold.join(format!("checkpoint_{checkpoint}{part}"));
+            std::fs::rename(name("final"), name("latest")).unwrap();
+        }
+        let spoilt = fold.join(file);
+        spoil(&spoilt);
+        let before = contents(&scratch.path("run"));
+        report.check_names_first(
+            what,
+            &scratch.root,
+            "nn-train",
+            &args(&[
+                &"--plans",
+                &scratch.path("plans.json"),
+                &"-c",
+                &"3d_fullres",
+                &"--data",
+                &scratch.path("pre"),
+                &"--dataset",
+                &scratch.path("raw/dataset.json"),
+                &"--fold",
+                &"0",
+                &"-o",
+                &scratch.path("run"),
+                &"--epochs",
+                &"1",
+                &"--iters",
+                &"1",
+                &"--val-iters",
+                &"1",
+                &"--device",
+                &"cpu",
+                &"--resume",
+                &"-q",
+            ]),
+            &spoilt,
+            &[fold.join("checkpoint_final.json"), fold.join("log.jsonl")],
+        );
+        if contents(&scratch.path("run")) != before {
+            report.failures.push(format!("nn-train on {what}: the run folder changed"));
+        }
+    }
+    report.finish("corrupt checkpoints");
+}
+
+/// nn-plan on a dataset.json that declares only the background: the error is about dataset.json, not
+/// the fingerprint it was given with.
+#[test]
+fn plan_without_a_foreground_label() {
+    let scratch = Scratch::new();
+    let json = scratch.path("raw/dataset.json");
+    corpus::edit_json(&json, |j| j["labels"] = serde_json::json!({"background": 0}));
+    let plans = scratch.path("plans_new.json");
+    let mut report = Report::default();
+    report.check_names_first(
+        "a dataset.json with only the background",
+        &scratch.root,
+        "nn-plan",
+        &args(&[&"--fingerprint", &scratch.path("fingerprint.json"), &"--dataset", &json, &"-o", &plans]),
+        &json,
+        std::slice::from_ref(&plans),
+    );
+    report.finish("a plan without foreground");
 }
 
 /// A tmpfs mounted for the test (read-only, or tiny and filled up), unmounted when dropped.

@@ -11,6 +11,7 @@
 use memmap2::Mmap;
 use ndarray::{Array2, Array4, ArrayD, ArrayView, ArrayView3, ArrayView4, Axis, Dimension, s};
 use ndarray_npy::{ReadNpyExt, ViewElement, ViewNpyExt};
+use nntools_io::{Error, Result};
 use nntools_layout::preprocessed::PreprocessedDir;
 use nntools_layout::run::next_stage_labels;
 use rand::{RngExt, SeedableRng};
@@ -34,7 +35,7 @@ enum Labels {
 
 impl Labels {
     /// Maps a label map file; returns its spatial shape too.
-    fn map(path: &Path) -> Result<(Vec<usize>, Self), String> {
+    fn map(path: &Path) -> Result<(Vec<usize>, Self)> {
         let bytes = map(path)?;
         match view::<i8, ndarray::Ix4>(&bytes, path) {
             Ok(v) => Ok((v.shape()[1..].to_vec(), Labels::I8(bytes))),
@@ -73,68 +74,75 @@ pub struct TrainingCase {
 }
 
 /// Spatial shape `(z, y, x)` of preprocessed case `id` in `dir`, from its array's header.
-pub fn preprocessed_shape(dir: &Path, id: &str) -> Result<[usize; 3], String> {
+pub fn preprocessed_shape(dir: &Path, id: &str) -> Result<[usize; 3]> {
     let path = PreprocessedDir::new(dir).data(id);
     let data = map(&path)?;
     let shape = view::<f32, ndarray::Ix4>(&data, &path)?.shape()[1..].to_vec();
     Ok([shape[0], shape[1], shape[2]])
 }
 
-fn map(path: &Path) -> Result<Mmap, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn map(path: &Path) -> Result<Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
     // SAFETY: preprocessed files are written once (atomically renamed into place) and never modified
     // while a run reads them.
-    unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))
+    unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, &e))
 }
 
-fn view<'a, A: ViewElement, D: Dimension>(bytes: &'a [u8], path: &Path) -> Result<ArrayView<'a, A, D>, String> {
+fn view<'a, A: ViewElement, D: Dimension>(bytes: &'a [u8], path: &Path) -> Result<ArrayView<'a, A, D>> {
     ArrayView::<A, ndarray::IxDyn>::view_npy(bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(|e| Error::bad_input(path, e))?
         .into_dimensionality()
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| Error::bad_input(path, e))
 }
 
 impl TrainingCase {
     /// Maps case `id` of a preprocessed folder, with the previous stage's labels (`CASE.npy`) from
     /// `previous_stage` for the cascade, checking that its arrays are readable and agree.
-    pub fn load(dir: &Path, id: &str, previous_stage: Option<&Path>) -> Result<Self, String> {
+    pub fn load(dir: &Path, id: &str, previous_stage: Option<&Path>) -> Result<Self> {
         // nn-resample writes CASE.json last: without it the case was never finished
         let case = PreprocessedDir::new(dir);
         let properties = case.properties(id);
         if !properties.is_file() {
-            return Err(format!("{}: missing, so case {id} is incomplete (rerun nn-resample)", properties.display()));
+            return Err(Error::bad_input(
+                &properties,
+                format!("missing, so case {id} is incomplete (rerun nn-resample)"),
+            ));
         }
         let data_path = case.data(id);
         let data = map(&data_path)?;
         let image_shape = view::<f32, ndarray::Ix4>(&data, &data_path)?.shape()[1..].to_vec();
-        let (label_shape, seg) = Labels::map(&case.seg(id))?;
+        let seg_path = case.seg(id);
+        let (label_shape, seg) = Labels::map(&seg_path)?;
         if image_shape != label_shape {
-            return Err(format!("{id}: image {image_shape:?} and labels {label_shape:?} differ in shape"));
+            return Err(Error::bad_input(
+                &seg_path,
+                format!("labels {label_shape:?} and image {image_shape:?} of case {id} differ in shape"),
+            ));
         }
         let mut labels = vec![seg];
         if let Some(previous_stage) = previous_stage {
             let path = next_stage_labels(previous_stage, id);
             if !path.is_file() {
-                return Err(format!(
-                    "{}: missing; every fold of the previous stage writes its validation cases' labels when trained (or validated) with --next-stage-data",
-                    path.display()
+                return Err(Error::bad_input(
+                    &path,
+                    "missing; every fold of the previous stage writes its validation cases' labels when trained (or validated) with --next-stage-data",
                 ));
             }
             let (shape, previous) = Labels::map(&path)?;
             if shape != image_shape {
-                return Err(format!(
-                    "{}: shape {shape:?}, but case {id} is {image_shape:?} on this configuration's grid",
-                    path.display()
+                return Err(Error::bad_input(
+                    &path,
+                    format!("shape {shape:?}, but case {id} is {image_shape:?} on this configuration's grid"),
                 ));
             }
             labels.push(previous);
         }
         let locations_path = case.locations(id);
-        let file = std::fs::File::open(&locations_path).map_err(|e| format!("{}: {e}", locations_path.display()))?;
+        let file = std::fs::File::open(&locations_path).map_err(|e| Error::io(&locations_path, &e))?;
         let table: Array2<i32> = ArrayD::<i32>::read_npy(file)
-            .map_err(|e| format!("{}: {e}", locations_path.display()))?
+            .map_err(|e| Error::bad_input(&locations_path, e))?
             .into_dimensionality()
-            .map_err(|e| format!("{}: {e}", locations_path.display()))?;
+            .map_err(|e| Error::bad_input(&locations_path, e))?;
         let classes = table.column(0).iter().map(|&c| c as usize + 1).max().unwrap_or(0);
         let mut class_locations = vec![Vec::new(); classes];
         for row in table.rows() {
@@ -413,10 +421,11 @@ mod tests {
         let previous = dir.path().join("previous");
         std::fs::create_dir(&previous).unwrap();
         let missing = TrainingCase::load(dir.path(), "c", Some(&previous)).err().unwrap();
-        assert!(missing.contains("previous/c.npy: missing"), "{missing}");
+        assert!(missing.message.contains("previous/c.npy: missing"), "{missing}");
+        assert_eq!(missing.kind, nntools_io::ErrorKind::BadInput);
         write_npy(next_stage_labels(&previous, "c"), &Array4::<i8>::zeros((1, 10, 12, 13))).unwrap();
         let wrong = TrainingCase::load(dir.path(), "c", Some(&previous)).err().unwrap();
-        assert!(wrong.contains("shape [10, 12, 13]"), "{wrong}");
+        assert!(wrong.message.contains("previous/c.npy: shape [10, 12, 13]"), "{wrong}");
         let labels = Array4::from_shape_fn((1, 10, 12, 14), |(_, z, y, x)| ((z + y + x) % 3) as i16 + 200);
         write_npy(next_stage_labels(&previous, "c"), &labels).unwrap();
         let c = TrainingCase::load(dir.path(), "c", Some(&previous)).unwrap();

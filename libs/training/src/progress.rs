@@ -52,7 +52,7 @@ fn panel(
 }
 
 /// Draws the training curves of `logs` to `path` (PNG), atomically.
-pub fn plot_progress(path: &Path, logs: &[EpochLog]) -> Result<(), String> {
+pub fn plot_progress(path: &Path, logs: &[EpochLog]) -> nntools_io::Result<()> {
     REGISTER_FONT.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
@@ -77,8 +77,7 @@ pub fn plot_progress(path: &Path, logs: &[EpochLog]) -> Result<(), String> {
         )?;
         panel(&areas[2], "learning rate", &[("lr", curve(&|l| l.lr), MAGENTA)])?;
         panel(&areas[3], "epoch time (s)", &[("seconds", curve(&|l| l.epoch_time_s), CYAN)])?;
-        root.present().map_err(|e| format!("{}: {e}", path.display()))
+        root.present().map_err(|e| e.to_string())
     };
     nntools_io::write_atomically(path, |tmp| draw(tmp).map_err(|p| nntools_io::Error::runtime(path, p)))
-        .map_err(|e| e.to_string())
 }

@@ -44,25 +44,24 @@ pub struct Request {
     pub cascade: Cascade,
 }
 
-/// The split file to use: the given one, else the preprocessed folder's, else a new seeded 5-fold split
-/// written there in nnU-Net's format.
-fn splits(request: &Request, case_ids: &[String]) -> Result<Vec<Split>> {
+/// The split file to use and its splits: the given one, else the preprocessed folder's, else a new
+/// seeded 5-fold split written there in nnU-Net's format.
+fn splits(request: &Request, case_ids: &[String]) -> Result<(PathBuf, Vec<Split>)> {
     let path = request.splits.clone().unwrap_or_else(|| request.data_dir.join(SPLITS));
     if path.is_file() {
-        return read_json(&path);
+        let splits = read_json(&path)?;
+        return Ok((path, splits));
     }
     if request.splits.is_some() {
         return Err(Error::bad_input(&path, "split file not found"));
     }
     let splits = crossval_splits(case_ids, 5, SPLIT_SEED);
     write_json(&path, &splits)?;
-    Ok(splits)
+    Ok((path, splits))
 }
 
 fn load_cases(dir: &Path, ids: &[String], previous_stage: Option<&Path>) -> Result<Vec<Arc<TrainingCase>>> {
-    ids.iter()
-        .map(|id| TrainingCase::load(dir, id, previous_stage).map(Arc::new).map_err(|p| Error::bad_input(dir, p)))
-        .collect()
+    ids.iter().map(|id| TrainingCase::load(dir, id, previous_stage).map(Arc::new)).collect()
 }
 
 /// What a training run tells its caller while it runs.
@@ -127,14 +126,15 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
     let manifest: serde_json::Value = read_json(&manifest_path)?;
     let case_ids: Vec<String> = serde_json::from_value(manifest["cases"].clone())
         .map_err(|e| Error::bad_input(&manifest_path, format!("no case list: {e}")))?;
-    let (train_ids, val_ids) = match request.fold {
-        Fold::All => (case_ids.clone(), case_ids.clone()),
+    // and the file that lists them
+    let (train_ids, val_ids, case_list) = match request.fold {
+        Fold::All => (case_ids.clone(), case_ids.clone(), manifest_path),
         Fold::Index(fold) => {
-            let splits = splits(&request, &case_ids)?;
+            let (path, splits) = splits(&request, &case_ids)?;
             let split = splits.get(fold).ok_or_else(|| {
                 Error::bad_input(&request.data_dir, format!("fold {fold} does not exist ({} folds)", splits.len()))
             })?;
-            (split.train.clone(), split.val.clone())
+            (split.train.clone(), split.val.clone(), path)
         }
     };
     let device = request.settings.device;
@@ -146,13 +146,9 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         };
         return validate(fold);
     }
-    std::fs::create_dir_all(&request.settings.fold_dir).map_err(|e| Error::io(&request.settings.fold_dir, &e))?;
-    for dir in [request.run_dir.path(), request.settings.fold_dir.path()] {
-        nntools_io::remove_stale_temporaries(dir)?;
+    if train_ids.is_empty() {
+        return Err(Error::bad_input(&case_list, "no training cases"));
     }
-    write_json(&request.run_dir.plans(), &plans)?;
-    let dataset: serde_json::Value = read_json(&request.dataset_json)?;
-    write_json(&request.run_dir.dataset_json(), &dataset)?;
     let settings = serde_json::json!({
         "configuration": request.configuration,
         "fold": match request.fold { Fold::All => "all".to_owned(), Fold::Index(f) => f.to_string() },
@@ -163,17 +159,17 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         "train_cases": train_ids,
         "val_cases": val_ids,
     });
-    write_json(&request.settings.fold_dir.settings(), &settings)?;
     // the next stage's data is read only by the final validation: checked now, not after training
     if let (Some(next), Fold::Index(_)) = (&request.cascade.next_stage_data, request.fold) {
         for id in &val_ids {
-            crate::data::preprocessed_shape(next, id).map_err(|p| Error::bad_input("--next-stage-data", p))?;
+            crate::data::preprocessed_shape(next, id)?;
         }
     }
     let previous_stage = request.cascade.previous_stage.as_deref();
     let train_cases = load_cases(&request.data_dir, &train_ids, previous_stage)?;
     let val_cases = load_cases(&request.data_dir, &val_ids, previous_stage)?;
     let fold_dir = request.settings.fold_dir.clone();
+    let resume = request.settings.resume;
     let mut trainer = Trainer::new(
         &request.configuration,
         &configuration,
@@ -183,19 +179,31 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         request.settings,
     )
     .map_err(|p| Error::bad_input(&request.plans_path, p))?;
+    if resume {
+        trainer.resume()?;
+    }
+    // written once every input, a checkpoint to resume from included, has been read: a refused run
+    // leaves the run folder as it was
+    std::fs::create_dir_all(&fold_dir).map_err(|e| Error::io(&fold_dir, &e))?;
+    for dir in [request.run_dir.path(), fold_dir.path()] {
+        nntools_io::remove_stale_temporaries(dir)?;
+    }
+    write_json(&request.run_dir.plans(), &plans)?;
+    let dataset: serde_json::Value = read_json(&request.dataset_json)?;
+    write_json(&request.run_dir.dataset_json(), &dataset)?;
+    write_json(&fold_dir.settings(), &settings)?;
     if let Some(count) = request.dump_augmented {
-        let dir = fold_dir.augmented();
-        return trainer.dump_augmented(count, &dir).map_err(|p| Error::runtime(&dir, p));
+        return trainer.dump_augmented(count, &fold_dir.augmented());
     }
     if let Some(weights) = request.pretrained.as_ref().filter(|_| trainer.epoch() == 0) {
-        trainer.load_pretrained(weights).map_err(|p| Error::bad_input(weights, p))?;
+        trainer.load_pretrained(weights)?;
     }
     trainer.run(&mut |log| report(Report::Epoch(log))).map_err(|stopped| match stopped {
         Stopped::Interrupted { epoch } => Error::runtime(
             &request.run_dir,
             format!("interrupted in epoch {epoch}; checkpoint_latest saved, continue with --resume"),
         ),
-        Stopped::Failed(problem) => Error::runtime(&request.run_dir, problem),
+        Stopped::Failed(error) => error,
     })?;
     drop(trainer);
     // nnU-Net validates every cross-validation fold at the end; `--fold all` has no held-out cases

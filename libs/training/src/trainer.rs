@@ -7,6 +7,7 @@ use crate::loss::{DiceBceLoss, Objective};
 use crate::{DiceCeLoss, GRADIENT_CLIP_NORM, LossScaler, Sgd, deep_supervision_weights, poly_learning_rate};
 use ndarray::ArrayD;
 use nntools_augmentation::{Augmenter, Mode, Recipe, write_mid_slice_png};
+use nntools_io::Error;
 use nntools_layout::run::{Checkpoint, FoldDir};
 use nntools_network::Model;
 use nntools_planning::Configuration;
@@ -50,12 +51,12 @@ pub enum Stopped {
     Interrupted {
         epoch: usize,
     },
-    Failed(String),
+    Failed(Error),
 }
 
-impl From<String> for Stopped {
-    fn from(message: String) -> Self {
-        Self::Failed(message)
+impl From<Error> for Stopped {
+    fn from(error: Error) -> Self {
+        Self::Failed(error)
     }
 }
 
@@ -203,6 +204,11 @@ fn to_tensor<T: tch::kind::Element + Copy>(array: &ArrayD<T>) -> Tensor {
 }
 
 impl Trainer {
+    /// A new run's trainer (call [`Trainer::resume`] to continue from a checkpoint instead). The only
+    /// failures are the configuration's (a network the plans describe inconsistently).
+    ///
+    /// # Panics
+    /// Without training cases: the caller knows which file listed none.
     pub fn new(
         configuration_name: &str,
         configuration: &Configuration,
@@ -211,7 +217,7 @@ impl Trainer {
         val_cases: Vec<Arc<TrainingCase>>,
         settings: Settings,
     ) -> Result<Self, String> {
-        let image_channels = train_cases.first().ok_or("no training cases")?.data().shape()[0];
+        let image_channels = train_cases.first().expect("training cases").data().shape()[0];
         // a cascade stage also sees the previous stage's foreground labels, one-hot
         let cascade_labels = configuration.previous_stage.as_ref().map(|_| labels.foreground.clone());
         let channels = image_channels + cascade_labels.as_ref().map_or(0, Vec::len);
@@ -255,7 +261,7 @@ impl Trainer {
         if cuda {
             tch::Cuda::cudnn_set_benchmark(true);
         }
-        let mut trainer = Self {
+        Ok(Self {
             optimizer: Sgd::new(parameters),
             model,
             names,
@@ -287,17 +293,13 @@ impl Trainer {
             },
             settings,
             history: Vec::new(),
-        };
-        if trainer.settings.resume {
-            trainer.resume()?;
-        }
-        Ok(trainer)
+        })
     }
 
     /// Writes the first `count` augmented training samples as mid-slice PNGs (image channels and
     /// labels side by side) into `dir`, for a person to check the augmentation.
-    pub fn dump_augmented(&self, count: usize, dir: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn dump_augmented(&self, count: usize, dir: &Path) -> nntools_io::Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::runtime(dir, e))?;
         let batches = count.div_ceil(self.train_batches.batch_size);
         let mut written = 0;
         for batch in self.batches(&self.train_batches, 0, batches) {
@@ -307,8 +309,7 @@ impl Trainer {
                     break;
                 }
                 let path = dir.join(format!("augmented_{written:03}.png"));
-                write_mid_slice_png(&path, &data.get(i), &seg.get(i))
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                write_mid_slice_png(&path, &data.get(i), &seg.get(i)).map_err(|e| Error::runtime(&path, e))?;
                 written += 1;
             }
         }
@@ -321,8 +322,8 @@ impl Trainer {
     }
 
     /// Starts from another model's weights (all but the segmentation heads).
-    pub fn load_pretrained(&mut self, weights: &Path) -> Result<(), String> {
-        self.model.load_pretrained(weights).map_err(|e| e.to_string())
+    pub fn load_pretrained(&mut self, weights: &Path) -> nntools_io::Result<()> {
+        self.model.load_pretrained(weights).map_err(|e| Error::bad_input(weights, e))
     }
 
     /// Batches `first..first + count` of `plan`, staged for the device by the loader threads.
@@ -446,8 +447,7 @@ impl Trainer {
 
     /// Runs the remaining epochs, calling `report` after each.
     pub fn run(&mut self, report: &mut dyn FnMut(&EpochLog)) -> Result<(), Stopped> {
-        std::fs::create_dir_all(&self.settings.fold_dir)
-            .map_err(|e| format!("{}: {e}", self.settings.fold_dir.path().display()))?;
+        std::fs::create_dir_all(&self.settings.fold_dir).map_err(|e| Error::runtime(&self.settings.fold_dir, e))?;
         while self.state.epoch < self.settings.epochs {
             let epoch = self.state.epoch;
             let start = std::time::Instant::now();
@@ -495,61 +495,69 @@ impl Trainer {
         Ok(())
     }
 
-    fn append_log(&self, log: &EpochLog) -> Result<(), String> {
+    fn append_log(&self, log: &EpochLog) -> nntools_io::Result<()> {
         let path = self.settings.fold_dir.log();
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let line = serde_json::to_string(log).map_err(|e| e.to_string())?;
-        writeln!(file, "{line}").and_then(|()| file.sync_data()).map_err(|e| format!("{}: {e}", path.display()))
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::runtime(&path, e))?;
+        let line = serde_json::to_string(log).map_err(|e| Error::runtime(&path, e))?;
+        writeln!(file, "{line}").and_then(|()| file.sync_data()).map_err(|e| Error::runtime(&path, e))
     }
 
     /// Writes `checkpoint_NAME.safetensors` (weights, nnU-Net names), `checkpoint_NAME.momentum.safetensors`
     /// and `checkpoint_NAME.json` (state), each atomically; the JSON last, as the completion mark.
-    pub fn save_checkpoint(&mut self, name: Checkpoint) -> Result<(), String> {
+    pub fn save_checkpoint(&mut self, name: Checkpoint) -> nntools_io::Result<()> {
         let dir = &self.settings.fold_dir;
         let weights = dir.weights(name);
         let momentum = dir.momentum(name);
         let tensors_to = |path: &Path, write: &dyn Fn(&Path) -> Result<(), tch::TchError>| {
-            nntools_io::write_atomically(path, |tmp| write(tmp).map_err(|e| nntools_io::Error::runtime(path, e)))
-                .map_err(|e| e.to_string())
+            nntools_io::write_atomically(path, |tmp| write(tmp).map_err(|e| Error::runtime(path, e)))
         };
         tensors_to(&weights, &|p| self.model.save_safetensors(p))?;
         let buffers: Vec<(String, Tensor)> = self.names.iter().cloned().zip(self.optimizer.buffers()).collect();
         tensors_to(&momentum, &|p| Tensor::write_safetensors(&buffers, p))?;
         self.state.loss_scaler = self.loss_scaler.as_ref().map(LossScaler::state);
-        nntools_io::write_json(&dir.sidecar(name), &self.state).map_err(|e| e.to_string())
+        nntools_io::write_json(&dir.sidecar(name), &self.state)
     }
 
-    /// Continues from the newest complete checkpoint (latest, final or best), if there is one.
-    fn resume(&mut self) -> Result<(), String> {
+    /// Continues from the newest complete checkpoint (latest, final or best), if there is one. A
+    /// checkpoint's files are written atomically, its sidecar last: one that is there but unreadable is
+    /// corrupt, and named.
+    pub fn resume(&mut self) -> nntools_io::Result<()> {
         let dir = self.settings.fold_dir.clone();
-        let newest = [Checkpoint::Latest, Checkpoint::Final, Checkpoint::Best]
-            .into_iter()
-            .filter_map(|name| {
-                let text = std::fs::read_to_string(dir.sidecar(name)).ok()?;
-                let state: TrainingState = serde_json::from_str(&text).ok()?;
-                Some((name, state))
-            })
-            .max_by_key(|(_, state)| state.epoch);
+        let mut newest: Option<(Checkpoint, TrainingState)> = None;
+        for name in [Checkpoint::Latest, Checkpoint::Final, Checkpoint::Best] {
+            let sidecar = dir.sidecar(name);
+            if !sidecar.is_file() {
+                continue;
+            }
+            let state: TrainingState = nntools_io::read_json(&sidecar)?;
+            // on a tie the later name wins: final over latest, best over both
+            if newest.as_ref().is_none_or(|(_, chosen)| state.epoch >= chosen.epoch) {
+                newest = Some((name, state));
+            }
+        }
         let Some((name, state)) = newest else { return Ok(()) };
-        self.model.load_safetensors(&dir.weights(name)).map_err(|e| e.to_string())?;
+        let weights = dir.weights(name);
+        self.model.load_safetensors(&weights).map_err(|e| Error::bad_input(&weights, e))?;
+        let momentum = dir.momentum(name);
         let buffers: std::collections::HashMap<String, Tensor> =
-            Tensor::read_safetensors(dir.momentum(name)).map_err(|e| e.to_string())?.into_iter().collect();
+            Tensor::read_safetensors(&momentum).map_err(|e| Error::bad_input(&momentum, e))?.into_iter().collect();
         let ordered = self
             .names
             .iter()
-            .map(|n| buffers.get(n).map(Tensor::shallow_clone).ok_or_else(|| format!("momentum buffer {n} missing")))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.optimizer.set_buffers(&ordered)?;
+            .map(|n| {
+                buffers
+                    .get(n)
+                    .map(Tensor::shallow_clone)
+                    .ok_or_else(|| Error::bad_input(&momentum, format!("momentum buffer {n} missing")))
+            })
+            .collect::<nntools_io::Result<Vec<_>>>()?;
+        self.optimizer.set_buffers(&ordered).map_err(|problem| Error::bad_input(&momentum, problem))?;
         // the log keeps only the epochs the checkpoint covers
         let log_path = dir.log();
         if let Ok(text) = std::fs::read_to_string(&log_path) {
             let kept: Vec<&str> = text.lines().take(state.epoch).collect();
-            std::fs::write(&log_path, kept.iter().map(|l| format!("{l}\n")).collect::<String>())
-                .map_err(|e| e.to_string())?;
+            nntools_io::write_stream(&log_path, |out| kept.iter().try_for_each(|line| writeln!(out, "{line}")))?;
             self.history = kept.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
         }
         if let (Some(scaler), Some((scale, clean_steps))) = (&mut self.loss_scaler, state.loss_scaler) {

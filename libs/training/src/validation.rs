@@ -73,7 +73,7 @@ pub(crate) fn validate_fold(
             .transpose()?;
         let logits = predictor.logits(&data, previous_labels.as_ref(), &mut || {});
         if let Some((next_data, next_out)) = &next_stage {
-            let shape = preprocessed_shape(next_data, id).map_err(|p| Error::bad_input(next_data.as_path(), p))?;
+            let shape = preprocessed_shape(next_data, id)?;
             let labels = labels_for_next_stage(&logits, &folder.recipe, &folder.labelling, shape).mapv(|l| l as i16);
             write_label_map_npy(&next_stage_labels(next_out, id), &labels)?;
         }
