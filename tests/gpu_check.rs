@@ -3,7 +3,7 @@
 //! stage (preprocessing, calibration, training, evaluation, inference, the CPU comparison) and checks
 //! the report.
 
-use nntools_tests::{binary, run, stderr, workspace};
+use nntools_tests::{binaries_dir, run, stderr, workspace};
 use serde_json::Value;
 use std::process::Command;
 
@@ -21,7 +21,7 @@ fn gpu_check_rehearses_on_the_cpu_and_reports_every_figure() {
             .env("GPU_CHECK_DATA", &raw)
             .env("GPU_CHECK_STAGE", &stage)
             .env("GPU_CHECK_WORK", &work)
-            .env("NN_TOOLS_BIN", binary("nn-train").parent().unwrap())
+            .env("NN_TOOLS_BIN", binaries_dir())
             .env("OUT", &out)
             .env("GPU_CHECK_DEVICE", device)
             .env("GPU_CHECK_ITERS", "2")

@@ -55,7 +55,7 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
             "--device",
             "cpu",
         ]);
-        command.args(extra).env("NN_TOOLS_BIN", nntools_tests::binary("nn-train").parent().unwrap());
+        command.args(extra).env("NN_TOOLS_BIN", nntools_tests::binaries_dir());
         command.output().unwrap()
     };
     let first = pipeline(&[]);
@@ -133,7 +133,7 @@ fn nnunet_script_runs_and_resumes_and_ensembling_checks_out() {
     // scripts/Makefile works on the same layout: nothing to do after the script's run, and touching a
     // raw image without changing it redoes the fingerprint only, whose file keeps its mtime
     let make = |dry_run: bool| {
-        let bin = nntools_tests::binary("nn-train").parent().unwrap().to_owned();
+        let bin = nntools_tests::binaries_dir();
         let mut command = Command::new("make");
         command.args(["-f"]).arg(workspace().join("scripts/Makefile"));
         command
@@ -221,7 +221,7 @@ fn the_script_runs_the_cascade() {
         let mut command = Command::new(workspace().join("scripts/nnunet.sh"));
         command.arg(&raw).arg(&work).args(["--gpu-memory-gb", "0.01", "--configs", configs, "--folds", folds]);
         command.args(["--epochs", "1", "--iters", "1", "--val-iters", "1", "--device", "cpu"]);
-        command.env("NN_TOOLS_BIN", nntools_tests::binary("nn-train").parent().unwrap()).output().unwrap()
+        command.env("NN_TOOLS_BIN", nntools_tests::binaries_dir()).output().unwrap()
     };
     let pipeline = || script("3d_lowres,3d_cascade_fullres", "0-4");
     let lowres_alone = script("3d_lowres", "0");
@@ -257,7 +257,7 @@ fn the_script_runs_the_cascade() {
     assert!(again.status.success(), "{log}");
     assert_eq!(log.matches(": done").count(), 10, "{log}");
     assert!(!log.contains("== nn-train"), "{log}");
-    let bin = nntools_tests::binary("nn-train").parent().unwrap().to_owned();
+    let bin = nntools_tests::binaries_dir();
     let make = Command::new("make")
         .arg("-n")
         .arg("-f")

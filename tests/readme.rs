@@ -2,7 +2,7 @@
 //! folder, with the built binaries on PATH. A command that README shows and that fails here fails the
 //! test, so README cannot drift from the tools.
 
-use nntools_tests::{binary, workspace};
+use nntools_tests::{binaries_dir, workspace};
 use std::process::Command;
 
 /// The ```sh blocks of `markdown`, in order.
@@ -33,7 +33,7 @@ fn readme_tutorial_runs_as_written() {
     let blocks = shell_blocks(&readme);
     assert!(blocks.len() >= 6, "the tutorial's blocks: {}", blocks.len());
     let dir = tempfile::tempdir().unwrap();
-    let bin = binary("nn-train").parent().unwrap().to_owned();
+    let bin = binaries_dir();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let script = format!("set -euo pipefail\nset -x\n{}", blocks.concat());
     let output =

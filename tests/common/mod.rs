@@ -1,12 +1,16 @@
 //! Helpers for the end-to-end tests: locating the built binaries and the shared ground truth.
 //!
-//! The binaries are the ones cargo built next to the test executable (`cargo build --release` before
-//! `cargo test --release`, as `scripts/test.sh` does). Tests that need `../shared` (nnU-Net's reference
+//! The binaries are built on first use by each test executable, in its own profile (`cargo build
+//! --release` under `cargo test --release`), so that a test never runs a binary older than the
+//! libraries it is built from; when they are current (as after `scripts/test.sh`'s build) that build
+//! does nothing and takes about a second. Tests that need `../shared` (nnU-Net's reference
 //! outputs and the real data sets) skip with a note when it is absent, as in a user's clone, but fail
 //! under CI (`CI` set), where it must be present.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, PoisonError};
 
 pub mod fuzzing;
 
@@ -26,13 +30,50 @@ pub fn shared() -> Option<PathBuf> {
     None
 }
 
-/// Path of a workspace binary built in the same profile as this test.
-pub fn binary(name: &str) -> PathBuf {
+/// The folder of this test executable's profile (`target/release` under `cargo test --release`).
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let path = profile_dir.join(name);
-    assert!(path.is_file(), "{} is missing: run `cargo build --release` first (scripts/test.sh does)", path.display());
-    path
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_owned()
+}
+
+/// Brings workspace binaries up to date with cargo (`--bin NAME`, or `--bins` for all), in this test
+/// executable's profile and target folder, once per selection and test executable. Cargo has released
+/// its build lock by the time tests run; PATH and LIBTORCH_USE_PYTORCH are inherited, as the build
+/// needs them.
+fn build(selection: &str) {
+    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if built.contains(selection) || built.contains("--bins") {
+        return;
+    }
+    let profile_dir = profile_dir();
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()).expect("a profile folder") {
+        "debug" => "dev",
+        name => name,
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(workspace())
+        .args(["build", "--locked", "--workspace", "--profile", profile, "--target-dir"])
+        .arg(profile_dir.parent().expect("target/<profile>"))
+        .args(selection.split(' '))
+        .output()
+        .expect("cargo starts");
+    assert!(output.status.success(), "cargo build {selection} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    built.insert(selection.to_owned());
+}
+
+/// Path of a workspace binary, built first if it is not current.
+pub fn binary(name: &str) -> PathBuf {
+    build(&format!("--bin {name}"));
+    profile_dir().join(name)
+}
+
+/// The folder of all workspace binaries, each built first if it is not current: for scripts that run
+/// several tools (`NN_TOOLS_BIN`).
+pub fn binaries_dir() -> PathBuf {
+    build("--bins");
+    profile_dir()
 }
 
 /// Runs a workspace binary with arguments; never panics on a failing exit code.
