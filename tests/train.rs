@@ -305,4 +305,8 @@ fn sigterm_checkpoints_and_the_run_resumes() {
     assert!(output.status.success(), "{}", stderr(&output));
     let epochs: Vec<u64> = log_lines(&fold_dir).iter().map(|l| l["epoch"].as_u64().unwrap()).collect();
     assert_eq!(epochs, [0, 1, 2, 3]);
+    for part in [".safetensors", ".momentum.safetensors", ".json"] {
+        let latest = fold_dir.join(format!("checkpoint_latest{part}"));
+        assert!(!latest.exists(), "{} is left after the run finished", latest.display());
+    }
 }

@@ -490,8 +490,15 @@ impl Trainer {
             report(&log);
         }
         self.save_checkpoint(Checkpoint::Final)?;
-        let _ = std::fs::remove_file(self.settings.fold_dir.weights(Checkpoint::Latest));
-        let _ = std::fs::remove_file(self.settings.fold_dir.sidecar(Checkpoint::Latest));
+        // the sidecar first: it is what makes the other two files a checkpoint to resume from
+        let fold_dir = &self.settings.fold_dir;
+        for path in [
+            fold_dir.sidecar(Checkpoint::Latest),
+            fold_dir.weights(Checkpoint::Latest),
+            fold_dir.momentum(Checkpoint::Latest),
+        ] {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(())
     }
 
