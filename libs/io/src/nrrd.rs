@@ -1,0 +1,324 @@
+//! NRRD (`.nrrd`, `.nhdr` + detached data), read and written as ITK's NrrdImageIO does (ITK 5.4, teem).
+//!
+//! The `nrrd` crates on crates.io are unmaintained or partial; the header is `field: value` text ending
+//! at a blank line, and only the raw and gzip encodings matter here, so a small parser is simpler.
+
+use crate::output::write_atomically;
+use crate::raster::{
+    MAX_HEADER_BYTES, PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, inflate, join,
+    scalar_voxels, to_array,
+};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+/// teem's type names and synonyms (nrrd/enumsNrrd.c: `_nrrdTypeStrEqv`).
+fn pixel_type(name: &str) -> Option<PixelType> {
+    Some(match name {
+        "signed char" | "int8" | "int8_t" => PixelType::I8,
+        "uchar" | "unsigned char" | "uint8" | "uint8_t" => PixelType::U8,
+        "short" | "short int" | "signed short" | "signed short int" | "int16" | "int16_t" => PixelType::I16,
+        "ushort" | "unsigned short" | "unsigned short int" | "uint16" | "uint16_t" => PixelType::U16,
+        "int" | "signed int" | "int32" | "int32_t" => PixelType::I32,
+        "uint" | "unsigned int" | "uint32" | "uint32_t" => PixelType::U32,
+        "longlong"
+        | "long long"
+        | "long long int"
+        | "signed long long"
+        | "signed long long int"
+        | "int64"
+        | "int64_t" => PixelType::I64,
+        "ulonglong" | "unsigned long long" | "unsigned long long int" | "uint64" | "uint64_t" => PixelType::U64,
+        "float" => PixelType::F32,
+        "double" => PixelType::F64,
+        _ => return None,
+    })
+}
+
+fn type_name(pixel: PixelType) -> &'static str {
+    match pixel {
+        PixelType::I8 => "signed char",
+        PixelType::U8 => "unsigned char",
+        PixelType::I16 => "short",
+        PixelType::U16 => "unsigned short",
+        PixelType::I32 => "int",
+        PixelType::U32 => "unsigned int",
+        PixelType::I64 => "long long",
+        PixelType::U64 => "unsigned long long",
+        PixelType::F32 => "float",
+        PixelType::F64 => "double",
+    }
+}
+
+/// Kinds teem counts as domain (spatial) axes (nrrd/axis.c: `nrrdDomainAxesGet`); any other kind
+/// (list, vector, RGB-color, ...) is a range axis, which ITK reads as the pixel's components.
+fn is_domain_kind(kind: &str) -> bool {
+    matches!(kind, "domain" | "space" | "time" | "???" | "none")
+}
+
+/// Sign changes that take a space's coordinates to ITK's LPS (NrrdImageIO::ReadImageInformation).
+fn to_lps(path: &Path, space: Option<&str>) -> Result<[f64; 3]> {
+    Ok(match space {
+        None | Some("left-posterior-superior" | "LPS") => [1.0, 1.0, 1.0],
+        Some("right-anterior-superior" | "RAS") => [-1.0, -1.0, 1.0],
+        Some("left-anterior-superior" | "LAS") => [1.0, -1.0, 1.0],
+        Some(other) => return Err(Error::bad_input(path, format!("unsupported NRRD space {other:.60}"))),
+    })
+}
+
+struct Header {
+    fields: HashMap<String, String>,
+    data_offset: usize,
+}
+
+/// Reads the magic line and `field: value` lines up to the blank line (or the end of a detached header).
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
+    if !bytes.starts_with(b"NRRD000") {
+        return Err(Error::bad_input(path, "not a NRRD file (no NRRD000X magic)"));
+    }
+    let mut fields = HashMap::new();
+    let mut offset = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1);
+    loop {
+        if offset > MAX_HEADER_BYTES {
+            return Err(Error::bad_input(path, format!("NRRD header longer than {MAX_HEADER_BYTES} bytes")));
+        }
+        if offset >= bytes.len() {
+            return Ok(Header { fields, data_offset: bytes.len() });
+        }
+        let end = bytes[offset..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| offset + i + 1);
+        let line = String::from_utf8_lossy(&bytes[offset..end]);
+        let line = line.trim_end_matches(['\n', '\r']);
+        offset = end;
+        if line.is_empty() {
+            return Ok(Header { fields, data_offset: offset });
+        }
+        if line.starts_with('#') || line.contains(":=") {
+            continue; // comments and key/value pairs carry no geometry
+        }
+        let Some((key, value)) = line.split_once(": ") else {
+            return Err(Error::bad_input(path, format!("not a NRRD header line: {line:.60}")));
+        };
+        fields.insert(key.trim().to_string(), value.trim().to_string());
+    }
+}
+
+impl Header {
+    fn get(&self, keys: &[&str]) -> Option<&str> {
+        keys.iter().find_map(|k| self.fields.get(*k)).map(String::as_str)
+    }
+
+    fn integer(&self, path: &Path, key: &str) -> Result<Option<i64>> {
+        self.get(&[key])
+            .map(|v| v.parse().map_err(|_| Error::bad_input(path, format!("{key} is not an integer: {v:.60}"))))
+            .transpose()
+    }
+}
+
+/// A `(a,b,c)` vector or `none`, one per axis, as in `space directions` and `space origin`.
+fn vectors(path: &Path, key: &str, value: &str) -> Result<Vec<Option<Vec<f64>>>> {
+    let bad = || Error::bad_input(path, format!("{key} is not a list of vectors: {value:.60}"));
+    let mut rest = value.trim();
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        if let Some(tail) = rest.strip_prefix("none") {
+            out.push(None);
+            rest = tail.trim_start();
+        } else if let Some(tail) = rest.strip_prefix('(') {
+            let (inside, tail) = tail.split_once(')').ok_or_else(bad)?;
+            let numbers = inside.split(',').map(|v| v.trim().parse()).collect::<Result<Vec<f64>, _>>();
+            out.push(Some(numbers.map_err(|_| bad())?));
+            rest = tail.trim_start();
+        } else {
+            return Err(bad());
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a `.nrrd` or `.nhdr` file (raw or gzip data, attached or in one detached file).
+pub fn read_nrrd(path: &Path) -> Result<RasterImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    let header = parse_header(path, &bytes)?;
+    let dimension = match header.integer(path, "dimension")? {
+        Some(n @ 1..=16) => n as usize,
+        Some(n) => return Err(Error::bad_input(path, format!("dimension {n} is not supported"))),
+        None => return Err(Error::bad_input(path, "no dimension field in the NRRD header")),
+    };
+    let type_field = header.get(&["type"]).unwrap_or("");
+    let pixel = pixel_type(type_field)
+        .ok_or_else(|| Error::bad_input(path, format!("unsupported NRRD type {type_field:.40}")))?;
+    let sizes: Vec<usize> = header
+        .get(&["sizes"])
+        .ok_or_else(|| Error::bad_input(path, "no sizes field in the NRRD header"))?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| Error::bad_input(path, "sizes are not non-negative integers"))?;
+    if sizes.len() != dimension {
+        return Err(Error::bad_input(path, format!("{} sizes for dimension {dimension}", sizes.len())));
+    }
+    let kinds: Vec<&str> = match header.get(&["kinds"]) {
+        Some(k) => {
+            let kinds: Vec<&str> = k.split_whitespace().collect();
+            if kinds.len() != dimension {
+                return Err(Error::bad_input(path, format!("{} kinds for dimension {dimension}", kinds.len())));
+            }
+            kinds
+        }
+        None => vec!["domain"; dimension],
+    };
+    let range_axes: Vec<usize> = (0..dimension).filter(|&a| !is_domain_kind(kinds[a])).collect();
+    if range_axes.len() > 1 {
+        return Err(Error::bad_input(path, "more than one non-spatial axis is not supported"));
+    }
+    let channel_file_axis = range_axes.first().copied();
+    let domain: Vec<usize> = (0..dimension).filter(|a| Some(*a) != channel_file_axis).collect();
+    let n = domain.len();
+    if !(2..=3).contains(&n) {
+        return Err(Error::bad_input(path, format!("{n} spatial axes are not supported (2 or 3)")));
+    }
+    let (spacing, origin, direction) = geometry(path, &header, dimension, &domain)?;
+    check_geometry(path, &spacing, &origin, &direction)?;
+
+    let encoding = header.get(&["encoding"]).unwrap_or("");
+    let gzip = match encoding {
+        "raw" => false,
+        "gzip" | "gz" => true,
+        _ => return Err(Error::bad_input(path, format!("unsupported NRRD encoding {encoding:.40} (raw or gzip)"))),
+    };
+    let big_endian = match header.get(&["endian"]) {
+        Some("big") => true,
+        Some("little") | None => false,
+        Some(other) => return Err(Error::bad_input(path, format!("unknown endian {other:.20}"))),
+    };
+    let expected = data_bytes(path, &sizes, pixel)?;
+    let detached;
+    let mut stored: &[u8] = match header.get(&["data file", "datafile"]) {
+        None => &bytes[header.data_offset..],
+        Some(name) if name.starts_with("LIST") || name.contains(' ') => {
+            return Err(Error::bad_input(path, format!("data file {name:.60} (file lists) is not supported")));
+        }
+        Some(name) => {
+            let data_path = path.parent().unwrap_or(Path::new("")).join(name);
+            detached = std::fs::read(&data_path).map_err(|e| {
+                Error::bad_input(path, format!("cannot read its data file {}: {e}", data_path.display()))
+            })?;
+            &detached
+        }
+    };
+    for _ in 0..header.integer(path, "line skip")?.unwrap_or(0).max(0) {
+        let end = stored
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| Error::bad_input(path, "truncated data: fewer lines than its line skip"))?;
+        stored = &stored[end + 1..];
+    }
+    let byte_skip = header.integer(path, "byte skip")?.unwrap_or(0);
+    let raw = if gzip {
+        let skip = usize::try_from(byte_skip)
+            .map_err(|_| Error::bad_input(path, "byte skip -1 is only valid with raw encoding"))?;
+        let total = expected.checked_add(skip).ok_or_else(|| Error::bad_input(path, "byte skip overflows"))?;
+        inflate(path, stored, total)?.split_off(skip)
+    } else {
+        let stored = if byte_skip == -1 {
+            &stored[stored.len().saturating_sub(expected)..]
+        } else {
+            let skip = usize::try_from(byte_skip).unwrap_or(usize::MAX);
+            stored.get(skip..).ok_or_else(|| Error::bad_input(path, "truncated data: shorter than its byte skip"))?
+        };
+        exact_prefix(path, stored, expected)?.to_vec()
+    };
+    let data = to_array(&raw, pixel, big_endian, &sizes, channel_file_axis);
+    Ok(RasterImage { data, channel_axis: channel_file_axis.is_some(), spacing, origin, direction })
+}
+
+type Geometry = (Vec<f64>, Vec<f64>, Vec<f64>);
+
+/// Spacing, origin and direction of the domain axes, in LPS, as NrrdImageIO derives them: spacing is
+/// each space direction's length and the direction its unit vector; without a space, `spacings` and
+/// the identity.
+fn geometry(path: &Path, header: &Header, dimension: usize, domain: &[usize]) -> Result<Geometry> {
+    let n = domain.len();
+    let Some(directions) = header.get(&["space directions"]) else {
+        let spacing = match header.get(&["spacings"]) {
+            Some(s) => {
+                let all: Vec<f64> = s.split_whitespace().map(|v| v.parse().unwrap_or(f64::NAN)).collect();
+                if all.len() != dimension {
+                    return Err(Error::bad_input(path, "spacings do not match the dimension"));
+                }
+                domain.iter().map(|&a| all[a]).collect()
+            }
+            None => vec![1.0; n],
+        };
+        return Ok((spacing, vec![0.0; n], RasterImage::new(ndarray::ArrayD::zeros(vec![1; n])).direction));
+    };
+    let sign = to_lps(path, header.get(&["space"]))?;
+    let space_dimension = match header.get(&["space"]) {
+        Some(_) => 3,
+        None => header.integer(path, "space dimension")?.unwrap_or(n as i64) as usize,
+    };
+    if space_dimension != n {
+        return Err(Error::bad_input(path, format!("{n} spatial axes in a {space_dimension}-D space")));
+    }
+    let columns = vectors(path, "space directions", directions)?;
+    if columns.len() != dimension {
+        return Err(Error::bad_input(path, "space directions do not match the dimension"));
+    }
+    let mut spacing = Vec::with_capacity(n);
+    let mut direction = vec![0.0; n * n];
+    for (column, &axis) in domain.iter().enumerate() {
+        let Some(vector) = columns[axis].as_ref().filter(|v| v.len() == n) else {
+            return Err(Error::bad_input(path, format!("axis {axis} has no {n}-D space direction")));
+        };
+        let length = vector.iter().map(|v| v * v).sum::<f64>().sqrt();
+        spacing.push(length);
+        for (row, v) in vector.iter().enumerate() {
+            // Times the reciprocal, as ITK normalises: dividing differs from SimpleITK in the last bit.
+            direction[row * n + column] = sign[row] * v * (1.0 / length);
+        }
+    }
+    if let Some(axis) = (0..dimension).find(|a| !domain.contains(a) && columns[*a].is_some()) {
+        return Err(Error::bad_input(path, format!("non-spatial axis {axis} has a space direction")));
+    }
+    let origin = match header.get(&["space origin"]) {
+        Some(value) => match vectors(path, "space origin", value)?.as_slice() {
+            [Some(o)] if o.len() == n => o.iter().zip(sign).map(|(v, s)| v * s).collect(),
+            _ => return Err(Error::bad_input(path, format!("space origin is not one {n}-D vector"))),
+        },
+        None => vec![0.0; n],
+    };
+    Ok((spacing, origin, direction))
+}
+
+/// Writes a single-channel 2-D or 3-D image as a gzip-encoded attached `.nrrd` with the header
+/// SimpleITK writes (`sitk.WriteImage(image, path, True)`): LPS space, direction columns scaled by spacing.
+pub fn write_nrrd(path: &Path, image: &RasterImage, pixel: PixelType) -> Result<()> {
+    let sizes = scalar_voxels(path, image)?;
+    let n = sizes.len();
+    let raw = encode_voxels(path, image, pixel)?;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let data = encoder.write_all(&raw).and_then(|()| encoder.finish()).map_err(|e| Error::runtime(path, e))?;
+    let vector = |v: &[f64]| format!("({})", join(v, ","));
+    let directions: Vec<String> = (0..n)
+        .map(|axis| {
+            vector(&(0..n).map(|row| image.direction[row * n + axis] * image.spacing[axis]).collect::<Vec<_>>())
+        })
+        .collect();
+    let space = if n == 3 { "space: left-posterior-superior\n".to_string() } else { format!("space dimension: {n}\n") };
+    let text = format!(
+        "NRRD0004\n# Complete NRRD file format specification at:\n# http://teem.sourceforge.net/nrrd/format.html\n\
+         type: {}\ndimension: {n}\n{space}sizes: {}\nspace directions: {}\nkinds: {}\nendian: little\n\
+         encoding: gzip\nspace origin: {}\n\n",
+        type_name(pixel),
+        sizes.iter().map(usize::to_string).collect::<Vec<_>>().join(" "),
+        directions.join(" "),
+        vec!["domain"; n].join(" "),
+        vector(&image.origin),
+    );
+    write_atomically(path, |tmp| {
+        let mut bytes = text.into_bytes();
+        bytes.extend_from_slice(&data);
+        std::fs::write(tmp, bytes).map_err(|e| Error::io(path, &e))
+    })
+}
