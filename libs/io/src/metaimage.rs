@@ -225,3 +225,168 @@ pub fn write_metaimage(path: &Path, image: &RasterImage, pixel: PixelType, compr
         std::fs::write(tmp, bytes).map_err(|e| Error::io(path, &e))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, IxDyn};
+
+    const HEADER_3D: &str = "ObjectType = Image\nNDims = 3\nDimSize = 2 2 1\n";
+
+    fn rotated(data: ArrayD<f32>) -> RasterImage {
+        let (c, s) = (0.6, 0.8);
+        RasterImage {
+            spacing: vec![0.5, 1.25, 3.0],
+            origin: vec![-4.5, 2.0, 100.125],
+            direction: vec![c, -s, 0.0, s, c, 0.0, 0.0, 0.0, -1.0],
+            ..RasterImage::new(data)
+        }
+    }
+
+    fn labels() -> ArrayD<f32> {
+        ArrayD::from_shape_fn(IxDyn(&[3, 4, 5]), |i| ((i[0] * 7 + i[1] * 3 + i[2]) % 5) as f32)
+    }
+
+    /// A file holding `header` followed by `data`, read back.
+    fn read(header: &str, data: &[u8]) -> Result<RasterImage> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("case.mha");
+        std::fs::write(&path, [header.as_bytes(), data].concat()).unwrap();
+        read_metaimage(&path)
+    }
+
+    fn problem(header: &str, data: &[u8]) -> String {
+        let error = read(header, data).expect_err("must be refused");
+        assert_eq!(error.kind, crate::ErrorKind::BadInput);
+        assert!(!error.message.contains('\n'), "one line: {}", error.message);
+        error.message
+    }
+
+    #[test]
+    fn write_then_read_keeps_voxels_and_geometry() {
+        let dir = tempfile::tempdir().unwrap();
+        for (pixel, compress) in [(PixelType::U8, true), (PixelType::U16, true), (PixelType::F32, false)] {
+            let image = rotated(labels());
+            let path = dir.path().join(format!("{pixel:?}{compress}.mha"));
+            write_metaimage(&path, &image, pixel, compress).unwrap();
+            assert_eq!(read_metaimage(&path).unwrap(), image, "{pixel:?}");
+            let text = std::fs::read(&path).unwrap();
+            let header = String::from_utf8_lossy(&text[..200]);
+            assert!(header.contains(&format!("CompressedData = {}", if compress { "True" } else { "False" })));
+            assert!(header.contains("TransformMatrix = 0.6 0.8 0 -0.8 0.6 0 0 0 -1\n"), "{header}");
+        }
+        let flat = RasterImage::new(ArrayD::from_shape_fn(IxDyn(&[2, 3]), |i| (i[0] + 2 * i[1]) as f32));
+        let path = dir.path().join("flat.mha");
+        write_metaimage(&path, &flat, PixelType::I16, true).unwrap();
+        assert_eq!(read_metaimage(&path).unwrap(), flat);
+    }
+
+    #[test]
+    fn writer_refuses_values_the_type_cannot_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut image = RasterImage::new(labels());
+        image.data[[0, 0, 0]] = 256.0;
+        let error = write_metaimage(&dir.path().join("a.mha"), &image, PixelType::U8, true).unwrap_err();
+        assert!(error.message.ends_with("value 256 cannot be stored as U8"), "{}", error.message);
+        assert!(!dir.path().join("a.mha").exists());
+    }
+
+    #[test]
+    fn every_element_type_and_byte_order() {
+        let cases: [(&str, Vec<u8>, [f32; 4]); 10] = [
+            ("MET_UCHAR", vec![0, 1, 254, 255], [0.0, 1.0, 254.0, 255.0]),
+            ("MET_CHAR", vec![0, 1, 0x80, 0xff], [0.0, 1.0, -128.0, -1.0]),
+            (
+                "MET_USHORT",
+                [1u16, 2, 3, 65535].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                [1.0, 2.0, 3.0, 65535.0],
+            ),
+            ("MET_SHORT", [1i16, -2, 3, -4].iter().flat_map(|v| v.to_le_bytes()).collect(), [1.0, -2.0, 3.0, -4.0]),
+            ("MET_UINT", [1u32, 2, 3, 4].iter().flat_map(|v| v.to_le_bytes()).collect(), [1.0, 2.0, 3.0, 4.0]),
+            ("MET_LONG", [1i32, -2, 3, -4].iter().flat_map(|v| v.to_le_bytes()).collect(), [1.0, -2.0, 3.0, -4.0]),
+            ("MET_ULONG_LONG", [1u64, 2, 3, 4].iter().flat_map(|v| v.to_le_bytes()).collect(), [1.0, 2.0, 3.0, 4.0]),
+            ("MET_LONG_LONG", [1i64, -2, 3, -4].iter().flat_map(|v| v.to_le_bytes()).collect(), [1.0, -2.0, 3.0, -4.0]),
+            (
+                "MET_FLOAT",
+                [0.5f32, -2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                [0.5, -2.0, 3.0, 4.0],
+            ),
+            (
+                "MET_DOUBLE",
+                [0.5f64, -2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                [0.5, -2.0, 3.0, 4.0],
+            ),
+        ];
+        for (name, bytes, values) in cases {
+            let header = format!("{HEADER_3D}ElementType = {name}\nElementDataFile = LOCAL\n");
+            let image = read(&header, &bytes).unwrap();
+            assert_eq!(image.data.shape(), [1, 2, 2], "{name}");
+            assert_eq!(image.data.iter().copied().collect::<Vec<_>>(), values, "{name}");
+            assert_eq!((image.spacing, image.origin), (vec![1.0; 3], vec![0.0; 3]), "{name}");
+        }
+        let big: Vec<u8> = [1i16, -2, 3, -4].iter().flat_map(|v| v.to_be_bytes()).collect();
+        for key in ["BinaryDataByteOrderMSB", "ElementByteOrderMSB"] {
+            let header = format!("{HEADER_3D}{key} = True\nElementType = MET_SHORT\nElementDataFile = LOCAL\n");
+            assert_eq!(read(&header, &big).unwrap().data.iter().copied().collect::<Vec<_>>(), [1.0, -2.0, 3.0, -4.0]);
+        }
+    }
+
+    #[test]
+    fn synonyms_channels_header_size_and_detached_data() {
+        let header = "NDims = 2\nDimSize = 2 1\nElementNumberOfChannels = 3\nPosition = 1 2\nElementSize = 2 3\n\
+                      ElementType = MET_UCHAR\nElementDataFile = LOCAL\n";
+        let image = read(header, &[1, 2, 3, 4, 5, 6]).unwrap();
+        assert!(image.channel_axis);
+        assert_eq!(image.data.shape(), [3, 1, 2]);
+        assert_eq!(image.data.iter().copied().collect::<Vec<_>>(), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        assert_eq!((image.spacing, image.origin), (vec![2.0, 3.0], vec![1.0, 2.0]));
+        assert_eq!(image.direction, [1.0, 0.0, 0.0, 1.0]);
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("case.raw"), [9, 9, 9, 1, 2, 3, 4]).unwrap();
+        let path = dir.path().join("case.mhd");
+        let detached = |skip: &str| {
+            format!("{HEADER_3D}HeaderSize = {skip}\nElementType = MET_UCHAR\nElementDataFile = case.raw\n")
+        };
+        for skip in ["3", "-1"] {
+            std::fs::write(&path, detached(skip)).unwrap();
+            assert_eq!(read_metaimage(&path).unwrap().data.iter().copied().collect::<Vec<_>>(), [1.0, 2.0, 3.0, 4.0]);
+        }
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_in_one_line() {
+        let u8_header = |extra: &str| format!("{HEADER_3D}{extra}ElementType = MET_UCHAR\nElementDataFile = LOCAL\n");
+        assert!(
+            problem(&u8_header(""), &[1, 2, 3])
+                .ends_with("truncated data: the header promises 4 bytes, the file holds 3")
+        );
+        let huge = "NDims = 3\nDimSize = 100000 100000 100000\nElementType = MET_DOUBLE\nElementDataFile = LOCAL\n";
+        assert!(problem(huge, &[0; 16]).contains("the header promises 8000000000000000 bytes, the file holds 16"));
+        let overflow = "NDims = 4\nDimSize = 100000000 100000000 100000000 100000000\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n";
+        assert!(problem(overflow, &[]).contains("overflow"));
+        let compressed = flate2::read::ZlibEncoder::new(&[1u8, 2][..], flate2::Compression::default());
+        let compressed: Vec<u8> = std::io::Read::bytes(compressed).map(|b| b.unwrap()).collect();
+        let message = problem(&u8_header("CompressedData = True\n"), &compressed);
+        assert!(message.ends_with("the header promises 4 bytes, the compressed stream holds 2"), "{message}");
+        let claim = u8_header(&format!("CompressedData = True\nCompressedDataSize = {}\n", compressed.len() + 1));
+        assert!(problem(&claim, &compressed).contains("truncated data"));
+        assert!(problem(&u8_header("CompressedData = True\n"), b"not zlib").contains("corrupt compressed data"));
+        assert!(
+            problem(&u8_header("ElementSpacing = 1 0 1\n"), &[0; 4]).ends_with("spacing 0 is not positive and finite")
+        );
+        assert!(problem(&u8_header("ElementSpacing = 1 nan 1\n"), &[0; 4]).contains("spacing NaN is not positive"));
+        assert!(problem(&u8_header("Offset = 1 2\n"), &[0; 4]).ends_with("Offset has 2 values, NDims needs 3"));
+        let double = format!("{HEADER_3D}ElementType = MET_FLOAT16\nElementDataFile = LOCAL\n");
+        assert!(problem(&double, &[0; 8]).ends_with("unsupported ElementType MET_FLOAT16"));
+        let five = "NDims = 5\nDimSize = 1 1 1 1 1\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n";
+        assert!(problem(five, &[0]).ends_with("NDims 5 is not supported (2 to 4)"));
+        let missing = format!("{HEADER_3D}ElementType = MET_UCHAR\nElementDataFile = absent.raw\n");
+        assert!(problem(&missing, &[]).contains("cannot read its ElementDataFile"));
+        let list = format!("{HEADER_3D}ElementType = MET_UCHAR\nElementDataFile = LIST\n");
+        assert!(problem(&list, &[]).contains("(file lists) is not supported"));
+        assert!(problem("\u{89}PNG\r\n\x1a\n", &[0; 64]).contains("not a MetaImage header line"));
+        let endless = "Comment = x\n".repeat(MAX_HEADER_BYTES / 12 + 1);
+        assert!(problem(&endless, &[]).contains("no ElementDataFile line in the first 1048576 bytes"));
+    }
+}
