@@ -322,3 +322,166 @@ pub fn write_nrrd(path: &Path, image: &RasterImage, pixel: PixelType) -> Result<
         std::fs::write(tmp, bytes).map_err(|e| Error::io(path, &e))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, IxDyn};
+    use std::io::Read;
+
+    const SPACE_3D: &str = "dimension: 3\nsizes: 2 2 1\nspace: left-posterior-superior\n\
+                            space directions: (1,0,0) (0,1,0) (0,0,1)\n";
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzEncoder::new(bytes, flate2::Compression::default()).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    /// `NRRD0004\n` + `fields` + blank line + `data`, read back.
+    fn read(fields: &str, data: &[u8]) -> Result<RasterImage> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("case.nrrd");
+        std::fs::write(&path, [format!("NRRD0004\n{fields}\n").as_bytes(), data].concat()).unwrap();
+        read_nrrd(&path)
+    }
+
+    fn values(image: &RasterImage) -> Vec<f32> {
+        image.data.iter().copied().collect()
+    }
+
+    fn problem(fields: &str, data: &[u8]) -> String {
+        let error = read(fields, data).expect_err("must be refused");
+        assert_eq!(error.kind, crate::ErrorKind::BadInput);
+        assert!(!error.message.contains('\n'), "one line: {}", error.message);
+        error.message
+    }
+
+    #[test]
+    fn write_then_read_keeps_voxels_and_geometry() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = ArrayD::from_shape_fn(IxDyn(&[3, 4, 5]), |i| ((i[0] * 7 + i[1] * 3 + i[2]) % 5) as f32);
+        let image = RasterImage {
+            spacing: vec![0.5, 1.25, 3.0],
+            origin: vec![-4.5, 2.0, 100.125],
+            direction: vec![0.6, -0.8, 0.0, 0.8, 0.6, 0.0, 0.0, 0.0, -1.0],
+            ..RasterImage::new(data)
+        };
+        for pixel in [PixelType::U8, PixelType::U16, PixelType::F64] {
+            let path = dir.path().join(format!("{pixel:?}.nrrd"));
+            write_nrrd(&path, &image, pixel).unwrap();
+            let back = read_nrrd(&path).unwrap();
+            assert_eq!((&back.data, &back.spacing, &back.origin), (&image.data, &image.spacing, &image.origin));
+            for (got, want) in back.direction.iter().zip(&image.direction) {
+                assert!((got - want).abs() < 1e-15, "{pixel:?}: {:?}", back.direction);
+            }
+            let text = std::fs::read(&path).unwrap();
+            assert!(String::from_utf8_lossy(&text).contains("space directions: (0.3,0.4,0) (-1,0.75,0) (0,0,-3)"));
+        }
+        let flat = RasterImage::new(ArrayD::from_shape_fn(IxDyn(&[2, 3]), |i| (i[0] + 2 * i[1]) as f32));
+        let path = dir.path().join("flat.nrrd");
+        write_nrrd(&path, &flat, PixelType::I16).unwrap();
+        assert_eq!(read_nrrd(&path).unwrap(), flat);
+    }
+
+    #[test]
+    fn type_synonyms_encodings_and_endianness() {
+        let le = |v: &[i16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        for name in ["short", "short int", "signed short", "signed short int", "int16", "int16_t"] {
+            let image = read(&format!("type: {name}\n{SPACE_3D}encoding: raw\n"), &le(&[1, -2, 3, -4])).unwrap();
+            assert_eq!(values(&image), [1.0, -2.0, 3.0, -4.0], "{name}");
+        }
+        let cases: [(&str, Vec<u8>); 7] = [
+            ("uchar", vec![1, 2, 3, 255]),
+            ("signed char", vec![1, 2, 3, 0xff]),
+            ("unsigned short", [1u16, 2, 3, 255].iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ("int", [1i32, 2, 3, -1].iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ("uint32_t", [1u32, 2, 3, 255].iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ("float", [1f32, 2.0, 3.0, -1.0].iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ("double", [1f64, 2.0, 3.0, -1.0].iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ];
+        for (name, bytes) in cases {
+            let last = if name.contains("unsigned") || name.starts_with('u') { 255.0 } else { -1.0 };
+            let raw = read(&format!("type: {name}\n{SPACE_3D}encoding: raw\n"), &bytes).unwrap();
+            assert_eq!(values(&raw), [1.0, 2.0, 3.0, last], "{name} raw");
+            let gz = read(&format!("type: {name}\n{SPACE_3D}encoding: gzip\n"), &gzip(&bytes)).unwrap();
+            assert_eq!(values(&gz), [1.0, 2.0, 3.0, last], "{name} gzip");
+        }
+        let big: Vec<u8> = [1i16, -2, 3, -4].iter().flat_map(|v| v.to_be_bytes()).collect();
+        let image = read(&format!("type: short\n{SPACE_3D}encoding: gz\nendian: big\n"), &gzip(&big)).unwrap();
+        assert_eq!(values(&image), [1.0, -2.0, 3.0, -4.0]);
+    }
+
+    #[test]
+    fn spaces_skips_and_plain_spacings() {
+        let header = |space: &str| {
+            format!(
+                "type: uchar\ndimension: 3\nsizes: 2 2 1\nspace: {space}\nspace directions: (0,2,0) (3,0,0) (0,0,4)\n\
+                 space origin: (1,2,3)\nencoding: raw\n"
+            )
+        };
+        let ras = read(&header("RAS"), &[0; 4]).unwrap();
+        assert_eq!((ras.spacing, ras.origin), (vec![2.0, 3.0, 4.0], vec![-1.0, -2.0, 3.0]));
+        assert_eq!(ras.direction, [-0.0, -1.0, 0.0, -1.0, -0.0, 0.0, 0.0, 0.0, 1.0]);
+        let las = read(&header("left-anterior-superior"), &[0; 4]).unwrap();
+        assert_eq!(
+            (las.origin, las.direction),
+            (vec![1.0, -2.0, 3.0], vec![0.0, 1.0, 0.0, -1.0, -0.0, 0.0, 0.0, 0.0, 1.0])
+        );
+        assert!(problem(&header("scanner-xyz"), &[0; 4]).ends_with("unsupported NRRD space scanner-xyz"));
+
+        let plain =
+            "type: uchar\ndimension: 2\nsizes: 2 2\nspacings: 0.5 4\nencoding: raw\nline skip: 1\nbyte skip: 2\n";
+        let image = read(plain, b"comment\n..\x01\x02\x03\x04").unwrap();
+        assert_eq!((values(&image), image.spacing), (vec![1.0, 2.0, 3.0, 4.0], vec![0.5, 4.0]));
+        let at_end = "type: uchar\ndimension: 2\nsizes: 2 2\nencoding: raw\nbyte skip: -1\n";
+        assert_eq!(values(&read(at_end, b"xyz\x01\x02\x03\x04").unwrap()), [1.0, 2.0, 3.0, 4.0]);
+        let gz_skip = "type: uchar\ndimension: 2\nsizes: 2 2\nencoding: gzip\nbyte skip: 1\n";
+        assert_eq!(values(&read(gz_skip, &gzip(b"x\x01\x02\x03\x04")).unwrap()), [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_in_one_line() {
+        let fields = |extra: &str| format!("type: uchar\n{SPACE_3D}encoding: raw\n{extra}");
+        assert!(
+            problem(&fields(""), &[1, 2, 3]).ends_with("truncated data: the header promises 4 bytes, the file holds 3")
+        );
+        let gz = fields("").replace("raw", "gzip");
+        assert!(problem(&gz, &gzip(&[1, 2])).ends_with("the header promises 4 bytes, the compressed stream holds 2"));
+        assert!(problem(&gz, b"garbage").contains("corrupt compressed data"));
+        let huge = "type: double\ndimension: 3\nsizes: 100000 100000 100000\nencoding: gzip\n";
+        assert!(
+            problem(huge, &gzip(&[0; 64]))
+                .contains("the header promises 8000000000000000 bytes, the compressed stream holds 64")
+        );
+        let overflow = "type: uchar\ndimension: 4\nsizes: 100000000 100000000 100000000 100000000\nkinds: list domain domain domain\nencoding: raw\n";
+        assert!(problem(overflow, &[]).contains("overflow"));
+        for encoding in ["bzip2", "ascii", "hex", "zstd"] {
+            let message = problem(&fields("").replace("raw", encoding), &[0; 4]);
+            assert!(message.ends_with(&format!("unsupported NRRD encoding {encoding} (raw or gzip)")), "{message}");
+        }
+        assert!(problem(&fields("").replace("uchar", "block"), &[0; 4]).ends_with("unsupported NRRD type block"));
+        let missing = fields("data file: absent.raw\n");
+        assert!(problem(&missing, &[]).contains("cannot read its data file"));
+        let flat = fields("").replace("(0,1,0)", "(0,0,0)");
+        assert!(problem(&flat, &[0; 4]).ends_with("spacing 0 is not positive and finite"));
+        let nan = fields("").replace("(0,1,0)", "(0,nan,0)");
+        assert!(problem(&nan, &[0; 4]).contains("is not positive and finite"));
+        assert!(
+            problem(&fields("").replace("sizes: 2 2 1", "sizes: 2 2"), &[0; 4]).ends_with("2 sizes for dimension 3")
+        );
+        assert!(
+            problem(&fields("").replace("(0,0,1)", "none"), &[0; 4]).ends_with("axis 2 has no 3-D space direction")
+        );
+        assert!(
+            problem(&fields("").replace("(0,0,1)", "(0,0"), &[0; 4])
+                .contains("space directions is not a list of vectors")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("image.nrrd");
+        std::fs::write(&png, b"\x89PNG\r\n\x1a\n").unwrap();
+        assert!(read_nrrd(&png).unwrap_err().message.ends_with("not a NRRD file (no NRRD000X magic)"));
+        let endless = format!("{}", "# comment\n".repeat(MAX_HEADER_BYTES / 10 + 1));
+        assert!(problem(&endless, &[]).contains("NRRD header longer than 1048576 bytes"));
+    }
+}
