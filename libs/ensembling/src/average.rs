@@ -5,7 +5,7 @@ use ndarray::Array4;
 use nntools_dataset::{Descriptor, Labelling};
 use nntools_io::{Error, Result, read_json, read_label_map, read_npz, write_json, write_label_map, write_npz};
 use nntools_layout::DATASET_JSON;
-use nntools_layout::predictions::dataset_json_of;
+use nntools_layout::predictions::{self, dataset_json_of};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,7 @@ fn case_ids(folder: &Path) -> Result<Vec<String>> {
     let mut ids: Vec<String> = std::fs::read_dir(folder)
         .map_err(|e| Error::io(folder, &e))?
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".npz").map(str::to_owned))
+        .filter_map(|e| predictions::case_of_probabilities(&e.file_name().to_string_lossy()).map(str::to_owned))
         .filter(|id| !id.starts_with('.'))
         .collect();
     ids.sort();
@@ -42,7 +42,7 @@ pub fn average_folders(
     }
     let missing: Vec<String> = inputs[1..]
         .iter()
-        .flat_map(|dir| ids.iter().map(move |id| dir.join(format!("{id}.npz"))))
+        .flat_map(|dir| ids.iter().map(move |id| predictions::probabilities(dir, id)))
         .filter(|p| !p.is_file())
         .map(|p| format!("{}: missing (every folder needs the same cases)", p.display()))
         .collect();
@@ -57,7 +57,7 @@ pub fn average_folders(
     ids.par_iter().try_for_each(|id| {
         let mut sum: Option<Array4<f32>> = None;
         for dir in inputs {
-            let path = dir.join(format!("{id}.npz"));
+            let path = predictions::probabilities(dir, id);
             let probabilities: Array4<f32> = read_npz(&path, "probabilities")?;
             sum = Some(match sum {
                 None => probabilities,
@@ -76,11 +76,11 @@ pub fn average_folders(
             });
         }
         let mean = sum.expect("at least one folder") / inputs.len() as f32;
-        let geometry_source = inputs[0].join(format!("{id}{ending}"));
+        let geometry_source = predictions::label_map(&inputs[0], id, ending);
         let header = read_label_map(&geometry_source)?.header;
-        write_label_map(&output.join(format!("{id}{ending}")), labelling.labels(mean.view()).view(), &header)?;
+        write_label_map(&predictions::label_map(output, id, ending), labelling.labels(mean.view()).view(), &header)?;
         if save_probabilities {
-            write_npz(&output.join(format!("{id}.npz")), "probabilities", &mean)?;
+            write_npz(&predictions::probabilities(output, id), "probabilities", &mean)?;
         }
         Ok(())
     })?;

@@ -8,6 +8,7 @@ use ndarray::{Array3, Array4};
 use nntools_dataset::{Descriptor, Labelling};
 use nntools_evaluation::{CaseResult, Options, Summary, case_metrics, classes, summarize};
 use nntools_io::{Error, Result, read_json, read_label_map, read_npz, write_json};
+use nntools_layout::predictions;
 use nntools_layout::run::{Fold, RunDir};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -78,7 +79,8 @@ fn open_run(dir: &Path, folds: &[usize], problems: &mut Vec<String>) -> Result<R
         let val_cases: Vec<String> =
             settings.as_ref().and_then(|s| serde_json::from_value(s["val_cases"].clone()).ok()).unwrap_or_default();
         let validation = fold_dir.validation();
-        let complete = !val_cases.is_empty() && val_cases.iter().all(|c| validation.join(format!("{c}.npz")).is_file());
+        let complete =
+            !val_cases.is_empty() && val_cases.iter().all(|c| predictions::probabilities(&validation, c).is_file());
         if !complete {
             let config = configuration.clone().unwrap_or_else(|| "CONFIG".into());
             problems.push(format!(
@@ -136,13 +138,13 @@ impl Context<'_> {
         let ending = &self.descriptor.file_ending;
         if let [only] = candidate {
             let (id, folder) = &self.runs[*only].cases[index];
-            let image = read_label_map(&folder.join(format!("{id}{ending}")))?;
+            let image = read_label_map(&predictions::label_map(folder, id, ending))?;
             return Ok(image.data.mapv(|l| l.max(0) as u16));
         }
         let mut sum: Option<Array4<f32>> = None;
         for &r in candidate {
             let (id, folder) = &self.runs[r].cases[index];
-            let probabilities: Array4<f32> = read_npz(&folder.join(format!("{id}.npz")), "probabilities")?;
+            let probabilities: Array4<f32> = read_npz(&predictions::probabilities(folder, id), "probabilities")?;
             sum = Some(match sum {
                 None => probabilities,
                 Some(total) => total + probabilities,

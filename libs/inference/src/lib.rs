@@ -16,7 +16,7 @@ use ndarray::{Array3, Array4, Axis};
 use nntools_dataset::{Descriptor, Labelling, group_image_files, list_image_cases};
 use nntools_io::{Error, Result, read_json, write_json, write_label_map, write_npz};
 use nntools_layout::run::{Checkpoint, Fold, FoldDir, RunDir};
-use nntools_layout::{DATASET_JSON, PLANS_JSON};
+use nntools_layout::{DATASET_JSON, PLANS_JSON, predictions};
 use nntools_network::Model;
 use nntools_planning::Plans;
 use nntools_preprocessing::{CaseFiles, Preprocessed, Properties, Recipe, preprocess_case};
@@ -350,7 +350,7 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
                             .previous_stage_labels
                             .as_ref()
                             .and(previous_predictions)
-                            .map(|dir| dir.join(format!("{id}{ending}")));
+                            .map(|dir| predictions::label_map(dir, &id, ending));
                         preprocess_case(&f.recipe, &CaseFiles { id: id.clone(), images: images.clone(), label })
                     })
                     .collect::<Result<Vec<_>>>();
@@ -442,10 +442,10 @@ pub fn write_prediction(
     properties: &Properties,
     header: &nntools_io::NiftiHeader,
 ) -> Result<()> {
-    write_label_map(&dir.join(format!("{id}{ending}")), labels.view(), header)?;
+    write_label_map(&predictions::label_map(dir, id, ending), labels.view(), header)?;
     if let Some(probabilities) = probabilities {
-        write_npz(&dir.join(format!("{id}.npz")), "probabilities", probabilities)?;
-        write_json(&dir.join(format!("{id}.json")), properties)?;
+        write_npz(&predictions::probabilities(dir, id), "probabilities", probabilities)?;
+        write_json(&predictions::properties(dir, id), properties)?;
     }
     Ok(())
 }

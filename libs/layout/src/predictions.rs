@@ -4,6 +4,29 @@
 use crate::DATASET_JSON;
 use std::path::{Path, PathBuf};
 
+/// The extension of a case's probabilities in a prediction folder (`CASE.npz`, key `probabilities`).
+pub const PROBABILITIES_EXTENSION: &str = "npz";
+
+/// `CASE<ending>`: a case's label map, in the dataset's file ending.
+pub fn label_map(folder: &Path, id: &str, ending: &str) -> PathBuf {
+    folder.join(format!("{id}{ending}"))
+}
+
+/// `CASE.npz`: a case's class probabilities, float32, classes first (nn-infer --save-probabilities).
+pub fn probabilities(folder: &Path, id: &str) -> PathBuf {
+    folder.join(format!("{id}.{PROBABILITIES_EXTENSION}"))
+}
+
+/// `CASE.json`: the preprocessing properties saved with a case's probabilities, which export needs.
+pub fn properties(folder: &Path, id: &str) -> PathBuf {
+    folder.join(format!("{id}.json"))
+}
+
+/// The case of a probabilities file name (`CASE.npz` -> `CASE`).
+pub fn case_of_probabilities(file_name: &str) -> Option<&str> {
+    file_name.strip_suffix(PROBABILITIES_EXTENSION)?.strip_suffix('.')
+}
+
 /// The `dataset.json` describing a prediction folder: its own (nn-infer and nn-ensemble write one), or
 /// that of the run folder two levels up for a training run's `fold_F/validation`. None if neither exists.
 pub fn dataset_json_of(folder: &Path) -> Option<PathBuf> {
@@ -31,6 +54,17 @@ mod tests {
         assert_eq!(dataset_json_of(&validation), Some(validation.join("../../dataset.json")));
         std::fs::write(validation.join("dataset.json"), "{}").unwrap();
         assert_eq!(dataset_json_of(&validation), Some(validation.join("dataset.json")));
+    }
+
+    #[test]
+    fn case_files_are_named_as_nnunet_names_them() {
+        let folder = Path::new("pred");
+        assert_eq!(label_map(folder, "hippocampus_017", ".nii.gz"), Path::new("pred/hippocampus_017.nii.gz"));
+        assert_eq!(probabilities(folder, "hippocampus_017"), Path::new("pred/hippocampus_017.npz"));
+        assert_eq!(properties(folder, "hippocampus_017"), Path::new("pred/hippocampus_017.json"));
+        assert_eq!(case_of_probabilities("case.v2.npz"), Some("case.v2"));
+        assert_eq!(case_of_probabilities("case.json"), None);
+        assert_eq!(case_of_probabilities("casenpz"), None);
     }
 
     #[test]
