@@ -481,7 +481,7 @@ mod tests {
         let png = dir.path().join("image.nrrd");
         std::fs::write(&png, b"\x89PNG\r\n\x1a\n").unwrap();
         assert!(read_nrrd(&png).unwrap_err().message.ends_with("not a NRRD file (no NRRD000X magic)"));
-        let endless = format!("{}", "# comment\n".repeat(MAX_HEADER_BYTES / 10 + 1));
+        let endless = "# comment\n".repeat(MAX_HEADER_BYTES / 10 + 1);
         assert!(problem(&endless, &[]).contains("NRRD header longer than 1048576 bytes"));
     }
 }
