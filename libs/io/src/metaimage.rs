@@ -5,8 +5,8 @@
 
 use crate::output::write_atomically;
 use crate::raster::{
-    MAX_HEADER_BYTES, PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, inflate, join,
-    scalar_voxels, to_array,
+    MAX_HEADER_BYTES, PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, identity,
+    inflate, join, scalar_file_sizes, to_array,
 };
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -146,7 +146,7 @@ pub fn read_metaimage(path: &Path) -> Result<RasterImage> {
     // values i*n .. i*n+n)); SimpleITK reports it row-major.
     let direction = match header.numbers(path, &["TransformMatrix", "Rotation", "Orientation"], ndims * ndims)? {
         Some(m) => (0..ndims * ndims).map(|i| m[(i % ndims) * ndims + i / ndims]).collect(),
-        None => RasterImage::new(ndarray::ArrayD::zeros(vec![1; ndims])).direction,
+        None => identity(ndims),
     };
     check_geometry(path, &spacing, &origin, &direction)?;
     let big_endian = header.flag("BinaryDataByteOrderMSB") || header.flag("ElementByteOrderMSB");
@@ -191,7 +191,7 @@ pub fn read_metaimage(path: &Path) -> Result<RasterImage> {
 /// Writes a single-channel 2-D or 3-D image as a one-file `.mha` with the header SimpleITK writes
 /// (`sitk.WriteImage(image, path, useCompression)`, as nnU-Net's `SimpleITKIO.write_seg` does).
 pub fn write_metaimage(path: &Path, image: &RasterImage, pixel: PixelType, compress: bool) -> Result<()> {
-    let sizes = scalar_voxels(path, image)?;
+    let sizes = scalar_file_sizes(path, image)?;
     let n = sizes.len();
     let raw = encode_voxels(path, image, pixel)?;
     let data = if compress {

@@ -5,8 +5,8 @@
 
 use crate::output::write_atomically;
 use crate::raster::{
-    MAX_HEADER_BYTES, PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, inflate, join,
-    scalar_voxels, to_array,
+    MAX_HEADER_BYTES, PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, identity,
+    inflate, join, scalar_file_sizes, to_array,
 };
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -251,7 +251,7 @@ fn geometry(path: &Path, header: &Header, dimension: usize, domain: &[usize]) ->
             }
             None => vec![1.0; n],
         };
-        return Ok((spacing, vec![0.0; n], RasterImage::new(ndarray::ArrayD::zeros(vec![1; n])).direction));
+        return Ok((spacing, vec![0.0; n], identity(n)));
     };
     let sign = to_lps(path, header.get(&["space"]))?;
     let space_dimension = match header.get(&["space"]) {
@@ -294,7 +294,7 @@ fn geometry(path: &Path, header: &Header, dimension: usize, domain: &[usize]) ->
 /// Writes a single-channel 2-D or 3-D image as a gzip-encoded attached `.nrrd` with the header
 /// SimpleITK writes (`sitk.WriteImage(image, path, True)`): LPS space, direction columns scaled by spacing.
 pub fn write_nrrd(path: &Path, image: &RasterImage, pixel: PixelType) -> Result<()> {
-    let sizes = scalar_voxels(path, image)?;
+    let sizes = scalar_file_sizes(path, image)?;
     let n = sizes.len();
     let raw = encode_voxels(path, image, pixel)?;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -39,15 +39,21 @@ impl RasterImage {
     /// A single-channel image with SimpleITK's default geometry (unit spacing, zero origin, identity).
     pub fn new(data: ArrayD<f32>) -> Self {
         let n = data.ndim();
-        let direction = (0..n * n).map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
-        Self { data, channel_axis: false, spacing: vec![1.0; n], origin: vec![0.0; n], direction }
+        Self { data, channel_axis: false, spacing: vec![1.0; n], origin: vec![0.0; n], direction: identity(n) }
     }
 
-    /// Spacing in nnU-Net's array order, as `SimpleITKIO.read_images` derives it.
+    /// Spacing in nnU-Net's array order, as `nnunetv2/imageio/simpleitk_reader_writer.py:
+    /// SimpleITKIO.read_images` derives it for 3-D and 4-D images (a 2-D image's is prefixed there with
+    /// 999 times its largest spacing).
     pub fn nnunet_spacing(&self) -> Vec<f64> {
         let spatial = self.data.ndim() - usize::from(self.channel_axis);
         self.spacing[..spatial].iter().rev().copied().collect()
     }
+}
+
+/// The `n`-D identity direction, row-major.
+pub(crate) fn identity(n: usize) -> Vec<f64> {
+    (0..n * n).map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 }).collect()
 }
 
 /// The voxel types both formats store.
@@ -212,8 +218,8 @@ pub(crate) fn check_geometry(path: &Path, spacing: &[f64], origin: &[f64], direc
     Ok(())
 }
 
-/// The file's voxels in file order (first file axis fastest) for a single-channel image, and its sizes.
-pub(crate) fn scalar_voxels(path: &Path, image: &RasterImage) -> Result<Vec<usize>> {
+/// The file sizes (first file axis first) of an image the writers can store: single-channel, 2-D or 3-D.
+pub(crate) fn scalar_file_sizes(path: &Path, image: &RasterImage) -> Result<Vec<usize>> {
     let n = image.data.ndim();
     if image.channel_axis || !(2..=3).contains(&n) {
         return Err(Error::runtime(path, "only single-channel 2-D and 3-D images can be written"));
@@ -234,4 +240,25 @@ pub(crate) fn encode_voxels(path: &Path, image: &RasterImage, pixel: PixelType) 
 /// Numbers with Rust's shortest exact representation, space separated, as both headers write them.
 pub(crate) fn join(values: &[f64], separator: &str) -> String {
     values.iter().map(f64::to_string).collect::<Vec<_>>().join(separator)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nnunet_spacing_reverses_the_spatial_axes_only() {
+        let four_d = RasterImage {
+            channel_axis: true,
+            spacing: vec![0.7, 1.3, 2.5, 1.0],
+            ..RasterImage::new(ArrayD::zeros(IxDyn(&[2, 3, 4, 5])))
+        };
+        assert_eq!(four_d.nnunet_spacing(), [2.5, 1.3, 0.7]);
+        let vector = RasterImage { channel_axis: true, ..RasterImage::new(ArrayD::zeros(IxDyn(&[2, 3, 4, 5]))) };
+        let vector = RasterImage { spacing: vec![0.7, 1.3, 2.5], ..vector };
+        assert_eq!(vector.nnunet_spacing(), [2.5, 1.3, 0.7]);
+        let flat = RasterImage { spacing: vec![0.5, 2.0], ..RasterImage::new(ArrayD::zeros(IxDyn(&[3, 4]))) };
+        assert_eq!(flat.nnunet_spacing(), [2.0, 0.5]);
+        assert_eq!(identity(3), [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+    }
 }
