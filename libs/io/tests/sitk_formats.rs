@@ -46,3 +46,38 @@ fn readers_match_simpleitk_on_every_fixture() {
         assert_eq!(image.channel_axis, channels, "{name}: channel axis");
     }
 }
+
+/// Truncating or corrupting a one-file fixture anywhere never panics: the reader either refuses it with a
+/// one-line bad-input error or, where only a stream trailer was lost, still returns the original voxels.
+#[test]
+fn truncated_or_corrupted_fixtures_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["label_u8_compressed.mha", "image_f32.mha", "label_u16_compressed.nrrd", "ras_big_endian_gzip.nrrd"] {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap();
+        let path = dir.path().join(name);
+        let read = |content: &[u8]| {
+            std::fs::write(&path, content).unwrap();
+            if name.ends_with(".mha") { read_metaimage(&path) } else { read_nrrd(&path) }
+        };
+        let original = read(&bytes).unwrap();
+        let mut refused = 0;
+        let mut variants: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+        variants.extend((0..bytes.len()).map(|i| {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x5a;
+            flipped
+        }));
+        for (i, content) in variants.iter().enumerate() {
+            match read(content) {
+                Ok(image) if i < bytes.len() => assert_eq!(image.data, original.data, "{name} cut at {i}"),
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.kind, nntools_io::ErrorKind::BadInput, "{name} variant {i}: {e}");
+                    assert!(!e.message.contains('\n'), "{name} variant {i}: {e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > bytes.len(), "{name}: only {refused} of {} variants refused", variants.len());
+    }
+}
