@@ -236,22 +236,31 @@ pub fn read_nrrd(path: &Path) -> Result<RasterImage> {
 type Geometry = (Vec<f64>, Vec<f64>, Vec<f64>);
 
 /// Spacing, origin and direction of the domain axes, in LPS, as NrrdImageIO derives them: spacing is
-/// each space direction's length and the direction its unit vector; without a space, `spacings` and
-/// the identity.
+/// each space direction's length and the direction its unit vector; without space directions,
+/// `spacings` and the identity at the zero origin.
 fn geometry(path: &Path, header: &Header, dimension: usize, domain: &[usize]) -> Result<Geometry> {
     let n = domain.len();
     let Some(directions) = header.get(&["space directions"]) else {
-        let spacing = match header.get(&["spacings"]) {
+        if header.get(&["axis mins", "axismins"]).is_some() {
+            return Err(Error::bad_input(path, "axis mins without space directions are not supported"));
+        }
+        // Per-axis spacing only: ITK reads teem's unknown (NaN) spacing as 1 and a negative one as its
+        // length with the axis direction flipped.
+        let spacings: Vec<f64> = match header.get(&["spacings"]) {
             Some(s) => {
                 let all: Vec<f64> = s.split_whitespace().map(|v| v.parse().unwrap_or(f64::NAN)).collect();
                 if all.len() != dimension {
                     return Err(Error::bad_input(path, "spacings do not match the dimension"));
                 }
-                domain.iter().map(|&a| all[a]).collect()
+                domain.iter().map(|&a| if all[a].is_nan() { 1.0 } else { all[a] }).collect()
             }
             None => vec![1.0; n],
         };
-        return Ok((spacing, vec![0.0; n], identity(n)));
+        let mut direction = identity(n);
+        for (axis, s) in spacings.iter().enumerate() {
+            direction[axis * (n + 1)] = s.signum();
+        }
+        return Ok((spacings.iter().map(|s| s.abs()).collect(), vec![0.0; n], direction));
     };
     let sign = to_lps(path, header.get(&["space"]))?;
     let space_dimension = match header.get(&["space"]) {
@@ -434,6 +443,8 @@ mod tests {
             "type: uchar\ndimension: 2\nsizes: 2 2\nspacings: 0.5 4\nencoding: raw\nline skip: 1\nbyte skip: 2\n";
         let image = read(plain, b"comment\n..\x01\x02\x03\x04").unwrap();
         assert_eq!((values(&image), image.spacing), (vec![1.0, 2.0, 3.0, 4.0], vec![0.5, 4.0]));
+        let mins = "type: uchar\ndimension: 2\nsizes: 2 2\naxis mins: 3 4\nencoding: raw\n";
+        assert!(problem(mins, &[0; 4]).ends_with("axis mins without space directions are not supported"));
         let at_end = "type: uchar\ndimension: 2\nsizes: 2 2\nencoding: raw\nbyte skip: -1\n";
         assert_eq!(values(&read(at_end, b"xyz\x01\x02\x03\x04").unwrap()), [1.0, 2.0, 3.0, 4.0]);
         let gz_skip = "type: uchar\ndimension: 2\nsizes: 2 2\nencoding: gzip\nbyte skip: 1\n";
