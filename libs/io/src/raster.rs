@@ -242,6 +242,15 @@ pub(crate) fn join(values: &[f64], separator: &str) -> String {
     values.iter().map(f64::to_string).collect::<Vec<_>>().join(separator)
 }
 
+/// The message of a reader's refusal, checked to be one line of bad input (the readers' tests).
+#[cfg(test)]
+pub(crate) fn refusal(outcome: Result<RasterImage>) -> String {
+    let error = outcome.expect_err("must be refused");
+    assert_eq!(error.kind, crate::ErrorKind::BadInput);
+    assert!(!error.message.contains('\n'), "one line: {}", error.message);
+    error.message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
