@@ -952,52 +952,94 @@ fn unwritable_and_full_outputs() {
     report.finish("unwritable and full outputs");
 }
 
-/// Case names with spaces and non-ASCII letters go through fingerprint, preprocessing and evaluation
-/// and come out under the same names.
+/// Case names with spaces and non-ASCII letters, and names as long as a file name may be (240
+/// characters: `NAME_locations.npy` has 254 bytes, the temporary written before it must fit too), go
+/// through fingerprint, preprocessing and evaluation and come out under the same names.
 #[test]
-fn case_names_with_spaces_and_unicode_work() {
-    let scratch = Scratch::new();
+fn case_names_with_spaces_unicode_and_the_longest_length_work() {
     let case = &fixture().case;
-    let name = "Fall ü 1";
-    for (from, to) in [
-        (format!("raw/imagesTr/{case}_0000.nii.gz"), format!("raw/imagesTr/{name}_0000.nii.gz")),
-        (format!("raw/imagesTr/{case}_0001.nii.gz"), format!("raw/imagesTr/{name}_0001.nii.gz")),
-        (format!("raw/labelsTr/{case}.nii.gz"), format!("raw/labelsTr/{name}.nii.gz")),
-    ] {
-        std::fs::rename(scratch.root.join(from), scratch.root.join(to)).unwrap();
-    }
-    let raw = scratch.path("raw");
     let mut report = Report::default();
-    report.check(
-        "a case named with a space and an umlaut",
-        &scratch.root,
-        "nn-fingerprint",
-        &args(&[&raw, &"-o", &scratch.path("fp.json")]),
-        0,
-        Path::new("-"),
-        &[],
-    );
-    let pre = scratch.path("pre_named");
-    report.check(
-        "a case named with a space and an umlaut",
-        &scratch.root,
-        "nn-resample",
-        &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &pre, &"-q"]),
-        0,
-        Path::new("-"),
-        &[],
-    );
-    let summary = scratch.path("summary.json");
-    report.check(
-        "a case named with a space and an umlaut",
-        &scratch.root,
-        "nn-eval",
-        &args(&[&"--ref", &raw.join("labelsTr"), &"--pred", &raw.join("labelsTr"), &"-o", &summary]),
-        0,
-        Path::new("-"),
-        &[],
-    );
+    let long = "c".repeat(240);
+    for (what, name) in [("a case named with a space and an umlaut", "Fall ü 1"), ("a 240-character case name", &long)]
+    {
+        let scratch = Scratch::new();
+        for (from, to) in [
+            (format!("raw/imagesTr/{case}_0000.nii.gz"), format!("raw/imagesTr/{name}_0000.nii.gz")),
+            (format!("raw/imagesTr/{case}_0001.nii.gz"), format!("raw/imagesTr/{name}_0001.nii.gz")),
+            (format!("raw/labelsTr/{case}.nii.gz"), format!("raw/labelsTr/{name}.nii.gz")),
+        ] {
+            std::fs::rename(scratch.root.join(from), scratch.root.join(to)).unwrap();
+        }
+        let raw = scratch.path("raw");
+        report.check(
+            what,
+            &scratch.root,
+            "nn-fingerprint",
+            &args(&[&raw, &"-o", &scratch.path("fp.json")]),
+            0,
+            Path::new("-"),
+            &[],
+        );
+        let pre = scratch.path("pre_named");
+        report.check(
+            what,
+            &scratch.root,
+            "nn-resample",
+            &args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &pre, &"-q"]),
+            0,
+            Path::new("-"),
+            &[],
+        );
+        let summary = scratch.path("summary.json");
+        report.check(
+            what,
+            &scratch.root,
+            "nn-eval",
+            &args(&[&"--ref", &raw.join("labelsTr"), &"--pred", &raw.join("labelsTr"), &"-o", &summary]),
+            0,
+            Path::new("-"),
+            &[],
+        );
+        assert!(pre.join(format!("{name}.npy")).is_file() && pre.join(format!("{name}_locations.npy")).is_file());
+        assert!(std::fs::read_to_string(&summary).unwrap_or_default().contains(name), "{what}: summary.json");
+    }
     report.finish("case names");
-    assert!(pre.join(format!("{name}.npy")).is_file() && pre.join(format!("{name}.json")).is_file());
-    assert!(std::fs::read_to_string(&summary).unwrap().contains(name));
+}
+
+/// `-o` naming a symbolic link writes the file it points to, a FIFO is written into (a reader gets the
+/// plans), and neither is replaced by a regular file; `-o` naming a folder is refused as bad input.
+#[test]
+fn outputs_through_links_and_fifos_and_a_folder_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    let scratch = Scratch::new();
+    let plan = |output: &Path| {
+        run("nn-plan", &[&"-f", &scratch.path("fingerprint.json"), &"-d", &scratch.path("raw"), &"-o", &output])
+    };
+    let expected = std::fs::read_to_string(scratch.path("plans.json")).unwrap();
+
+    let target = scratch.path("linked_plans.json");
+    std::fs::write(&target, "old").unwrap();
+    let link = scratch.path("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let output = plan(&link);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link is kept");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), expected, "the link's target holds the plans");
+
+    let fifo = scratch.path("fifo.json");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let output = plan(&fifo);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // checked first: were the FIFO replaced, its reader would wait for ever
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO is kept");
+    assert_eq!(reader.join().unwrap(), expected, "the FIFO's reader gets the plans");
+
+    let folder = scratch.path("raw");
+    let output = plan(&folder);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(stderr(&output), format!("nn-plan: error: {}: is a folder, expected a file name\n", folder.display()));
 }

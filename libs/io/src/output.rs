@@ -6,11 +6,45 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// The longest file name Linux file systems accept (`NAME_MAX`), in bytes.
+const NAME_MAX: usize = 255;
+
 /// The temporary name used while `path` is being written: same folder (so the rename is atomic),
-/// same extension (so writers that pick compression from the name still do the right thing).
+/// same extension (so writers that pick compression from the name still do the right thing). A long
+/// name loses its start rather than its end, so that any legal final name has a legal temporary.
 pub fn temporary_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".nntmp-{}-{name}", std::process::id()))
+    let prefix = format!(".nntmp-{}-", std::process::id());
+    let mut start = name.len().saturating_sub(NAME_MAX - prefix.len());
+    while !name.is_char_boundary(start) {
+        start += 1;
+    }
+    path.with_file_name(format!("{prefix}{}", &name[start..]))
+}
+
+/// Where writing `path` must go: through a symbolic link to the file it names (the link stays), and
+/// straight into a FIFO or a device (`-o /dev/null`, `-o /dev/stdout`, process substitution), which
+/// a rename would replace. A folder is refused: a file was asked for.
+enum Destination {
+    /// A regular file, existing or not: written to a temporary and renamed into place.
+    File(PathBuf),
+    /// A FIFO, character device or socket: written in place, as it stands.
+    Special(PathBuf),
+}
+
+fn destination(path: &Path) -> Result<Destination> {
+    // a link is followed to its final target (a dangling one is replaced like a missing file); any
+    // other path stays as given, so that messages name what the user wrote
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink());
+    let target = match is_link {
+        true => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
+        false => path.to_owned(),
+    };
+    match std::fs::metadata(&target) {
+        Ok(meta) if meta.is_dir() => Err(Error::bad_input(path, "is a folder, expected a file name")),
+        Ok(meta) if !meta.is_file() => Ok(Destination::Special(target)),
+        _ => Ok(Destination::File(target)),
+    }
 }
 
 /// Removes the temporary files and folders that killed nn-tools processes left in `dir` (`.nntmp-PID-*`
@@ -45,6 +79,11 @@ pub fn write_atomically<F>(path: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&Path) -> Result<()>,
 {
+    let path = match destination(path)? {
+        Destination::Special(target) => return write(&target),
+        Destination::File(target) => target,
+    };
+    let path = path.as_path();
     let tmp = temporary_path(path);
     let result = write(&tmp).and_then(|()| {
         if same_contents(&tmp, path) {
@@ -120,7 +159,12 @@ where
         let file = File::create(tmp).map_err(|e| Error::io(path, &e))?;
         let mut out = BufWriter::new(file);
         fill(&mut out).and_then(|()| out.flush()).map_err(|e| Error::runtime(path, e))?;
-        out.get_ref().sync_all().map_err(|e| Error::runtime(path, e))
+        // a pipe or a device has nothing to sync (and may refuse it)
+        let file = out.get_ref();
+        match file.metadata() {
+            Ok(meta) if !meta.is_file() => Ok(()),
+            _ => file.sync_all().map_err(|e| Error::runtime(path, e)),
+        }
     })
 }
 
@@ -195,5 +239,57 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"x\": 3}\n");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["a.json"], "no temporary left behind");
+    }
+
+    #[test]
+    fn a_symbolic_link_is_followed_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("fingerprint.json");
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink("fingerprint.json", &link).unwrap();
+        write_json(&link, &1).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "1\n", "its target has the content");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["fingerprint.json", "link.json"], "no temporary left behind");
+    }
+
+    #[test]
+    fn a_fifo_is_written_into_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("plans.json");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+        };
+        write_json(&fifo, &[1, 2]).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        // checked first: were the FIFO replaced, its reader would wait for ever
+        assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "still a FIFO");
+        assert_eq!(reader.join().unwrap(), "[\n  1,\n  2\n]\n");
+    }
+
+    #[test]
+    fn a_folder_is_refused_as_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = write_json(dir.path(), &1).unwrap_err();
+        assert_eq!(error.kind, crate::ErrorKind::BadInput);
+        assert!(error.message.ends_with("is a folder, expected a file name"), "{}", error.message);
+    }
+
+    #[test]
+    fn the_longest_legal_name_has_a_legal_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("{}.nii.gz", "é".repeat(120)); // 247 bytes, a 2-byte character at every cut
+        let path = dir.path().join(&name);
+        let tmp = temporary_path(&path);
+        let tmp_name = tmp.file_name().unwrap().to_str().unwrap();
+        assert!(tmp_name.len() <= NAME_MAX && tmp_name.starts_with(".nntmp-") && tmp_name.ends_with("é.nii.gz"));
+        write_text(&path, "x");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "x");
     }
 }
