@@ -537,14 +537,7 @@ fn plans_preprocessed_data_and_checkpoints() {
             what,
             &scratch.root,
             "nn-train",
-            &one_iteration_training(
-                &plans,
-                &scratch.path("pre"),
-                &scratch.path("raw/dataset.json"),
-                "0",
-                &run_dir,
-                &[],
-            ),
+            &one_iteration_training(&scratch, "0", &run_dir, &[]),
             2,
             &plans,
             &[run_dir.join("fold_0/checkpoint_final.json")],
@@ -611,14 +604,7 @@ fn plans_preprocessed_data_and_checkpoints() {
             what,
             &scratch.root,
             "nn-train",
-            &one_iteration_training(
-                &scratch.path("plans.json"),
-                &scratch.path("pre"),
-                &scratch.path("raw/dataset.json"),
-                "all",
-                &run_dir,
-                &[],
-            ),
+            &one_iteration_training(&scratch, "all", &run_dir, &[]),
             2,
             &spoilt,
             &[run_dir.join("fold_all/checkpoint_final.json")],
@@ -670,25 +656,18 @@ fn plans_preprocessed_data_and_checkpoints() {
     report.finish("plans, preprocessed data and checkpoints");
 }
 
-/// nn-train's arguments for a run of one iteration on the CPU on the fixture's preprocessed data:
-/// enough to reach every input it checks.
-fn one_iteration_training(
-    plans: &Path,
-    data: &Path,
-    dataset: &Path,
-    fold: &str,
-    run: &Path,
-    extra: &[&str],
-) -> Vec<OsString> {
+/// nn-train's arguments for a run of one iteration on the CPU on `scratch`'s plans, preprocessed data
+/// and dataset.json: enough to reach every input it checks.
+fn one_iteration_training(scratch: &Scratch, fold: &str, run: &Path, extra: &[&str]) -> Vec<OsString> {
     let mut list = args(&[
         &"--plans",
-        &plans,
+        &scratch.path("plans.json"),
         &"-c",
         &"3d_fullres",
         &"--data",
-        &data,
+        &scratch.path("pre"),
         &"--dataset",
-        &dataset,
+        &scratch.path("raw/dataset.json"),
         &"--fold",
         &fold,
         &"-o",
@@ -754,14 +733,7 @@ fn resume_from_a_corrupt_checkpoint() {
             what,
             &scratch.root,
             "nn-train",
-            &one_iteration_training(
-                &scratch.path("plans.json"),
-                &scratch.path("pre"),
-                &scratch.path("raw/dataset.json"),
-                "0",
-                &scratch.path("run"),
-                &["--resume"],
-            ),
+            &one_iteration_training(&scratch, "0", &scratch.path("run"), &["--resume"]),
             &spoilt,
             &[fold.join("checkpoint_final.json"), fold.join("log.jsonl")],
         );
@@ -911,14 +883,7 @@ fn unwritable_and_full_outputs() {
             ),
             (
                 "nn-train",
-                one_iteration_training(
-                    &scratch.path("plans.json"),
-                    &scratch.path("pre"),
-                    &raw.join("dataset.json"),
-                    "0",
-                    &out("run"),
-                    &[],
-                ),
+                one_iteration_training(&scratch, "0", &out("run"), &[]),
                 out("run"),
                 vec![out("run/fold_0/checkpoint_final.json")],
             ),

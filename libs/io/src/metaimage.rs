@@ -3,10 +3,9 @@
 //! No maintained Rust crate reads MetaImage; its header is `Key = Value` text ending with the
 //! `ElementDataFile` line, so a small parser here is simpler than a dependency.
 
-use crate::output::write_atomically;
 use crate::raster::{
     MAX_HEADER_BYTES, PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, identity,
-    inflate, join, scalar_file_sizes, to_array,
+    inflate, join, scalar_file_sizes, to_array, write_header_and_data,
 };
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -219,11 +218,7 @@ pub fn write_metaimage(path: &Path, image: &RasterImage, pixel: PixelType, compr
         join(&sizes, " "),
         type_name(pixel),
     );
-    write_atomically(path, |tmp| {
-        let mut bytes = text.into_bytes();
-        bytes.extend_from_slice(&data);
-        std::fs::write(tmp, bytes).map_err(|e| Error::io(path, &e))
-    })
+    write_header_and_data(path, text, &data)
 }
 
 #[cfg(test)]

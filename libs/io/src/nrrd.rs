@@ -3,10 +3,9 @@
 //! The `nrrd` crates on crates.io are unmaintained or partial; the header is `field: value` text ending
 //! at a blank line, and only the raw and gzip encodings matter here, so a small parser is simpler.
 
-use crate::output::write_atomically;
 use crate::raster::{
     MAX_HEADER_BYTES, PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, identity,
-    inflate, join, scalar_file_sizes, to_array,
+    inflate, join, scalar_file_sizes, to_array, write_header_and_data,
 };
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -325,11 +324,7 @@ pub fn write_nrrd(path: &Path, image: &RasterImage, pixel: PixelType) -> Result<
         vec!["domain"; n].join(" "),
         vector(&image.origin),
     );
-    write_atomically(path, |tmp| {
-        let mut bytes = text.into_bytes();
-        bytes.extend_from_slice(&data);
-        std::fs::write(tmp, bytes).map_err(|e| Error::io(path, &e))
-    })
+    write_header_and_data(path, text, &data)
 }
 
 #[cfg(test)]

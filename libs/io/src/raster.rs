@@ -242,6 +242,15 @@ pub(crate) fn join(values: &[f64], separator: &str) -> String {
     values.iter().map(f64::to_string).collect::<Vec<_>>().join(separator)
 }
 
+/// Writes a text header followed by the voxel bytes, atomically: the layout of `.mha` and `.nrrd`.
+pub(crate) fn write_header_and_data(path: &Path, header: String, data: &[u8]) -> Result<()> {
+    crate::output::write_atomically(path, |tmp| {
+        let mut bytes = header.into_bytes();
+        bytes.extend_from_slice(data);
+        std::fs::write(tmp, bytes).map_err(|e| Error::io(path, &e))
+    })
+}
+
 /// The message of a reader's refusal, checked to be one line of bad input (the readers' tests).
 #[cfg(test)]
 pub(crate) fn refusal(outcome: Result<RasterImage>) -> String {
