@@ -63,6 +63,13 @@ pub struct Stage {
     pub folds: Vec<FoldStage>,
 }
 
+impl Stage {
+    /// The marks of every stage this one needs: its folds' inputs beside its preprocessed data.
+    pub fn needed_marks(&self) -> impl Iterator<Item = &Path> {
+        self.needs.iter().flat_map(|need| need.marks.iter().map(PathBuf::as_path))
+    }
+}
+
 /// A configuration another one needs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Need {
@@ -151,7 +158,7 @@ pub fn stages(request: &StageRequest) -> Result<Stages, Error> {
     let mut stages = Vec::new();
     for &name in &chosen {
         let configuration = plans.configuration(name).map_err(&bad_plans)?;
-        let data_of = data_configuration(plans, name, configuration.previous_stage.is_some());
+        let data_of = data_configuration(plans, name);
         let data = work.preprocessed(&data_of);
         let run = work.run(name);
         let mut train_args = Vec::new();
@@ -163,8 +170,7 @@ pub fn stages(request: &StageRequest) -> Result<Stages, Error> {
             needs.push(Need { configuration: previous.clone(), all_folds: true, marks });
         }
         let next_stage = configuration.next_stage.filter(|next| chosen.contains(&next)).map(|next| {
-            let next_previous = plans.configurations[&next].get("previous_stage").is_some();
-            let next_data = work.preprocessed(&data_configuration(plans, &next, next_previous));
+            let next_data = work.preprocessed(&data_configuration(plans, &next));
             train_args.extend(["--next-stage-data".to_owned(), next_data.path().display().to_string()]);
             NextStage { output: run.next_stage_output(&next), configuration: next, data_manifest: next_data.manifest() }
         });
@@ -220,8 +226,10 @@ fn previous_stages(plans: &Plans, name: &str) -> Result<Vec<String>, String> {
 /// `3d_cascade_fullres` inherits 3d_fullres's `data_identifier` and nnUNetv2_preprocess makes no folder
 /// of its own for it (nnunetv2/experiment_planning/experiment_planners/default_experiment_planner.py:
 /// `plan_experiment`).
-fn data_configuration(plans: &Plans, name: &str, has_previous_stage: bool) -> String {
-    let parent = plans.configurations.get(name).and_then(|c| c.get("inherits_from")).and_then(Value::as_str);
+fn data_configuration(plans: &Plans, name: &str) -> String {
+    let configuration = plans.configurations.get(name);
+    let has_previous_stage = configuration.is_some_and(|c| c.get("previous_stage").is_some());
+    let parent = configuration.and_then(|c| c.get("inherits_from")).and_then(Value::as_str);
     match parent {
         Some(parent) if has_previous_stage => parent.to_owned(),
         _ => name.to_owned(),

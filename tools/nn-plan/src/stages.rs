@@ -71,12 +71,7 @@ pub fn main(args: &StagesArgs) -> Result<()> {
         Format::Shell => shell_lines(&stages),
         Format::Make => make_fragment(&stages, &plans_path)?,
     };
-    if args.output == Path::new("-") {
-        print!("{text}");
-        Ok(())
-    } else {
-        nntools_io::write_atomically(&args.output, |tmp| std::fs::write(tmp, &text).map_err(|e| Error::io(tmp, &e)))
-    }
+    nntools_io::write_stream(&args.output, |out| out.write_all(text.as_bytes()))
 }
 
 fn json_lines(stages: &Stages) -> String {
@@ -87,12 +82,13 @@ fn json_lines(stages: &Stages) -> String {
 
 /// One line per configuration that, evaluated by bash, sets `configuration`, `data_configuration`,
 /// `data`, `manifest`, `run`, `train_args=(...)`, `inputs=(...)` (the marks of the stages it needs),
-/// `next_stage` and `next_stage_manifest` (empty without a next stage), `folds=(...)`, `finals=(...)`, `validations=(...)`, `next_stage_marks=(...)`
-/// (per fold) and `skipped` (the reason it does not run, else empty).
+/// `next_stage` and `next_stage_manifest` (empty without a next stage), per fold `folds=(...)`,
+/// `finals=(...)`, `validations=(...)` and `next_stage_marks=(...)`, and `skipped` (the reason it does
+/// not run, else empty).
 fn shell_lines(stages: &Stages) -> String {
     let mut text = String::new();
     for stage in &stages.stages {
-        let inputs: Vec<&Path> = stage.needs.iter().flat_map(|need| need.marks.iter().map(PathBuf::as_path)).collect();
+        let inputs: Vec<&Path> = stage.needed_marks().collect();
         let next_name = stage.next_stage.as_ref().map_or("", |next| next.configuration.as_str());
         let next_manifest = stage.next_stage.as_ref().map(|next| next.data_manifest.as_path());
         let fold_numbers: Vec<String> = stage.folds.iter().map(|f| f.fold.to_string()).collect();
@@ -187,7 +183,7 @@ fn make_fragment(stages: &Stages, plans_path: &Path) -> Result<String> {
     for stage in &stages.stages {
         let c = &stage.configuration;
         let train_args: Vec<&Path> = stage.train_args.iter().map(Path::new).collect();
-        let inputs: Vec<&Path> = stage.needs.iter().flat_map(|need| need.marks.iter().map(PathBuf::as_path)).collect();
+        let inputs: Vec<&Path> = stage.needed_marks().collect();
         let next_manifest: Vec<&Path> = stage.next_stage.iter().map(|next| next.data_manifest.as_path()).collect();
         let _ = writeln!(text, "stage_data_of.{c} := {}", stage.data_configuration);
         let _ = writeln!(text, "stage_run.{c} := {}", word(&stage.run)?);
