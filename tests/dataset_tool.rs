@@ -377,9 +377,21 @@ fn convert_v1_splits_4d_images_into_channels() {
             let image = read_image(&out.join(format!("{folder}/{case}_{c:04}.nii.gz"))).unwrap();
             assert_eq!(image.data, volume.mapv(f32::from), "{case} channel {c}");
             assert_eq!(image.geometry, expected_geometry, "{case} channel {c}");
-            assert_eq!(image.header.datatype, 4, "int16 kept");
-            assert_eq!((image.header.qform_code, image.header.sform_code), (header.qform_code, header.sform_code));
-            assert_eq!((image.header.srow_x, image.header.quatern_d), (header.srow_x, header.quatern_d));
+            assert_eq!(image.stored.nifti_header.as_ref().unwrap().datatype, 4, "int16 kept");
+            assert_eq!(
+                (
+                    image.stored.nifti_header.as_ref().unwrap().qform_code,
+                    image.stored.nifti_header.as_ref().unwrap().sform_code
+                ),
+                (header.qform_code, header.sform_code)
+            );
+            assert_eq!(
+                (
+                    image.stored.nifti_header.as_ref().unwrap().srow_x,
+                    image.stored.nifti_header.as_ref().unwrap().quatern_d
+                ),
+                (header.srow_x, header.quatern_d)
+            );
         }
         if training {
             let label = format!("labelsTr/{case}.nii.gz");

@@ -39,8 +39,12 @@ fn assert_matches_nnunet(ours: &Path, reference: &Path, images: &Path) {
             / expected.data.len() as f64;
         assert!(agree >= 0.999, "{case}: labels agree on {agree}");
         let input = read_image(&images.join(format!("{case}_0000.nii.gz"))).unwrap();
-        assert_eq!(placement(&predicted.header), placement(&input.header), "{case}: geometry");
-        assert_eq!(predicted.header.datatype, 2, "{case}: labels are written as uint8");
+        assert_eq!(
+            placement(predicted.stored.nifti_header.as_ref().unwrap()),
+            placement(input.stored.nifti_header.as_ref().unwrap()),
+            "{case}: geometry"
+        );
+        assert_eq!(predicted.stored.nifti_header.as_ref().unwrap().datatype, 2, "{case}: labels are written as uint8");
         let reference_probabilities = reference.join(format!("{case}.npz"));
         if reference_probabilities.is_file() {
             let ours = probabilities(&ours.join(format!("{case}.npz")));
@@ -273,7 +277,10 @@ fn a_two_channel_brats_case_runs_end_to_end() {
     let predicted = read_label_map(&out.join("brats_2013_pat0001_1.nii.gz")).unwrap();
     let input = read_image(&images.join("brats_2013_pat0001_1_0000.nii.gz")).unwrap();
     assert_eq!(predicted.data.shape(), input.data.shape());
-    assert_eq!(placement(&predicted.header), placement(&input.header));
+    assert_eq!(
+        placement(predicted.stored.nifti_header.as_ref().unwrap()),
+        placement(input.stored.nifti_header.as_ref().unwrap())
+    );
     let labels = nntools_dataset::Descriptor::read(&raw.join("dataset.json")).unwrap().all_labels();
     assert!(predicted.data.iter().all(|&l| labels.contains(&i64::from(l))), "labels outside the dataset's");
 }

@@ -111,7 +111,7 @@ fn image_and_label_shapes_differ() {
 fn image_and_label_spacings_differ() {
     let Some(f) = Fixture::new() else { return };
     let label = read_label_map(&f.label("hippocampus_001")).unwrap();
-    let mut header = label.header.clone();
+    let mut header = label.stored.nifti_header.as_ref().unwrap().clone();
     header.pixdim[3] = 1.5;
     header.srow_z[2] = 1.5;
     write_like(&f.label("hippocampus_001"), label.data.mapv(|v| v as u8).view(), &header).unwrap();
@@ -124,7 +124,7 @@ fn nan_and_infinite_voxels() {
     let mut image = read_image(&f.image("hippocampus_004")).unwrap();
     image.data[[3, 4, 5]] = f32::NAN;
     image.data[[6, 7, 8]] = f32::INFINITY;
-    write_like(&f.image("hippocampus_004"), image.data.view(), &image.header).unwrap();
+    write_like(&f.image("hippocampus_004"), image.data.view(), image.stored.nifti_header.as_ref().unwrap()).unwrap();
     assert_bad_input(&f.fingerprint(), &f.image("hippocampus_004"), "2 voxel(s) are NaN or infinite");
 }
 
@@ -134,7 +134,7 @@ fn undeclared_label_values() {
     let label = read_label_map(&f.label("hippocampus_003")).unwrap();
     let mut data = label.data.mapv(|v| v as u8);
     data[[0, 0, 0]] = 7;
-    write_like(&f.label("hippocampus_003"), data.view(), &label.header).unwrap();
+    write_like(&f.label("hippocampus_003"), data.view(), label.stored.nifti_header.as_ref().unwrap()).unwrap();
     assert_bad_input(&f.fingerprint(), &f.label("hippocampus_003"), "label values [7] are not declared");
 }
 
@@ -144,7 +144,7 @@ fn fractional_label_values() {
     let label = read_label_map(&f.label("hippocampus_003")).unwrap();
     let mut data = label.data.mapv(|v| v as f32);
     data[[1, 1, 1]] = 0.5;
-    write_like(&f.label("hippocampus_003"), data.view(), &label.header).unwrap();
+    write_like(&f.label("hippocampus_003"), data.view(), label.stored.nifti_header.as_ref().unwrap()).unwrap();
     assert_bad_input(&f.fingerprint(), &f.label("hippocampus_003"), "non-integer value (0.5)");
 }
 
@@ -185,7 +185,7 @@ fn every_problem_is_reported_not_only_the_first() {
 fn origin_mismatch_is_only_a_warning() {
     let Some(f) = Fixture::new() else { return };
     let label = read_label_map(&f.label("hippocampus_001")).unwrap();
-    let mut header = label.header.clone();
+    let mut header = label.stored.nifti_header.as_ref().unwrap().clone();
     header.srow_x[3] += 5.0;
     header.quatern_x += 5.0;
     write_like(&f.label("hippocampus_001"), label.data.mapv(|v| v as u8).view(), &header).unwrap();

@@ -88,11 +88,15 @@ fn label_map_written_like_an_image_keeps_its_geometry_bit_for_bit() {
     ] {
         let image = read_image(&shared.join(source)).unwrap();
         let out = dir.path().join("pred.nii.gz");
-        write_like(&out, image.data.mapv(|v| (v > 0.0) as u8).view(), &image.header).unwrap();
+        write_like(&out, image.data.mapv(|v| (v > 0.0) as u8).view(), image.stored.nifti_header.as_ref().unwrap())
+            .unwrap();
         let written = read_label_map(&out).unwrap();
-        assert_same_geometry_fields(&written.header, &image.header);
+        assert_same_geometry_fields(
+            written.stored.nifti_header.as_ref().unwrap(),
+            image.stored.nifti_header.as_ref().unwrap(),
+        );
         assert_eq!(written.geometry, image.geometry);
-        assert_eq!(written.header.datatype, 2, "uint8 label map");
+        assert_eq!(written.stored.nifti_header.as_ref().unwrap().datatype, 2, "uint8 label map");
     }
 }
 

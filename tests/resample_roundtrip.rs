@@ -18,7 +18,12 @@ fn round_trip(dataset: &str, configuration: &str, min_agreement: f64) {
     let recipe = Recipe::new(&plans, configuration, Some(&raw.descriptor)).unwrap();
     let classes = raw.descriptor.all_labels().len();
     for case in raw.cases.iter().take(3) {
-        let files = CaseFiles { id: case.id.clone(), images: case.images.clone(), label: Some(case.label.clone()) };
+        let files = CaseFiles {
+            id: case.id.clone(),
+            images: case.images.clone(),
+            label: Some(case.label.clone()),
+            reader_writer: None,
+        };
         let pre = preprocess_case(&recipe, &files).unwrap();
         let seg = pre.seg.unwrap();
         let (z, y, x) = seg.dim();

@@ -217,7 +217,8 @@ fn trains_regions_with_an_ignore_label() {
         let path = entry.unwrap().path();
         let mut image = read_label_map(&path).unwrap();
         image.data.index_axis_mut(ndarray::Axis(0), 0).fill(3);
-        nntools_io::write_like(&path, image.data.mapv(|v| v as u8).view(), &image.header).unwrap();
+        nntools_io::write_like(&path, image.data.mapv(|v| v as u8).view(), image.stored.nifti_header.as_ref().unwrap())
+            .unwrap();
     }
     let pre = data.dir.path().join("pre");
     let output = data.resample("3d_fullres", &pre, &["-q"]);

@@ -89,7 +89,7 @@ fn set_voxel(path: &Path, value: f32) {
     let mut data = image.data;
     let shape = data.shape().to_vec();
     data[[shape[0] / 2, shape[1] / 2, shape[2] / 2]] = value;
-    write_like(path, data.view(), &image.header).unwrap();
+    write_like(path, data.view(), image.stored.nifti_header.as_ref().unwrap()).unwrap();
 }
 
 pub fn nan_voxel(path: &Path) {
@@ -104,7 +104,7 @@ pub fn infinite_voxel(path: &Path) {
 pub fn one_slice_short(path: &Path) {
     let label = read_label_map(path).unwrap();
     let data = label.data.slice(ndarray::s![1.., .., ..]).mapv(|v| v as u8);
-    let mut header = label.header.clone();
+    let mut header = label.stored.nifti_header.as_ref().unwrap().clone();
     header.dim[3] -= 1;
     write_like(path, data.view(), &header).unwrap();
 }
@@ -130,7 +130,7 @@ pub fn other_direction(path: &Path) {
 
 fn map_labels(path: &Path, f: impl Fn(i32) -> f32) {
     let label = read_label_map(path).unwrap();
-    write_like(path, label.data.mapv(f).view(), &label.header).unwrap();
+    write_like(path, label.data.mapv(f).view(), label.stored.nifti_header.as_ref().unwrap()).unwrap();
 }
 
 /// A voxel of label 7, which dataset.json does not declare.
@@ -138,7 +138,7 @@ pub fn undeclared_label(path: &Path) {
     let label = read_label_map(path).unwrap();
     let mut data = label.data.mapv(|v| v as u8);
     data[[0, 0, 0]] = 7;
-    write_like(path, data.view(), &label.header).unwrap();
+    write_like(path, data.view(), label.stored.nifti_header.as_ref().unwrap()).unwrap();
 }
 
 /// Float labels, 1.5 where there was foreground.

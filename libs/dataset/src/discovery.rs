@@ -1,7 +1,7 @@
 //! Finding the training cases of a raw dataset folder.
 
 use crate::Descriptor;
-use nntools_io::{Error, Result};
+use nntools_io::{Error, ReaderWriter, Result, split_image_ending};
 use nntools_layout::DATASET_JSON;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,16 @@ pub struct Case {
     pub label: PathBuf,
 }
 
+impl Case {
+    /// The image files that hold the case's channels: the leading ones that exist. nnU-Net reads the
+    /// `CASE_XXXX` files it finds, and one RGB file holds three channels, so whether a missing file is
+    /// missing shows only once the present ones are read.
+    pub fn present_images(&self) -> &[PathBuf] {
+        let present = self.images.iter().take_while(|p| p.is_file()).count();
+        &self.images[..present.max(1).min(self.images.len())]
+    }
+}
+
 /// A raw dataset folder: its descriptor, its cases, and the naming problems found while listing them.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -27,6 +37,18 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// nnU-Net's reader-writer class for the dataset (`determine_reader_writer_from_dataset_json` with
+    /// the first case's first image as the example to try).
+    pub fn reader_writer(&self) -> Result<ReaderWriter> {
+        let example = self.cases.first().and_then(|c| c.images.first()).filter(|p| p.is_file());
+        ReaderWriter::for_dataset(
+            &self.root.join(DATASET_JSON),
+            self.descriptor.overwrite_image_reader_writer.as_deref(),
+            &self.descriptor.file_ending,
+            example.map(PathBuf::as_path),
+        )
+    }
+
     /// Opens `root` (a folder holding `dataset.json`) and lists its training cases.
     pub fn open(root: &Path) -> Result<Self> {
         let json_path = root.join(DATASET_JSON);
@@ -58,22 +80,14 @@ impl Dataset {
     }
 }
 
-/// The image file endings recognised outside a dataset (where dataset.json names the ending).
-const IMAGE_ENDINGS: [&str; 2] = [".nii.gz", ".nii"];
-
-/// Splits a NIfTI file name into its stem and ending (`.nii.gz` or `.nii`).
-pub fn split_nifti_name(name: &str) -> Option<(&str, &'static str)> {
-    IMAGE_ENDINGS.iter().find_map(|&ending| name.strip_suffix(ending).map(|stem| (stem, ending)))
-}
-
-fn parse_image_path(path: &Path) -> Option<(String, usize)> {
+fn parse_image_path(path: &Path) -> Option<(String, usize, String)> {
     let name = path.file_name()?.to_string_lossy();
-    let (_, ending) = split_nifti_name(&name)?;
-    split_image_name(&name, ending).map(|(id, c)| (id.to_owned(), c))
+    let (stem, ending) = split_image_ending(&name)?;
+    split_channel_suffix(stem).map(|(id, c)| (id.to_owned(), c, ending.to_lowercase()))
 }
 
-/// Unlabelled cases in a folder of `CASE_XXXX<ending>` images (test or inference images), with the
-/// ending `.nii.gz` or `.nii`; every case must have `channels` images. Other files are ignored.
+/// Unlabelled cases in a folder of `CASE_XXXX<ending>` images (test or inference images) in any image
+/// format nn-tools reads; a case has at most `channels` files. Other files are ignored.
 pub fn list_image_cases(dir: &Path, channels: usize) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, &e))?;
     let mut files = Vec::new();
@@ -85,31 +99,43 @@ pub fn list_image_cases(dir: &Path, channels: usize) -> Result<Vec<(String, Vec<
         }
     }
     if files.is_empty() {
-        return Err(Error::bad_input(dir, "no CASE_XXXX.nii.gz images found"));
+        return Err(Error::bad_input(dir, "no CASE_XXXX<ending> images found (e.g. CASE_0000.nii.gz)"));
     }
     group_image_files(dir, &files, channels)
 }
 
-/// Groups `CASE_XXXX<ending>` image files into cases (sorted by id), each with its `channels` images in
-/// channel order; `origin` names where the files came from in errors.
+/// Groups `CASE_XXXX<ending>` image files into cases (sorted by id), each with its images in channel
+/// order: `_0000` to `_000K` without gaps, at most `channels` of them (an RGB file holds three channels,
+/// so the channel count is checked once they are read), all of one ending; `origin` names where the
+/// files came from in errors.
 pub fn group_image_files(origin: &Path, files: &[PathBuf], channels: usize) -> Result<Vec<(String, Vec<PathBuf>)>> {
-    let mut found: std::collections::BTreeMap<String, Vec<(usize, PathBuf)>> = std::collections::BTreeMap::new();
+    type Files = Vec<(usize, String, PathBuf)>;
+    let mut found: std::collections::BTreeMap<String, Files> = std::collections::BTreeMap::new();
     for path in files {
-        let (id, channel) = parse_image_path(path)
-            .ok_or_else(|| Error::bad_input(path, "image name does not follow CASE_XXXX.nii.gz"))?;
-        found.entry(id).or_default().push((channel, path.clone()));
+        let (id, channel, ending) = parse_image_path(path).ok_or_else(|| {
+            Error::bad_input(path, "image name does not follow CASE_XXXX<ending> (e.g. CASE_0000.nii.gz)")
+        })?;
+        found.entry(id).or_default().push((channel, ending, path.clone()));
     }
     let mut cases = Vec::with_capacity(found.len());
     for (id, mut files) in found {
         files.sort();
-        let indices: Vec<usize> = files.iter().map(|(c, _)| *c).collect();
-        if indices != (0..channels).collect::<Vec<_>>() {
+        let indices: Vec<usize> = files.iter().map(|(c, _, _)| *c).collect();
+        if indices != (0..indices.len()).collect::<Vec<_>>() || indices.len() > channels {
             return Err(Error::bad_input(
                 origin,
-                format!("case {id} has channels {indices:?}, expected 0..{channels}"),
+                format!(
+                    "case {id} has channels {indices:?}, expected 0..{channels} (or fewer files holding several channels each)"
+                ),
             ));
         }
-        cases.push((id, files.into_iter().map(|(_, p)| p).collect()));
+        if files.iter().any(|(_, ending, _)| *ending != files[0].1) {
+            return Err(Error::bad_input(
+                &files[0].2,
+                format!("the channel files of case {id} have different endings"),
+            ));
+        }
+        cases.push((id, files.into_iter().map(|(_, _, p)| p).collect()));
     }
     Ok(cases)
 }
@@ -189,9 +215,8 @@ mod tests {
         assert_eq!(split_image_name("la_007.nii.gz", ".nii.gz"), None);
         assert_eq!(split_image_name("la_007_01.nii.gz", ".nii.gz"), None);
         assert_eq!(split_image_name("la_007_0000.nii", ".nii.gz"), None);
-        assert_eq!(split_nifti_name("la_007.nii"), Some(("la_007", ".nii")));
-        assert_eq!(split_nifti_name("la_007_0000.nii.gz"), Some(("la_007_0000", ".nii.gz")));
-        assert_eq!(split_nifti_name("la_007.mha"), None);
+        assert_eq!(parse_image_path(Path::new("d/la_007_0001.MHA")), Some(("la_007".into(), 1, ".mha".into())));
+        assert_eq!(parse_image_path(Path::new("la_007.png")), None);
     }
 
     #[test]

@@ -103,13 +103,13 @@ pub fn check_case(
 mod tests {
     use super::*;
     use ndarray::Array3;
-    use nntools_io::{Geometry, NiftiHeader};
+    use nntools_io::{Geometry, PixelType, Stored};
 
     const IDENTITY: [f64; 9] = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
 
     fn image<T: Clone>(shape: [usize; 3], value: T, spacing: [f64; 3]) -> Image<T> {
         let geometry = Geometry { spacing, origin: [0.0; 3], direction: IDENTITY };
-        Image { data: Array3::from_elem(shape, value), geometry, header: NiftiHeader::default() }
+        Image { data: Array3::from_elem(shape, value), geometry, stored: Stored::new(3, PixelType::F32) }
     }
 
     fn lines(findings: &[Finding]) -> Vec<String> {

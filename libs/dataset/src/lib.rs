@@ -10,6 +10,6 @@ pub mod integrity;
 mod labelling;
 
 pub use descriptor::{Descriptor, Label, check_labels, undeclared_labels};
-pub use discovery::{Case, Dataset, group_image_files, list_image_cases, split_channel_suffix, split_nifti_name};
+pub use discovery::{Case, Dataset, group_image_files, list_image_cases, split_channel_suffix};
 pub use fingerprint_file::{Fingerprint, IntensityStats};
 pub use labelling::Labelling;

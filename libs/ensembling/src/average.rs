@@ -77,8 +77,9 @@ pub fn average_folders(
         }
         let mean = sum.expect("at least one folder") / inputs.len() as f32;
         let geometry_source = predictions::label_map(&inputs[0], id, ending);
-        let header = read_label_map(&geometry_source)?.header;
-        write_label_map(&predictions::label_map(output, id, ending), labelling.labels(mean.view()).view(), &header)?;
+        let like = read_label_map(&geometry_source)?;
+        let labels = labelling.labels(mean.view());
+        write_label_map(&predictions::label_map(output, id, ending), labels.view(), &like.geometry, &like.stored)?;
         if save_probabilities {
             write_npz(&predictions::probabilities(output, id), "probabilities", &mean)?;
         }

@@ -101,7 +101,7 @@ pub fn postprocess_folder(input: &Path, output: &Path, descriptor: &Descriptor, 
         for step in steps {
             step.apply(&mut labels);
         }
-        write_label_map(&output.join(name), labels.view(), &image.header)
+        write_label_map(&output.join(name), labels.view(), &image.geometry, &image.stored)
     })?;
     Ok(names.len())
 }

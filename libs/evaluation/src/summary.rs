@@ -5,7 +5,7 @@ use crate::overlay::write_overlay;
 use crate::surface::surface_metrics;
 use ndarray::ArrayView3;
 use nntools_dataset::Descriptor;
-use nntools_io::{Error, Result, read_label_map, write_atomically};
+use nntools_io::{Error, IMAGE_ENDINGS, Result, read_label_map, split_image_ending, write_atomically};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -141,8 +141,7 @@ fn evaluate_case(
     }
     if let Some((out, images)) = &options.overlays {
         let name = reference.file_name().expect("a file").to_string_lossy();
-        let ending = [".nii.gz", ".nii"].into_iter().find(|e| name.ends_with(e)).unwrap_or("");
-        let id = &name[..name.len() - ending.len()];
+        let (id, ending) = split_image_ending(&name).expect("references are listed by their ending");
         let image = nntools_io::read_image(&images.join(format!("{id}_0000{ending}")))?;
         write_overlay(&out.join(format!("{id}.png")), image.data.view(), truth.data.view(), predicted.data.view())?;
     }
@@ -174,7 +173,9 @@ pub fn case_metrics(
         .collect()
 }
 
-/// Evaluates every reference `CASE<ending>` in `reference_dir` against `prediction_dir/CASE<ending>`.
+/// Evaluates every reference `CASE<ending>` in `reference_dir` (dataset.json's ending) against
+/// `prediction_dir/CASE<ending>`, or, where there is none, the prediction of that case in another image
+/// format (nnU-Net requires one ending for both folders; reading any format is a convenience).
 pub fn evaluate_folders(
     reference_dir: &Path,
     prediction_dir: &Path,
@@ -189,36 +190,36 @@ pub fn evaluate_folders(
         .filter(|n| n.ends_with(ending.as_str()) && !n.starts_with('.'))
         .collect();
     names.sort();
+    let prediction_of = |name: &str| {
+        let stem = &name[..name.len() - ending.len()];
+        let same = prediction_dir.join(name);
+        if same.is_file() {
+            return same;
+        }
+        IMAGE_ENDINGS.iter().map(|e| prediction_dir.join(format!("{stem}{e}"))).find(|p| p.is_file()).unwrap_or(same)
+    };
+    let mut pairs: Vec<(PathBuf, PathBuf)> = names.iter().map(|n| (reference_dir.join(n), prediction_of(n))).collect();
     if options.chill {
-        names.retain(|n| prediction_dir.join(n).is_file());
+        pairs.retain(|(_, prediction)| prediction.is_file());
     }
-    let missing: Vec<String> = names
+    let missing: Vec<String> = pairs
         .iter()
-        .map(|n| prediction_dir.join(n))
-        .filter(|p| !p.is_file())
-        .map(|p| {
-            format!(
-                "{}: no prediction for reference {}",
-                p.display(),
-                reference_dir.join(p.file_name().unwrap()).display()
-            )
-        })
+        .filter(|(_, p)| !p.is_file())
+        .map(|(reference, p)| format!("{}: no prediction for reference {}", p.display(), reference.display()))
         .collect();
     if !missing.is_empty() {
         return Err(Error::bad_input_lines(missing));
     }
-    if names.is_empty() {
+    if pairs.is_empty() {
         return Err(Error::bad_input(reference_dir, format!("no reference label maps (*{ending}) with predictions")));
     }
     let classes = classes(descriptor);
     if let Some((out, _)) = &options.overlays {
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, &e))?;
     }
-    let cases = names
+    let cases = pairs
         .par_iter()
-        .map(|n| {
-            evaluate_case(&reference_dir.join(n), &prediction_dir.join(n), &classes, descriptor.ignore_label, options)
-        })
+        .map(|(reference, prediction)| evaluate_case(reference, prediction, &classes, descriptor.ignore_label, options))
         .collect::<Result<Vec<_>>>()?;
     Ok(summarize(cases))
 }

@@ -4,9 +4,10 @@
 use ndarray::{ArrayView3, s};
 use nntools_dataset::Case;
 use nntools_dataset::integrity::check_case;
-use nntools_io::{Image, read_image, read_label_map};
+use nntools_io::ReaderWriter;
 use nntools_numpy::RandomState;
 use nntools_preprocessing::cropping::{box_shape, nonzero_bounding_box};
+use std::path::PathBuf;
 
 /// nnU-Net re-seeds its sampler with this for every case.
 const SAMPLING_SEED: u32 = 1234;
@@ -22,32 +23,50 @@ pub struct CaseSummary {
     pub warnings: Vec<String>,
 }
 
-/// Checks one case and, with `samples_per_channel`, draws its foreground intensity samples.
-pub fn analyse_case(case: &Case, allowed: &[i64], channels: usize, samples_per_channel: Option<usize>) -> CaseSummary {
+/// Checks one case, read with `reader_writer`, and, with `samples_per_channel`, draws its foreground
+/// intensity samples.
+pub fn analyse_case(
+    case: &Case,
+    reader_writer: ReaderWriter,
+    allowed: &[i64],
+    channels: usize,
+    samples_per_channel: Option<usize>,
+) -> CaseSummary {
     let mut summary = CaseSummary::default();
-    let mut images: Vec<Image<f32>> = Vec::with_capacity(channels);
-    for path in &case.images {
-        if !path.is_file() {
-            summary.problems.push(format!("{}: missing image file of case {}", path.display(), case.id));
-            continue;
+    let files = case.present_images();
+    let images = match reader_writer.read_images(files) {
+        Ok(images) => images,
+        Err(e) => {
+            summary.problems.push(e.to_string());
+            Vec::new()
         }
-        match read_image(path) {
-            Ok(image) => images.push(image),
-            Err(e) => summary.problems.push(e.to_string()),
-        }
-    }
+    };
     let label = if case.label.is_file() {
-        read_label_map(&case.label).map_err(|e| summary.problems.push(e.to_string())).ok()
+        reader_writer.read_seg(&case.label).map_err(|e| summary.problems.push(e.to_string())).ok()
     } else {
         summary.problems.push(format!("{}: missing label file of case {}", case.label.display(), case.id));
         None
     };
-    if images.len() != case.images.len() || label.is_none() {
-        return summary;
+    if images.len() < channels && summary.problems.is_empty() {
+        let missing = &case.images[files.len()..];
+        summary
+            .problems
+            .extend(missing.iter().map(|p| format!("{}: missing image file of case {}", p.display(), case.id)));
     }
-    let label = label.expect("checked above");
+    if !images.is_empty() && images.len() != channels && summary.problems.is_empty() {
+        summary.problems.push(format!(
+            "{}: case {} has {} channel(s), dataset.json declares {channels}",
+            files[0].display(),
+            case.id,
+            images.len()
+        ));
+    }
+    let Some(label) = label.filter(|_| summary.problems.is_empty()) else { return summary };
+    // an RGB file is several channels
+    let per_file = images.len() / files.len();
+    let channel_paths: Vec<PathBuf> = files.iter().flat_map(|p| std::iter::repeat_n(p.clone(), per_file)).collect();
 
-    let findings = check_case(&case.images, &images, Some((&case.label, &label)), allowed);
+    let findings = check_case(&channel_paths, &images, Some((&case.label, &label)), allowed);
     summary.problems.extend(findings.problems.iter().map(ToString::to_string));
     summary.warnings.extend(findings.warnings.iter().map(ToString::to_string));
     if !summary.problems.is_empty() {

@@ -66,6 +66,13 @@ pub fn analyse(dataset: &Dataset, options: &Options) -> Outcome {
         problems.push(format!("{}: no training cases found", dataset.root.display()));
         return Outcome { problems, ..Outcome::default() };
     }
+    let reader_writer = match dataset.reader_writer() {
+        Ok(rw) => rw,
+        Err(e) => {
+            problems.push(e.to_string());
+            return Outcome { problems, ..Outcome::default() };
+        }
+    };
     let samples_per_case = FOREGROUND_SAMPLES_PER_DATASET / dataset.cases.len();
     let allowed = descriptor.allowed_label_values();
     let cases: Vec<case::CaseSummary> = dataset
@@ -73,7 +80,7 @@ pub fn analyse(dataset: &Dataset, options: &Options) -> Outcome {
         .par_iter()
         .map(|c| {
             let sampling = (!options.verify_only).then_some(samples_per_case);
-            let summary = case::analyse_case(c, &allowed, descriptor.channel_names.len(), sampling);
+            let summary = case::analyse_case(c, reader_writer, &allowed, descriptor.channel_names.len(), sampling);
             if let Some(done) = options.on_case_done {
                 done();
             }

@@ -14,7 +14,10 @@ pub use sliding_window::{SlidingWindow, importance_map, tile_starts};
 
 use ndarray::{Array3, Array4, Axis};
 use nntools_dataset::{Descriptor, Labelling, group_image_files, list_image_cases};
-use nntools_io::{Error, Result, read_json, write_json, write_label_map, write_npz};
+use nntools_io::{
+    Error, Geometry, ReaderWriter, Result, Stored, read_json, split_image_ending, write_json, write_label_map,
+    write_npz,
+};
 use nntools_layout::run::{Checkpoint, Fold, FoldDir, RunDir};
 use nntools_layout::{DATASET_JSON, PLANS_JSON, predictions};
 use nntools_network::Model;
@@ -237,6 +240,17 @@ pub enum Event<'a> {
     CasePredicted { id: &'a str },
 }
 
+/// The ending of a case's first image and the reader for it: the plans' where it is the model's
+/// ending, else the one nnU-Net would choose for the file (nnU-Net itself only reads the model's).
+fn input_format(first_image: &Path, model_ending: &str) -> Result<(String, Option<ReaderWriter>)> {
+    let name = first_image.file_name().unwrap_or_default().to_string_lossy();
+    let ending = split_image_ending(&name).map(|(_, e)| e.to_owned()).unwrap_or_default();
+    if ending.eq_ignore_ascii_case(model_ending) {
+        return Ok((ending, None));
+    }
+    Ok((ending, Some(ReaderWriter::for_file(first_image)?)))
+}
+
 fn cases(request: &Request, channels: usize) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let (dirs, files): (Vec<&PathBuf>, Vec<&PathBuf>) = request.inputs.iter().partition(|p| p.is_dir());
     let mut cases = Vec::new();
@@ -263,6 +277,8 @@ fn cases(request: &Request, channels: usize) -> Result<Vec<(String, Vec<PathBuf>
 /// A case preprocessed for each model.
 struct Prepared {
     id: String,
+    /// The ending of the case's images, which its prediction gets.
+    ending: String,
     per_model: Vec<Preprocessed>,
 }
 
@@ -271,7 +287,15 @@ struct Predicted {
     id: String,
     /// Logits on the prediction device, exported there.
     per_model: Vec<(Tensor, Properties)>,
-    header: nntools_io::NiftiHeader,
+    output: OutputFormat,
+}
+
+/// How a case's prediction is written: in its input's format (`ending`), like its first image.
+#[derive(Debug, Clone)]
+pub struct OutputFormat {
+    pub ending: String,
+    pub geometry: Geometry,
+    pub stored: Stored,
 }
 
 /// Predicts every case of the request and writes `OUT/CASE<ending>` (and `CASE.npz` + `CASE.json` with
@@ -325,12 +349,12 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
         ));
     }
     let cases = cases(request, channels)?;
+    let model_ending = first.descriptor.file_ending.to_lowercase();
     let dataset_json = read_json::<serde_json::Value>(&first.dir.dataset_json())?;
     let created = !request.output.exists();
     std::fs::create_dir_all(&request.output).map_err(|e| Error::io(&request.output, &e))?;
     nntools_io::remove_stale_temporaries(&request.output)?;
     report(Event::Started { cases: cases.len() });
-    let ending = first.descriptor.file_ending.clone();
 
     let outcome = std::thread::scope(|scope| {
         // rendezvous queues: a case is handed on only when the next stage takes it, so each stage holds
@@ -338,9 +362,17 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
         let (prepared_tx, prepared_rx) = sync_channel::<Result<Prepared>>(0);
         let (predicted_tx, predicted_rx) = sync_channel::<Predicted>(0);
         let folders = &folders;
-        let ending = ending.as_str();
+        let model_ending = model_ending.as_str();
         scope.spawn(move || {
             for (id, images) in cases {
+                let (ending, reader_writer) = match input_format(&images[0], model_ending) {
+                    Ok(format) => format,
+                    Err(e) => {
+                        let _ = prepared_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let ending = ending.as_str();
                 let per_model = folders
                     .iter()
                     .map(|f| {
@@ -351,18 +383,20 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
                             .as_ref()
                             .and(previous_predictions)
                             .map(|dir| predictions::label_map(dir, &id, ending));
-                        preprocess_case(&f.recipe, &CaseFiles { id: id.clone(), images: images.clone(), label })
+                        let files = CaseFiles { id: id.clone(), images: images.clone(), label, reader_writer };
+                        preprocess_case(&f.recipe, &files)
                     })
                     .collect::<Result<Vec<_>>>();
                 // a closed queue means the run already failed
-                if prepared_tx.send(per_model.map(|per_model| Prepared { id, per_model })).is_err() {
+                let prepared = per_model.map(|per_model| Prepared { id, ending: ending.to_owned(), per_model });
+                if prepared_tx.send(prepared).is_err() {
                     return;
                 }
             }
         });
         let writer = scope.spawn(move || -> Result<()> {
             for case in predicted_rx {
-                write_case(folders, case, request, ending)?;
+                write_case(folders, case, request)?;
             }
             Ok(())
         });
@@ -370,7 +404,9 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
             let prepared = prepared?;
             let tiles = predictors.iter().zip(&prepared.per_model).map(|(p, c)| p.tile_count(c.data.shape())).sum();
             report(Event::CaseStarted { id: &prepared.id, tiles });
-            let header = prepared.per_model[0].header.clone();
+            let first = &prepared.per_model[0];
+            let output =
+                OutputFormat { ending: prepared.ending, geometry: first.geometry, stored: first.stored.clone() };
             let per_model = predictors
                 .iter()
                 .zip(prepared.per_model)
@@ -378,7 +414,7 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
                     (p.logits(&case.data, case.seg.as_ref(), &mut || report(Event::Tile)), case.properties)
                 })
                 .collect();
-            if predicted_tx.send(Predicted { id: prepared.id.clone(), per_model, header }).is_err() {
+            if predicted_tx.send(Predicted { id: prepared.id.clone(), per_model, output }).is_err() {
                 break;
             }
             report(Event::CasePredicted { id: &prepared.id });
@@ -404,7 +440,7 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
 
 /// Exports a case's logits and writes its label map (and probabilities); with several models their
 /// probabilities are averaged first.
-fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request, ending: &str) -> Result<()> {
+fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request) -> Result<()> {
     let several = folders.len() > 1;
     let mut exported: Vec<Exported> = folders
         .iter()
@@ -427,22 +463,22 @@ fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request, endin
     };
     let probabilities = probabilities.filter(|_| request.save_probabilities);
     let properties = &case.per_model[0].1;
-    write_prediction(&request.output, &case.id, ending, &labels, probabilities.as_ref(), properties, &case.header)
+    write_prediction(&request.output, &case.id, &labels, probabilities.as_ref(), properties, &case.output)
 }
 
-/// Writes a case's prediction into `dir`: `ID<ending>` (uint8 labels, uint16 past 255) with
-/// `header`'s geometry, and with probabilities `ID.npz` (`probabilities`, float32, classes first) and
-/// `ID.json` (the preprocessing properties).
+/// Writes a case's prediction into `dir`: `ID<ending>` (uint8 labels, uint16 from 255 on) in `output`'s
+/// format and geometry, and with probabilities `ID.npz` (`probabilities`, float32, classes first) and
+/// `ID.json` (the preprocessing properties; for a TIFF stack its `spacing` is also Tiff3DIO's sidecar).
 pub fn write_prediction(
     dir: &Path,
     id: &str,
-    ending: &str,
     labels: &Array3<u16>,
     probabilities: Option<&Array4<f32>>,
     properties: &Properties,
-    header: &nntools_io::NiftiHeader,
+    output: &OutputFormat,
 ) -> Result<()> {
-    write_label_map(&predictions::label_map(dir, id, ending), labels.view(), header)?;
+    let path = predictions::label_map(dir, id, &output.ending);
+    write_label_map(&path, labels.view(), &output.geometry, &output.stored)?;
     if let Some(probabilities) = probabilities {
         write_npz(&predictions::probabilities(dir, id), "probabilities", probabilities)?;
         write_json(&predictions::properties(dir, id), properties)?;

@@ -3,7 +3,8 @@
 
 use crate::{Images, Options, SourceCase};
 use indexmap::IndexMap;
-use nntools_dataset::{Dataset, split_nifti_name};
+use nntools_dataset::Dataset;
+use nntools_io::split_image_ending;
 use nntools_io::{
     Error, ErrorKind, Result, read_image, read_label_map, read_volumes, write_folder_atomically, write_json,
     write_volume,
@@ -45,7 +46,8 @@ struct DatasetJson<'a> {
 /// Writes the dataset to `out` and checks it; returns the warnings of the check (origin or direction
 /// mismatches). On any problem nothing is left at `out`.
 pub(crate) fn write_raw_dataset(plan: &Plan, out: &Path, options: Options) -> Result<Vec<String>> {
-    let ending = common_ending(plan);
+    let ending = common_ending(plan)?;
+    let ending = ending.as_str();
     let mut warnings = Vec::new();
     let folder_name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if !is_nnunet_dataset_name(&folder_name) {
@@ -132,17 +134,36 @@ fn is_nnunet_dataset_name(name: &str) -> bool {
 
 /// The dataset's one file ending: the sources' when they all share it, else `.nii.gz` (plain `.nii`
 /// sources are then compressed).
-fn common_ending(plan: &Plan) -> &'static str {
-    let mut files = plan.training.iter().chain(&plan.test).flat_map(|case| {
-        let images = match &case.images {
-            Images::Channels(paths) => paths.iter().collect::<Vec<_>>(),
-            Images::Stacked(path) => vec![path],
-        };
-        images.into_iter().chain(&case.label)
-    });
-    let ending_of =
-        |path: &PathBuf| split_nifti_name(&path.file_name().unwrap_or_default().to_string_lossy()).map(|(_, e)| e);
-    if files.all(|path| ending_of(path) == Some(".nii")) { ".nii" } else { ".nii.gz" }
+/// The one file ending of the new dataset (nnU-Net requires one): the sources' own, with plain `.nii`
+/// among `.nii.gz` files compressed.
+fn common_ending(plan: &Plan) -> Result<String> {
+    let files: Vec<&PathBuf> = plan
+        .training
+        .iter()
+        .chain(&plan.test)
+        .flat_map(|case| {
+            let images = match &case.images {
+                Images::Channels(paths) => paths.iter().collect::<Vec<_>>(),
+                Images::Stacked(path) => vec![path],
+            };
+            images.into_iter().chain(&case.label)
+        })
+        .collect();
+    let ending_of = |path: &PathBuf| {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        split_image_ending(&name).map_or_else(String::new, |(_, e)| e.to_lowercase())
+    };
+    let mut endings: Vec<String> = files.iter().map(|p| ending_of(p)).collect();
+    endings.sort();
+    endings.dedup();
+    match endings.as_slice() {
+        [one] => Ok(one.clone()),
+        [a, b] if a == ".nii" && b == ".nii.gz" => Ok(".nii.gz".into()),
+        _ => Err(Error::bad_input(
+            files.first().map_or(Path::new("."), |p| p.as_path()),
+            format!("the sources mix image formats ({}); a dataset has one file ending", endings.join(" ")),
+        )),
+    }
 }
 
 /// Writes one case's files; 4-D images of several channels are split into one file per channel.

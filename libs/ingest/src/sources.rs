@@ -8,7 +8,8 @@
 
 use crate::layout::{Plan, write_raw_dataset};
 use crate::{Images, Options, SourceCase};
-use nntools_dataset::{Label, check_labels, group_image_files, split_channel_suffix, split_nifti_name};
+use nntools_dataset::{Label, check_labels, group_image_files, split_channel_suffix};
+use nntools_io::split_image_ending;
 use nntools_io::{Error, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -48,11 +49,11 @@ pub fn create(request: &CreateRequest, out: &Path, options: Options) -> Result<V
     let channel_names = channel_names(&request.channels)?;
     let labels = (!request.label_names.is_empty()).then(|| declared_labels(&request.label_names)).transpose()?;
     let mut warnings = Vec::new();
-    let label_files = nifti_files(&request.labels, &mut warnings)?;
-    let image_files = nifti_files(&request.images, &mut warnings)?;
+    let label_files = list_image_files(&request.labels, &mut warnings)?;
+    let image_files = list_image_files(&request.images, &mut warnings)?;
     let training = training_cases(request, image_files, label_files, channel_names.len())?;
     let test = match &request.test_images {
-        Some(dir) => test_cases(dir, nifti_files(dir, &mut warnings)?, channel_names.len())?,
+        Some(dir) => test_cases(dir, list_image_files(dir, &mut warnings)?, channel_names.len())?,
         None => Vec::new(),
     };
     let name = match &request.name {
@@ -97,9 +98,9 @@ fn declared_labels(labels: &[(i64, String)]) -> Result<Vec<(String, i64)>> {
     Ok(sorted.into_iter().map(|(value, name)| (name, value)).collect())
 }
 
-/// The NIfTI files of `dir` as (stem, path), sorted by name; hidden files are skipped, other files
+/// The image files of `dir` as (stem, path), sorted by name; hidden files are skipped, other files
 /// ignored with a warning.
-fn nifti_files(dir: &Path, warnings: &mut Vec<String>) -> Result<Vec<(String, PathBuf)>> {
+fn list_image_files(dir: &Path, warnings: &mut Vec<String>) -> Result<Vec<(String, PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, &e))?;
     let mut files = BTreeMap::new();
     for entry in entries {
@@ -108,8 +109,11 @@ fn nifti_files(dir: &Path, warnings: &mut Vec<String>) -> Result<Vec<(String, Pa
         if name.starts_with('.') || path.is_dir() {
             continue;
         }
-        let Some((stem, _)) = split_nifti_name(&name) else {
-            warnings.push(format!("{}: not a NIfTI image (.nii.gz, .nii); ignored", path.display()));
+        let Some((stem, _)) = split_image_ending(&name) else {
+            warnings.push(format!(
+                "{}: not an image file (.nii.gz, .nii, .mha, .nrrd, .png, .tif, ...); ignored",
+                path.display()
+            ));
             continue;
         };
         if let Some(other) = files.insert(stem.to_owned(), path.clone()) {
@@ -117,7 +121,7 @@ fn nifti_files(dir: &Path, warnings: &mut Vec<String>) -> Result<Vec<(String, Pa
         }
     }
     if files.is_empty() {
-        return Err(Error::bad_input(dir, "no NIfTI images (.nii.gz, .nii) found"));
+        return Err(Error::bad_input(dir, "no image files (.nii.gz, .nii, .mha, .nrrd, .png, .tif, ...) found"));
     }
     Ok(files.into_iter().collect())
 }
@@ -243,7 +247,7 @@ mod tests {
         for name in names {
             std::fs::write(dir.join(name), b"").unwrap();
         }
-        nifti_files(dir, &mut Vec::new()).unwrap()
+        list_image_files(dir, &mut Vec::new()).unwrap()
     }
 
     #[test]
@@ -300,7 +304,7 @@ mod tests {
         assert_eq!(ids, ["y_0000", "y_0001"]);
         let mut warnings = Vec::new();
         std::fs::write(root.path().join("p/notes.txt"), b"").unwrap();
-        nifti_files(&root.path().join("p"), &mut warnings).unwrap();
-        assert!(warnings[0].contains("notes.txt: not a NIfTI image"), "{warnings:?}");
+        list_image_files(&root.path().join("p"), &mut warnings).unwrap();
+        assert!(warnings[0].contains("notes.txt: not an image file"), "{warnings:?}");
     }
 }

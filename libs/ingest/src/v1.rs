@@ -6,7 +6,8 @@
 
 use crate::layout::{Plan, collect_all, write_raw_dataset};
 use crate::{Images, Options, SourceCase};
-use nntools_dataset::{Descriptor, split_nifti_name};
+use nntools_dataset::Descriptor;
+use nntools_io::split_image_ending;
 use nntools_io::{Error, Result, read_json};
 use nntools_layout::DATASET_JSON;
 use serde_json::{Map, Value};
@@ -78,8 +79,8 @@ pub fn convert_v1(task: &Path, out: &Path, options: Options) -> Result<Vec<Strin
 fn case_images(task: &Path, json_path: &Path, entry: &str, channels: usize) -> Result<(String, Images)> {
     let path = task.join(entry);
     let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let (id, ending) = split_nifti_name(&name)
-        .ok_or_else(|| Error::bad_input(json_path, format!("{entry:?} is not a NIfTI image (.nii.gz, .nii)")))?;
+    let (id, ending) = split_image_ending(&name)
+        .ok_or_else(|| Error::bad_input(json_path, format!("{entry:?} is not an image file (.nii.gz, .nii, ...)")))?;
     if path.is_file() {
         return Ok((id.to_owned(), Images::Stacked(path)));
     }

@@ -17,12 +17,34 @@ pub struct Geometry {
     pub direction: [f64; 9],
 }
 
+/// The identity direction, row-major.
+pub const IDENTITY: [f64; 9] = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+
 /// How far a normalised sform may be from a rotation before ITK falls back to the qform.
 const ORTHONORMAL_TOLERANCE: f64 = 1e-4;
 /// How closely sform and qform must agree for ITK to prefer a non-scanner sform.
 const SFORM_QFORM_TOLERANCE: f64 = 1e-4;
 
 impl Geometry {
+    /// The 3-D geometry nnU-Net gives a 2-D image read as one slice: spacing (999 times the largest, y, x)
+    /// as `nnunetv2/imageio/simpleitk_reader_writer.py: SimpleITKIO.read_images` sets it, the plane's
+    /// origin and direction (file order x, y; direction row-major) extended by an identity third axis.
+    pub fn of_plane(spacing_xy: [f64; 2], origin_xy: [f64; 2], direction: [f64; 4]) -> Self {
+        let [sx, sy] = spacing_xy.map(f64::abs);
+        let [a, b, c, d] = direction;
+        Self {
+            spacing: [sx.max(sy) * 999.0, sy, sx],
+            origin: [origin_xy[0], origin_xy[1], 0.0],
+            direction: [a, b, 0.0, c, d, 0.0, 0.0, 0.0, 1.0],
+        }
+    }
+
+    /// This geometry of a 2-D file read as 3-D, as SimpleITK reports a 2-D image: its first two axes.
+    pub fn planar(&self) -> Self {
+        let d = &self.direction;
+        Self::of_plane([self.spacing[2], self.spacing[1]], [self.origin[0], self.origin[1]], [d[0], d[1], d[3], d[4]])
+    }
+
     /// Derives the geometry from a header the way ITK's NiftiImageIO does (ITK 5.4, SimpleITK 2.4/2.5):
     /// spacing from pixdim (0 or non-finite read as 1, negative ones flip their direction column, metres
     /// and microns scaled to mm); the sform when it is a rotation and either the qform is unset, the
@@ -114,7 +136,7 @@ impl Geometry {
 }
 
 /// Columns of the sform (axis directions times spacing) and its translation, in RAS.
-fn sform_columns(header: &NiftiHeader) -> ([f64; 3], [[f64; 3]; 3]) {
+pub(crate) fn sform_columns(header: &NiftiHeader) -> ([f64; 3], [[f64; 3]; 3]) {
     let rows = [header.srow_x, header.srow_y, header.srow_z].map(|r| r.map(f64::from));
     let columns = [0, 1, 2].map(|axis| [rows[0][axis], rows[1][axis], rows[2][axis]]);
     ([rows[0][3], rows[1][3], rows[2][3]], columns)
@@ -149,7 +171,7 @@ fn sform_is_rotation(header: &NiftiHeader) -> bool {
 }
 
 /// The qform's rotation (nifti_quatern_to_mat44) with qfac applied to the third axis, and its offset.
-fn qform(header: &NiftiHeader) -> ([f64; 3], [[f64; 3]; 3]) {
+pub(crate) fn qform(header: &NiftiHeader) -> ([f64; 3], [[f64; 3]; 3]) {
     let (b, c, d) = (f64::from(header.quatern_b), f64::from(header.quatern_c), f64::from(header.quatern_d));
     let a_squared = 1.0 - (b * b + c * c + d * d);
     let (a, b, c, d) = if a_squared < 1e-7 {

@@ -184,7 +184,7 @@ pub fn read_metaimage(path: &Path) -> Result<RasterImage> {
     } else {
         to_array(exact_prefix(path, stored, expected)?, pixel, big_endian, &file_sizes, channel_file_axis)
     };
-    Ok(RasterImage { data, channel_axis: channels > 1 || ndims == 4, spacing, origin, direction })
+    Ok(RasterImage { data, pixel, channel_axis: channels > 1 || ndims == 4, spacing, origin, direction })
 }
 
 /// Writes a single-channel 2-D or 3-D image as a one-file `.mha` with the header SimpleITK writes
@@ -261,7 +261,7 @@ mod tests {
             let image = rotated(labels());
             let path = dir.path().join(format!("{pixel:?}{compress}.mha"));
             write_metaimage(&path, &image, pixel, compress).unwrap();
-            assert_eq!(read_metaimage(&path).unwrap(), image, "{pixel:?}");
+            assert_eq!(read_metaimage(&path).unwrap(), RasterImage { pixel, ..image.clone() }, "{pixel:?}");
             let text = std::fs::read(&path).unwrap();
             let header = String::from_utf8_lossy(&text[..200]);
             assert!(header.contains(&format!("CompressedData = {}", if compress { "True" } else { "False" })));
@@ -270,7 +270,7 @@ mod tests {
         let flat = RasterImage::new(ArrayD::from_shape_fn(IxDyn(&[2, 3]), |i| (i[0] + 2 * i[1]) as f32));
         let path = dir.path().join("flat.mha");
         write_metaimage(&path, &flat, PixelType::I16, true).unwrap();
-        assert_eq!(read_metaimage(&path).unwrap(), flat);
+        assert_eq!(read_metaimage(&path).unwrap(), RasterImage { pixel: PixelType::I16, ..flat });
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! NIfTI-1 images (`.nii`, `.nii.gz`) as C-order arrays in nnU-Net's axis order.
+//! NIfTI-1 images (`.nii`, `.nii.gz`) as C-order arrays in nnU-Net's axis order, as SimpleITK reads them.
 //!
 //! A NIfTI file stores voxels with i fastest; read as a Fortran-order `[i, j, k]` array, its reversed
 //! axes are a C-order `[k, j, i]` array at no cost. That is the order nnU-Net uses everywhere, so
 //! `data[[z, y, x]]` here equals `data[z, y, x]` of nnU-Net's numpy arrays.
 
 use crate::geometry::Geometry;
+use crate::image::{Image, Stored};
 use crate::output::write_atomically;
-use crate::{Error, Result};
+use crate::{Error, PixelType, Result};
 use flate2::read::MultiGzDecoder;
 use ndarray::{Array3, ArrayView3, Order};
 use nifti::writer::WriterOptions;
@@ -17,40 +18,40 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Size of a NIfTI-1 header on disk; the voxel data of a `.nii` starts at or after `vox_offset >= 352`.
 const HEADER_BYTES: usize = 348;
-const NIFTI2_HEADER_BYTES: i32 = 540;
+/// Size of a NIfTI-2 header on disk, and its single-file magic.
+const NIFTI2_HEADER_BYTES: usize = 540;
+const NIFTI2_MAGIC: &[u8; 8] = b"n+2\0\r\n\x1a\n";
 const SINGLE_FILE_MAGIC: &[u8; 4] = b"n+1\0";
 
-/// A 3-D image: voxels in nnU-Net's axis order, the geometry SimpleITK would report, and the header it
-/// came with (kept so that outputs can be written with the input's geometry bit for bit).
-#[derive(Debug, Clone)]
-pub struct Image<T> {
-    pub data: Array3<T>,
-    pub geometry: Geometry,
-    pub header: NiftiHeader,
+/// Reads a NIfTI file's volumes as `f32` with `scl_slope`/`scl_inter` applied, as nnU-Net's readers do: a
+/// 2-D image is one slice (`[1, y, x]`), a 4-D one several channels (`SimpleITKIO.read_images`).
+pub(crate) fn read_nifti(path: &Path) -> Result<Vec<Image<f32>>> {
+    read_volumes(path)?
+        .into_iter()
+        .map(|volume| {
+            let data = to_f32(path, &volume.header, volume.shape, volume.bytes)?;
+            image_of(path, volume.header, data)
+        })
+        .collect()
 }
 
-/// Reads a 3-D NIfTI image as `f32` with `scl_slope`/`scl_inter` applied, as nnU-Net's readers do.
-pub fn read_image(path: &Path) -> Result<Image<f32>> {
-    let (header, data) = decode(path)?;
+/// The image of a NIfTI file's voxels: SimpleITK's geometry of its header, made planar for a 2-D file.
+fn image_of(path: &Path, header: NiftiHeader, data: Array3<f32>) -> Result<Image<f32>> {
     let geometry = Geometry::from_header(&header).map_err(|problem| Error::bad_input(path, problem))?;
-    Ok(Image { data, geometry, header })
-}
-
-/// Reads a 3-D label map; every voxel must be a finite integer.
-pub fn read_label_map(path: &Path) -> Result<Image<i32>> {
-    let image = read_image(path)?;
-    let mut bad = None;
-    let data = image.data.mapv(|v| {
-        let label = v as i32;
-        if !v.is_finite() || label as f32 != v {
-            bad.get_or_insert(v);
-        }
-        label
-    });
-    if let Some(value) = bad {
-        return Err(Error::bad_input(path, format!("label map holds a non-integer value ({value})")));
-    }
-    Ok(Image { data, geometry: image.geometry, header: image.header })
+    let dimension = if header.dim[0] == 2 { 2 } else { 3 };
+    let geometry = if dimension == 2 { geometry.planar() } else { geometry };
+    let pixel = match header.data_type().expect("checked when read") {
+        NiftiType::Uint8 => PixelType::U8,
+        NiftiType::Int8 => PixelType::I8,
+        NiftiType::Int16 => PixelType::I16,
+        NiftiType::Uint16 => PixelType::U16,
+        NiftiType::Int32 => PixelType::I32,
+        NiftiType::Uint32 => PixelType::U32,
+        NiftiType::Int64 => PixelType::I64,
+        NiftiType::Float64 => PixelType::F64,
+        _ => PixelType::F32,
+    };
+    Ok(Image { data, geometry, stored: Stored { nifti_header: Some(header), ..Stored::new(dimension, pixel) } })
 }
 
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader> {
@@ -62,9 +63,6 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader> {
     }
     let header =
         NiftiHeader::from_reader(bytes).map_err(|e| Error::bad_input(path, format!("not a NIfTI-1 file: {e}")))?;
-    if header.sizeof_hdr == NIFTI2_HEADER_BYTES || header.sizeof_hdr.swap_bytes() == NIFTI2_HEADER_BYTES {
-        return Err(Error::bad_input(path, "NIfTI-2 files are not supported; convert to NIfTI-1"));
-    }
     if header.sizeof_hdr != HEADER_BYTES as i32 {
         return Err(Error::bad_input(path, format!("not a NIfTI-1 file (sizeof_hdr {})", header.sizeof_hdr)));
     }
@@ -77,28 +75,137 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader> {
     Ok(header)
 }
 
-/// The spatial shape `[nx, ny, nz]` of a header and its number of 3-D volumes along the 4th dimension
-/// (1 for a 3-D image), refusing anything else, and several volumes unless `volumes_allowed`.
+/// A NIfTI-2 header (540 bytes: 64-bit sizes and offset, double-precision geometry) as the equivalent
+/// NIfTI-1 header, so that everything downstream (geometry, scaling, writing like it) works unchanged,
+/// and the offset of its voxel data. Sizes must fit NIfTI-1's 16 bits, the codes their NIfTI-1 fields;
+/// pixdim, quaternion, sform, scaling and calibration are rounded to single precision (geometry agrees
+/// with SimpleITK's, which keeps doubles, to about 1e-7 relative). Outputs written like a NIfTI-2 image
+/// are therefore NIfTI-1 files with the same geometry.
+fn nifti2_header(path: &Path, bytes: &[u8]) -> Result<(NiftiHeader, u64)> {
+    if bytes.len() < NIFTI2_HEADER_BYTES {
+        return Err(Error::bad_input(
+            path,
+            format!("truncated NIfTI-2 header ({} of {NIFTI2_HEADER_BYTES} bytes)", bytes.len()),
+        ));
+    }
+    if &bytes[4..12] != NIFTI2_MAGIC {
+        return Err(Error::bad_input(
+            path,
+            "not a single-file NIfTI-2 image (magic is not \"n+2\"; .hdr/.img pairs are not supported)",
+        ));
+    }
+    let little = i32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) == NIFTI2_HEADER_BYTES as i32;
+    let field = |at: usize, width: usize| -> [u8; 8] {
+        let mut value = [0u8; 8];
+        let source = &bytes[at..at + width];
+        if little {
+            value[..width].copy_from_slice(source);
+        } else {
+            value[..width].iter_mut().zip(source.iter().rev()).for_each(|(v, b)| *v = *b);
+        }
+        value
+    };
+    let int = |at: usize, width: usize| -> i64 {
+        let value = field(at, width);
+        match width {
+            2 => i64::from(i16::from_le_bytes([value[0], value[1]])),
+            4 => i64::from(i32::from_le_bytes(value[..4].try_into().expect("4 bytes"))),
+            _ => i64::from_le_bytes(value),
+        }
+    };
+    let float = |at: usize| f64::from_le_bytes(field(at, 8)) as f32;
+    let rank = int(16, 8);
+    if !(1..=7).contains(&rank) {
+        return Err(Error::bad_input(path, format!("invalid dimension count dim[0] = {rank}")));
+    }
+    let mut dim = [1u16; 8];
+    dim[0] = rank as u16;
+    for (i, d) in dim.iter_mut().enumerate().skip(1).take(rank as usize) {
+        let size = int(16 + 8 * i, 8);
+        *d = u16::try_from(size).map_err(|_| {
+            Error::bad_input(path, format!("NIfTI-2 size dim[{i}] = {size} is too large (at most {})", u16::MAX))
+        })?;
+    }
+    let small = |name: &str, at: usize, width: usize| -> Result<i16> {
+        let value = int(at, width);
+        i16::try_from(value).map_err(|_| Error::bad_input(path, format!("NIfTI-2 {name} {value} is too large")))
+    };
+    let byte = |name: &str, at: usize| -> Result<u8> {
+        let value = int(at, 4);
+        u8::try_from(value).map_err(|_| Error::bad_input(path, format!("NIfTI-2 {name} {value} is too large")))
+    };
+    let vox_offset = int(168, 8);
+    if vox_offset < NIFTI2_HEADER_BYTES as i64 {
+        return Err(Error::bad_input(path, format!("invalid vox_offset {vox_offset}")));
+    }
+    let row = |at: usize| [0, 1, 2, 3].map(|i| float(at + 8 * i));
+    let header = NiftiHeader {
+        sizeof_hdr: HEADER_BYTES as i32,
+        magic: *SINGLE_FILE_MAGIC,
+        endianness: if little { nifti::Endianness::Little } else { nifti::Endianness::Big },
+        datatype: small("datatype", 12, 2)?,
+        bitpix: small("bitpix", 14, 2)?,
+        dim,
+        intent_p1: float(80),
+        intent_p2: float(88),
+        intent_p3: float(96),
+        pixdim: [0, 1, 2, 3, 4, 5, 6, 7].map(|i| float(104 + 8 * i)),
+        vox_offset: 352.0,
+        scl_slope: float(176),
+        scl_inter: float(184),
+        cal_max: float(192),
+        cal_min: float(200),
+        slice_duration: float(208),
+        toffset: float(216),
+        slice_start: small("slice_start", 224, 8)?,
+        slice_end: small("slice_end", 232, 8)?,
+        descrip: bytes[240..320].to_vec(),
+        aux_file: bytes[320..344].try_into().expect("24 bytes"),
+        qform_code: small("qform_code", 344, 4)?,
+        sform_code: small("sform_code", 348, 4)?,
+        quatern_b: float(352),
+        quatern_c: float(360),
+        quatern_d: float(368),
+        quatern_x: float(376),
+        quatern_y: float(384),
+        quatern_z: float(392),
+        srow_x: row(400),
+        srow_y: row(432),
+        srow_z: row(464),
+        slice_code: byte("slice_code", 496)?,
+        xyzt_units: byte("xyzt_units", 500)?,
+        intent_code: small("intent_code", 504, 4)?,
+        intent_name: bytes[508..524].try_into().expect("16 bytes"),
+        dim_info: bytes[524],
+        ..NiftiHeader::default()
+    };
+    Ok((header, vox_offset as u64))
+}
+
+/// The spatial shape `[nx, ny, nz]` of a header (`nz` 1 for a 2-D image) and its number of volumes along
+/// the 4th dimension (1 for a 2-D or 3-D image), refusing anything else, and several volumes unless
+/// `volumes_allowed`.
 fn volume_layout(header: &NiftiHeader, volumes_allowed: bool) -> std::result::Result<([usize; 3], usize), String> {
     let rank = header.dim[0] as usize;
     if !(1..=7).contains(&rank) {
         return Err(format!("invalid dimension count dim[0] = {rank}"));
     }
     let dims = &header.dim[1..=rank];
-    let expected = if volumes_allowed { "a 3-D or 4-D image" } else { "a 3-D image" };
+    let expected = if volumes_allowed { "a 2-D, 3-D or 4-D image" } else { "a 2-D or 3-D image" };
     let volumes = if rank >= 4 { dims[3] as usize } else { 1 };
-    if rank < 3 || dims[4.min(rank)..].iter().any(|&d| d != 1) || (volumes > 1 && !volumes_allowed) {
+    if rank < 2 || dims[4.min(rank)..].iter().any(|&d| d != 1) || (volumes > 1 && !volumes_allowed) {
         return Err(format!("{rank}-D image where {expected} is expected (dim {dims:?})"));
     }
     if dims.contains(&0) {
         return Err(format!("empty image or negative size (dim {dims:?})"));
     }
-    Ok(([dims[0] as usize, dims[1] as usize, dims[2] as usize], volumes))
+    let nz = if rank == 2 { 1 } else { dims[2] as usize };
+    Ok(([dims[0] as usize, dims[1] as usize, nz], volumes))
 }
 
 /// A NIfTI file as stored: its header and the voxel bytes of all its volumes, in the file's datatype
 /// and byte order.
-struct Stored {
+struct StoredNifti {
     header: NiftiHeader,
     shape: [usize; 3],
     volumes: usize,
@@ -106,16 +213,31 @@ struct Stored {
     bytes: Vec<u8>,
 }
 
-fn read_stored(path: &Path, volumes_allowed: bool) -> Result<Stored> {
+fn read_stored(path: &Path, volumes_allowed: bool) -> Result<StoredNifti> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     let corrupt = |e: std::io::Error| Error::bad_input(path, format!("corrupt or truncated gzip stream: {e}"));
     let compressed = raw.starts_with(&[0x1f, 0x8b]);
     let mut stream: Box<dyn Read> =
         if compressed { Box::new(MultiGzDecoder::new(raw.as_slice())) } else { Box::new(raw.as_slice()) };
     // Header first, so the voxel buffer can be allocated once at its exact size.
-    let mut header_bytes = Vec::with_capacity(HEADER_BYTES);
+    let mut header_bytes = Vec::with_capacity(NIFTI2_HEADER_BYTES);
     (&mut stream).take(HEADER_BYTES as u64).read_to_end(&mut header_bytes).map_err(corrupt)?;
-    let header = parse_header(path, &header_bytes)?;
+    let nifti2 = header_bytes.get(..4).is_some_and(|size| {
+        let size: [u8; 4] = size.try_into().expect("4 bytes");
+        [i32::from_le_bytes(size), i32::from_be_bytes(size)].contains(&(NIFTI2_HEADER_BYTES as i32))
+    });
+    let (header, data_start) = if nifti2 {
+        let rest = (NIFTI2_HEADER_BYTES - HEADER_BYTES) as u64;
+        (&mut stream).take(rest).read_to_end(&mut header_bytes).map_err(corrupt)?;
+        nifti2_header(path, &header_bytes)?
+    } else {
+        let header = parse_header(path, &header_bytes)?;
+        if header.vox_offset < HEADER_BYTES as f32 {
+            return Err(Error::bad_input(path, format!("invalid vox_offset {}", header.vox_offset)));
+        }
+        let data_start = header.vox_offset as u64;
+        (header, data_start)
+    };
     let (shape, volumes) =
         volume_layout(&header, volumes_allowed).map_err(|problem| Error::bad_input(path, problem))?;
     let datatype = header
@@ -123,15 +245,12 @@ fn read_stored(path: &Path, volumes_allowed: bool) -> Result<Stored> {
         .ok()
         .filter(|t| SUPPORTED_TYPES.contains(t))
         .ok_or_else(|| Error::bad_input(path, format!("unsupported NIfTI datatype code {}", header.datatype)))?;
-    if header.vox_offset < HEADER_BYTES as f32 {
-        return Err(Error::bad_input(path, format!("invalid vox_offset {}", header.vox_offset)));
-    }
     let voxels = shape.iter().product::<usize>() * volumes;
     let needed = voxels * datatype.size_of();
     // Trust the header's size only as far as the file could hold it (deflate expands at most about
     // 1032-fold), so a corrupt header cannot make us allocate gigabytes before the data runs out.
     let most = if compressed { raw.len().saturating_mul(1032) } else { raw.len() };
-    let skip = header.vox_offset as u64 - HEADER_BYTES as u64;
+    let skip = data_start - header_bytes.len() as u64;
     std::io::copy(&mut (&mut stream).take(skip), &mut std::io::sink()).map_err(corrupt)?;
     let mut bytes = Vec::with_capacity(needed.min(most));
     (&mut stream).take(needed as u64).read_to_end(&mut bytes).map_err(corrupt)?;
@@ -144,13 +263,7 @@ fn read_stored(path: &Path, volumes_allowed: bool) -> Result<Stored> {
             ),
         ));
     }
-    Ok(Stored { header, shape, volumes, datatype, bytes })
-}
-
-fn decode(path: &Path) -> Result<(NiftiHeader, Array3<f32>)> {
-    let stored = read_stored(path, false)?;
-    let data = to_f32(path, &stored.header, stored.shape, stored.bytes)?;
-    Ok((stored.header, data))
+    Ok(StoredNifti { header, shape, volumes, datatype, bytes })
 }
 
 /// Voxel bytes of one 3-D volume (as stored, described by `header`) as `f32` with scaling applied, in
@@ -174,21 +287,22 @@ pub struct Volume {
     bytes: Vec<u8>,
 }
 
-/// Reads a 3-D or 4-D NIfTI file as its 3-D volumes along the 4th dimension (one for a 3-D file).
+/// Reads a 2-D, 3-D or 4-D NIfTI file as its volumes along the 4th dimension (one for a 2-D or 3-D file).
 pub fn read_volumes(path: &Path) -> Result<Vec<Volume>> {
     let stored = read_stored(path, true)?;
     let mut header = stored.header;
-    header.dim = [3, header.dim[1], header.dim[2], header.dim[3], 1, 1, 1, 1];
+    if header.dim[0] > 3 {
+        header.dim = [3, header.dim[1], header.dim[2], header.dim[3], 1, 1, 1, 1];
+    }
     let volume_bytes = stored.shape.iter().product::<usize>() * stored.datatype.size_of();
-    Ok(stored.bytes[..volume_bytes * stored.volumes]
-        .chunks_exact(volume_bytes)
-        .map(|bytes| Volume {
-            header: header.clone(),
-            shape: stored.shape,
-            datatype: stored.datatype,
-            bytes: bytes.to_vec(),
-        })
-        .collect())
+    let volume = |bytes| Volume { header: header.clone(), shape: stored.shape, datatype: stored.datatype, bytes };
+    if stored.volumes == 1 {
+        // no copy of the common case
+        let mut bytes = stored.bytes;
+        bytes.truncate(volume_bytes);
+        return Ok(vec![volume(bytes)]);
+    }
+    Ok(stored.bytes[..volume_bytes * stored.volumes].chunks_exact(volume_bytes).map(|b| volume(b.to_vec())).collect())
 }
 
 /// Writes a volume as a 3-D NIfTI file with its own header, datatype and voxel values. A volume whose
@@ -298,12 +412,35 @@ fn write_typed<A: bytemuck::Pod>(
     })
 }
 
-/// Writes a label map with `reference`'s geometry as uint8, or uint16 when a label exceeds 255.
-pub fn write_label_map(path: &Path, labels: ArrayView3<u16>, reference: &NiftiHeader) -> Result<()> {
-    if labels.iter().all(|&l| l <= u16::from(u8::MAX)) {
+/// Writes a label map with `reference`'s header as uint8, or uint16 from label 255 on, as nnU-Net's
+/// `write_seg` chooses (`np.uint8 if np.max(seg) < 255 else np.uint16`).
+pub(crate) fn write_labels_like(path: &Path, labels: ArrayView3<u16>, reference: &NiftiHeader) -> Result<()> {
+    if labels.iter().all(|&l| l < u16::from(u8::MAX)) {
         write_like(path, labels.mapv(|l| l as u8).view(), reference)
     } else {
         write_like(path, labels, reference)
+    }
+}
+
+/// Writes one channel of an image as NIfTI in its own voxel type, with its NIfTI header if it came from
+/// one, else a new header of its geometry.
+pub(crate) fn write_with_pixel(path: &Path, image: &Image<f32>) -> Result<()> {
+    let header = match &image.stored.nifti_header {
+        Some(header) => header.clone(),
+        None => new_header(&image.geometry, [image.data.shape()[0], image.data.shape()[1], image.data.shape()[2]]),
+    };
+    let data = &image.data;
+    match image.stored.pixel {
+        PixelType::U8 => write_like(path, data.mapv(|v| v as u8).view(), &header),
+        PixelType::I8 => write_like(path, data.mapv(|v| v as i8).view(), &header),
+        PixelType::U16 => write_like(path, data.mapv(|v| v as u16).view(), &header),
+        PixelType::I16 => write_like(path, data.mapv(|v| v as i16).view(), &header),
+        PixelType::U32 => write_like(path, data.mapv(|v| v as u32).view(), &header),
+        PixelType::I32 => write_like(path, data.mapv(|v| v as i32).view(), &header),
+        PixelType::U64 => write_like(path, data.mapv(|v| v as u64).view(), &header),
+        PixelType::I64 => write_like(path, data.mapv(|v| v as i64).view(), &header),
+        PixelType::F32 => write_like(path, data.view(), &header),
+        PixelType::F64 => write_like(path, data.mapv(f64::from).view(), &header),
     }
 }
 
@@ -325,6 +462,7 @@ pub fn new_header(geometry: &Geometry, shape: [usize; 3]) -> NiftiHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read_image;
     use ndarray::{Array4, Axis};
 
     fn geometry() -> Geometry {
@@ -350,7 +488,7 @@ mod tests {
         let source = dir.path().join("multi.nii.gz");
         let data = write_4d(&source, 2);
         let err = read_image(&source).unwrap_err();
-        assert!(err.message.contains("4-D image where a 3-D image is expected"), "{err}");
+        assert!(err.message.contains("holds 2 channels where one is expected"), "{err}");
         let volumes = read_volumes(&source).unwrap();
         assert_eq!(volumes.len(), 2);
         for (c, volume) in volumes.iter().enumerate() {
@@ -359,8 +497,9 @@ mod tests {
             let image = read_image(&path).unwrap();
             assert_eq!(image.data, data.index_axis(Axis(0), c).mapv(f32::from));
             assert_eq!(image.geometry, Geometry::from_header(&geometry().to_header()).unwrap());
-            assert_eq!(image.header.data_type().unwrap(), NiftiType::Int16);
-            assert_eq!(image.header.dim, [3, 5, 4, 3, 1, 1, 1, 1]);
+            let header = image.stored.nifti_header.unwrap();
+            assert_eq!(header.data_type().unwrap(), NiftiType::Int16);
+            assert_eq!(header.dim, [3, 5, 4, 3, 1, 1, 1, 1]);
         }
     }
 
@@ -395,6 +534,46 @@ mod tests {
         let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         assert_eq!(names, ["1.2.840_0000.nii", "a.b.nii.gz"]);
+    }
+
+    /// nibabel's NIfTI-2 fixture (3-D int16 of 5 x 4 x 3) with `change` applied to its bytes, read.
+    fn read_nifti2(change: impl FnOnce(&mut Vec<u8>)) -> Result<Vec<Image<f32>>> {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/sitk_formats/nifti2_i16.nii");
+        let mut bytes = std::fs::read(fixture).unwrap();
+        change(&mut bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.nii");
+        std::fs::write(&path, bytes).unwrap();
+        read_nifti(&path)
+    }
+
+    fn nifti2_refusal(change: impl FnOnce(&mut Vec<u8>)) -> String {
+        let error = read_nifti2(change).expect_err("must be refused");
+        assert_eq!(error.kind, crate::ErrorKind::BadInput);
+        assert!(!error.message.contains('\n'));
+        error.message
+    }
+
+    #[test]
+    fn nifti2_becomes_an_equivalent_nifti1_header_and_refuses_what_does_not_fit() {
+        let images = read_nifti2(|_| {}).unwrap();
+        let header = images[0].stored.nifti_header.as_ref().unwrap();
+        assert_eq!((header.sizeof_hdr, &header.magic, header.dim), (348, b"n+1\0", [3, 5, 4, 3, 1, 1, 1, 1]));
+        assert_eq!((header.datatype, header.sform_code), (4, 2));
+        assert_eq!(images[0].data.shape(), [3, 4, 5]);
+        let message = nifti2_refusal(|b| b[24..32].copy_from_slice(&70000i64.to_le_bytes()));
+        assert!(message.ends_with("NIfTI-2 size dim[1] = 70000 is too large (at most 65535)"), "{message}");
+        let message = nifti2_refusal(|b| b[24..32].copy_from_slice(&(-5i64).to_le_bytes()));
+        assert!(message.contains("dim[1] = -5 is too large"), "{message}");
+        let message = nifti2_refusal(|b| b[24..32].copy_from_slice(&65535i64.to_le_bytes()));
+        assert!(message.contains("header claims 786420 voxels"), "{message}");
+        let message = nifti2_refusal(|b| b[344..348].copy_from_slice(&40000i32.to_le_bytes()));
+        assert!(message.ends_with("NIfTI-2 qform_code 40000 is too large"), "{message}");
+        let message = nifti2_refusal(|b| b[168..176].copy_from_slice(&100i64.to_le_bytes()));
+        assert!(message.ends_with("invalid vox_offset 100"), "{message}");
+        assert!(nifti2_refusal(|b| b[4..8].copy_from_slice(b"ni2\0")).contains("not a single-file NIfTI-2 image"));
+        assert!(nifti2_refusal(|b| b.truncate(500)).ends_with("truncated NIfTI-2 header (500 of 540 bytes)"));
+        assert!(nifti2_refusal(|b| b.truncate(600)).contains("file holds 56 bytes of voxel data"));
     }
 
     #[test]

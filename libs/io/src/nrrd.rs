@@ -229,7 +229,7 @@ pub fn read_nrrd(path: &Path) -> Result<RasterImage> {
         exact_prefix(path, stored, expected)?.to_vec()
     };
     let data = to_array(&raw, pixel, big_endian, &sizes, channel_file_axis);
-    Ok(RasterImage { data, channel_axis: channel_file_axis.is_some(), spacing, origin, direction })
+    Ok(RasterImage { data, pixel, channel_axis: channel_file_axis.is_some(), spacing, origin, direction })
 }
 
 type Geometry = (Vec<f64>, Vec<f64>, Vec<f64>);
@@ -382,7 +382,7 @@ mod tests {
         let flat = RasterImage::new(ArrayD::from_shape_fn(IxDyn(&[2, 3]), |i| (i[0] + 2 * i[1]) as f32));
         let path = dir.path().join("flat.nrrd");
         write_nrrd(&path, &flat, PixelType::I16).unwrap();
-        assert_eq!(read_nrrd(&path).unwrap(), flat);
+        assert_eq!(read_nrrd(&path).unwrap(), RasterImage { pixel: PixelType::I16, ..flat });
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub(crate) const MAX_HEADER_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RasterImage {
     pub data: ArrayD<f32>,
+    /// The voxel type the file stores (`data` holds the values as `f32`, as nnU-Net's readers cast them).
+    pub pixel: PixelType,
     /// Whether `data`'s first axis holds channels rather than space.
     pub channel_axis: bool,
     pub spacing: Vec<f64>,
@@ -39,7 +41,14 @@ impl RasterImage {
     /// A single-channel image with SimpleITK's default geometry (unit spacing, zero origin, identity).
     pub fn new(data: ArrayD<f32>) -> Self {
         let n = data.ndim();
-        Self { data, channel_axis: false, spacing: vec![1.0; n], origin: vec![0.0; n], direction: identity(n) }
+        Self {
+            data,
+            pixel: PixelType::F32,
+            channel_axis: false,
+            spacing: vec![1.0; n],
+            origin: vec![0.0; n],
+            direction: identity(n),
+        }
     }
 
     /// Spacing in nnU-Net's array order, as `nnunetv2/imageio/simpleitk_reader_writer.py:

@@ -141,6 +141,8 @@ pub struct PlanRequest<'a> {
     pub preset: Preset,
     /// GPU memory to plan for (nnU-Net's `-gpu_memory_target`); the preset's default when `None`.
     pub gpu_memory_gb: Option<f64>,
+    /// The dataset's reader-writer class, recorded as `image_reader_writer` for every later stage.
+    pub reader_writer: nntools_io::ReaderWriter,
 }
 
 fn column(rows: &[[f64; 3]], axis: usize) -> Vec<f64> {
@@ -200,20 +202,6 @@ fn normalization_scheme(channel_name: &str) -> &'static str {
         "rgb_to_0_1" => "RGBTo01Normalization",
         _ => "ZScoreNormalization",
     }
-}
-
-/// nnU-Net's reader choice by file ending (what `image_reader_writer` records).
-fn image_reader_writer(descriptor: &Descriptor) -> String {
-    if let Some(name) = &descriptor.overwrite_image_reader_writer {
-        return name.clone();
-    }
-    match descriptor.file_ending.to_lowercase().as_str() {
-        ".png" | ".bmp" | ".tif" => "NaturalImage2DIO",
-        ".tiff" => "Tiff3DIO",
-        ".nii" => "NibabelIO",
-        _ => "SimpleITKIO",
-    }
-    .to_owned()
 }
 
 struct Planner<'a> {
@@ -513,7 +501,7 @@ pub fn plan(request: &PlanRequest) -> Result<Plans> {
         plans_name: request.preset.plans_name().to_owned(),
         original_median_spacing_after_transp: transpose(&original_spacing, &transpose_forward),
         original_median_shape_after_transp: transpose(&original_shape, &transpose_forward),
-        image_reader_writer: image_reader_writer(descriptor),
+        image_reader_writer: request.reader_writer.name().to_owned(),
         transpose_forward,
         transpose_backward,
         configurations,

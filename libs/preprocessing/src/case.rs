@@ -8,13 +8,15 @@ use crate::resampling::{Resampling, resample_image, resample_labels, separate_z_
 use ndarray::{Array3, Array4, Axis, Zip, s};
 use nntools_dataset::integrity::check_case;
 use nntools_dataset::{Descriptor, IntensityStats};
-use nntools_io::{Error, Geometry, NiftiHeader, Result, read_image, read_label_map};
+use nntools_io::{Error, Geometry, ReaderWriter, Result, Stored};
 use nntools_planning::{Configuration, Plans, ResamplingKwargs};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Everything a case needs from the plans, resolved once per run.
 pub struct Recipe {
+    /// The plans' `image_reader_writer`: how the case's files are read.
+    pub reader_writer: ReaderWriter,
     pub transpose_forward: [usize; 3],
     pub configuration: Configuration,
     pub schemes: Vec<Scheme>,
@@ -33,6 +35,8 @@ impl Recipe {
         descriptor: Option<&Descriptor>,
     ) -> std::result::Result<Self, String> {
         let configuration = plans.configuration(configuration_name)?;
+        let reader_writer = ReaderWriter::from_name(&plans.image_reader_writer)
+            .ok_or_else(|| format!("unknown image_reader_writer {:?}", plans.image_reader_writer))?;
         let transpose_forward: [usize; 3] = plans
             .transpose_forward
             .as_slice()
@@ -61,7 +65,7 @@ impl Recipe {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let classes = descriptor.map(classes_for_locations).unwrap_or_default();
         let label_values = descriptor.map(Descriptor::allowed_label_values).unwrap_or_default();
-        Ok(Self { transpose_forward, configuration, schemes, stats, classes, label_values })
+        Ok(Self { reader_writer, transpose_forward, configuration, schemes, stats, classes, label_values })
     }
 
     pub fn channels(&self) -> usize {
@@ -97,12 +101,42 @@ fn classes_for_locations(descriptor: &Descriptor) -> Vec<(String, Vec<i16>)> {
     classes
 }
 
-/// SimpleITK's geometry of the input, as nnU-Net records it.
+/// SimpleITK's geometry of the input, as nnU-Net records it: file axis order, as many axes as the file
+/// has (2 for a 2-D image).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SitkStuff {
-    pub spacing: [f64; 3],
-    pub origin: [f64; 3],
-    pub direction: [f64; 9],
+    pub spacing: Vec<f64>,
+    pub origin: Vec<f64>,
+    pub direction: Vec<f64>,
+}
+
+impl SitkStuff {
+    /// SimpleITK's view of an image of `dimension` axes read with `geometry`.
+    pub fn new(geometry: &Geometry, dimension: usize) -> Self {
+        let [_, sy, sx] = geometry.spacing;
+        let [ox, oy, oz] = geometry.origin;
+        let d = &geometry.direction;
+        if dimension == 2 {
+            Self { spacing: vec![sx, sy], origin: vec![ox, oy], direction: vec![d[0], d[1], d[3], d[4]] }
+        } else {
+            Self { spacing: vec![sx, sy, geometry.spacing[0]], origin: vec![ox, oy, oz], direction: d.to_vec() }
+        }
+    }
+
+    /// The geometry and file dimension this describes, with nnU-Net's `spacing` from the properties.
+    pub fn geometry(&self, spacing: [f64; 3]) -> std::result::Result<(Geometry, usize), String> {
+        let (o, d) = (&self.origin, &self.direction);
+        match (self.spacing.len(), o.len(), d.len()) {
+            (2, 2, 4) => {
+                Ok((Geometry { spacing, ..Geometry::of_plane([1.0, 1.0], [o[0], o[1]], [d[0], d[1], d[2], d[3]]) }, 2))
+            }
+            (3, 3, 9) => Ok((
+                Geometry { spacing, origin: [o[0], o[1], o[2]], direction: d.as_slice().try_into().expect("9") },
+                3,
+            )),
+            _ => Err("sitk_stuff must describe a 2-D or 3-D image".into()),
+        }
+    }
 }
 
 /// nnU-Net's case properties (its `.pkl`), with class locations as counts.
@@ -128,8 +162,9 @@ pub struct Preprocessed {
     pub properties: Properties,
     /// Per class (in `Recipe::classes` order), sampled `[z, y, x]` locations.
     pub class_locations: Vec<Vec<[u32; 3]>>,
-    /// Channel 0's header, so that a prediction can be written with the input's geometry bit for bit.
-    pub header: NiftiHeader,
+    /// Channel 0's geometry and storage, so that a prediction can be written like the input.
+    pub geometry: Geometry,
+    pub stored: Stored,
 }
 
 /// The input files of a case.
@@ -137,6 +172,9 @@ pub struct CaseFiles {
     pub id: String,
     pub images: Vec<PathBuf>,
     pub label: Option<PathBuf>,
+    /// The reader for these files where it is not the plans' (inputs of another format than the
+    /// model's), as nnU-Net would choose it for their ending.
+    pub reader_writer: Option<ReaderWriter>,
 }
 
 fn transposed<T: Clone>(array: Array3<T>, order: [usize; 3]) -> Array3<T> {
@@ -164,18 +202,24 @@ fn resampling(kwargs: &ResamplingKwargs) -> Resampling {
 
 /// Reads and preprocesses one case.
 pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocessed> {
-    if files.images.len() != recipe.channels() {
+    let reader_writer = files.reader_writer.unwrap_or(recipe.reader_writer);
+    let images = reader_writer.read_images(&files.images)?;
+    if images.len() != recipe.channels() {
         let path = files.images.first().map_or(Path::new(&files.id), |p| p.as_path());
         return Err(Error::bad_input(
             path,
-            format!("case {} has {} channels, the plans {}", files.id, files.images.len(), recipe.channels()),
+            format!("case {} has {} channels, the plans {}", files.id, images.len(), recipe.channels()),
         ));
     }
-    let images = files.images.iter().map(|p| read_image(p)).collect::<Result<Vec<_>>>()?;
+    // an RGB file is several channels
+    let per_file = images.len() / files.images.len();
+    let channel_paths: Vec<PathBuf> =
+        files.images.iter().flat_map(|p| std::iter::repeat_n(p.clone(), per_file)).collect();
     let geometry: Geometry = images[0].geometry;
-    let header = images[0].header.clone();
-    let label = files.label.as_deref().map(|path| read_label_map(path).map(|label| (path, label))).transpose()?;
-    let findings = check_case(&files.images, &images, label.as_ref().map(|(p, l)| (*p, l)), &recipe.label_values);
+    let stored = images[0].stored.clone();
+    let label =
+        files.label.as_deref().map(|path| reader_writer.read_seg(path).map(|label| (path, label))).transpose()?;
+    let findings = check_case(&channel_paths, &images, label.as_ref().map(|(p, l)| (*p, l)), &recipe.label_values);
     if let Some(problem) = findings.problems.into_iter().next() {
         return Err(problem.into());
     }
@@ -247,12 +291,11 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     let class_locations_count = seg
         .as_ref()
         .map(|_| recipe.classes.iter().zip(&class_locations).map(|((key, _), l)| (key.clone(), l.len())).collect());
-    let spacing_xyz = [geometry.spacing[2], geometry.spacing[1], geometry.spacing[0]];
     Ok(Preprocessed {
         data,
         seg,
         properties: Properties {
-            sitk_stuff: SitkStuff { spacing: spacing_xyz, origin: geometry.origin, direction: geometry.direction },
+            sitk_stuff: SitkStuff::new(&geometry, stored.dimension),
             spacing: geometry.spacing,
             shape_before_cropping: shape_before,
             bbox_used_for_cropping: bbox,
@@ -260,6 +303,7 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
             class_locations_count,
         },
         class_locations,
-        header,
+        geometry,
+        stored,
     })
 }

@@ -9,8 +9,10 @@ use crate::Cascade;
 use crate::data::preprocessed_shape;
 use ndarray::Array4;
 use ndarray_npy::ReadNpyExt;
-use nntools_inference::{ModelFolder, Options, Predictor, export, labels_for_next_stage, write_prediction};
-use nntools_io::{Error, Geometry, Result, new_header, read_json, write_json};
+use nntools_inference::{
+    ModelFolder, Options, OutputFormat, Predictor, export, labels_for_next_stage, write_prediction,
+};
+use nntools_io::{Error, PixelType, Result, Stored, read_json, write_json};
 use nntools_layout::preprocessed::PreprocessedDir;
 use nntools_layout::run::{Checkpoint, Fold, RunDir, next_stage_labels, next_stage_mark};
 use nntools_preprocessing::{Properties, read_label_map_npy, write_label_map_npy};
@@ -78,22 +80,15 @@ pub(crate) fn validate_fold(
             write_label_map_npy(&next_stage_labels(next_out, id), &labels)?;
         }
         let exported = export(&logits, &properties, &folder.recipe, &folder.labelling, true);
-        let geometry = Geometry {
-            spacing: properties.spacing,
-            origin: properties.sitk_stuff.origin,
-            direction: properties.sitk_stuff.direction,
+        let properties_path = preprocessed.properties(id);
+        let (geometry, dimension) =
+            properties.sitk_stuff.geometry(properties.spacing).map_err(|p| Error::bad_input(&properties_path, p))?;
+        let output = OutputFormat {
+            ending: folder.descriptor.file_ending.clone(),
+            geometry,
+            stored: Stored::new(dimension, PixelType::U8),
         };
-        let shape = exported.labels.shape();
-        let header = new_header(&geometry, [shape[0], shape[1], shape[2]]);
-        write_prediction(
-            &out,
-            id,
-            &folder.descriptor.file_ending,
-            &exported.labels,
-            exported.probabilities.as_ref(),
-            &properties,
-            &header,
-        )?;
+        write_prediction(&out, id, &exported.labels, exported.probabilities.as_ref(), &properties, &output)?;
     }
     match next_stage_mark {
         Some(mark) => write_json(&mark, &serde_json::json!({"fold": fold, "cases": case_ids})),

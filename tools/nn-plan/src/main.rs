@@ -2,9 +2,8 @@ mod stages;
 
 use clap::Parser;
 use nntools_cli::flags::Quiet;
-use nntools_dataset::Descriptor;
-use nntools_dataset::Fingerprint;
-use nntools_io::Error;
+use nntools_dataset::{Dataset, Descriptor, Fingerprint};
+use nntools_io::{Error, ReaderWriter};
 use nntools_layout::DATASET_JSON;
 use nntools_planning::{PlanRequest, Preset, plan};
 use std::path::{Path, PathBuf};
@@ -77,6 +76,17 @@ fn dataset_name(json_path: &Path) -> Result<String, Error> {
     Ok(folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
 }
 
+/// The dataset's reader-writer class: tried on its first image where the dataset's images are beside
+/// dataset.json, else chosen by the file ending alone.
+fn reader_writer(json_path: &Path, descriptor: &Descriptor) -> Result<ReaderWriter, Error> {
+    let root = json_path.parent().unwrap_or(Path::new("."));
+    if root.join("imagesTr").is_dir() {
+        return Dataset::open(root)?.reader_writer();
+    }
+    let overwrite = descriptor.overwrite_image_reader_writer.as_deref();
+    ReaderWriter::for_dataset(json_path, overwrite, &descriptor.file_ending, None)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = cli.quiet.quiet;
@@ -108,6 +118,7 @@ fn main() -> ExitCode {
             fingerprint_path: &args.fingerprint,
             preset,
             gpu_memory_gb: args.gpu_memory_gb,
+            reader_writer: reader_writer(&json_path, &descriptor)?,
         };
         let plans = plan(&request)?;
         nntools_io::write_json(&args.output, &plans)

@@ -59,7 +59,12 @@ fn main() -> ExitCode {
                 let cases = dataset
                     .cases
                     .iter()
-                    .map(|c| CaseFiles { id: c.id.clone(), images: c.images.clone(), label: Some(c.label.clone()) })
+                    .map(|c| CaseFiles {
+                        id: c.id.clone(),
+                        images: c.present_images().to_vec(),
+                        label: Some(c.label.clone()),
+                        reader_writer: None,
+                    })
                     .collect();
                 (Some(dataset.descriptor), cases)
             }
@@ -67,7 +72,7 @@ fn main() -> ExitCode {
                 let channels = plans.foreground_intensity_properties_per_channel.len();
                 let cases = list_image_cases(dir, channels)?
                     .into_iter()
-                    .map(|(id, images)| CaseFiles { id, images, label: None })
+                    .map(|(id, images)| CaseFiles { id, images, label: None, reader_writer: None })
                     .collect();
                 (None, cases)
             }

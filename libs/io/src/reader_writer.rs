@@ -1,0 +1,256 @@
+//! nnU-Net's image reader-writer classes (`nnunetv2/imageio`), chosen as nnU-Net chooses them and
+//! reading what each of them reads: the class decides how a file's array becomes channels and which
+//! geometry it has, the file's ending decides how it is decoded.
+
+use crate::image::{Format, Image, Stored, from_raster};
+use crate::{Error, Geometry, Result, gipl, metaimage, natural, nifti, nrrd, tiff};
+use std::path::{Path, PathBuf};
+
+/// One of nnU-Net's reader-writer classes, in the order nnU-Net tries them
+/// (`nnunetv2/imageio/reader_writer_registry.py: LIST_OF_IO_CLASSES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderWriter {
+    /// `NaturalImage2DIO`: 2-D PNG, BMP and TIFF; an RGB(A) file holds 3 (4) channels; spacing (999, 1, 1).
+    NaturalImage2d,
+    /// `SimpleITKIO`: NIfTI, MetaImage, NRRD with spacing, origin and direction; 2-D files are one slice,
+    /// 4-D files several channels.
+    SimpleItk,
+    /// `Tiff3DIO`: 3-D TIFF stacks, spacing from the `CASE.json` beside them.
+    Tiff3d,
+    /// `NibabelIO`: 3-D NIfTI.
+    Nibabel,
+    /// `NibabelIOWithReorient`: 3-D NIfTI reoriented to RAS.
+    NibabelWithReorient,
+}
+
+impl ReaderWriter {
+    pub const ALL: [Self; 5] =
+        [Self::NaturalImage2d, Self::SimpleItk, Self::Tiff3d, Self::Nibabel, Self::NibabelWithReorient];
+
+    /// nnU-Net's class name, as plans record it in `image_reader_writer`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NaturalImage2d => "NaturalImage2DIO",
+            Self::SimpleItk => "SimpleITKIO",
+            Self::Tiff3d => "Tiff3DIO",
+            Self::Nibabel => "NibabelIO",
+            Self::NibabelWithReorient => "NibabelIOWithReorient",
+        }
+    }
+
+    /// The class of a name as plans and dataset.json give it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|rw| rw.name() == name)
+    }
+
+    /// The endings the class claims (its `supported_file_endings`).
+    pub fn supported_endings(self) -> &'static [&'static str] {
+        match self {
+            Self::NaturalImage2d => &[".png", ".bmp", ".tif"],
+            Self::SimpleItk => &[".nii.gz", ".nrrd", ".mha", ".gipl"],
+            Self::Tiff3d => &[".tif", ".tiff"],
+            Self::Nibabel | Self::NibabelWithReorient => &[".nii", ".nii.gz"],
+        }
+    }
+
+    /// The class for a dataset, as `determine_reader_writer_from_dataset_json` chooses it: the one
+    /// dataset.json names in `overwrite_image_reader_writer`, else the first class claiming
+    /// `file_ending` that reads `example` (the dataset's first image). `dataset_json` names the file in
+    /// errors.
+    pub fn for_dataset(
+        dataset_json: &Path,
+        overwrite: Option<&str>,
+        file_ending: &str,
+        example: Option<&Path>,
+    ) -> Result<Self> {
+        match overwrite.filter(|name| *name != "None") {
+            Some(name) => Self::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|rw| rw.name()).collect();
+                Error::bad_input(
+                    dataset_json,
+                    format!("overwrite_image_reader_writer names {name:?}, not one of {}", known.join(", ")),
+                )
+            }),
+            None => Self::for_ending(file_ending, example).map_err(|e| match example {
+                Some(_) => e,
+                None => Error::bad_input(dataset_json, e.message),
+            }),
+        }
+    }
+
+    /// The first class claiming `ending` that reads `example`, as
+    /// `determine_reader_writer_from_file_ending` tries them; without an example, the first claiming it.
+    pub fn for_ending(ending: &str, example: Option<&Path>) -> Result<Self> {
+        let lower = ending.to_lowercase();
+        let mut last_failure = None;
+        for rw in Self::ALL.into_iter().filter(|rw| rw.supported_endings().contains(&lower.as_str())) {
+            let Some(example) = example else { return Ok(rw) };
+            match rw.read_images(&[example.to_owned()]) {
+                Ok(_) => return Ok(rw),
+                Err(e) => last_failure = Some(e),
+            }
+        }
+        Err(last_failure.unwrap_or_else(|| {
+            let place = example.map_or_else(|| PathBuf::from(ending), Path::to_owned);
+            Error::bad_input(place, format!("no image reader reads files ending in {ending:?}"))
+        }))
+    }
+
+    /// The class nnU-Net would choose for this file by its own ending; MetaImage and NRRD files with
+    /// detached headers (`.mhd`, `.nhdr`), which no class claims, are read as SimpleITK reads them.
+    pub fn for_file(path: &Path) -> Result<Self> {
+        match Format::of(path)? {
+            Format::MetaImage | Format::Nrrd | Format::Nifti | Format::Gipl => Ok(Self::SimpleItk),
+            Format::Png | Format::Bmp => Ok(Self::NaturalImage2d),
+            Format::Tiff => Ok(if tiff::is_stack(path)? { Self::Tiff3d } else { Self::NaturalImage2d }),
+        }
+    }
+
+    /// Reads a case's image files as its channels (`read_images`): one per file, or several for an
+    /// RGB(A) or 4-D file; every file must give the same number of channels.
+    pub fn read_images(self, paths: &[PathBuf]) -> Result<Vec<Image<f32>>> {
+        let Some(first) = paths.first() else { return Ok(Vec::new()) };
+        let mut channels = Vec::new();
+        let mut per_file = None;
+        for path in paths {
+            let mut images = self.read_file(path, SidecarName::OfImage(first))?;
+            let count = images.len();
+            if *per_file.get_or_insert(count) != count {
+                return Err(Error::bad_input(
+                    path,
+                    format!(
+                        "holds {count} channel(s) where {} holds {} (RGB and grey images cannot be mixed)",
+                        first.display(),
+                        per_file.unwrap_or(count)
+                    ),
+                ));
+            }
+            channels.append(&mut images);
+        }
+        Ok(channels)
+    }
+
+    /// Reads a file that must hold one channel (a channel file of a case, a prediction).
+    pub fn read_single(self, path: &Path) -> Result<Image<f32>> {
+        let mut images = self.read_file(path, SidecarName::OfLabel)?;
+        if images.len() != 1 {
+            return Err(Error::bad_input(path, format!("holds {} channels where one is expected", images.len())));
+        }
+        Ok(images.pop().expect("one"))
+    }
+
+    /// Reads a label map (`read_seg`): one channel of finite integers.
+    pub fn read_seg(self, path: &Path) -> Result<Image<i32>> {
+        let images = self.read_file(path, SidecarName::OfLabel)?;
+        let [image] = <[Image<f32>; 1]>::try_from(images).map_err(|images| {
+            Error::bad_input(path, format!("a label map must hold one channel, this one holds {}", images.len()))
+        })?;
+        let mut bad = None;
+        let data = image.data.mapv(|v| {
+            let label = v as i32;
+            if !v.is_finite() || label as f32 != v {
+                bad.get_or_insert(v);
+            }
+            label
+        });
+        if let Some(value) = bad {
+            return Err(Error::bad_input(path, format!("label map holds a non-integer value ({value})")));
+        }
+        Ok(Image { data, geometry: image.geometry, stored: image.stored })
+    }
+
+    /// The channels of one file as this class reads them.
+    fn read_file(self, path: &Path, sidecar: SidecarName) -> Result<Vec<Image<f32>>> {
+        let format = Format::of(path)?;
+        let refuse = |what: &str| Err(Error::bad_input(path, format!("{} reads {what}", self.name())));
+        match self {
+            Self::SimpleItk => match format {
+                Format::Nifti => nifti::read_nifti(path),
+                Format::MetaImage => from_raster(path, metaimage::read_metaimage(path)?),
+                Format::Nrrd => from_raster(path, nrrd::read_nrrd(path)?),
+                Format::Gipl => from_raster(path, gipl::read_gipl(path)?),
+                Format::Png | Format::Bmp | Format::Tiff => from_raster(path, natural::read_natural(path, format)?),
+            },
+            Self::Nibabel | Self::NibabelWithReorient => {
+                if format != Format::Nifti {
+                    return refuse("NIfTI files only");
+                }
+                let images = nifti::read_nifti(path)?;
+                if images.len() != 1 || images[0].stored.dimension != 3 {
+                    return refuse("3-D NIfTI images only");
+                }
+                if self == Self::NibabelWithReorient {
+                    return images.into_iter().map(|image| crate::reorient::reoriented_to_ras(path, image)).collect();
+                }
+                Ok(images)
+            }
+            Self::NaturalImage2d => {
+                if !matches!(format, Format::Png | Format::Bmp | Format::Tiff) {
+                    return refuse("PNG, BMP and TIFF files only");
+                }
+                let raster = natural::read_natural(path, format)?;
+                let spatial = raster.data.ndim() - usize::from(raster.channel_axis);
+                let channels = if raster.channel_axis { raster.data.shape()[0] } else { 1 };
+                if spatial != 2 || !(channels == 1 || channels == 3 || channels == 4) {
+                    return refuse(&format!(
+                        "2-D grey, RGB or RGBA images only; this one has shape {:?}",
+                        raster.data.shape()
+                    ));
+                }
+                let pixel = raster.pixel;
+                Ok(from_raster(path, raster)?
+                    .into_iter()
+                    .map(|image| Image {
+                        geometry: Geometry::of_plane([1.0, 1.0], [0.0, 0.0], [1.0, 0.0, 0.0, 1.0]),
+                        stored: Stored::new(2, pixel),
+                        ..image
+                    })
+                    .collect())
+            }
+            Self::Tiff3d => {
+                if format != Format::Tiff {
+                    return refuse("TIFF files only");
+                }
+                let raster = tiff::read_tiff(path)?;
+                if raster.channel_axis || raster.data.ndim() != 3 {
+                    return refuse(&format!(
+                        "3-D single-channel stacks only; this one has shape {:?}",
+                        raster.data.shape()
+                    ));
+                }
+                let spacing = tiff::sidecar_spacing(&sidecar.path(path))?;
+                let pixel = raster.pixel;
+                Ok(from_raster(path, raster)?
+                    .into_iter()
+                    .map(|image| Image {
+                        geometry: Geometry { spacing, origin: [0.0; 3], direction: crate::geometry::IDENTITY },
+                        stored: Stored::new(3, pixel),
+                        ..image
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Where Tiff3DIO looks for a file's spacing sidecar: beside a case's first image without its channel
+/// suffix (`CASE_0000.tif` -> `CASE.json`, `Tiff3DIO.read_images`), or beside a label map with its ending
+/// replaced (`CASE.tif` -> `CASE.json`, `Tiff3DIO.read_seg`).
+#[derive(Clone, Copy)]
+enum SidecarName<'a> {
+    OfImage(&'a Path),
+    OfLabel,
+}
+
+impl SidecarName<'_> {
+    fn path(self, file: &Path) -> PathBuf {
+        let (file, suffix) = match self {
+            Self::OfImage(first) => (first, "_0000".len()),
+            Self::OfLabel => (file, 0),
+        };
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let stem = crate::split_image_ending(&name).map_or(name.as_ref(), |(stem, _)| stem);
+        let stem = stem.get(..stem.len().saturating_sub(suffix)).unwrap_or(stem);
+        file.with_file_name(format!("{stem}.json"))
+    }
+}
