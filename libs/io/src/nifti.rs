@@ -213,6 +213,27 @@ struct StoredNifti {
     bytes: Vec<u8>,
 }
 
+/// Whether a header's first field, `sizeof_hdr`, is NIfTI-2's in either byte order.
+fn sized_as_nifti2(header_bytes: &[u8]) -> bool {
+    header_bytes.get(..4).is_some_and(|size| {
+        let size: [u8; 4] = size.try_into().expect("4 bytes");
+        [i32::from_le_bytes(size), i32::from_be_bytes(size)].contains(&(NIFTI2_HEADER_BYTES as i32))
+    })
+}
+
+/// Whether a NIfTI file is NIfTI-2, from its first bytes. SimpleITK reads no NIfTI-2, so nnU-Net's
+/// trial read gives such a dataset `NibabelIO`.
+pub(crate) fn is_nifti2(path: &Path) -> Result<bool> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+    let mut start = Vec::with_capacity(4);
+    let mut file = std::io::BufReader::new(file);
+    let compressed = std::io::BufRead::fill_buf(&mut file).map_err(|e| Error::io(path, &e))?.starts_with(&[0x1f, 0x8b]);
+    let stream: Box<dyn Read> = if compressed { Box::new(MultiGzDecoder::new(file)) } else { Box::new(file) };
+    // a file too short or corrupt is refused by the reader that follows, with its own message
+    let _ = stream.take(4).read_to_end(&mut start);
+    Ok(sized_as_nifti2(&start))
+}
+
 fn read_stored(path: &Path, volumes_allowed: bool) -> Result<StoredNifti> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     let corrupt = |e: std::io::Error| Error::bad_input(path, format!("corrupt or truncated gzip stream: {e}"));
@@ -222,11 +243,7 @@ fn read_stored(path: &Path, volumes_allowed: bool) -> Result<StoredNifti> {
     // Header first, so the voxel buffer can be allocated once at its exact size.
     let mut header_bytes = Vec::with_capacity(NIFTI2_HEADER_BYTES);
     (&mut stream).take(HEADER_BYTES as u64).read_to_end(&mut header_bytes).map_err(corrupt)?;
-    let nifti2 = header_bytes.get(..4).is_some_and(|size| {
-        let size: [u8; 4] = size.try_into().expect("4 bytes");
-        [i32::from_le_bytes(size), i32::from_be_bytes(size)].contains(&(NIFTI2_HEADER_BYTES as i32))
-    });
-    let (header, data_start) = if nifti2 {
+    let (header, data_start) = if sized_as_nifti2(&header_bytes) {
         let rest = (NIFTI2_HEADER_BYTES - HEADER_BYTES) as u64;
         (&mut stream).take(rest).read_to_end(&mut header_bytes).map_err(corrupt)?;
         nifti2_header(path, &header_bytes)?

@@ -96,10 +96,12 @@ impl ReaderWriter {
         }))
     }
 
-    /// The class nnU-Net would choose for this file by its own ending; MetaImage and NRRD files with
-    /// detached headers (`.mhd`, `.nhdr`), which no class claims, are read as SimpleITK reads them.
+    /// The class nnU-Net would choose for this file by its own ending (a NIfTI-2 file, which SimpleITK
+    /// cannot read, gets `NibabelIO`); MetaImage and NRRD files with detached headers (`.mhd`, `.nhdr`),
+    /// which no class claims, are read as SimpleITK reads them.
     pub fn for_file(path: &Path) -> Result<Self> {
         match Format::of(path)? {
+            Format::Nifti if nifti::is_nifti2(path)? => Ok(Self::Nibabel),
             Format::MetaImage | Format::Nrrd | Format::Nifti | Format::Gipl => Ok(Self::SimpleItk),
             Format::Png | Format::Bmp => Ok(Self::NaturalImage2d),
             Format::Tiff => Ok(if tiff::is_stack(path)? { Self::Tiff3d } else { Self::NaturalImage2d }),
@@ -165,6 +167,7 @@ impl ReaderWriter {
         let refuse = |what: &str| Err(Error::bad_input(path, format!("{} reads {what}", self.name())));
         match self {
             Self::SimpleItk => match format {
+                Format::Nifti if nifti::is_nifti2(path)? => refuse("no NIfTI-2 (SimpleITK cannot; NibabelIO can)"),
                 Format::Nifti => nifti::read_nifti(path),
                 Format::MetaImage => from_raster(path, metaimage::read_metaimage(path)?),
                 Format::Nrrd => from_raster(path, nrrd::read_nrrd(path)?),
@@ -252,5 +255,44 @@ impl SidecarName<'_> {
         let stem = crate::split_image_ending(&name).map_or(name.as_ref(), |(stem, _)| stem);
         let stem = stem.get(..stem.len().saturating_sub(suffix)).unwrap_or(stem);
         file.with_file_name(format!("{stem}.json"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/sitk_formats").join(name)
+    }
+
+    #[test]
+    fn a_nifti2_dataset_gets_nibabel_as_in_nnunet() {
+        let nifti2 = fixture("nifti2_i16.nii.gz");
+        assert_eq!(ReaderWriter::for_ending(".nii.gz", Some(&nifti2)).unwrap(), ReaderWriter::Nibabel);
+        assert_eq!(ReaderWriter::for_file(&nifti2).unwrap(), ReaderWriter::Nibabel);
+        let refused = ReaderWriter::SimpleItk.read_images(std::slice::from_ref(&nifti2)).unwrap_err();
+        assert!(
+            refused.message.ends_with("SimpleITKIO reads no NIfTI-2 (SimpleITK cannot; NibabelIO can)"),
+            "{refused}"
+        );
+        let nifti1 = fixture("nifti2_twin_i16.nii.gz");
+        assert_eq!(ReaderWriter::for_ending(".nii.gz", Some(&nifti1)).unwrap(), ReaderWriter::SimpleItk);
+    }
+
+    #[test]
+    fn classes_by_name_and_ending() {
+        for rw in ReaderWriter::ALL {
+            assert_eq!(ReaderWriter::from_name(rw.name()), Some(rw));
+        }
+        assert_eq!(ReaderWriter::for_ending(".PNG", None).unwrap(), ReaderWriter::NaturalImage2d);
+        assert_eq!(ReaderWriter::for_ending(".tiff", None).unwrap(), ReaderWriter::Tiff3d);
+        assert_eq!(ReaderWriter::for_ending(".nii", None).unwrap(), ReaderWriter::Nibabel);
+        assert_eq!(ReaderWriter::for_ending(".mha", None).unwrap(), ReaderWriter::SimpleItk);
+        assert!(ReaderWriter::for_ending(".jpg", None).unwrap_err().message.contains("no image reader"));
+        let json = Path::new("d/dataset.json");
+        let unknown = ReaderWriter::for_dataset(json, Some("MyIO"), ".nii.gz", None).unwrap_err();
+        assert!(unknown.message.starts_with("d/dataset.json: overwrite_image_reader_writer names \"MyIO\""));
+        assert_eq!(ReaderWriter::for_dataset(json, Some("None"), ".mha", None).unwrap(), ReaderWriter::SimpleItk);
     }
 }
