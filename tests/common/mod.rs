@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, PoisonError};
 
 pub mod fuzzing;
+pub mod reference;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
