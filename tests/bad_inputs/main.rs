@@ -1008,3 +1008,145 @@ fn outputs_through_links_and_fifos_and_a_folder_refused() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert_eq!(stderr(&output), format!("nn-plan: error: {}: is a folder, expected a file name\n", folder.display()));
 }
+
+/// The fixture's raw dataset rewritten in another format (`ending`): 3-D formats keep every voxel and
+/// the geometry; 2-D formats (`.png`) take the middle slice of each case, rescaled to 8 bits.
+fn converted(scratch: &Scratch, ending: &str) -> PathBuf {
+    use nntools_io::{Geometry, PixelType, Stored, read_image, read_label_map, write_image, write_label_map};
+    let from = scratch.path("raw");
+    let to = scratch.path(&format!("raw{}", ending.replace('.', "_")));
+    let planar = ending == ".png";
+    for folder in ["imagesTr", "labelsTr"] {
+        std::fs::create_dir_all(to.join(folder)).unwrap();
+        for entry in std::fs::read_dir(from.join(folder)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().replace(".nii.gz", ending);
+            let target = to.join(folder).join(name);
+            let plane = Geometry::of_plane([1.0, 1.0], [0.0, 0.0], [1.0, 0.0, 0.0, 1.0]);
+            if folder == "labelsTr" {
+                let label = read_label_map(&path).unwrap();
+                let mut data = label.data.mapv(|l| l as u16);
+                if planar {
+                    let middle = data.shape()[0] / 2;
+                    data = data.slice(ndarray::s![middle..=middle, .., ..]).to_owned();
+                    write_label_map(&target, data.view(), &plane, &Stored::new(2, PixelType::U8)).unwrap();
+                } else {
+                    write_label_map(&target, data.view(), &label.geometry, &Stored::new(3, PixelType::U8)).unwrap();
+                }
+            } else {
+                let mut image = read_image(&path).unwrap();
+                if planar {
+                    let middle = image.data.shape()[0] / 2;
+                    let slice = image.data.slice(ndarray::s![middle..=middle, .., ..]);
+                    let (lo, hi) = slice.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                    let data = slice.mapv(|v| ((v - lo) / (hi - lo).max(1e-6) * 255.0).round());
+                    image = nntools_io::Image { data, geometry: plane, stored: Stored::new(2, PixelType::U8) };
+                }
+                write_image(&target, &image).unwrap();
+            }
+        }
+    }
+    let json = std::fs::read_to_string(from.join("dataset.json")).unwrap();
+    std::fs::write(to.join("dataset.json"), json.replace(".nii.gz", ending)).unwrap();
+    to
+}
+
+/// Replaces `from` by `to` in a file's bytes (a header field), which must hold it.
+fn edit_header(path: &Path, from: &str, to: &str) {
+    let bytes = std::fs::read(path).unwrap();
+    let at = bytes.windows(from.len()).position(|w| w == from.as_bytes()).unwrap_or_else(|| panic!("{from:?}"));
+    let mut edited = bytes[..at].to_vec();
+    edited.extend_from_slice(to.as_bytes());
+    edited.extend_from_slice(&bytes[at + from.len()..]);
+    std::fs::write(path, edited).unwrap();
+}
+
+/// An RGB PNG of `path`'s grey image (the grey values in all three channels).
+fn make_rgb(path: &Path) {
+    let image = nntools_io::read_image(path).unwrap();
+    let (height, width) = (image.data.shape()[1], image.data.shape()[2]);
+    let rgb: Vec<u8> = image.data.iter().flat_map(|&v| [v as u8; 3]).collect();
+    let mut encoder = png::Encoder::new(std::fs::File::create(path).unwrap(), width as u32, height as u32);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.write_header().unwrap().write_image_data(&rgb).unwrap();
+}
+
+/// Images and label maps in the other formats, spoilt the ways those formats can be: every stage that
+/// reads raw data refuses them with one line naming the file, exit 2 and nothing written.
+#[test]
+fn other_formats() {
+    fn truncate(path: &Path) {
+        let bytes = std::fs::read(path).unwrap();
+        std::fs::write(path, &bytes[..bytes.len() - 40]).unwrap();
+    }
+    let variants: Vec<(&str, &str, &str, Spoiler)> = vec![
+        ("truncated .mha", ".mha", "imagesTr/CASE_0000.mha", Box::new(truncate)),
+        (
+            ".mha header promising more voxels",
+            ".mha",
+            "imagesTr/CASE_0001.mha",
+            Box::new(|p: &Path| {
+                let text = String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+                let sizes = text.lines().find(|l| l.starts_with("DimSize = ")).unwrap().to_owned();
+                edit_header(p, &sizes, &format!("{sizes}0"));
+            }),
+        ),
+        (
+            ".mhd whose data file is missing",
+            ".mha",
+            "labelsTr/CASE.mha",
+            Box::new(|p: &Path| edit_header(p, "ElementDataFile = LOCAL", "ElementDataFile = CASE.zraw")),
+        ),
+        (
+            "unsupported NRRD encoding",
+            ".nrrd",
+            "imagesTr/CASE_0000.nrrd",
+            Box::new(|p: &Path| edit_header(p, "encoding: gzip", "encoding: bzip2")),
+        ),
+        (
+            "unsupported NRRD pixel type",
+            ".nrrd",
+            "labelsTr/CASE.nrrd",
+            Box::new(|p: &Path| edit_header(p, "type: unsigned char", "type: block")),
+        ),
+        ("truncated PNG", ".png", "imagesTr/CASE_0001.png", Box::new(truncate)),
+        ("an RGB channel among grey ones", ".png", "imagesTr/CASE_0001.png", Box::new(make_rgb)),
+        ("an RGB label map", ".png", "labelsTr/CASE.png", Box::new(make_rgb)),
+        (
+            "a label beyond the declared ones",
+            ".png",
+            "labelsTr/CASE.png",
+            Box::new(|p: &Path| {
+                let label = nntools_io::read_label_map(p).unwrap();
+                let mut data = label.data.mapv(|l| l as u16);
+                data[[0, 0, 0]] = 7;
+                nntools_io::write_label_map(p, data.view(), &label.geometry, &label.stored).unwrap();
+            }),
+        ),
+    ];
+    let mut report = Report::default();
+    for (what, ending, file, spoil) in variants {
+        let scratch = Scratch::new();
+        let raw = converted(&scratch, ending);
+        let spoilt = raw.join(file.replace("CASE", &fixture().case));
+        spoil(&spoilt);
+        let fingerprint = scratch.path("format_fingerprint.json");
+        report.check(
+            what,
+            &scratch.root,
+            "nn-fingerprint",
+            &args(&[&raw, &"-o", &fingerprint]),
+            2,
+            &spoilt,
+            &[fingerprint],
+        );
+    }
+    // the same conversions intact pass, so the refusals above are the spoils'
+    let scratch = Scratch::new();
+    for ending in [".mha", ".nrrd", ".png"] {
+        let raw = converted(&scratch, ending);
+        let output = run("nn-fingerprint", &[&raw, &"--verify-only"]);
+        assert!(output.status.success(), "{ending}: {}", stderr(&output));
+    }
+    report.finish("other formats");
+}

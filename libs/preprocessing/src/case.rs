@@ -205,11 +205,19 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     let reader_writer = files.reader_writer.unwrap_or(recipe.reader_writer);
     let images = reader_writer.read_images(&files.images)?;
     if images.len() != recipe.channels() {
-        let path = files.images.first().map_or(Path::new(&files.id), |p| p.as_path());
-        return Err(Error::bad_input(
-            path,
-            format!("case {} has {} channels, the plans {}", files.id, images.len(), recipe.channels()),
-        ));
+        let counts = format!("case {} has {} channel(s), the plans {}", files.id, images.len(), recipe.channels());
+        let first = files.images.first().map_or(PathBuf::from(&files.id), PathBuf::clone);
+        // too few channels: the file of the next channel is the one missing
+        let name = first.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let next = nntools_io::split_image_ending(&name)
+            .and_then(|(stem, ending)| {
+                Some(format!("{}_{:04}{ending}", stem.strip_suffix("_0000")?, files.images.len()))
+            })
+            .filter(|_| images.len() < recipe.channels());
+        return Err(match next {
+            Some(next) => Error::bad_input(first.with_file_name(next), format!("missing ({counts})")),
+            None => Error::bad_input(first, counts),
+        });
     }
     // an RGB file is several channels
     let per_file = images.len() / files.images.len();
