@@ -26,7 +26,7 @@ pub use image::{
 };
 pub use metaimage::{read_metaimage, write_metaimage};
 pub use nifti::{Volume, Voxel, new_header, read_volumes, write_like, write_new, write_volume};
-pub use nrrd::{read_nrrd, write_nrrd};
+pub use nrrd::{nrrd_key_values, read_nrrd, write_nrrd};
 pub use output::{
     read_json, read_npz, remove_stale_temporaries, temporary_path, write_atomically, write_folder_atomically,
     write_json, write_npz, write_stream,

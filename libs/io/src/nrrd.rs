@@ -9,7 +9,7 @@ use crate::raster::{
 };
 use crate::{Error, Result};
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 /// teem's type names and synonyms (nrrd/enumsNrrd.c: `_nrrdTypeStrEqv`).
@@ -68,6 +68,8 @@ fn to_lps(path: &Path, space: Option<&str>) -> Result<[f64; 3]> {
 
 struct Header {
     fields: HashMap<String, String>,
+    /// `key:=value` pairs, in file order (3D Slicer's segment names and label values).
+    key_values: Vec<(String, String)>,
     data_offset: usize,
 }
 
@@ -77,23 +79,28 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
         return Err(Error::bad_input(path, "not a NRRD file (no NRRD000X magic)"));
     }
     let mut fields = HashMap::new();
+    let mut key_values = Vec::new();
     let mut offset = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1);
     loop {
         if offset > MAX_HEADER_BYTES {
             return Err(Error::bad_input(path, format!("NRRD header longer than {MAX_HEADER_BYTES} bytes")));
         }
         if offset >= bytes.len() {
-            return Ok(Header { fields, data_offset: bytes.len() });
+            return Ok(Header { fields, key_values, data_offset: bytes.len() });
         }
         let end = bytes[offset..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| offset + i + 1);
         let line = String::from_utf8_lossy(&bytes[offset..end]);
         let line = line.trim_end_matches(['\n', '\r']);
         offset = end;
         if line.is_empty() {
-            return Ok(Header { fields, data_offset: offset });
+            return Ok(Header { fields, key_values, data_offset: offset });
         }
-        if line.starts_with('#') || line.contains(":=") {
-            continue; // comments and key/value pairs carry no geometry
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once(":=") {
+            key_values.push((key.to_owned(), value.to_owned())); // they carry no geometry
+            continue;
         }
         let Some((key, value)) = line.split_once(": ") else {
             return Err(Error::bad_input(path, format!("not a NRRD header line: {line:.60}")));
@@ -133,6 +140,15 @@ fn vectors(path: &Path, key: &str, value: &str) -> Result<Vec<Option<Vec<f64>>>>
         }
     }
     Ok(out)
+}
+
+/// The `key:=value` pairs of a NRRD header (3D Slicer keeps segment names and label values there),
+/// reading only the header.
+pub fn nrrd_key_values(path: &Path) -> Result<Vec<(String, String)>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_HEADER_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, &e))?;
+    Ok(parse_header(path, &bytes)?.key_values)
 }
 
 /// Reads a `.nrrd` or `.nhdr` file (raw or gzip data, attached or in one detached file).
@@ -331,7 +347,6 @@ pub fn write_nrrd(path: &Path, image: &RasterImage, pixel: PixelType) -> Result<
 mod tests {
     use super::*;
     use ndarray::{ArrayD, IxDyn};
-    use std::io::Read;
 
     const SPACE_3D: &str = "dimension: 3\nsizes: 2 2 1\nspace: left-posterior-superior\n\
                             space directions: (1,0,0) (0,1,0) (0,0,1)\n";
@@ -356,6 +371,20 @@ mod tests {
 
     fn problem(fields: &str, data: &[u8]) -> String {
         crate::raster::refusal(read(fields, data))
+    }
+
+    #[test]
+    fn key_values_are_read_from_the_header_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("case.seg.nrrd");
+        let header =
+            format!("NRRD0004\n# Slicer\ntype: uchar\n{SPACE_3D}Segment0_Name:=left lung\nSegment0_LabelValue:=1\n\n");
+        // the data after the header is not read: garbage there does not matter
+        std::fs::write(&path, [header.as_bytes(), b"Segment1_Name:=not a key\n"].concat()).unwrap();
+        assert_eq!(
+            nrrd_key_values(&path).unwrap(),
+            [("Segment0_Name".to_owned(), "left lung".to_owned()), ("Segment0_LabelValue".to_owned(), "1".to_owned())]
+        );
     }
 
     #[test]
