@@ -3,7 +3,10 @@
 //! `nn-fingerprint --verify-only`, and bad input leaves no output folder.
 
 use ndarray::{Array3, Axis};
-use nntools_io::{Geometry, NiftiHeader, read_image, read_label_map, write_new};
+use nntools_io::{
+    Geometry, Image, NiftiHeader, PixelType, ReaderWriter, Stored, read_image, read_label_map, write_image,
+    write_label_map, write_new,
+};
 use nntools_tests::{read_json, run, shared, stderr};
 use serde_json::json;
 use std::io::Write;
@@ -535,4 +538,262 @@ fn real_hippocampus_cases_round_trip() {
         assert_eq!(ours[key], theirs[key], "{key}");
     }
     assert_eq!(ours["numTraining"], 3);
+}
+
+/// Runs `nn-dataset create --images IMAGES --labels LABELS --channel C... -o OUT EXTRA...`.
+fn create_from(images: &Path, labels: &Path, channels: &[&str], out: &Path, extra: &[&str]) -> Output {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"create", &"--images", &images, &"--labels", &labels];
+    for channel in channels {
+        args.extend([&"--channel" as &dyn AsRef<std::ffi::OsStr>, channel]);
+    }
+    args.extend([&"-o" as &dyn AsRef<std::ffi::OsStr>, &out]);
+    args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+    run("nn-dataset", &args)
+}
+
+/// `images/` and `labels/` folders in a temporary directory.
+fn source_folders() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = (dir.path().join("images"), dir.path().join("labels"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&labels).unwrap();
+    (dir, images, labels)
+}
+
+fn assert_geometry_close(a: &Geometry, b: &Geometry, what: &str) {
+    let pairs = a.spacing.iter().zip(&b.spacing).chain(a.origin.iter().zip(&b.origin));
+    for (x, y) in pairs.chain(a.direction.iter().zip(&b.direction)) {
+        assert!((x - y).abs() < 1e-6, "{what}: {a:?} != {b:?}");
+    }
+}
+
+#[test]
+fn create_converts_metaimage_and_nrrd_sources_with_to() {
+    let (dir, images, labels) = source_folders();
+    let geometry = geometry();
+    let mut sources = Vec::new();
+    for (i, case) in ["ct_1", "ct_2"].iter().enumerate() {
+        let data = Array3::from_shape_fn((3, 4, 5), |(z, y, x)| (i * 500 + z * 40 + y * 7 + x) as f32 - 250.0);
+        let image = Image { data, geometry, stored: Stored::new(3, PixelType::I16) };
+        write_image(&images.join(format!("{case}.mha")), &image).unwrap();
+        let label = Array3::from_shape_fn((3, 4, 5), |(z, y, _)| ((z + y + i) % 3) as u16);
+        write_label_map(&labels.join(format!("{case}.nrrd")), label.view(), &geometry, &Stored::new(3, PixelType::U8))
+            .unwrap();
+        sources.push((case.to_string(), image, label));
+    }
+    // Two formats and no --to: refused, naming a file of the odd format.
+    let out = dir.path().join("Dataset330_Mixed");
+    assert_refused(
+        &create_from(&images, &labels, &["0=CT"], &out, &[]),
+        &out,
+        "labels/ct_1.nrrd",
+        "the sources mix image formats (.mha .nrrd); a dataset has one file ending: convert them with --to",
+    );
+    // A 3-D image cannot be a PNG: refused naming the source.
+    assert_refused(
+        &create_from(&images, &labels, &["0=CT"], &out, &["--to", ".png"]),
+        &out,
+        "images/ct_2.mha",
+        "cannot be written as .png: a 3-D image of shape [3, 4, 5] cannot be written as a 2-D image",
+    );
+
+    let output = create_from(&images, &labels, &["0=CT"], &out, &["--to", "nii.gz"]);
+    assert_accepted(&output, &out);
+    assert_eq!(read_json(&out.join("dataset.json"))["file_ending"], ".nii.gz");
+    assert_eq!(names(&out.join("imagesTr")), ["ct_1_0000.nii.gz", "ct_2_0000.nii.gz"]);
+    assert_eq!(names(&out.join("labelsTr")), ["ct_1.nii.gz", "ct_2.nii.gz"]);
+    for (case, image, label) in sources {
+        let ours = read_image(&out.join(format!("imagesTr/{case}_0000.nii.gz"))).unwrap();
+        assert_eq!(ours.data, image.data, "{case}");
+        assert_eq!(ours.stored.pixel, PixelType::I16, "{case}: voxel type kept");
+        assert_geometry_close(&ours.geometry, &geometry, &case);
+        let ours = read_label_map(&out.join(format!("labelsTr/{case}.nii.gz"))).unwrap();
+        assert_eq!(ours.data, label.mapv(i32::from), "{case}");
+        assert_geometry_close(&ours.geometry, &geometry, &case);
+    }
+}
+
+/// Writes an 8-bit RGB PNG of `[y, x, rgb]` values.
+fn write_rgb_png(path: &Path, pixels: &ndarray::Array3<u8>) {
+    let (height, width) = (pixels.shape()[0] as u32, pixels.shape()[1] as u32);
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(std::fs::File::create(path).unwrap()), width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(pixels.as_standard_layout().as_slice().unwrap()).unwrap();
+    writer.finish().unwrap();
+}
+
+#[test]
+fn create_takes_rgb_pngs_as_three_channels() {
+    let (dir, images, labels) = source_folders();
+    let mut sources = Vec::new();
+    // one case named as a whole (road_a.png), one as its first channel file (road_b_0000.png)
+    for (i, (case, file)) in [("road_a", "road_a.png"), ("road_b", "road_b_0000.png")].iter().enumerate() {
+        let rgb = Array3::from_shape_fn((6, 7, 3), |(y, x, c)| (i * 60 + y * 20 + x * 3 + c * 70) as u8);
+        write_rgb_png(&images.join(file), &rgb);
+        let label = Array3::from_shape_fn((1, 6, 7), |(_, y, x)| u16::from((x + y + i) % 3 == 0));
+        let plane = Geometry::of_plane([1.0, 1.0], [0.0, 0.0], [1.0, 0.0, 0.0, 1.0]);
+        write_label_map(&labels.join(format!("{case}.png")), label.view(), &plane, &Stored::new(2, PixelType::U8))
+            .unwrap();
+        sources.push((case.to_string(), images.join(file), rgb, label));
+    }
+    let channels = ["0=R", "1=G", "2=B"];
+    // Copied as they are: one file holds the three channels, as in nnU-Net's own RGB datasets.
+    let out = dir.path().join("Dataset331_Roads");
+    assert_accepted(&create_from(&images, &labels, &channels, &out, &[]), &out);
+    let json = read_json(&out.join("dataset.json"));
+    assert_eq!(json["channel_names"], json!({"0": "R", "1": "G", "2": "B"}));
+    assert_eq!(json["file_ending"], ".png");
+    assert_eq!(json["labels"], json!({"background": 0, "label_1": 1}));
+    assert_eq!(names(&out.join("imagesTr")), ["road_a_0000.png", "road_b_0000.png"]);
+    for (case, source, _, _) in &sources {
+        let copied = out.join(format!("imagesTr/{case}_0000.png"));
+        assert_eq!(std::fs::read(copied).unwrap(), std::fs::read(source).unwrap(), "{case}");
+    }
+    // Two channels declared for RGB files: refused.
+    let wrong = dir.path().join("Dataset332_Wrong");
+    let output = create_from(&images, &labels, &["0=R", "1=G"], &wrong, &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(!wrong.exists());
+
+    // Converted: one NIfTI file per channel.
+    let out = dir.path().join("Dataset333_RoadsNifti");
+    assert_accepted(&create_from(&images, &labels, &channels, &out, &["--to", ".nii.gz"]), &out);
+    assert_eq!(read_json(&out.join("dataset.json"))["file_ending"], ".nii.gz");
+    for (case, _, rgb, label) in sources {
+        for c in 0..3 {
+            let channel = read_image(&out.join(format!("imagesTr/{case}_{c:04}.nii.gz"))).unwrap();
+            let expected = rgb.index_axis(Axis(2), c).mapv(f32::from).insert_axis(Axis(0));
+            assert_eq!(channel.data, expected, "{case} channel {c}");
+            assert_eq!(channel.stored.pixel, PixelType::U8);
+        }
+        let ours = read_label_map(&out.join(format!("labelsTr/{case}.nii.gz"))).unwrap();
+        assert_eq!(ours.data, label.mapv(i32::from), "{case}");
+    }
+}
+
+#[test]
+fn create_carries_tiff_stack_spacing() {
+    let (dir, images, labels) = source_folders();
+    let geometry =
+        Geometry { spacing: [2.5, 0.5, 0.25], origin: [0.0; 3], direction: [1., 0., 0., 0., 1., 0., 0., 0., 1.] };
+    let data = Array3::from_shape_fn((5, 4, 6), |(z, y, x)| (z * 1000 + y * 30 + x) as f32);
+    // five slices, not 3 or 4: nn-tools reads such a stack as a 2-D RGB(A) image first (unlike nnU-Net)
+    let image = Image { data: data.clone(), geometry, stored: Stored::new(3, PixelType::U16) };
+    // the writers leave the spacing file cell.json beside each
+    write_image(&images.join("cell.tif"), &image).unwrap();
+    let label = Array3::from_shape_fn((5, 4, 6), |(z, _, x)| u16::from(z > 1 && x > 2));
+    write_label_map(&labels.join("cell.tif"), label.view(), &geometry, &Stored::new(3, PixelType::U8)).unwrap();
+    assert!(images.join("cell.json").is_file() && labels.join("cell.json").is_file());
+
+    // Copied: the spacing files come along under the case's name.
+    let out = dir.path().join("Dataset334_Cells");
+    assert_accepted(&create_from(&images, &labels, &["0=EM"], &out, &[]), &out);
+    assert_eq!(names(&out.join("imagesTr")), ["cell.json", "cell_0000.tif"]);
+    assert_eq!(names(&out.join("labelsTr")), ["cell.json", "cell.tif"]);
+    assert_eq!(read_json(&out.join("imagesTr/cell.json")), json!({"spacing": [2.5, 0.5, 0.25]}));
+
+    // Converted to NIfTI: the spacing is the image's.
+    let nifti = dir.path().join("Dataset335_CellsNifti");
+    assert_accepted(&create_from(&images, &labels, &["0=EM"], &nifti, &["--to", ".nii.gz"]), &nifti);
+    assert_eq!(names(&nifti.join("imagesTr")), ["cell_0000.nii.gz"]);
+    let ours = read_image(&nifti.join("imagesTr/cell_0000.nii.gz")).unwrap();
+    assert_eq!((ours.data, ours.geometry.spacing, ours.stored.pixel), (data.clone(), [2.5, 0.5, 0.25], PixelType::U16));
+    assert_eq!(read_label_map(&nifti.join("labelsTr/cell.nii.gz")).unwrap().data, label.mapv(i32::from));
+
+    // And back to TIFF (.tiff): one spacing file per case, none per channel.
+    let back = dir.path().join("Dataset336_CellsTiff");
+    let (nifti_images, nifti_labels) = (nifti.join("imagesTr"), nifti.join("labelsTr"));
+    assert_accepted(&create_from(&nifti_images, &nifti_labels, &["0=EM"], &back, &["--to", ".tiff"]), &back);
+    assert_eq!(names(&back.join("imagesTr")), ["cell.json", "cell_0000.tiff"]);
+    assert_eq!(names(&back.join("labelsTr")), ["cell.json", "cell.tiff"]);
+    assert_eq!(read_json(&back.join("imagesTr/cell.json")), json!({"spacing": [2.5, 0.5, 0.25]}));
+    let ours = ReaderWriter::Tiff3d.read_images(&[back.join("imagesTr/cell_0000.tiff")]).unwrap();
+    assert_eq!((&ours[0].data, ours[0].geometry.spacing), (&data, [2.5, 0.5, 0.25]));
+}
+
+/// A Slicer segmentation `CASE.seg.nrrd` of `labels` (`[z, y, x]`, uint8) with the geometry of
+/// [`slicer_geometry`] and the segment key/value lines `segments`, gzip-encoded as Slicer writes it.
+fn write_segmentation(path: &Path, labels: &Array3<u8>, segments: &str) {
+    let [nz, ny, nx] = [labels.shape()[0], labels.shape()[1], labels.shape()[2]];
+    let header = format!(
+        "NRRD0004\n# Complete NRRD file format specification at:\n# http://teem.sourceforge.net/nrrd/format.html\n\
+         type: unsigned char\ndimension: 3\nspace: left-posterior-superior\nsizes: {nx} {ny} {nz}\n\
+         space directions: (0.5,0,0) (0,0.75,0) (0,0,2)\nkinds: domain domain domain\nencoding: gzip\n\
+         space origin: (10,-5,3)\nSegmentation_MasterRepresentation:=Binary labelmap\n{segments}\n"
+    );
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(labels.as_standard_layout().as_slice().unwrap()).unwrap();
+    std::fs::write(path, [header.into_bytes(), encoder.finish().unwrap()].concat()).unwrap();
+}
+
+fn slicer_geometry() -> Geometry {
+    Geometry { spacing: [2.0, 0.75, 0.5], origin: [10.0, -5.0, 3.0], direction: [1., 0., 0., 0., 1., 0., 0., 0., 1.] }
+}
+
+#[test]
+fn create_names_labels_after_slicer_segments() {
+    let (dir, images, labels) = source_folders();
+    let segment = |n: usize, name: &str, value: u8, layer: u8| {
+        format!(
+            "Segment{n}_ID:=Segment_{n}\nSegment{n}_Name:={name}\nSegment{n}_LabelValue:={value}\nSegment{n}_Layer:={layer}\n"
+        )
+    };
+    for (i, case) in ["liver_01", "liver_02"].iter().enumerate() {
+        let data = Array3::from_shape_fn((3, 4, 5), |(z, y, x)| (z * 20 + y * 5 + x + i) as f32);
+        let image = Image { data, geometry: slicer_geometry(), stored: Stored::new(3, PixelType::I16) };
+        write_image(&images.join(format!("{case}.nrrd")), &image).unwrap();
+    }
+    let map = |top: u8| Array3::from_shape_fn((3, 4, 5), |(z, _, x)| if x < 2 { 0 } else { (z as u8 % top) + 1 });
+    write_segmentation(
+        &labels.join("liver_01.seg.nrrd"),
+        &map(2),
+        &(segment(0, "liver", 1, 0) + &segment(1, "tumour", 2, 0)),
+    );
+    write_segmentation(&labels.join("liver_02.seg.nrrd"), &map(1), &segment(0, "liver", 1, 0));
+    let out = dir.path().join("Dataset337_Liver");
+    assert_accepted(&create_from(&images, &labels, &["0=CT"], &out, &[]), &out);
+    let json = read_json(&out.join("dataset.json"));
+    assert_eq!(json["labels"], json!({"background": 0, "liver": 1, "tumour": 2}));
+    assert_eq!(json["file_ending"], ".nrrd");
+    assert_eq!(names(&out.join("labelsTr")), ["liver_01.nrrd", "liver_02.nrrd"]);
+    let ours = read_label_map(&out.join("labelsTr/liver_01.nrrd")).unwrap();
+    assert_eq!(ours.data, map(2).mapv(i32::from));
+    assert_geometry_close(&ours.geometry, &slicer_geometry(), "liver_01");
+
+    // Converted: the label maps take the dataset's ending.
+    let nifti = dir.path().join("Dataset338_LiverNifti");
+    assert_accepted(&create_from(&images, &labels, &["0=CT"], &nifti, &["--to", ".nii.gz"]), &nifti);
+    assert_eq!(names(&nifti.join("labelsTr")), ["liver_01.nii.gz", "liver_02.nii.gz"]);
+    assert_eq!(read_json(&nifti.join("dataset.json"))["labels"], json!({"background": 0, "liver": 1, "tumour": 2}));
+    assert_eq!(read_label_map(&nifti.join("labelsTr/liver_02.nii.gz")).unwrap().data, map(1).mapv(i32::from));
+
+    // A name with another value in another case: refused, naming that file.
+    write_segmentation(&labels.join("liver_02.seg.nrrd"), &map(1), &segment(0, "liver", 2, 0));
+    let bad = dir.path().join("Dataset339_Bad");
+    assert_refused(
+        &create_from(&images, &labels, &["0=CT"], &bad, &[]),
+        &bad,
+        "labels/liver_02.seg.nrrd",
+        "segment \"liver\" has label value 2, but 1 in",
+    );
+    // Overlapping segments (several layers): refused, even with declared labels.
+    write_segmentation(
+        &labels.join("liver_02.seg.nrrd"),
+        &map(1),
+        &(segment(0, "liver", 1, 0) + &segment(1, "tumour", 1, 1)),
+    );
+    assert_refused(
+        &create_from(
+            &images,
+            &labels,
+            &["0=CT"],
+            &bad,
+            &["--label", "0=background", "--label", "1=liver", "--label", "2=tumour"],
+        ),
+        &bad,
+        "labels/liver_02.seg.nrrd",
+        "its segments overlap (stored in 2 layers)",
+    );
 }

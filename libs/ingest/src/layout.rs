@@ -1,13 +1,14 @@
-//! Writing a raw dataset from source cases: the files under nnU-Net's names, the labels derived from
-//! the label maps when none are declared, dataset.json, and the integrity check of the result.
+//! Writing a raw dataset from source cases: the files under nnU-Net's names (copied, or converted to
+//! the format asked for), the labels derived from the label maps when none are declared, dataset.json,
+//! and the integrity check of the result.
 
 use crate::{Images, Options, SourceCase};
 use indexmap::IndexMap;
-use nntools_dataset::Dataset;
+use nntools_dataset::{Dataset, split_channel_suffix};
 use nntools_io::split_image_ending;
 use nntools_io::{
-    Error, ErrorKind, Result, read_image, read_label_map, read_volumes, write_folder_atomically, write_json,
-    write_volume,
+    Error, ErrorKind, Image, ReaderWriter, Result, read_image, read_label_map, read_volumes, write_folder_atomically,
+    write_image, write_json, write_label_map, write_volume,
 };
 use nntools_layout::DATASET_JSON;
 use rayon::prelude::*;
@@ -46,7 +47,10 @@ struct DatasetJson<'a> {
 /// Writes the dataset to `out` and checks it; returns the warnings of the check (origin or direction
 /// mismatches). On any problem nothing is left at `out`.
 pub(crate) fn write_raw_dataset(plan: &Plan, out: &Path, options: Options) -> Result<Vec<String>> {
-    let ending = common_ending(plan)?;
+    let ending = match options.to {
+        Some(ending) => ending.to_owned(),
+        None => common_ending(plan)?,
+    };
     let ending = ending.as_str();
     let mut warnings = Vec::new();
     let folder_name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -74,7 +78,7 @@ pub(crate) fn write_raw_dataset(plan: &Plan, out: &Path, options: Options) -> Re
             let placed = collect_all(
                 cases
                     .par_iter()
-                    .map(|case| place_case(case, channels, images, &labels_tr, ending, options.link))
+                    .map(|case| place_case(case, channels, Target { images, labels: &labels_tr, ending }, options.link))
                     .collect::<Vec<_>>(),
             )?;
             Ok(placed.into_iter().flatten().collect())
@@ -132,10 +136,8 @@ fn is_nnunet_dataset_name(name: &str) -> bool {
         .is_some_and(|(id, label)| id.len() == 3 && id.bytes().all(|b| b.is_ascii_digit()) && !label.is_empty())
 }
 
-/// The dataset's one file ending: the sources' when they all share it, else `.nii.gz` (plain `.nii`
-/// sources are then compressed).
-/// The one file ending of the new dataset (nnU-Net requires one): the sources' own, with plain `.nii`
-/// among `.nii.gz` files compressed.
+/// The one file ending of the new dataset (nnU-Net requires one) when the files are copied: the
+/// sources' own, with plain `.nii` among `.nii.gz` files compressed.
 fn common_ending(plan: &Plan) -> Result<String> {
     let files: Vec<&PathBuf> = plan
         .training
@@ -149,65 +151,208 @@ fn common_ending(plan: &Plan) -> Result<String> {
             images.into_iter().chain(&case.label)
         })
         .collect();
-    let ending_of = |path: &PathBuf| {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        split_image_ending(&name).map_or_else(String::new, |(_, e)| e.to_lowercase())
+    let Some(&first) = files.first() else {
+        return Err(Error::bad_input(&plan.labels_origin, "no cases to write"));
     };
     let mut endings: Vec<String> = files.iter().map(|p| ending_of(p)).collect();
     endings.sort();
     endings.dedup();
-    match endings.as_slice() {
-        [one] => Ok(one.clone()),
-        [a, b] if a == ".nii" && b == ".nii.gz" => Ok(".nii.gz".into()),
-        _ => Err(Error::bad_input(
-            files.first().map_or(Path::new("."), |p| p.as_path()),
-            format!("the sources mix image formats ({}); a dataset has one file ending", endings.join(" ")),
-        )),
+    let ending = match endings.as_slice() {
+        [one] => one.clone(),
+        [a, b] if a == ".nii" && b == ".nii.gz" => ".nii.gz".into(),
+        _ => {
+            // name a file of the second format, so that the line points at the odd ones out
+            let odd = files.iter().find(|p| ending_of(p) != ending_of(first)).unwrap_or(&first);
+            return Err(Error::bad_input(
+                odd,
+                format!(
+                    "the sources mix image formats ({}); a dataset has one file ending: convert them with \
+                     --to (e.g. --to .nii.gz)",
+                    endings.join(" ")
+                ),
+            ));
+        }
+    };
+    if !crate::dataset_endings().contains(&ending.as_str()) {
+        return Err(Error::bad_input(
+            first,
+            format!(
+                "no nnU-Net reader takes {ending} as a dataset's file ending: convert with --to (e.g. --to .nii.gz)"
+            ),
+        ));
+    }
+    Ok(ending)
+}
+
+/// A file's image ending in lower case (`.nrrd` for Slicer's `.seg.nrrd`).
+pub(crate) fn ending_of(path: &Path) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    split_image_ending(&name).map_or_else(String::new, |(_, ending)| ending.to_lowercase())
+}
+
+/// Where a case's files go: the dataset's image folder (imagesTr or imagesTs), labelsTr, and the ending.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    images: &'a Path,
+    labels: &'a Path,
+    ending: &'a str,
+}
+
+impl Target<'_> {
+    fn image(&self, id: &str, channel: usize) -> PathBuf {
+        self.images.join(format!("{id}_{channel:04}{}", self.ending))
+    }
+
+    /// Tiff3DIO keeps a stack's spacing in a `CASE.json` beside it (`Tiff3DIO.read_images`, `read_seg`).
+    fn has_sidecars(&self) -> bool {
+        matches!(self.ending, ".tif" | ".tiff")
     }
 }
 
-/// Writes one case's files; 4-D images of several channels are split into one file per channel.
-fn place_case(
-    case: &SourceCase,
-    channels: usize,
-    images_dir: &Path,
-    labels_dir: &Path,
-    ending: &str,
-    link: bool,
-) -> Result<Vec<Placed>> {
-    let image_path = |channel: usize| images_dir.join(format!("{}_{channel:04}{ending}", case.id));
-    let transferred = |source: &Path, target: PathBuf| -> Result<Placed> {
-        transfer(source, &target, link)?;
-        Ok((target, source.display().to_string()))
+/// Writes one case's files: copied (or linked) when the sources have the dataset's ending, else
+/// converted. A 4-D NIfTI file of several channels is split into one file per channel; other files
+/// holding several channels (RGB, 4-D MetaImage or NRRD) are copied whole, as nnU-Net reads them, or
+/// split when converted.
+fn place_case(case: &SourceCase, channels: usize, target: Target, link: bool) -> Result<Vec<Placed>> {
+    let transferred = |source: &Path, to: PathBuf| -> Result<Placed> {
+        transfer(source, &to, link)?;
+        Ok((to, source.display().to_string()))
     };
-    let mut placed = match &case.images {
-        Images::Channels(paths) => {
-            paths.iter().enumerate().map(|(c, source)| transferred(source, image_path(c))).collect::<Result<_>>()?
+    let sources = match &case.images {
+        Images::Channels(paths) => paths.clone(),
+        Images::Stacked(path) => vec![path.clone()],
+    };
+    let mut placed = if !sources.iter().all(|source| copies_as(source, target.ending)) {
+        convert_images(case, channels, target)?
+    } else if let Images::Stacked(source) = &case.images
+        && channels > 1
+        && target.ending.starts_with(".nii")
+    {
+        let volumes = read_volumes(source)?;
+        if volumes.len() != channels {
+            return Err(Error::bad_input(
+                source,
+                format!("holds {} volume(s) along the 4th axis but {channels} channels are declared", volumes.len()),
+            ));
         }
-        Images::Stacked(source) if channels == 1 => vec![transferred(source, image_path(0))?],
-        Images::Stacked(source) => {
-            let volumes = read_volumes(source)?;
-            if volumes.len() != channels {
-                return Err(Error::bad_input(
-                    source,
-                    format!(
-                        "holds {} volume(s) along the 4th axis but {channels} channels are declared",
-                        volumes.len()
-                    ),
-                ));
-            }
-            let mut placed = Vec::with_capacity(channels);
-            for (channel, volume) in volumes.iter().enumerate() {
-                write_volume(&image_path(channel), volume)?;
-                placed.push((image_path(channel), format!("{} (channel {channel})", source.display())));
-            }
-            placed
+        let mut placed = Vec::with_capacity(channels);
+        for (channel, volume) in volumes.iter().enumerate() {
+            let path = target.image(&case.id, channel);
+            write_volume(&path, volume)?;
+            placed.push((path, format!("{} (channel {channel})", source.display())));
         }
+        placed
+    } else {
+        if target.has_sidecars() {
+            let sidecar = sidecar_of(&sources[0], matches!(case.images, Images::Channels(_)));
+            copy_sidecar(&sidecar, &target.images.join(format!("{}.json", case.id)))?;
+        }
+        sources
+            .iter()
+            .enumerate()
+            .map(|(c, source)| transferred(source, target.image(&case.id, c)))
+            .collect::<Result<_>>()?
     };
     if let Some(label) = &case.label {
-        placed.push(transferred(label, labels_dir.join(format!("{}{ending}", case.id)))?);
+        let to = target.labels.join(format!("{}{}", case.id, target.ending));
+        if copies_as(label, target.ending) {
+            if target.has_sidecars() {
+                copy_sidecar(&sidecar_of(label, false), &target.labels.join(format!("{}.json", case.id)))?;
+            }
+            placed.push(transferred(label, to)?);
+        } else {
+            convert_label(label, &to, target.ending)?;
+            placed.push((to, label.display().to_string()));
+        }
     }
     Ok(placed)
+}
+
+/// Whether `source` reaches a dataset of `ending` as it is (a plain `.nii` is compressed on the way).
+fn copies_as(source: &Path, ending: &str) -> bool {
+    let own = ending_of(source);
+    own == ending || (own == ".nii" && ending == ".nii.gz")
+}
+
+/// Where Tiff3DIO looks for a case file's spacing: `CASE.json` beside it, without the file's ending
+/// (and channel suffix, for channel files).
+fn sidecar_of(path: &Path, channel_file: bool) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let stem = split_image_ending(&name).map_or(name.as_ref(), |(stem, _)| stem);
+    let stem = if channel_file { split_channel_suffix(stem).map_or(stem, |(id, _)| id) } else { stem };
+    path.with_file_name(format!("{stem}.json"))
+}
+
+/// Copies a source's spacing file, where there is one (Tiff3DIO assumes spacing 1 without).
+fn copy_sidecar(sidecar: &Path, to: &Path) -> Result<()> {
+    if !sidecar.is_file() {
+        return Ok(());
+    }
+    std::fs::copy(sidecar, to).map(drop).map_err(|e| Error::io(to, &e))
+}
+
+/// Reads a case's channels and writes each as one file of the dataset's format, with its geometry and
+/// (where the format has it) its voxel type; 3-D TIFF stacks get one spacing file for the case.
+fn convert_images(case: &SourceCase, channels: usize, target: Target) -> Result<Vec<Placed>> {
+    let (files, images): (Vec<PathBuf>, Vec<Image<f32>>) = match &case.images {
+        Images::Channels(paths) => (paths.clone(), ReaderWriter::for_file(&paths[0])?.read_images(paths)?),
+        Images::Stacked(path) => {
+            let images = match ReaderWriter::for_file(path)? {
+                // a stack is one channel, with its spacing in CASE.json (`Tiff3DIO.read_seg`'s name)
+                reader @ ReaderWriter::Tiff3d => vec![reader.read_single(path)?],
+                reader => reader.read_images(std::slice::from_ref(path))?,
+            };
+            (vec![path.clone()], images)
+        }
+    };
+    if images.len() != channels {
+        return Err(Error::bad_input(
+            &files[0],
+            format!("holds {} channel(s) but {channels} channels are declared", images.len()),
+        ));
+    }
+    let per_file = channels / files.len();
+    let mut placed = Vec::with_capacity(channels);
+    for (channel, image) in images.iter().enumerate() {
+        let file = &files[channel / per_file];
+        let source = match per_file {
+            1 => file.display().to_string(),
+            _ => format!("{} (channel {})", file.display(), channel % per_file),
+        };
+        let path = target.image(&case.id, channel);
+        write_image(&path, image).map_err(|e| conversion_error(e, &path, file, target.ending))?;
+        placed.push((path, source));
+    }
+    if target.has_sidecars() && images[0].stored.dimension == 3 {
+        // the stack writer leaves CASE_XXXX.json beside each channel; Tiff3DIO reads one CASE.json
+        for channel in 0..channels {
+            let stray = target.images.join(format!("{}_{channel:04}.json", case.id));
+            std::fs::remove_file(&stray).map_err(|e| Error::runtime(&stray, e))?;
+        }
+        let sidecar = target.images.join(format!("{}.json", case.id));
+        write_json(&sidecar, &serde_json::json!({ "spacing": images[0].geometry.spacing }))?;
+    }
+    Ok(placed)
+}
+
+/// Writes a label map in the dataset's format as nnU-Net's `write_seg` does (uint8, or uint16 from 255).
+fn convert_label(source: &Path, to: &Path, ending: &str) -> Result<()> {
+    let map = read_label_map(source)?;
+    if let Some(value) = map.data.iter().find(|&&v| u16::try_from(v).is_err()) {
+        return Err(Error::bad_input(source, format!("label value {value} is not a label (0 to 65535)")));
+    }
+    let labels = map.data.mapv(|v| v as u16);
+    write_label_map(to, labels.view(), &map.geometry, &map.stored).map_err(|e| conversion_error(e, to, source, ending))
+}
+
+/// A failed conversion told as a problem of the source file (the target lies in the staging folder).
+fn conversion_error(error: Error, target: &Path, source: &Path, ending: &str) -> Error {
+    if error.kind != ErrorKind::BadInput {
+        return error;
+    }
+    let prefix = format!("{}: ", target.display());
+    let problem = error.message.strip_prefix(&prefix).unwrap_or(&error.message);
+    Error::bad_input(source, format!("cannot be written as {ending}: {problem}"))
 }
 
 /// Copies or links `source` to `target`, compressing a plain `.nii` source for a `.nii.gz` target.

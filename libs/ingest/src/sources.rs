@@ -1,16 +1,19 @@
 //! A raw dataset from plain folders: images paired with label maps by case name.
 //!
-//! Accepted names (`.nii.gz` or `.nii`): a label map `CASE.nii.gz` names a training case; its images are
-//! `CASE.nii.gz` (one file holding every channel: 3-D for one channel, 4-D with one volume per channel
-//! for several) or `CASE_0000.nii.gz`, `CASE_0001.nii.gz`, ... (one file per channel). Test images
-//! follow the same two forms; there, files are channel files when every name ends in `_XXXX` with XXXX
-//! below the channel count.
+//! Accepted names (any image ending nn-tools reads; `.nii.gz` here): a label map `CASE.nii.gz` names a
+//! training case (3D Slicer's `CASE.seg.nrrd` too); its images are `CASE.nii.gz` (one file holding every
+//! channel: 3-D for one channel, 4-D with one volume per channel, or RGB, for several) or
+//! `CASE_0000.nii.gz`, `CASE_0001.nii.gz`, ... (one file per channel, or fewer files holding several
+//! channels each, as an RGB `CASE_0000.png` holds three). Test images follow the same forms; there,
+//! files are channel files when every name ends in `_XXXX` with XXXX below the channel count. Tiff3DIO's
+//! spacing files (`CASE.json`) lie beside the images and labels.
 
-use crate::layout::{Plan, write_raw_dataset};
+use crate::layout::{Plan, ending_of, write_raw_dataset};
+use crate::slicer::{check_single_layer, is_segmentation, segment_labels};
 use crate::{Images, Options, SourceCase};
 use nntools_dataset::{Label, check_labels, group_image_files, split_channel_suffix};
 use nntools_io::split_image_ending;
-use nntools_io::{Error, Result};
+use nntools_io::{Error, ReaderWriter, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,13 +23,14 @@ use std::path::{Path, PathBuf};
 pub struct CreateRequest {
     /// Folder of training images.
     pub images: PathBuf,
-    /// Folder of label maps, `CASE.nii.gz`.
+    /// Folder of label maps, `CASE.nii.gz` (or 3D Slicer's `CASE.seg.nrrd`).
     pub labels: PathBuf,
     /// Folder of unlabelled test images.
     pub test_images: Option<PathBuf>,
     /// `(index, name)` of every channel.
     pub channels: Vec<(i64, String)>,
-    /// `(value, name)` of every label; empty: derived from the label maps.
+    /// `(value, name)` of every label; empty: the segment names of Slicer segmentations, else derived
+    /// from the label maps' values.
     pub label_names: Vec<(i64, String)>,
     /// dataset.json's `name` (default: the output folder's name).
     pub name: Option<String>,
@@ -49,11 +53,26 @@ pub fn create(request: &CreateRequest, out: &Path, options: Options) -> Result<V
     let channel_names = channel_names(&request.channels)?;
     let labels = (!request.label_names.is_empty()).then(|| declared_labels(&request.label_names)).transpose()?;
     let mut warnings = Vec::new();
-    let label_files = list_image_files(&request.labels, &mut warnings)?;
-    let image_files = list_image_files(&request.images, &mut warnings)?;
+    let label_files = list_image_files(&request.labels, true, &mut warnings)?;
+    let image_files = list_image_files(&request.images, false, &mut warnings)?;
+    let segmentations: Vec<&Path> = label_files
+        .iter()
+        .map(|(_, path)| path.as_path())
+        .filter(|path| is_segmentation(&path.file_name().unwrap_or_default().to_string_lossy()))
+        .collect();
+    // Slicer's segment names become the labels when every label map has them and none are declared.
+    let labels = match labels {
+        None if !segmentations.is_empty() && segmentations.len() == label_files.len() => {
+            Some(segment_labels(&segmentations, &request.labels)?)
+        }
+        labels => {
+            check_single_layer(&segmentations)?;
+            labels
+        }
+    };
     let training = training_cases(request, image_files, label_files, channel_names.len())?;
     let test = match &request.test_images {
-        Some(dir) => test_cases(dir, list_image_files(dir, &mut warnings)?, channel_names.len())?,
+        Some(dir) => test_cases(dir, list_image_files(dir, false, &mut warnings)?, channel_names.len())?,
         None => Vec::new(),
     };
     let name = match &request.name {
@@ -98,15 +117,16 @@ fn declared_labels(labels: &[(i64, String)]) -> Result<Vec<(String, i64)>> {
     Ok(sorted.into_iter().map(|(value, name)| (name, value)).collect())
 }
 
-/// The image files of `dir` as (stem, path), sorted by name; hidden files are skipped, other files
-/// ignored with a warning.
-fn list_image_files(dir: &Path, warnings: &mut Vec<String>) -> Result<Vec<(String, PathBuf)>> {
+/// The image files of `dir` as (stem, path), sorted by name; hidden files and Tiff3DIO's spacing files
+/// (`.json`) are skipped, other files ignored with a warning. In a folder of label maps, Slicer's
+/// `CASE.seg.nrrd` has the stem `CASE`.
+fn list_image_files(dir: &Path, labels: bool, warnings: &mut Vec<String>) -> Result<Vec<(String, PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, &e))?;
     let mut files = BTreeMap::new();
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, &e))?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        if name.starts_with('.') || path.is_dir() {
+        if name.starts_with('.') || path.is_dir() || name.to_lowercase().ends_with(".json") {
             continue;
         }
         let Some((stem, _)) = split_image_ending(&name) else {
@@ -115,6 +135,10 @@ fn list_image_files(dir: &Path, warnings: &mut Vec<String>) -> Result<Vec<(Strin
                 path.display()
             ));
             continue;
+        };
+        let stem = match stem.len().checked_sub(".seg".len()) {
+            Some(cut) if labels && is_segmentation(&name) => &stem[..cut],
+            _ => stem,
         };
         if let Some(other) = files.insert(stem.to_owned(), path.clone()) {
             return Err(Error::bad_input(&path, format!("same case name as {}", other.display())));
@@ -147,10 +171,11 @@ fn training_cases(
             found.get_mut(id).expect("checked").1.push((channel, path));
         } else {
             problems.push(format!(
-                "{}: image without a label map (expected {}/{}.nii.gz)",
+                "{}: image without a label map (expected {}/{}{})",
                 path.display(),
                 request.labels.display(),
-                split_channel_suffix(&stem).map_or(stem.as_str(), |(id, _)| id)
+                split_channel_suffix(&stem).map_or(stem.as_str(), |(id, _)| id),
+                ending_of(&path)
             ));
         }
     }
@@ -161,8 +186,9 @@ fn training_cases(
         let indices: Vec<usize> = channel_files.iter().map(|(c, _)| *c).collect();
         let images = match stacked {
             None if channel_files.is_empty() => {
+                let ending = ending_of(label);
                 problems.push(format!(
-                    "{}: label map without an image (expected {}/{id}.nii.gz or {id}_0000.nii.gz)",
+                    "{}: label map without an image (expected {}/{id}{ending} or {id}_0000{ending})",
                     label.display(),
                     request.images.display()
                 ));
@@ -174,9 +200,21 @@ fn training_cases(
                 continue;
             }
             None if indices != (0..channels).collect::<Vec<_>>() => {
+                // Fewer files can hold every channel: CASE_0000.png holds R, G and B. (A file that
+                // cannot be read is left to the integrity check; the missing files are the problem here.)
+                let leading = indices == (0..indices.len()).collect::<Vec<_>>();
+                if leading
+                    && channels.is_multiple_of(indices.len())
+                    && channels_in(&channel_files[0].1).is_ok_and(|held| held * indices.len() == channels)
+                {
+                    let images = Images::Channels(channel_files.into_iter().map(|(_, p)| p).collect());
+                    cases.push(SourceCase { id: id.clone(), images, label: Some(label.clone()) });
+                    continue;
+                }
                 // name the first missing channel file, or else the first one too many
+                let ending = ending_of(&channel_files[0].1);
                 let file = match (0..channels).find(|c| !indices.contains(c)) {
-                    Some(c) => format!("{}: missing;", request.images.join(format!("{id}_{c:04}.nii.gz")).display()),
+                    Some(c) => format!("{}: missing;", request.images.join(format!("{id}_{c:04}{ending}")).display()),
                     None => format!(
                         "{}:",
                         channel_files
@@ -196,6 +234,15 @@ fn training_cases(
         cases.push(SourceCase { id: id.clone(), images, label: Some(label.clone()) });
     }
     if problems.is_empty() { Ok(cases) } else { Err(Error::bad_input_lines(problems)) }
+}
+
+/// How many channels an image file holds: three for RGB, one per volume for a 4-D file.
+fn channels_in(path: &Path) -> Result<usize> {
+    match ReaderWriter::for_file(path)? {
+        // a stack is one channel; reading it would look for a spacing file under a channel's name
+        ReaderWriter::Tiff3d => Ok(1),
+        reader => Ok(reader.read_images(&[path.to_owned()])?.len()),
+    }
 }
 
 fn test_cases(dir: &Path, files: Vec<(String, PathBuf)>, channels: usize) -> Result<Vec<SourceCase>> {
@@ -247,7 +294,7 @@ mod tests {
         for name in names {
             std::fs::write(dir.join(name), b"").unwrap();
         }
-        list_image_files(dir, &mut Vec::new()).unwrap()
+        list_image_files(dir, false, &mut Vec::new()).unwrap()
     }
 
     #[test]
@@ -304,7 +351,7 @@ mod tests {
         assert_eq!(ids, ["y_0000", "y_0001"]);
         let mut warnings = Vec::new();
         std::fs::write(root.path().join("p/notes.txt"), b"").unwrap();
-        list_image_files(&root.path().join("p"), &mut warnings).unwrap();
+        list_image_files(&root.path().join("p"), false, &mut warnings).unwrap();
         assert!(warnings[0].contains("notes.txt: not an image file"), "{warnings:?}");
     }
 }
