@@ -53,6 +53,12 @@ fn readme_tutorial_runs_as_written() {
     let count = |folder: &str| std::fs::read_dir(work.join(folder)).map(|d| d.count()).unwrap_or(0);
     assert_eq!(count("predictions"), 2, "one prediction per test image");
     assert!(count("overlays") >= 2, "an overlay per validation case");
+    let rgb_predictions: Vec<_> = std::fs::read_dir(dir.path().join("work2d/predictions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    assert_eq!(rgb_predictions.len(), 2, "a PNG label map per RGB test image: {rgb_predictions:?}");
 }
 
 #[test]

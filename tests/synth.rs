@@ -103,3 +103,47 @@ fn fingerprint_of_a_synthetic_dataset_matches_its_construction() {
         assert!(f64::from(lo) <= p05 && p05 <= median && median <= p995 && p995 <= f64::from(hi));
     }
 }
+
+/// The same dataset in other formats: `.mha` holds the NIfTI files' voxels and geometry; `.png` holds
+/// each case's middle slice, one RGB file for three channels, which nnU-Net's 2-D reader takes as
+/// three channels.
+#[test]
+fn other_formats_hold_the_same_cases() {
+    use nntools_io::{ReaderWriter, read_image, read_label_map};
+    let dir = tempfile::tempdir().unwrap();
+    let make = |ending: &str| {
+        let out = dir.path().join(ending.trim_start_matches('.'));
+        let args = ["--cases", "2", "--channels", "3", "--seed", "5", "--file-ending", ending];
+        let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"-o", &out];
+        all.extend(args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+        let output = run("nn-synth", &all);
+        assert!(output.status.success(), "{ending}: {}", stderr(&output));
+        out
+    };
+    let (nifti, mha, png) = (make(".nii.gz"), make(".mha"), make(".png"));
+    for case in ["synth_000", "synth_001"] {
+        let label = read_label_map(&nifti.join(format!("labelsTr/{case}.nii.gz"))).unwrap();
+        let label_mha = read_label_map(&mha.join(format!("labelsTr/{case}.mha"))).unwrap();
+        assert_eq!(label_mha.data, label.data);
+        for (a, b) in label_mha.geometry.direction.iter().zip(label.geometry.direction) {
+            assert!((a - b).abs() < 1e-6, "{case}: direction");
+        }
+        for c in 0..3 {
+            let image = read_image(&nifti.join(format!("imagesTr/{case}_{c:04}.nii.gz"))).unwrap();
+            assert_eq!(read_image(&mha.join(format!("imagesTr/{case}_{c:04}.mha"))).unwrap().data, image.data);
+        }
+        let rgb = png.join(format!("imagesTr/{case}_0000.png"));
+        let channels = ReaderWriter::NaturalImage2d.read_images(&[rgb]).unwrap();
+        assert_eq!(channels.len(), 3, "{case}: one RGB file, three channels");
+        let middle = label.data.shape()[0] / 2;
+        let slice = label.data.slice(ndarray::s![middle..=middle, .., ..]);
+        assert_eq!(channels[0].data.shape(), slice.shape());
+        let label_png = ReaderWriter::NaturalImage2d.read_seg(&png.join(format!("labelsTr/{case}.png"))).unwrap();
+        assert_eq!(label_png.data, slice, "{case}: the middle slice's labels");
+        assert_eq!(label_png.geometry.spacing, [999.0, 1.0, 1.0]);
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(png.join("dataset.json")).unwrap()).unwrap();
+    assert_eq!(json["channel_names"], serde_json::json!({"0": "R", "1": "G", "2": "B"}));
+    assert_eq!(json["file_ending"], ".png");
+}

@@ -146,6 +146,19 @@ pub fn write_image(path: &Path, image: &Image<f32>) -> Result<()> {
     write_voxels(path, format, image.data.view(), image.stored.pixel, &image.geometry, &image.stored)
 }
 
+/// Writes the channels of a 2-D image as one RGB (3) or RGBA (4) 8-bit PNG, as `NaturalImage2DIO` reads
+/// one file as that many channels; the first channel gives the geometry and voxel type.
+pub fn write_rgb(path: &Path, channels: &[Image<f32>]) -> Result<()> {
+    let first = channels.first().ok_or_else(|| Error::runtime(path, "no channels to write"))?;
+    let planes: Vec<ArrayView3<f32>> = channels.iter().map(|c| c.data.view()).collect();
+    let stacked = ndarray::concatenate(Axis(0), &planes)
+        .map_err(|_| Error::runtime(path, "the channels of one image differ in shape"))?;
+    let mut raster = to_raster(path, first.data.view(), &first.geometry, 2)?;
+    raster.data = stacked.into_dyn();
+    raster.channel_axis = true;
+    crate::natural::write_natural(path, Format::of(path)?, &raster, first.stored.pixel)
+}
+
 fn shape_of(shape: &[usize]) -> [usize; 3] {
     [shape[0], shape[1], shape[2]]
 }
@@ -261,5 +274,27 @@ mod tests {
         assert_eq!(split_image_ending("é.mha"), Some(("é", ".mha")));
         assert_eq!(Format::of(Path::new("x/y.nhdr")).unwrap(), Format::Nrrd);
         assert!(Format::of(Path::new("y.jpg")).unwrap_err().message.contains("not an image file name"));
+    }
+
+    #[test]
+    fn rgb_channels_round_trip_through_one_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let plane = Geometry::of_plane([1.0, 1.0], [0.0, 0.0], [1.0, 0.0, 0.0, 1.0]);
+        let channels: Vec<Image<f32>> = (0..3)
+            .map(|c| Image {
+                data: Array3::from_shape_fn((1, 4, 5), |(_, y, x)| (c * 80 + y * 5 + x) as f32),
+                geometry: plane,
+                stored: Stored::new(2, PixelType::U8),
+            })
+            .collect();
+        let path = dir.path().join("rgb_0000.png");
+        write_rgb(&path, &channels).unwrap();
+        let read = ReaderWriter::NaturalImage2d.read_images(&[path.clone()]).unwrap();
+        assert_eq!(
+            read.iter().map(|i| &i.data).collect::<Vec<_>>(),
+            channels.iter().map(|i| &i.data).collect::<Vec<_>>()
+        );
+        let refused = write_rgb(&dir.path().join("rg.png"), &channels[..2]).unwrap_err();
+        assert!(refused.message.contains("only 3 or 4 uint8 channels"), "{refused}");
     }
 }

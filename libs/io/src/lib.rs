@@ -23,6 +23,7 @@ pub use geometry::Geometry;
 pub use gipl::{read_gipl, write_gipl};
 pub use image::{
     Format, IMAGE_ENDINGS, Image, Stored, read_image, read_label_map, split_image_ending, write_image, write_label_map,
+    write_rgb,
 };
 pub use metaimage::{read_metaimage, write_metaimage};
 pub use nifti::{Volume, Voxel, new_header, read_volumes, write_like, write_new, write_volume};

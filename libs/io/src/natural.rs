@@ -224,8 +224,11 @@ fn read_bmp(path: &Path) -> Result<(ArrayD<f32>, PixelType)> {
 /// Writes a single-channel 2-D raster image (`[y, x]`) as PNG, BMP or TIFF (by `format`) with `pixel`
 /// (U8 or U16), as `NaturalImage2DIO.write_seg` writes labels with scikit-image.
 pub(crate) fn write_natural(path: &Path, format: Format, image: &RasterImage, pixel: PixelType) -> Result<()> {
-    if image.channel_axis || image.data.ndim() != 2 {
-        return Err(Error::runtime(path, "only single-channel 2-D images can be written as PNG, BMP or TIFF"));
+    if image.channel_axis {
+        return write_colour_png(path, format, image, pixel);
+    }
+    if image.data.ndim() != 2 {
+        return Err(Error::runtime(path, "only 2-D images can be written as PNG, BMP or TIFF"));
     }
     if !matches!(pixel, PixelType::U8 | PixelType::U16) {
         return Err(Error::bad_input(
@@ -266,6 +269,37 @@ pub(crate) fn write_natural(path: &Path, format: Format, image: &RasterImage, pi
         Format::Tiff => crate::tiff::write_pages(path, &little_endian, pixel, [1, height, width], false),
         _ => Err(Error::bad_input(path, "not a PNG, BMP or TIFF file name")),
     }
+}
+
+/// Writes a `[c, y, x]` raster of 3 or 4 channels as an 8-bit RGB or RGBA PNG, the one file nnU-Net's
+/// `NaturalImage2DIO` reads as that many channels.
+fn write_colour_png(path: &Path, format: Format, image: &RasterImage, pixel: PixelType) -> Result<()> {
+    let shape = image.data.shape();
+    let colour = match (format, pixel, shape) {
+        (Format::Png, PixelType::U8, [3, _, _]) => png::ColorType::Rgb,
+        (Format::Png, PixelType::U8, [4, _, _]) => png::ColorType::Rgba,
+        _ => {
+            return Err(Error::bad_input(
+                path,
+                format!("only 3 or 4 uint8 channels can be written as one (PNG) file, not {:?} {pixel:?}", shape),
+            ));
+        }
+    };
+    let (w, h) = (dimension(path, shape[2])?, dimension(path, shape[1])?);
+    // channels last, interleaved
+    let interleaved = image.data.view().permuted_axes(IxDyn(&[1, 2, 0])).as_standard_layout().into_owned();
+    let raster = RasterImage { data: interleaved, channel_axis: false, ..image.clone() };
+    let bytes = encode_voxels(path, &raster, pixel)?;
+    crate::output::write_atomically(path, |tmp| {
+        let file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, &e))?;
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+        encoder.set_color(colour);
+        encoder.set_depth(png::BitDepth::Eight);
+        let failed = |e: png::EncodingError| Error::runtime(tmp, format!("cannot write PNG: {e}"));
+        let mut writer = encoder.write_header().map_err(failed)?;
+        writer.write_image_data(&bytes).map_err(failed)?;
+        writer.finish().map_err(failed)
+    })
 }
 
 /// An image size as the encoders take it.

@@ -40,7 +40,11 @@ fn image_of(path: &Path, header: NiftiHeader, data: Array3<f32>) -> Result<Image
     let geometry = Geometry::from_header(&header).map_err(|problem| Error::bad_input(path, problem))?;
     let dimension = if header.dim[0] == 2 { 2 } else { 3 };
     let geometry = if dimension == 2 { geometry.planar() } else { geometry };
+    let scaling = with_valid_scaling(&header);
+    let scaled = scaling.scl_slope != 1.0 || scaling.scl_inter != 0.0;
+    // scaled values are what the image holds, as float32 (as write_volume writes them)
     let pixel = match header.data_type().expect("checked when read") {
+        _ if scaled => PixelType::F32,
         NiftiType::Uint8 => PixelType::U8,
         NiftiType::Int8 => PixelType::I8,
         NiftiType::Int16 => PixelType::I16,

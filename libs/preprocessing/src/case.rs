@@ -11,7 +11,7 @@ use nntools_dataset::{Descriptor, IntensityStats};
 use nntools_io::{Error, Geometry, ReaderWriter, Result, Stored};
 use nntools_planning::{Configuration, Plans, ResamplingKwargs};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Everything a case needs from the plans, resolved once per run.
 pub struct Recipe {

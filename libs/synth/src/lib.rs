@@ -4,7 +4,9 @@
 //! spacings vary per case, optionally anisotropic. The same seed gives the same files, byte for byte.
 
 use ndarray::Array3;
-use nntools_io::{Error, Geometry, Result, write_json, write_new};
+use nntools_io::{
+    Error, Geometry, Image, PixelType, Result, Stored, write_image, write_json, write_label_map, write_rgb,
+};
 use nntools_layout::DATASET_JSON;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,7 +39,13 @@ pub struct Spec {
     pub anisotropic: bool,
     /// Smallest and largest number of voxels along an axis.
     pub shape_range: [usize; 2],
+    /// The image format: `.nii.gz`, `.nii`, `.mha`, `.nrrd`, `.gipl`, or `.png` for 2-D images (each
+    /// case's middle slice, 8 bits; 3 or 4 channels make one RGB or RGBA file, as nnU-Net's 2-D example).
+    pub file_ending: String,
 }
+
+/// The endings nn-synth writes; the last is 2-D.
+const FILE_ENDINGS: [&str; 6] = [".nii.gz", ".nii", ".mha", ".nrrd", ".gipl", ".png"];
 
 impl Default for Spec {
     fn default() -> Self {
@@ -50,6 +58,7 @@ impl Default for Spec {
             modality: Modality::Mri,
             anisotropic: true,
             shape_range: [24, 40],
+            file_ending: ".nii.gz".into(),
         }
     }
 }
@@ -74,14 +83,25 @@ impl Spec {
             Some("at most 200 labels".to_owned())
         } else if lo < 8 || hi < lo || hi > 512 {
             Some(format!("shape range {lo}-{hi} must satisfy 8 <= min <= max <= 512"))
+        } else if !FILE_ENDINGS.contains(&self.file_ending.as_str()) {
+            Some(format!("file ending {:?} is not one of {}", self.file_ending, FILE_ENDINGS.join(" ")))
+        } else if self.planar() && ![1, 3, 4].contains(&self.channels) {
+            Some("2-D images have 1 (grey), 3 (RGB) or 4 (RGBA) channels".to_owned())
         } else {
             None
         };
         problem.map_or(Ok(()), |p| Err(Error::bad_input(out, p)))
     }
 
+    fn planar(&self) -> bool {
+        self.file_ending == ".png"
+    }
+
     fn channel_names(&self) -> Vec<&'static str> {
         const MRI: [&str; 4] = ["T2", "ADC", "T1", "FLAIR"];
+        if self.planar() && self.channels > 1 {
+            return ["R", "G", "B", "A"][..self.channels].to_vec();
+        }
         (0..self.channels)
             .map(|c| match self.modality {
                 Modality::Ct => "CT",
@@ -142,15 +162,23 @@ fn write_into(spec: &Spec, root: &Path) -> Result<()> {
         let training = index < spec.training_cases;
         let id = format!("synth_{index:03}");
         let images_dir = root.join(if training { "imagesTr" } else { "imagesTs" });
-        for (channel, image) in case.images.iter().enumerate() {
-            let path = images_dir.join(format!("{id}_{channel:04}.nii.gz"));
-            match spec.modality {
-                Modality::Mri => write_new(&path, image.view(), &case.geometry)?,
-                Modality::Ct => write_new(&path, image.mapv(|v| v as i16).view(), &case.geometry)?,
-            }
+        let label_path = training.then(|| root.join("labelsTr").join(format!("{id}{}", spec.file_ending)));
+        let channel_path = |channel: usize| images_dir.join(format!("{id}_{channel:04}{}", spec.file_ending));
+        if spec.planar() {
+            return write_planar(spec, &case, channel_path, label_path.as_deref());
         }
-        if training {
-            write_new(&root.join("labelsTr").join(format!("{id}.nii.gz")), case.labels.view(), &case.geometry)?;
+        for (channel, image) in case.images.into_iter().enumerate() {
+            let (data, pixel) = match spec.modality {
+                Modality::Mri => (image, PixelType::F32),
+                Modality::Ct => (image.mapv(|v| f32::from(v as i16)), PixelType::I16),
+            };
+            write_image(
+                &channel_path(channel),
+                &Image { data, geometry: case.geometry, stored: Stored::new(3, pixel) },
+            )?;
+        }
+        if let Some(path) = label_path {
+            write_label_map(&path, case.labels.mapv(u16::from).view(), &case.geometry, &Stored::new(3, PixelType::U8))?;
         }
         Ok(())
     })?;
@@ -165,12 +193,45 @@ fn write_into(spec: &Spec, root: &Path) -> Result<()> {
         "channel_names": channel_names,
         "labels": labels,
         "numTraining": spec.training_cases,
-        "file_ending": ".nii.gz",
+        "file_ending": spec.file_ending,
         "name": "Synthetic",
         "description": format!("nn-synth, seed {}, {:?}", spec.seed, spec.modality),
         "licence": "CC0-1.0 (synthetic)",
     });
     write_json(&root.join(DATASET_JSON), &descriptor)
+}
+
+/// Writes a case as 2-D images: its middle slice, each channel scaled to 0..255 (one RGB(A) file for 3
+/// or 4 channels), and the label map's middle slice.
+fn write_planar(
+    spec: &Spec,
+    case: &SynthCase,
+    channel_path: impl Fn(usize) -> std::path::PathBuf,
+    label_path: Option<&Path>,
+) -> Result<()> {
+    let middle = case.labels.shape()[0] / 2;
+    let slice = |a: &Array3<f32>| a.slice(ndarray::s![middle..=middle, .., ..]).to_owned();
+    let geometry = Geometry::of_plane([1.0, 1.0], [0.0, 0.0], [1.0, 0.0, 0.0, 1.0]);
+    let channels: Vec<Image<f32>> = case
+        .images
+        .iter()
+        .map(|image| {
+            let plane = slice(image);
+            let (lo, hi) = plane.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let data = plane.mapv(|v| ((v - lo) / (hi - lo).max(f32::EPSILON) * 255.0).round());
+            Image { data, geometry, stored: Stored::new(2, PixelType::U8) }
+        })
+        .collect();
+    if spec.channels > 1 {
+        write_rgb(&channel_path(0), &channels)?;
+    } else {
+        write_image(&channel_path(0), &channels[0])?;
+    }
+    if let Some(path) = label_path {
+        let labels = case.labels.slice(ndarray::s![middle..=middle, .., ..]).mapv(u16::from);
+        write_label_map(path, labels.view(), &geometry, &Stored::new(2, PixelType::U8))?;
+    }
+    Ok(())
 }
 
 /// Generates case `index` of the dataset described by `spec`.

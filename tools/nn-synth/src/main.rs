@@ -14,7 +14,9 @@ const TOOL: &str = "nn-synth";
 Examples:
   nn-synth -o raw/Dataset900_Synth
   nn-synth -o raw/Dataset901_SynthCT --ct --cases 20 --labels 5 --seed 3
-  nn-synth -o raw/Dataset902_Multi --channels 2 --test-cases 4 --isotropic")]
+  nn-synth -o raw/Dataset902_Multi --channels 2 --test-cases 4 --isotropic
+  nn-synth -o raw/Dataset903_Mha --file-ending .mha
+  nn-synth -o raw/Dataset904_Rgb --file-ending .png --channels 3 --cases 20")]
 struct Args {
     /// Output dataset folder (must not exist unless --force).
     #[arg(short, long)]
@@ -46,6 +48,10 @@ struct Args {
     /// Largest number of voxels along an axis.
     #[arg(long, default_value_t = 40)]
     max_size: usize,
+    /// Image format: .nii.gz, .nii, .mha, .nrrd, .gipl, or .png for 2-D images (each case's middle slice;
+    /// --channels 3 makes one RGB file per case, as nnU-Net's 2-D example).
+    #[arg(long, default_value = ".nii.gz")]
+    file_ending: String,
     #[command(flatten)]
     force: Force,
     #[command(flatten)]
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
             modality: if args.ct { Modality::Ct } else { Modality::Mri },
             anisotropic: !args.isotropic,
             shape_range: [args.min_size, args.max_size],
+            file_ending: args.file_ending.clone(),
         };
         write_dataset(&spec, &args.output, args.force.force)
     })
