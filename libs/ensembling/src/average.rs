@@ -76,10 +76,12 @@ pub fn average_folders(
             });
         }
         let mean = sum.expect("at least one folder") / inputs.len() as f32;
-        let geometry_source = predictions::label_map(&inputs[0], id, ending);
+        // the first folder's label map gives the geometry and the format
+        let geometry_source = predictions::existing_label_map(&inputs[0], id, ending);
         let like = read_label_map(&geometry_source)?;
         let labels = labelling.labels(mean.view());
-        write_label_map(&predictions::label_map(output, id, ending), labels.view(), &like.geometry, &like.stored)?;
+        let name = geometry_source.file_name().expect("a file");
+        write_label_map(&output.join(name), labels.view(), &like.geometry, &like.stored)?;
         if save_probabilities {
             write_npz(&predictions::probabilities(output, id), "probabilities", &mean)?;
         }

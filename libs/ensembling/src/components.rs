@@ -4,8 +4,7 @@
 //! background.
 
 use ndarray::Array3;
-use nntools_dataset::Descriptor;
-use nntools_io::{Error, Result, read_label_map, write_label_map};
+use nntools_io::{Error, Result, read_label_map, split_image_ending, write_label_map};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -75,18 +74,18 @@ pub fn keep_largest_component(mask: &Array3<bool>) -> Array3<bool> {
         .expect("same size")
 }
 
-/// Applies `steps` to every `CASE<ending>` of `input` and writes the results to `output`.
-pub fn postprocess_folder(input: &Path, output: &Path, descriptor: &Descriptor, steps: &[Step]) -> Result<usize> {
-    let ending = &descriptor.file_ending;
+/// Applies `steps` to every label map of `input` (in any image format: nn-infer writes each prediction
+/// in its input's format) and writes the results to `output` in the same format.
+pub fn postprocess_folder(input: &Path, output: &Path, steps: &[Step]) -> Result<usize> {
     let mut names: Vec<String> = std::fs::read_dir(input)
         .map_err(|e| Error::io(input, &e))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(ending.as_str()) && !n.starts_with('.'))
+        .filter(|n| split_image_ending(n).is_some() && !n.starts_with('.'))
         .collect();
     names.sort();
     if names.is_empty() {
-        return Err(Error::bad_input(input, format!("no label maps (*{ending})")));
+        return Err(Error::bad_input(input, "no label maps (CASE.nii.gz, CASE.mha, CASE.png, ...)"));
     }
     std::fs::create_dir_all(output).map_err(|e| Error::io(output, &e))?;
     // what a killed run left half-written

@@ -5,7 +5,8 @@ use crate::overlay::write_overlay;
 use crate::surface::surface_metrics;
 use ndarray::ArrayView3;
 use nntools_dataset::Descriptor;
-use nntools_io::{Error, IMAGE_ENDINGS, Result, read_label_map, split_image_ending, write_atomically};
+use nntools_io::{Error, Result, read_label_map, split_image_ending, write_atomically};
+use nntools_layout::predictions;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -190,14 +191,8 @@ pub fn evaluate_folders(
         .filter(|n| n.ends_with(ending.as_str()) && !n.starts_with('.'))
         .collect();
     names.sort();
-    let prediction_of = |name: &str| {
-        let stem = &name[..name.len() - ending.len()];
-        let same = prediction_dir.join(name);
-        if same.is_file() {
-            return same;
-        }
-        IMAGE_ENDINGS.iter().map(|e| prediction_dir.join(format!("{stem}{e}"))).find(|p| p.is_file()).unwrap_or(same)
-    };
+    let prediction_of =
+        |name: &str| predictions::existing_label_map(prediction_dir, &name[..name.len() - ending.len()], ending);
     let mut pairs: Vec<(PathBuf, PathBuf)> = names.iter().map(|n| (reference_dir.join(n), prediction_of(n))).collect();
     if options.chill {
         pairs.retain(|(_, prediction)| prediction.is_file());

@@ -289,7 +289,7 @@ mod tests {
             .collect();
         let path = dir.path().join("rgb_0000.png");
         write_rgb(&path, &channels).unwrap();
-        let read = ReaderWriter::NaturalImage2d.read_images(&[path.clone()]).unwrap();
+        let read = ReaderWriter::NaturalImage2d.read_images(std::slice::from_ref(&path)).unwrap();
         assert_eq!(
             read.iter().map(|i| &i.data).collect::<Vec<_>>(),
             channels.iter().map(|i| &i.data).collect::<Vec<_>>()

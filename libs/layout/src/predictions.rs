@@ -12,6 +12,17 @@ pub fn label_map(folder: &Path, id: &str, ending: &str) -> PathBuf {
     folder.join(format!("{id}{ending}"))
 }
 
+/// A case's label map as found in `folder`: `CASE<ending>`, or where there is none, the case's label map
+/// in another image format (nn-infer writes each prediction in its input's format); `CASE<ending>` when
+/// there is none at all.
+pub fn existing_label_map(folder: &Path, id: &str, ending: &str) -> PathBuf {
+    let same = label_map(folder, id, ending);
+    if same.is_file() {
+        return same;
+    }
+    nntools_io::IMAGE_ENDINGS.iter().map(|e| label_map(folder, id, e)).find(|p| p.is_file()).unwrap_or(same)
+}
+
 /// `CASE.npz`: a case's class probabilities, float32, classes first (nn-infer --save-probabilities).
 pub fn probabilities(folder: &Path, id: &str) -> PathBuf {
     folder.join(format!("{id}.{PROBABILITIES_EXTENSION}"))

@@ -5,7 +5,6 @@ use nntools_ensembling::{
     InferencePlan, SelectRequest, average_folders, folder_descriptor, postprocess_folder, select,
 };
 use nntools_io::{Error, read_json};
-use nntools_layout::run::RunDir;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -87,7 +86,8 @@ Example:
 Example:
   nn-ensemble postprocess -i predictions_raw -o predictions --plan inference_plan.json")]
     Postprocess {
-        /// Folder of label maps (CASE.nii.gz), e.g. nn-infer's output.
+        /// Folder of label maps (CASE.nii.gz, or any image format nn-tools reads), e.g. nn-infer's output;
+        /// each is written in its own format.
         #[arg(short, long)]
         input: PathBuf,
         /// Output folder.
@@ -96,9 +96,6 @@ Example:
         /// inference_plan.json from `nn-ensemble select`.
         #[arg(long)]
         plan: PathBuf,
-        /// dataset.json (default: the input folder's).
-        #[arg(long)]
-        dataset: Option<PathBuf>,
     },
 }
 
@@ -142,15 +139,12 @@ fn main() -> ExitCode {
                 print!("{}", if *runs { chosen_runs(&plan) } else { summary(&plan) });
                 Ok(())
             }
-            Command::Postprocess { input, output, plan, dataset } => {
+            Command::Postprocess { input, output, plan } => {
                 let plan: InferencePlan = read_json(plan)?;
-                let run = plan.models.first().ok_or_else(|| Error::bad_input(input, "the plan names no model"))?;
-                let descriptor =
-                    descriptor(dataset, input).or_else(|_| Descriptor::read(&RunDir::new(&run.run).dataset_json()))?;
                 if input == output {
                     return Err(Error::bad_input(output, "must differ from the input folder"));
                 }
-                postprocess_folder(input, output, &descriptor, &plan.postprocessing).map(|_| ())
+                postprocess_folder(input, output, &plan.postprocessing).map(|_| ())
             }
         }
     })
