@@ -164,7 +164,7 @@ pub fn read_metaimage(path: &Path) -> Result<RasterImage> {
         return Err(Error::bad_input(path, format!("ElementDataFile {data_file:.60} (file lists) is not supported")));
     } else {
         let raw = path.parent().unwrap_or(Path::new("")).join(data_file);
-        detached = std::fs::read(&raw)
+        detached = crate::raster::read_data_file(&raw)
             .map_err(|e| Error::bad_input(path, format!("cannot read its ElementDataFile {}: {e}", raw.display())))?;
         &detached
     };

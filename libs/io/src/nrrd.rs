@@ -216,7 +216,7 @@ pub fn read_nrrd(path: &Path) -> Result<RasterImage> {
         }
         Some(name) => {
             let data_path = path.parent().unwrap_or(Path::new("")).join(name);
-            detached = std::fs::read(&data_path).map_err(|e| {
+            detached = crate::raster::read_data_file(&data_path).map_err(|e| {
                 Error::bad_input(path, format!("cannot read its data file {}: {e}", data_path.display()))
             })?;
             &detached

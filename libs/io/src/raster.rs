@@ -161,6 +161,15 @@ pub(crate) fn data_bytes(path: &Path, sizes: &[usize], pixel: PixelType) -> Resu
         .ok_or_else(|| Error::bad_input(path, format!("image sizes {sizes:?} overflow")))
 }
 
+/// The whole of a data file a header names (a `.mhd`'s `ElementDataFile`, a `.nhdr`'s `data file`), which
+/// must be a regular file: a header naming `/dev/zero` or a pipe would otherwise be read without end.
+pub(crate) fn read_data_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    std::fs::read(path)
+}
+
 /// The first `expected` bytes of `data`, or a truncation error.
 pub(crate) fn exact_prefix<'a>(path: &Path, data: &'a [u8], expected: usize) -> Result<&'a [u8]> {
     data.get(..expected).ok_or_else(|| {
