@@ -2,24 +2,134 @@
 //! the fuzzers ever crashed on. Each body feeds arbitrary bytes to a reader; any outcome but a panic
 //! or an abort is fine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A file name of this process that no other call uses.
-fn scratch_file(ending: &str) -> PathBuf {
-    static CALLS: AtomicUsize = AtomicUsize::new(0);
-    let dir = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-    dir.join(format!("nntools-fuzz-{}-{}{ending}", std::process::id(), CALLS.fetch_add(1, Ordering::Relaxed)))
+use nntools_io::ReaderWriter;
+
+/// The byte at which the MetaImage and NRRD targets split their input into a detached header and its
+/// data file: a text header holds none, so the fuzzer finds the split easily.
+pub const DETACHED_DATA_SEPARATOR: u8 = 0;
+
+/// The data file name the detached-header inputs refer to (`ElementDataFile = data.raw`,
+/// `data file: data.raw`); the targets write the data part under this name beside the header.
+pub const DETACHED_DATA_FILE: &str = "data.raw";
+
+/// A directory of this process that no other call uses (in RAM where /dev/shm exists), removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        let base = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        let dir = base.join(format!("nntools-fuzz-{}-{}", std::process::id(), CALLS.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, bytes).expect("scratch file");
+        path
+    }
 }
 
-/// The NIfTI readers on `bytes`: as a `.nii` file, and gzip-compressed as a `.nii.gz` file (so the
-/// fuzzer reaches the parser through the decompressor too); with the first byte odd, `bytes` are taken
-/// as the `.nii.gz` file itself, to exercise the decompressor's error paths.
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every way `class` reads `path`: as a case's channel files and as a label map.
+fn read_with(class: ReaderWriter, path: &Path) {
+    let _ = class.read_images(&[path.to_path_buf()]);
+    let _ = class.read_seg(path);
+}
+
+/// `bytes` split at the first [`DETACHED_DATA_SEPARATOR`]: a detached header and its data file.
+fn split_detached(bytes: &[u8]) -> (&[u8], &[u8]) {
+    match bytes.iter().position(|&b| b == DETACHED_DATA_SEPARATOR) {
+        Some(at) => (&bytes[..at], &bytes[at + 1..]),
+        None => (bytes, &[]),
+    }
+}
+
+/// A header with one data file as a single fuzz input for [`split_detached`]: the header's line starting
+/// with `data_file_key` names [`DETACHED_DATA_FILE`] instead (builds seed inputs from real files).
+pub fn detached_input(header: &str, data_file_key: &str, data: &[u8]) -> Vec<u8> {
+    let mut input = Vec::new();
+    for line in header.lines() {
+        if line.starts_with(data_file_key) {
+            input.extend_from_slice(format!("{data_file_key}{DETACHED_DATA_FILE}\n").as_bytes());
+        } else {
+            input.extend_from_slice(line.as_bytes());
+            input.push(b'\n');
+        }
+    }
+    input.push(DETACHED_DATA_SEPARATOR);
+    input.extend_from_slice(data);
+    input
+}
+
+/// The SimpleITK-class readers on `bytes` as a one-file image with `attached_ending`, and split by
+/// [`split_detached`] into a header with `detached_ending` and its [`DETACHED_DATA_FILE`].
+fn attached_and_detached(bytes: &[u8], attached_ending: &str, detached_ending: &str) {
+    let scratch = Scratch::new();
+    let attached = scratch.write(&format!("case{attached_ending}"), bytes);
+    read_with(ReaderWriter::SimpleItk, &attached);
+    let _ = nntools_io::read_image(&attached);
+    let (header, data) = split_detached(bytes);
+    scratch.write(DETACHED_DATA_FILE, data);
+    read_with(ReaderWriter::SimpleItk, &scratch.write(&format!("case{detached_ending}"), header));
+}
+
+/// The MetaImage reader on `bytes` as a `.mha`, and as a `.mhd` with a detached data file.
+pub fn metaimage(bytes: &[u8]) {
+    attached_and_detached(bytes, ".mha", ".mhd");
+}
+
+/// The NRRD reader on `bytes` as a `.nrrd`, and as a `.nhdr` with a detached data file.
+pub fn nrrd(bytes: &[u8]) {
+    attached_and_detached(bytes, ".nrrd", ".nhdr");
+}
+
+/// The GIPL reader on `bytes` as a `.gipl` file.
+pub fn gipl(bytes: &[u8]) {
+    let scratch = Scratch::new();
+    let path = scratch.write("case.gipl", bytes);
+    read_with(ReaderWriter::SimpleItk, &path);
+}
+
+/// The TIFF readers on `bytes` as a `.tif` file: as a 3-D stack (`Tiff3DIO`, its spacing sidecars
+/// present so that no warning is printed per input) and as a 2-D image (`NaturalImage2DIO`).
+pub fn tiff(bytes: &[u8]) {
+    let scratch = Scratch::new();
+    let path = scratch.write("case_0000.tif", bytes);
+    // Tiff3DIO.read_images looks for CASE.json, read_seg for the file's own name with .json
+    for sidecar in ["case.json", "case_0000.json"] {
+        scratch.write(sidecar, br#"{"spacing": [2.0, 1.0, 0.5]}"#);
+    }
+    read_with(ReaderWriter::Tiff3d, &path);
+    read_with(ReaderWriter::NaturalImage2d, &path);
+    let _ = nntools_io::read_image(&path);
+}
+
+/// The natural-image readers on `bytes` as a `.png` and as a `.bmp` file (both, rather than one chosen
+/// by a leading byte, so that real PNG and BMP files serve as seeds unchanged).
+pub fn natural(bytes: &[u8]) {
+    let scratch = Scratch::new();
+    for name in ["case.png", "case.bmp"] {
+        read_with(ReaderWriter::NaturalImage2d, &scratch.write(name, bytes));
+    }
+}
+
+/// The NIfTI readers (NIfTI-1 and NIfTI-2) on `bytes`: as a `.nii` file, and gzip-compressed as a
+/// `.nii.gz` file (so the fuzzer reaches the parser through the decompressor too); with the first byte
+/// odd, `bytes` are taken as the `.nii.gz` file itself, to exercise the decompressor's error paths.
 pub fn nifti(bytes: &[u8]) {
     use std::io::Write;
-    let plain = scratch_file(".nii");
-    let compressed = scratch_file(".nii.gz");
-    std::fs::write(&plain, bytes).expect("scratch file");
+    let scratch = Scratch::new();
+    let plain = scratch.write("case.nii", bytes);
     let gz = if bytes.first().is_some_and(|b| b % 2 == 1) {
         bytes.to_vec()
     } else {
@@ -27,14 +137,13 @@ pub fn nifti(bytes: &[u8]) {
         encoder.write_all(bytes).expect("in memory");
         encoder.finish().expect("in memory")
     };
-    std::fs::write(&compressed, gz).expect("scratch file");
+    let compressed = scratch.write("case.nii.gz", &gz);
     for path in [&plain, &compressed] {
         let _ = nntools_io::read_image(path);
         let _ = nntools_io::read_label_map(path);
         let _ = nntools_io::read_volumes(path);
+        let _ = ReaderWriter::NibabelWithReorient.read_images(std::slice::from_ref(path));
     }
-    let _ = std::fs::remove_file(&plain);
-    let _ = std::fs::remove_file(&compressed);
 }
 
 /// The JSON inputs on `bytes`: dataset.json (v1 and v2 forms, labels and regions), plans.json (every
