@@ -144,11 +144,15 @@ fn a_data_file_that_is_not_a_regular_file_is_refused_in_one_line() {
 }
 
 #[test]
-fn a_run_length_encoded_palette_bmp_is_refused_in_one_line() {
-    // the `image` crate's BMP decoder panicked on it in palette-index mode (found by the natural target)
+fn palette_bmps_the_decoder_cannot_index_are_refused_in_one_line() {
+    // the `image` crate's BMP decoder panicked on them in palette-index mode (found by the natural target)
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("case.bmp");
-    std::fs::copy(workspace().join("fuzz/regressions/natural/crash-rle8-bmp-in-palette-index-mode"), &path).unwrap();
-    let error = nntools_io::read_image(&path).unwrap_err().to_string();
-    assert!(error.contains("case.bmp") && error.contains("(RLE4/RLE8) BMP files are not supported"), "{error}");
+    for (regression, bits) in [("crash-rle8-bmp-in-palette-index-mode", 8), ("crash-1bit-bmp-in-palette-index-mode", 1)]
+    {
+        std::fs::copy(workspace().join("fuzz/regressions/natural").join(regression), &path).unwrap();
+        let error = nntools_io::read_image(&path).unwrap_err().to_string();
+        let expected = format!("palette BMP files of {bits} bits or run-length-encoded (RLE4/RLE8) are not supported");
+        assert!(error.contains("case.bmp") && error.contains(&expected), "{error}");
+    }
 }

@@ -171,10 +171,14 @@ fn bmp_palette(path: &Path, bytes: &[u8]) -> Result<Option<Vec<[u8; 3]>>> {
     if bits > 8 {
         return Ok(None);
     }
-    // the `image` crate's BmpDecoder (0.24 and 0.25, read_rle_data) writes three bytes per pixel into
-    // the one-byte pixels of palette-index mode, and panics, on run-length-encoded data
-    if !core && matches!(u32_at(30)?, 1 | 2) {
-        return Err(Error::bad_input(path, "run-length-encoded (RLE4/RLE8) BMP files are not supported"));
+    // the `image` crate's BmpDecoder (0.24 and 0.25) gives palette indices only for uncompressed 8-bit
+    // data: on run-length-encoded data (read_rle_data) it writes three bytes per one-byte pixel, and of
+    // 1-, 2- and 4-bit rows (read_palettized_pixel_data) it copies the packed bytes; both can panic
+    if bits != 8 || (!core && matches!(u32_at(30)?, 1 | 2)) {
+        return Err(Error::bad_input(
+            path,
+            format!("palette BMP files of {bits} bits or run-length-encoded (RLE4/RLE8) are not supported"),
+        ));
     }
     let count = if core { 0 } else { u32_at(46)? as usize };
     let count = if count == 0 || count > 1 << bits { 1 << bits } else { count };
