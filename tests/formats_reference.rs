@@ -390,3 +390,40 @@ fn eval_takes_mha_references_against_nifti_predictions() {
         }
     }
 }
+
+/// Inputs in another format than the model's are read by their own ending and predicted in it: the
+/// shared NIfTI model on TIFF stacks (with their spacing files) writes TIFF labels with nnU-Net's voxels
+/// (its `.nii.gz` predictions of the same images) and a `CASE.json` whose `spacing` serves as Tiff3DIO's
+/// spacing file and as the probabilities' properties.
+#[test]
+fn tiff_inputs_predict_as_their_nifti_originals() {
+    let Some(shared) = shared() else { return };
+    let infer_ref = shared.join("reference/infer");
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let cases = ["hippocampus_017", "aniso_hippocampus_003"];
+    for case in cases {
+        let image = nntools_io::read_image(&infer_ref.join(format!("images/{case}_0000.nii.gz"))).unwrap();
+        // the writer puts the spacing beside the file; Tiff3DIO reads a case's from CASE.json
+        nntools_io::write_image(&images.join(format!("{case}_0000.tif")), &image).unwrap();
+        std::fs::rename(images.join(format!("{case}_0000.json")), images.join(format!("{case}.json"))).unwrap();
+    }
+    let out = infer(&infer_ref.join("model"), &images, &dir.path().join("out"), &["--no-tta", "--save-probabilities"]);
+    for case in cases {
+        let ours = nntools_io::read_label_map(&out.join(format!("{case}.tif"))).unwrap();
+        let theirs = read_label_map(&infer_ref.join(format!("pred_notta/{case}.nii.gz"))).unwrap();
+        let differing = ours.data.iter().zip(&theirs.data).filter(|(a, b)| a != b).count();
+        assert_eq!(ours.data.shape(), theirs.data.shape(), "{case}");
+        assert_eq!(differing, 0, "{case}: {differing} voxels differ from nnU-Net's NIfTI prediction");
+        assert_eq!(ours.geometry.spacing, read_image_spacing(&infer_ref.join(format!("images/{case}_0000.nii.gz"))));
+        let properties: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(format!("{case}.json"))).unwrap()).unwrap();
+        assert!(properties["sitk_stuff"].is_object() && properties["spacing"].is_array(), "{case}: {properties}");
+    }
+}
+
+/// nnU-Net's spacing of a NIfTI image.
+fn read_image_spacing(path: &Path) -> [f64; 3] {
+    nntools_io::read_image(path).unwrap().geometry.spacing
+}

@@ -170,16 +170,22 @@ fn malformed_files_are_bad_input_naming_the_file() {
     let mut magic = bytes.clone();
     magic[344..348].copy_from_slice(b"xyz\0");
     expect(&write_bytes(dir.path(), "magic.nii", &magic), "magic");
+    // dim 5 x 2 x 3 x 2: two volumes (channels, as SimpleITK reads a 4-D file) where one image is read
     let mut four_d = bytes.clone();
     four_d[40..42].copy_from_slice(&4u16.to_le_bytes());
+    four_d[44..46].copy_from_slice(&2u16.to_le_bytes());
     four_d[48..50].copy_from_slice(&2u16.to_le_bytes());
-    expect(&write_bytes(dir.path(), "four_d.nii", &four_d), "4-D image where a 3-D image is expected");
+    expect(&write_bytes(dir.path(), "four_d.nii", &four_d), "holds 2 channels where one is expected");
+    four_d[48..50].copy_from_slice(&3u16.to_le_bytes());
+    expect(&write_bytes(dir.path(), "four_d_short.nii", &four_d), "header claims 90 voxels (360 bytes)");
+    // a 2-D image is one slice
     let mut two_d = bytes.clone();
     two_d[40..42].copy_from_slice(&2u16.to_le_bytes());
-    expect(&write_bytes(dir.path(), "two_d.nii", &two_d), "2-D image");
+    let slice = read_image(&write_bytes(dir.path(), "two_d.nii", &two_d)).unwrap();
+    assert_eq!((slice.data.shape(), slice.stored.dimension), (&[1, 4, 5][..], 2));
     expect(&write_bytes(dir.path(), "tiny.nii", b"nii"), "truncated NIfTI header");
     let mut nifti2 = bytes.clone();
     nifti2[0..4].copy_from_slice(&540i32.to_le_bytes());
-    expect(&write_bytes(dir.path(), "v2.nii", &nifti2), "NIfTI-2 files are not supported");
+    expect(&write_bytes(dir.path(), "v2.nii", &nifti2), "not a single-file NIfTI-2 image");
     expect(&dir.path().join("absent.nii.gz"), "No such file");
 }

@@ -239,10 +239,10 @@ pub(crate) fn write_natural(path: &Path, format: Format, image: &RasterImage, pi
     if image.data.ndim() != 2 {
         return Err(Error::runtime(path, "only 2-D images can be written as PNG, BMP or TIFF"));
     }
-    if !matches!(pixel, PixelType::U8 | PixelType::U16) {
+    if format != Format::Tiff && !matches!(pixel, PixelType::U8 | PixelType::U16) {
         return Err(Error::bad_input(
             path,
-            format!("{pixel:?} voxels cannot be written as a 2-D image (uint8 or uint16 only)"),
+            format!("{pixel:?} voxels cannot be written as PNG or BMP (uint8 or uint16 only)"),
         ));
     }
     if format == Format::Bmp && pixel == PixelType::U16 {

@@ -220,17 +220,11 @@ pub(crate) fn sidecar_spacing(path: &Path) -> Result<[f64; 3]> {
     spacing.ok_or_else(|| Error::bad_input(path, "\"spacing\" must be 3 positive finite numbers [z, y, x]"))
 }
 
-/// Writes a 3-D single-channel image as a zlib-compressed TIFF stack with `pixel` (U8 or U16) and its
+/// Writes a 3-D single-channel image as a zlib-compressed TIFF stack of `pixel` voxels and its
 /// spacing sidecar `CASE.json` (`{"spacing": [z, y, x]}`), as `Tiff3DIO.write_seg` does.
 pub(crate) fn write_tiff_stack(path: &Path, image: &RasterImage, pixel: PixelType, geometry: &Geometry) -> Result<()> {
     if image.channel_axis || image.data.ndim() != 3 {
         return Err(Error::runtime(path, "only single-channel 3-D images can be written as a TIFF stack"));
-    }
-    if !matches!(pixel, PixelType::U8 | PixelType::U16) {
-        return Err(Error::bad_input(
-            path,
-            format!("{pixel:?} voxels cannot be written as a TIFF stack (uint8 or uint16 only)"),
-        ));
     }
     let shape = [image.data.shape()[0], image.data.shape()[1], image.data.shape()[2]];
     let voxels = encode_voxels(path, image, pixel)?;
@@ -240,9 +234,9 @@ pub(crate) fn write_tiff_stack(path: &Path, image: &RasterImage, pixel: PixelTyp
     crate::write_json(&path.with_file_name(format!("{stem}.json")), &serde_json::json!({ "spacing": geometry.spacing }))
 }
 
-/// Writes `[z, y, x]` little-endian U8 or U16 voxels as `z` grey pages, atomically; a stack (`stack`)
-/// zlib-compressed with tifffile's `{"shape": [z, y, x]}` description (so that one slice reads back as
-/// a stack), a 2-D image (`z` = 1) uncompressed, as `tifffile.imwrite` writes by default.
+/// Writes `shape` (`[pages, y, x]`) voxels (little-endian bytes of `pixel`) as grey TIFF pages; a stack is
+/// zlib-compressed and, as tifffile writes it, describes its shape on page 0 (so that one page reads back
+/// as a stack).
 pub(crate) fn write_pages(path: &Path, voxels: &[u8], pixel: PixelType, shape: [usize; 3], stack: bool) -> Result<()> {
     use tiff::encoder::{Compression, DeflateLevel, TiffEncoder, colortype};
     let [depth, height, width] = shape;
@@ -257,19 +251,31 @@ pub(crate) fn write_pages(path: &Path, voxels: &[u8], pixel: PixelType, shape: [
         }
         let description = format!("{{\"shape\": [{depth}, {height}, {width}]}}");
         for (z, bytes) in voxels.chunks_exact(plane.max(1)).take(depth).enumerate() {
-            if pixel == PixelType::U16 {
-                let words: Vec<u16> = bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
-                let mut page = encoder.new_image::<colortype::Gray16>(w, h).map_err(failed)?;
-                if stack && z == 0 {
-                    page.encoder().write_tag(Tag::ImageDescription, description.as_str()).map_err(failed)?;
-                }
-                page.write_data(&words).map_err(failed)?;
-            } else {
-                let mut page = encoder.new_image::<colortype::Gray8>(w, h).map_err(failed)?;
-                if stack && z == 0 {
-                    page.encoder().write_tag(Tag::ImageDescription, description.as_str()).map_err(failed)?;
-                }
-                page.write_data(bytes).map_err(failed)?;
+            let description = (stack && z == 0).then_some(description.as_str());
+            macro_rules! page {
+                ($colour:ty, $value:ty) => {{
+                    let values: Vec<$value> = bytes
+                        .chunks_exact(size_of::<$value>())
+                        .map(|b| <$value>::from_le_bytes(b.try_into().expect("sized")))
+                        .collect();
+                    let mut page = encoder.new_image::<$colour>(w, h).map_err(failed)?;
+                    if let Some(description) = description {
+                        page.encoder().write_tag(Tag::ImageDescription, description).map_err(failed)?;
+                    }
+                    page.write_data(&values).map_err(failed)?;
+                }};
+            }
+            match pixel {
+                PixelType::U8 => page!(colortype::Gray8, u8),
+                PixelType::I8 => page!(colortype::GrayI8, i8),
+                PixelType::U16 => page!(colortype::Gray16, u16),
+                PixelType::I16 => page!(colortype::GrayI16, i16),
+                PixelType::U32 => page!(colortype::Gray32, u32),
+                PixelType::I32 => page!(colortype::GrayI32, i32),
+                PixelType::U64 => page!(colortype::Gray64, u64),
+                PixelType::I64 => page!(colortype::GrayI64, i64),
+                PixelType::F32 => page!(colortype::Gray32Float, f32),
+                PixelType::F64 => page!(colortype::Gray64Float, f64),
             }
         }
         Ok(())

@@ -21,10 +21,11 @@ Examples:
   nn-eval --ref raw/Dataset004_Hippocampus/labelsTr --pred runs/3d_fullres/fold_0/validation -o summary.json
   nn-eval --ref labelsTs --pred predictions --dataset raw/Dataset004_Hippocampus/dataset.json -o - | jq .foreground_mean")]
 struct Args {
-    /// Folder of reference label maps (CASE.nii.gz).
+    /// Folder of reference label maps (CASE<file_ending>, dataset.json's ending).
     #[arg(long = "ref")]
     reference: PathBuf,
-    /// Folder of predicted label maps with the same names.
+    /// Folder of predicted label maps with the same names (or in another image format: CASE.mha against a
+    /// reference CASE.nii.gz, for instance).
     #[arg(long)]
     pred: PathBuf,
     /// dataset.json with the labels (or regions) to evaluate (default: REF/../dataset.json).

@@ -14,14 +14,18 @@ const TOOL: &str = "nn-infer";
 ///
 /// A model folder is nn-train's run folder or nnU-Net v2's results folder with its fold checkpoints as
 /// safetensors (see README). Several -m folders are ensembled by averaging their probabilities.
-/// Writes OUT/CASE.nii.gz per case, with --save-probabilities also CASE.npz (`probabilities`, float32,
-/// classes first, input geometry) and CASE.json (the case's preprocessing properties).
+/// Inputs are found by their own ending, in any format nn-tools reads (NIfTI, .mha, .nrrd, .gipl, TIFF
+/// stacks, PNG, BMP; nnU-Net takes only the model's file_ending), and each case is written in its input's
+/// format and geometry: OUT/CASE.nii.gz (or .mha, .png, ...), with --save-probabilities also CASE.npz
+/// (`probabilities`, float32, classes first, input geometry) and CASE.json (the case's preprocessing
+/// properties).
 #[derive(Parser)]
 #[command(name = TOOL, version, after_help = "\
 Examples:
   nn-infer -m runs/3d_fullres -i raw/Dataset004_Hippocampus/imagesTs -o predictions
   nn-infer -m runs/3d_fullres --folds 0,1 --no-tta -i case_0000.nii.gz -o predictions --device cpu
   nn-infer -m runs/2d -m runs/3d_fullres -i imagesTs -o ensemble --save-probabilities
+  nn-infer -m runs/3d_fullres -i scan_0000.mha -o predictions   (writes predictions/scan.mha)
   nn-infer -m runs/3d_cascade_fullres --prev-stage predictions_lowres -i imagesTs -o predictions
   nn-infer --plan inference_plan.json -i imagesTs -o predictions_raw   (then: nn-ensemble postprocess)")]
 struct Args {
@@ -32,7 +36,7 @@ struct Args {
     /// --folds; its postprocessing is applied by `nn-ensemble postprocess --plan`.
     #[arg(long, conflicts_with_all = ["models", "folds"])]
     plan: Option<PathBuf>,
-    /// Image folder(s) of CASE_XXXX.nii.gz files, or image files.
+    /// Image folder(s) of CASE_XXXX<ending> files (CASE_0000.nii.gz, CASE_0000.mha, ...), or image files.
     #[arg(short, long = "input", required = true, num_args = 1..)]
     inputs: Vec<PathBuf>,
     /// Output folder.
