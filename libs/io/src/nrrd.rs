@@ -234,7 +234,9 @@ pub fn read_nrrd(path: &Path) -> Result<RasterImage> {
         let skip = usize::try_from(byte_skip)
             .map_err(|_| Error::bad_input(path, "byte skip -1 is only valid with raw encoding"))?;
         let total = expected.checked_add(skip).ok_or_else(|| Error::bad_input(path, "byte skip overflows"))?;
-        inflate(path, stored, total)?.split_off(skip)
+        let mut raw = inflate(path, stored, total)?;
+        raw.drain(..skip);
+        raw
     } else {
         let stored = if byte_skip == -1 {
             &stored[stored.len().saturating_sub(expected)..]

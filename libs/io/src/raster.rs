@@ -188,7 +188,8 @@ pub(crate) fn inflate(path: &Path, compressed: &[u8], expected: usize) -> Result
     } else {
         Box::new(flate2::read::ZlibDecoder::new(compressed))
     };
-    let mut out = Vec::new();
+    // deflate expands at most about 1032-fold, so a small file cannot claim a huge buffer
+    let mut out = Vec::with_capacity(expected.min(compressed.len().saturating_mul(1032)));
     reader
         .take(expected as u64)
         .read_to_end(&mut out)
