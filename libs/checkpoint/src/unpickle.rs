@@ -1,0 +1,1 @@
+//! The restricted unpickler: pickle opcodes to [`crate::Value`], with an allow-list of globals.

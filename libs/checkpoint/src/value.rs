@@ -1,0 +1,78 @@
+//! The Python objects a checkpoint holds, as plain Rust values.
+
+use crate::Tensor;
+use std::sync::Arc;
+
+/// A Python object from (or for) a checkpoint's pickle. numpy scalars read as the `Int`/`Float` they
+/// hold; tensors as their data, views resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    /// A `dict`, keys in insertion order.
+    Dict(Vec<(Value, Value)>),
+    /// A `collections.OrderedDict` (a state_dict).
+    OrderedDict(Vec<(Value, Value)>),
+    /// A tensor; tensors that share one `Arc` share one storage when written.
+    Tensor(Arc<Tensor>),
+    /// A `torch.device`, as its string (`cpu`, `cuda:0`).
+    Device(String),
+}
+
+impl Value {
+    /// The entries of a `Dict` or `OrderedDict`.
+    pub fn entries(&self) -> Option<&[(Value, Value)]> {
+        match self {
+            Value::Dict(entries) | Value::OrderedDict(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    /// The value under string key `key` of a `Dict` or `OrderedDict`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.entries()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// A `Float`, or an `Int` as a float.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
+    /// The items of a `List` or `Tuple`.
+    pub fn items(&self) -> Option<&[Value]> {
+        match self {
+            Value::List(items) | Value::Tuple(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// A JSON value as Python holds it after `json.load` (objects as dicts, arrays as lists), as
+    /// nnU-Net keeps plans and dataset.json in `init_args`.
+    pub fn from_json(json: &serde_json::Value) -> Value {
+        todo!("{json}")
+    }
+}
