@@ -7,6 +7,7 @@
 //! (`nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py: nnUNetTrainer.save_checkpoint`) as nn-tools reads
 //! it, [`TrainingCheckpoint`] what nn-train writes.
 
+mod checkpoint;
 mod nnunet;
 mod pickle;
 mod read;
@@ -15,7 +16,8 @@ mod unpickle;
 mod value;
 mod write;
 
-pub use nnunet::{NnunetCheckpoint, TrainingCheckpoint, TrainingLog, nnunet_parameter_order, state_dict_keys};
+pub use checkpoint::NnunetCheckpoint;
+pub use nnunet::{TrainingCheckpoint, TrainingLog, nnunet_parameter_order, state_dict_keys};
 pub use read::read_pth;
 pub use tensor::{Dtype, Tensor};
 pub use value::Value;

@@ -73,6 +73,32 @@ impl Value {
     /// A JSON value as Python holds it after `json.load` (objects as dicts, arrays as lists), as
     /// nnU-Net keeps plans and dataset.json in `init_args`.
     pub fn from_json(json: &serde_json::Value) -> Value {
-        todo!("{json}")
+        match json {
+            serde_json::Value::Null => Value::None,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => {
+                n.as_i64().map_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN)), Value::Int)
+            }
+            serde_json::Value::String(s) => Value::Str(s.clone()),
+            serde_json::Value::Array(items) => Value::List(items.iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(map) => {
+                Value::Dict(map.iter().map(|(k, v)| (Value::Str(k.clone()), Value::from_json(v))).collect())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_becomes_what_json_load_gives() {
+        let json = serde_json::json!({"b": [1, 2.5, null, true], "a": "x"});
+        let value = Value::from_json(&json);
+        let list = Value::List(vec![Value::Int(1), Value::Float(2.5), Value::None, Value::Bool(true)]);
+        assert_eq!(value.get("b"), Some(&list), "keys keep their order and arrays become lists");
+        assert_eq!(value.get("a").and_then(Value::as_str), Some("x"));
+        assert_eq!(value.entries().map(|e| e[0].0.clone()), Some(Value::Str("b".into())));
     }
 }
