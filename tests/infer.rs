@@ -58,11 +58,27 @@ fn assert_matches_nnunet(ours: &Path, reference: &Path, images: &Path) {
     assert_eq!(compared, 16);
 }
 
+/// The trainer folder nnU-Net wrote for the reference model, its `checkpoint_final.pth` as torch.save wrote it.
+fn nnunet_trainer_folder(shared: &Path) -> std::path::PathBuf {
+    shared.join("reference/infer/nnunet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres")
+}
+
 #[test]
 fn predictions_match_nnunet_with_and_without_mirroring() {
     let Some(shared) = shared() else { return };
     let reference = shared.join("reference/infer");
     let (model, images) = (reference.join("model"), reference.join("images"));
+    predict_as_nnunet(&model, &reference, &images);
+}
+
+#[test]
+fn nnunet_trainer_folders_predict_from_their_pth_checkpoints() {
+    let Some(shared) = shared() else { return };
+    let reference = shared.join("reference/infer");
+    predict_as_nnunet(&nnunet_trainer_folder(&shared), &reference, &reference.join("images"));
+}
+
+fn predict_as_nnunet(model: &Path, reference: &Path, images: &Path) {
     let out = tempfile::tempdir().unwrap();
     for (flags, expected) in [(&["--save-probabilities"][..], "pred_tta"), (&["--no-tta"][..], "pred_notta")] {
         let predictions = out.path().join(expected);
@@ -140,7 +156,8 @@ fn bad_requests_name_the_problem() {
     let out = tempfile::tempdir().unwrap();
     let nowhere = out.path().join("missing");
     let (model, images) = (reference.join("model"), reference.join("images"));
-    let [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(|name| out.path().join(name));
+    let trainer_folder = nnunet_trainer_folder(&shared);
+    let [a, b, c, d, e, f, g] = ["a", "b", "c", "d", "e", "f", "g"].map(|name| out.path().join(name));
     // an inference plan whose model folder is gone, and a JSON file that is no plan
     let stale_plan = out.path().join("stale_plan.json");
     std::fs::write(&stale_plan, format!(r#"{{"models": [{{"run": {:?}, "configuration": "3d_fullres"}}], "folds": [0], "postprocessing": [],
@@ -148,12 +165,14 @@ fn bad_requests_name_the_problem() {
         "class_dice_after_postprocessing": {{}}, "commands": []}}"#, nowhere)).unwrap();
     let not_a_plan = out.path().join("not_a_plan.json");
     std::fs::write(&not_a_plan, r#"{"models": "3d_fullres"}"#).unwrap();
-    let cases: [(Vec<&dyn AsRef<std::ffi::OsStr>>, &str); 5] = [
+    let cases: [(Vec<&dyn AsRef<std::ffi::OsStr>>, &str); 7] = [
         (vec![&"-m", &nowhere, &"-i", &images, &"-o", &a], "missing"),
         (vec![&"-m", &model, &"-i", &nowhere, &"-o", &b], "no such image"),
         (vec![&"-m", &model, &"--folds", &"3", &"-i", &images, &"-o", &c], "fold_3"),
         (vec![&"--plan", &stale_plan, &"-i", &images, &"-o", &d], "missing"),
         (vec![&"--plan", &not_a_plan, &"-i", &images, &"-o", &e], "not_a_plan.json"),
+        (vec![&"-m", &trainer_folder, &"--checkpoint", &"latest", &"-i", &images, &"-o", &f], "checkpoint_latest.pth"),
+        (vec![&"-m", &model, &"--checkpoint", &"final.ckpt", &"-i", &images, &"-o", &g], "--checkpoint"),
     ];
     for (args, expected) in cases {
         let output = run("nn-infer", &args);
@@ -162,7 +181,7 @@ fn bad_requests_name_the_problem() {
         assert_eq!(message.lines().count(), 1, "{message}");
         assert!(message.contains(expected), "{message}");
     }
-    assert!([a, b, c, d, e].iter().all(|dir| !dir.exists()), "no output folder on bad input");
+    assert!([a, b, c, d, e, f, g].iter().all(|dir| !dir.exists()), "no output folder on bad input");
 }
 
 #[test]

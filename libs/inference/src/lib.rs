@@ -18,7 +18,7 @@ use nntools_io::{
     Error, Geometry, ReaderWriter, Result, Stored, read_json, split_image_ending, write_json, write_label_map,
     write_npz,
 };
-use nntools_layout::run::{Checkpoint, Fold, FoldDir, RunDir};
+use nntools_layout::run::{CheckpointName, Fold, FoldDir, RunDir, WeightsFile};
 use nntools_layout::{DATASET_JSON, PLANS_JSON, predictions};
 use nntools_network::Model;
 use nntools_planning::Plans;
@@ -32,8 +32,8 @@ use tch::{Device, Tensor};
 pub struct Options {
     /// Folds to use; every `fold_N` holding the checkpoint when absent.
     pub folds: Option<Vec<Fold>>,
-    /// `final` or `best`.
-    pub checkpoint: Checkpoint,
+    /// `final`, `best`, `latest` or a checkpoint's file name.
+    pub checkpoint: CheckpointName,
     /// Mirroring test-time augmentation.
     pub tta: bool,
     /// Sliding-window step as a fraction of the patch.
@@ -41,11 +41,28 @@ pub struct Options {
     pub device: Device,
 }
 
-/// The keys of a checkpoint's sidecar that inference reads (nnU-Net's and ours share them).
+/// What inference reads from a checkpoint besides its weights: from nn-train's sidecar JSON, or from
+/// an nnU-Net `.pth` as `nnUNetPredictor.initialize_from_trained_model_folder` reads it
+/// (nnunetv2/inference/predict_from_raw_data.py).
 #[derive(serde::Deserialize)]
 struct CheckpointInfo {
     configuration: String,
     inference_allowed_mirroring_axes: Vec<usize>,
+}
+
+impl CheckpointInfo {
+    fn read(file: &WeightsFile) -> Result<Self> {
+        match file {
+            WeightsFile::Safetensors { sidecar, .. } => read_json(sidecar),
+            WeightsFile::Pth(path) => {
+                let checkpoint = nntools_checkpoint::NnunetCheckpoint::read(path)?;
+                Ok(Self {
+                    configuration: checkpoint.configuration,
+                    inference_allowed_mirroring_axes: checkpoint.inference_allowed_mirroring_axes,
+                })
+            }
+        }
+    }
 }
 
 /// What a model folder says about its cases: plans, labels, configuration (shared with the threads
@@ -59,7 +76,7 @@ pub struct ModelFolder {
     /// Foreground labels of the previous stage, appended one-hot to the input (cascade only).
     previous_stage_labels: Option<Vec<i64>>,
     /// Weights of each fold used.
-    weights: Vec<PathBuf>,
+    weights: Vec<WeightsFile>,
     mirror_axes: Vec<usize>,
     classes: usize,
 }
@@ -72,47 +89,48 @@ pub struct Predictor {
     previous_stage_labels: Option<Vec<i64>>,
 }
 
-fn fold_folders(run: &RunDir, options: &Options) -> Result<Vec<FoldDir>> {
-    let checkpoint = options.checkpoint;
+/// The weights file of each fold used.
+fn fold_weights(run: &RunDir, options: &Options) -> Result<Vec<WeightsFile>> {
+    let checkpoint = &options.checkpoint;
     if let Some(folds) = &options.folds {
         return folds
             .iter()
             .map(|&fold| {
                 let folder = run.fold(fold);
-                let weights = folder.weights(checkpoint);
-                if weights.is_file() { Ok(folder) } else { Err(Error::bad_input(weights, "checkpoint not found")) }
+                folder
+                    .weights_file(checkpoint)
+                    .ok_or_else(|| Error::bad_input(folder.0.join(checkpoint.to_string()), "checkpoint not found"))
             })
             .collect();
     }
     let entries = std::fs::read_dir(run).map_err(|e| Error::io(run, &e))?;
-    let mut folds: Vec<(usize, PathBuf)> = entries
+    let mut folds: Vec<(usize, WeightsFile)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| match Fold::of_folder_name(&e.file_name().to_string_lossy()) {
             Some(Fold::Index(index)) => Some((index, e.path())),
             _ => None,
         })
-        .filter(|(_, path)| FoldDir::new(path).weights(checkpoint).is_file())
+        .filter_map(|(index, path)| FoldDir::new(path).weights_file(checkpoint).map(|file| (index, file)))
         .collect();
-    folds.sort();
+    folds.sort_by_key(|(index, _)| *index);
     if folds.is_empty() {
-        let all = run.fold(Fold::All);
-        if all.weights(checkpoint).is_file() {
+        if let Some(all) = run.fold(Fold::All).weights_file(checkpoint) {
             return Ok(vec![all]);
         }
-        return Err(Error::bad_input(run, format!("no fold_N/{} in the model folder", checkpoint.weights_file())));
+        return Err(Error::bad_input(run, format!("no fold_N/{checkpoint} (or .safetensors) in the model folder")));
     }
-    Ok(folds.into_iter().map(|(_, path)| FoldDir::new(path)).collect())
+    Ok(folds.into_iter().map(|(_, file)| file).collect())
 }
 
 impl ModelFolder {
-    /// Reads a model folder: `plans.json`, `dataset.json`, and the folds' `checkpoint_X.json` sidecars
-    /// (configuration and mirroring axes).
+    /// Reads a model folder: `plans.json`, `dataset.json`, and the configuration and mirroring axes of
+    /// the first fold's checkpoint (nn-train's `checkpoint_X.json` sidecar, or nnU-Net's `.pth`).
     pub fn open(dir: &Path, options: &Options) -> Result<Self> {
         let dir = RunDir::new(dir);
         let plans: Plans = read_json(&dir.plans())?;
         let descriptor = Descriptor::read(&dir.dataset_json())?;
-        let folds = fold_folders(&dir, options)?;
-        let info: CheckpointInfo = read_json(&folds[0].sidecar(options.checkpoint))?;
+        let weights = fold_weights(&dir, options)?;
+        let info = CheckpointInfo::read(&weights[0])?;
         let recipe = Recipe::new(&plans, &info.configuration, None).map_err(|p| Error::bad_input(dir.plans(), p))?;
         let labelling = Labelling::of(&descriptor).map_err(|p| Error::bad_input(dir.dataset_json(), p))?;
         let classes = match &labelling {
@@ -121,7 +139,6 @@ impl ModelFolder {
         };
         let previous_stage_labels =
             recipe.configuration.previous_stage.as_ref().map(|_| descriptor.foreground_labels());
-        let weights = folds.iter().map(|f| f.weights(options.checkpoint)).collect();
         let mirror_axes = if options.tta { info.inference_allowed_mirroring_axes } else { Vec::new() };
         Ok(Self { dir, plans, descriptor, recipe, labelling, previous_stage_labels, weights, mirror_axes, classes })
     }
@@ -149,7 +166,7 @@ impl Predictor {
                     folder.classes,
                 )
                 .map_err(|p| Error::bad_input(folder.dir.plans(), p))?;
-                model.load_safetensors(weights).map_err(|e| Error::bad_input(weights, e))?;
+                model.load_weights(weights.path())?;
                 Ok(model)
             })
             .collect::<Result<Vec<_>>>()?;

@@ -65,7 +65,67 @@ impl Checkpoint {
 
     /// The weights' file name, `checkpoint_NAME.safetensors`.
     pub fn weights_file(self) -> String {
-        format!("checkpoint_{}.safetensors", self.name())
+        format!("{}{SAFETENSORS}", CheckpointName::from(self).stem)
+    }
+}
+
+const SAFETENSORS: &str = ".safetensors";
+const PTH: &str = ".pth";
+
+/// A checkpoint as `--checkpoint` names it, like nnU-Net's `-chk`: `final`, `best`, `latest`, or the
+/// file name of one in the fold folders (`checkpoint_final.pth`, `model.safetensors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointName {
+    /// The file name without `.safetensors`/`.pth`.
+    stem: String,
+}
+
+impl From<Checkpoint> for CheckpointName {
+    fn from(checkpoint: Checkpoint) -> Self {
+        Self { stem: format!("checkpoint_{}", checkpoint.name()) }
+    }
+}
+
+impl FromStr for CheckpointName {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "final" => return Ok(Checkpoint::Final.into()),
+            "best" => return Ok(Checkpoint::Best.into()),
+            "latest" => return Ok(Checkpoint::Latest.into()),
+            _ => {}
+        }
+        let stem = s.strip_suffix(SAFETENSORS).or_else(|| s.strip_suffix(PTH));
+        match stem {
+            Some(stem) if !stem.is_empty() && !s.contains('/') => Ok(Self { stem: stem.to_owned() }),
+            _ => Err("must be final, best, latest, or the file name of a .pth or .safetensors checkpoint"),
+        }
+    }
+}
+
+impl fmt::Display for CheckpointName {
+    /// The name as the `.pth` file nnU-Net would look for.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{PTH}", self.stem)
+    }
+}
+
+/// A fold's file of one checkpoint: the safetensors nn-train writes (with its JSON sidecar) or an
+/// nnU-Net `.pth`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsFile {
+    Safetensors { weights: PathBuf, sidecar: PathBuf },
+    Pth(PathBuf),
+}
+
+impl WeightsFile {
+    /// The file holding the weights.
+    pub fn path(&self) -> &Path {
+        match self {
+            WeightsFile::Safetensors { weights, .. } => weights,
+            WeightsFile::Pth(path) => path,
+        }
     }
 }
 
@@ -159,6 +219,18 @@ impl FoldDir {
         self.0.join(format!("checkpoint_{}.json", checkpoint.name()))
     }
 
+    /// Checkpoint `name`'s file in this fold, if there is one: where a checkpoint exists as both
+    /// safetensors and `.pth` (nn-train writes both), the safetensors file, which reads faster.
+    pub fn weights_file(&self, name: &CheckpointName) -> Option<WeightsFile> {
+        let weights = self.0.join(format!("{}{SAFETENSORS}", name.stem));
+        let pth = self.0.join(format!("{}{PTH}", name.stem));
+        if weights.is_file() {
+            Some(WeightsFile::Safetensors { weights, sidecar: self.0.join(format!("{}.json", name.stem)) })
+        } else {
+            pth.is_file().then_some(WeightsFile::Pth(pth))
+        }
+    }
+
     /// `validation/`: the fold's validation cases predicted with its final checkpoint.
     pub fn validation(&self) -> PathBuf {
         self.0.join("validation")
@@ -192,6 +264,27 @@ mod tests {
         assert_eq!("all".parse(), Ok(Fold::All));
         assert_eq!("0".parse(), Ok(Fold::Index(0)));
         assert_eq!("x".parse::<Fold>(), Err("fold must be a number or `all`"));
+    }
+
+    #[test]
+    fn checkpoint_names_as_nnunet_chk() {
+        let name = |s: &str| s.parse::<CheckpointName>();
+        assert_eq!(name("best"), Ok(Checkpoint::Best.into()));
+        assert_eq!(name("checkpoint_final.pth"), Ok(Checkpoint::Final.into()));
+        assert_eq!(name("checkpoint_latest.safetensors"), Ok(Checkpoint::Latest.into()));
+        assert_eq!(name("model.pth").map(|n| n.to_string()), Ok("model.pth".to_owned()));
+        for bad in ["middle", ".pth", "a/b.pth", "checkpoint_final.ckpt"] {
+            assert!(name(bad).is_err(), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let fold = FoldDir::new(dir.path());
+        let final_ = CheckpointName::from(Checkpoint::Final);
+        assert_eq!(fold.weights_file(&final_), None);
+        std::fs::write(dir.path().join("checkpoint_final.pth"), b"").unwrap();
+        assert_eq!(fold.weights_file(&final_), Some(WeightsFile::Pth(dir.path().join("checkpoint_final.pth"))));
+        std::fs::write(dir.path().join("checkpoint_final.safetensors"), b"").unwrap();
+        let chosen = fold.weights_file(&final_).unwrap();
+        assert_eq!(chosen.path(), dir.path().join("checkpoint_final.safetensors"), "safetensors wins");
     }
 
     #[test]

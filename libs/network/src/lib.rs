@@ -401,33 +401,30 @@ impl Model {
         Ok(Self { vs, net })
     }
 
-    /// Loads weights from a safetensors file with nnU-Net's key names. nnU-Net checkpoints repeat
-    /// tensors under alias keys (`decoder.encoder.*`, `*.all_modules.*`), which are ignored; every
-    /// variable of this network must be present with its shape.
-    pub fn load_safetensors(&mut self, path: &std::path::Path) -> Result<(), TchError> {
+    /// Loads weights with nnU-Net's key names from a safetensors file or an nnU-Net checkpoint (`.pth`,
+    /// its `network_weights`). nnU-Net checkpoints repeat tensors under alias keys
+    /// (`decoder.encoder.*`, `*.all_modules.*`), which are ignored; every variable of this network must
+    /// be present with its shape.
+    pub fn load_weights(&mut self, path: &std::path::Path) -> nntools_io::Result<()> {
         self.load_variables(path, |_| true)
     }
 
-    /// Loads pretrained weights as nnU-Net's `load_pretrained_weights` does: every variable but the
-    /// segmentation heads, whose class count may differ between the pretraining and this dataset.
-    pub fn load_pretrained(&mut self, path: &std::path::Path) -> Result<(), TchError> {
+    /// Loads pretrained weights as nnU-Net's `load_pretrained_weights` does
+    /// (nnunetv2/run/load_pretrained_weights.py): every variable but the segmentation heads, whose class
+    /// count may differ between the pretraining and this dataset.
+    pub fn load_pretrained(&mut self, path: &std::path::Path) -> nntools_io::Result<()> {
         self.load_variables(path, |name| !name.contains(".seg_layers."))
     }
 
-    fn load_variables(&mut self, path: &std::path::Path, wanted: impl Fn(&str) -> bool) -> Result<(), TchError> {
-        let tensors = Tensor::read_safetensors(path)?;
-        let named: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+    fn load_variables(&mut self, path: &std::path::Path, wanted: impl Fn(&str) -> bool) -> nntools_io::Result<()> {
+        let named = named_tensors(path)?;
         let _guard = tch::no_grad_guard();
         for (name, mut var) in self.vs.variables().into_iter().filter(|(name, _)| wanted(name)) {
-            let source = named
-                .get(&name)
-                .ok_or_else(|| TchError::TensorNameNotFound(name.clone(), path.display().to_string()))?;
+            let source =
+                named.get(&name).ok_or_else(|| nntools_io::Error::bad_input(path, format!("no tensor {name}")))?;
             if source.size() != var.size() {
-                return Err(TchError::Shape(format!(
-                    "{name}: file has {:?}, network has {:?}",
-                    source.size(),
-                    var.size()
-                )));
+                let problem = format!("{name}: file has {:?}, network has {:?}", source.size(), var.size());
+                return Err(nntools_io::Error::bad_input(path, problem));
             }
             var.copy_(&source.to_kind(Kind::Float).to_device(var.device()));
         }
@@ -438,4 +435,28 @@ impl Model {
     pub fn save_safetensors(&self, path: &std::path::Path) -> Result<(), TchError> {
         self.vs.save(path)
     }
+}
+
+/// The tensors of a weights file by name: a `.pth` is an nnU-Net checkpoint (its `network_weights`,
+/// read without Python), anything else safetensors.
+fn named_tensors(path: &std::path::Path) -> nntools_io::Result<std::collections::HashMap<String, Tensor>> {
+    if path.extension().is_some_and(|e| e == "pth") {
+        let checkpoint = nntools_checkpoint::NnunetCheckpoint::read(path)?;
+        return checkpoint
+            .network_weights
+            .iter()
+            .map(|(name, tensor)| {
+                let values = tensor.to_f32().ok_or_else(|| {
+                    nntools_io::Error::bad_input(
+                        path,
+                        format!("{name}: {:?} weights, expected floating point", tensor.dtype),
+                    )
+                })?;
+                let shape: Vec<i64> = tensor.shape.iter().map(|&s| s as i64).collect();
+                Ok((name.clone(), Tensor::from_slice(&values).view(shape.as_slice())))
+            })
+            .collect();
+    }
+    let tensors = Tensor::read_safetensors(path).map_err(|e| nntools_io::Error::bad_input(path, e))?;
+    Ok(tensors.into_iter().collect())
 }

@@ -22,7 +22,7 @@ fn model_of(name: &str) -> (Model, HashMap<String, Tensor>) {
     let classes = meta["num_classes"].as_u64().unwrap() as usize;
     let mut model = Model::new(Device::Cpu, class, &arch, inputs, classes).unwrap();
     let path = fixture(&format!("{name}.safetensors"));
-    model.load_safetensors(&path).unwrap();
+    model.load_weights(&path).unwrap();
     let tensors = Tensor::read_safetensors(&path).unwrap().into_iter().collect();
     (model, tensors)
 }
@@ -63,12 +63,12 @@ fn saved_weights_use_nnunet_names_and_load_back() {
     assert!(names.contains("decoder.seg_layers.2.bias"));
     assert!(names.iter().all(|n| tensors.contains_key(n)), "every saved name is one of nnU-Net's");
     let (mut fresh, _) = model_of("plain_aniso");
-    assert!(fresh.load_safetensors(&saved).is_err(), "weights of another architecture are refused");
+    assert!(fresh.load_weights(&saved).is_err(), "weights of another architecture are refused");
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("resenc_small.json")).unwrap()).unwrap();
     let arch: ArchKwargs = serde_json::from_value(meta["arch_kwargs"].clone()).unwrap();
     let mut reloaded = Model::new(Device::Cpu, meta["network_class_name"].as_str().unwrap(), &arch, 2, 3).unwrap();
-    reloaded.load_safetensors(&saved).unwrap();
+    reloaded.load_weights(&saved).unwrap();
     assert_outputs_match("reloaded", &reloaded, &tensors);
 }
 

@@ -15,7 +15,7 @@ fn forward_matches_nnunet(configuration: &str) {
         Model::new(Device::Cpu, &config.architecture.network_class_name, &config.architecture.arch_kwargs, 1, 3)
             .unwrap();
     let dir = shared.join("reference/train").join(configuration);
-    model.load_safetensors(&dir.join("weights_init.safetensors")).unwrap();
+    model.load_weights(&dir.join("weights_init.safetensors")).unwrap();
     let io: std::collections::HashMap<String, Tensor> =
         Tensor::read_safetensors(dir.join("io.safetensors")).unwrap().into_iter().collect();
     let outputs = tch::no_grad(|| model.net.forward_deep_supervision(&io["input"]));

@@ -323,7 +323,7 @@ impl Trainer {
 
     /// Starts from another model's weights (all but the segmentation heads).
     pub fn load_pretrained(&mut self, weights: &Path) -> nntools_io::Result<()> {
-        self.model.load_pretrained(weights).map_err(|e| Error::bad_input(weights, e))
+        self.model.load_pretrained(weights)
     }
 
     /// Batches `first..first + count` of `plan`, staged for the device by the loader threads.
@@ -545,7 +545,7 @@ impl Trainer {
         }
         let Some((name, state)) = newest else { return Ok(()) };
         let weights = dir.weights(name);
-        self.model.load_safetensors(&weights).map_err(|e| Error::bad_input(&weights, e))?;
+        self.model.load_weights(&weights)?;
         let momentum = dir.momentum(name);
         let buffers: std::collections::HashMap<String, Tensor> =
             Tensor::read_safetensors(&momentum).map_err(|e| Error::bad_input(&momentum, e))?.into_iter().collect();

@@ -30,8 +30,13 @@ pub(crate) fn validate_fold(
     cascade: &Cascade,
     device: Device,
 ) -> Result<()> {
-    let options =
-        Options { folds: Some(vec![Fold::Index(fold)]), checkpoint: Checkpoint::Final, tta: true, step: 0.5, device };
+    let options = Options {
+        folds: Some(vec![Fold::Index(fold)]),
+        checkpoint: Checkpoint::Final.into(),
+        tta: true,
+        step: 0.5,
+        device,
+    };
     let folder = ModelFolder::open(run_dir.path(), &options)?;
     let configuration = &folder.recipe.configuration;
     let next_stage: Option<(&PathBuf, PathBuf)> = configuration

@@ -65,7 +65,7 @@ fn two_sgd_steps_match_nnunet() {
     let mut model =
         Model::new(Device::Cpu, &config.architecture.network_class_name, &config.architecture.arch_kwargs, 1, 3)
             .unwrap();
-    model.load_safetensors(&dir.join("weights_init.safetensors")).unwrap();
+    model.load_weights(&dir.join("weights_init.safetensors")).unwrap();
     let mut optimizer = Sgd::new(model.vs.trainable_variables());
     let summary = read_json(&shared.join("reference/train/summary.json"));
     for step in 1..=2 {

@@ -2,7 +2,7 @@ use clap::Parser;
 use nntools_cli::flags::{Device, Quiet, TorchThreads};
 use nntools_inference::{Event, Options, PreviousStage, Request, predict};
 use nntools_io::Error;
-use nntools_layout::run::{Checkpoint, Fold};
+use nntools_layout::run::{CheckpointName, Fold};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,8 +12,8 @@ const TOOL: &str = "nn-infer";
 /// the training preprocessing, sliding window with Gaussian weighting and mirroring TTA, logits
 /// averaged over folds, resampled back and written in each input image's exact geometry.
 ///
-/// A model folder is nn-train's run folder or nnU-Net v2's results folder with its fold checkpoints as
-/// safetensors (see README). Several -m folders are ensembled by averaging their probabilities.
+/// A model folder is nn-train's run folder or nnU-Net v2's trainer folder as nnU-Net wrote it
+/// (nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG, fold_F/checkpoint_final.pth read without Python). Several -m folders are ensembled by averaging their probabilities.
 /// Inputs are found by their own ending, in any format nn-tools reads (NIfTI, .mha, .nrrd, .gipl, TIFF
 /// stacks, PNG, BMP; nnU-Net takes only the model's file_ending), and each case is written in its input's
 /// format and geometry: OUT/CASE.nii.gz (or .mha, .png, ...), with --save-probabilities also CASE.npz
@@ -26,10 +26,12 @@ Examples:
   nn-infer -m runs/3d_fullres --folds 0,1 --no-tta -i case_0000.nii.gz -o predictions --device cpu
   nn-infer -m runs/2d -m runs/3d_fullres -i imagesTs -o ensemble --save-probabilities
   nn-infer -m runs/3d_fullres -i scan_0000.mha -o predictions   (writes predictions/scan.mha)
+  nn-infer -m nnUNet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres -i imagesTs -o pred
   nn-infer -m runs/3d_cascade_fullres --prev-stage predictions_lowres -i imagesTs -o predictions
   nn-infer --plan inference_plan.json -i imagesTs -o predictions_raw   (then: nn-ensemble postprocess)")]
 struct Args {
-    /// Model folder (plans.json, dataset.json, fold_F/checkpoint_final.safetensors); repeat to ensemble.
+    /// Model folder: nn-train's run folder or nnU-Net's trainer folder as it is (plans.json,
+    /// dataset.json, fold_F/checkpoint_final.pth or .safetensors); repeat to ensemble.
     #[arg(short, long = "model", required_unless_present = "plan")]
     models: Vec<PathBuf>,
     /// The models and folds `nn-ensemble select` chose (its inference_plan.json), instead of -m and
@@ -45,7 +47,8 @@ struct Args {
     /// Folds to use, comma-separated (default: every fold_N with the checkpoint).
     #[arg(long, value_delimiter = ',')]
     folds: Option<Vec<String>>,
-    /// Checkpoint to use: final or best.
+    /// Checkpoint to use: final, best, latest, or a file name in the fold folders (as nnU-Net's -chk,
+    /// e.g. checkpoint_final.pth); safetensors is read where a checkpoint exists in both formats.
     #[arg(long, default_value = "final")]
     checkpoint: String,
     /// No mirroring test-time augmentation (about 8x faster in 3D).
@@ -76,11 +79,7 @@ fn main() -> ExitCode {
         if !(args.step > 0.0 && args.step <= 1.0) {
             return Err(Error::bad_input("--step", "must be in (0, 1]"));
         }
-        let checkpoint = match args.checkpoint.as_str() {
-            "final" => Checkpoint::Final,
-            "best" => Checkpoint::Best,
-            _ => return Err(Error::bad_input("--checkpoint", "must be final or best")),
-        };
+        let checkpoint: CheckpointName = args.checkpoint.parse().map_err(|p| Error::bad_input("--checkpoint", p))?;
         nntools_network::set_cpu_threads(args.threads.threads);
         let given_predictions = args.prev_stage.clone().map(PreviousStage::Predictions);
         let (models, folds, prev_stage) = match &args.plan {
