@@ -88,3 +88,29 @@ fn fresh_weights_follow_he_initialisation() {
     assert_eq!(variables["decoder.stages.0.convs.0.conv.bias"].abs().sum(tch::Kind::Float).double_value(&[]), 0.0);
     assert_eq!(variables["encoder.stages.0.0.convs.0.norm.weight"].mean(tch::Kind::Float).double_value(&[]), 1.0);
 }
+
+/// The shared reference model's nnU-Net checkpoint (`.pth`, read without Python) and its safetensors
+/// export load the same weights, for inference and as pretrained weights (nn-train --pretrained).
+#[test]
+fn nnunet_pth_checkpoints_load_as_their_safetensors() {
+    let Some(shared) = nntools_tests::shared() else { return };
+    let reference = shared.join("reference/infer");
+    let plans: nntools_planning::Plans =
+        serde_json::from_str(&std::fs::read_to_string(reference.join("model/plans.json")).unwrap()).unwrap();
+    let arch = plans.configuration("3d_fullres").unwrap().architecture;
+    let build = || Model::new(Device::Cpu, &arch.network_class_name, &arch.arch_kwargs, 1, 3).unwrap();
+    let pth = reference.join(
+        "nnunet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth",
+    );
+    let safetensors = reference.join("model/fold_0/checkpoint_final.safetensors");
+    let (mut from_pth, mut from_safetensors, mut pretrained) = (build(), build(), build());
+    from_pth.load_weights(&pth).unwrap();
+    from_safetensors.load_weights(&safetensors).unwrap();
+    pretrained.load_pretrained(&pth).unwrap();
+    let expected = from_safetensors.vs.variables();
+    for (name, tensor) in from_pth.vs.variables() {
+        assert!(tensor.equal(&expected[&name]), "{name} differs");
+        let pretrained_equal = pretrained.vs.variables()[&name].equal(&expected[&name]);
+        assert_eq!(pretrained_equal, !name.contains(".seg_layers."), "{name}: pretrained loads all but the heads");
+    }
+}
