@@ -18,7 +18,7 @@ mod write;
 
 pub use checkpoint::NnunetCheckpoint;
 pub use nnunet::{TrainingCheckpoint, TrainingLog, nnunet_parameter_order, state_dict_keys};
-pub use read::read_pth;
+pub use read::{read_pth, read_pth_bytes};
 pub use tensor::{Dtype, Tensor};
 pub use value::Value;
 pub use write::write_pth;
