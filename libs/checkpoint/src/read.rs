@@ -18,6 +18,10 @@ const DEFLATE_MAX_RATIO: u64 = 1032;
 /// Reads the object a `.pth` file holds, tensors resolved. Refuses (one line naming `path`) anything
 /// but a torch zip archive whose pickle uses only the globals nnU-Net checkpoints need.
 pub fn read_pth(path: &Path) -> Result<Value> {
+    // a FIFO or /dev/zero would be read without end
+    if !std::fs::metadata(path).map_err(|e| Error::io(path, &e))?.is_file() {
+        return Err(Error::bad_input(path, "not a regular file"));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     read_pth_bytes(path, &bytes)
 }

@@ -163,6 +163,8 @@ fn truncated_and_foreign_files_are_refused_in_one_line() {
     assert!(error.contains("before torch 1.6"), "{error}");
     let error = read_pth(&dir.path().join("absent.pth")).unwrap_err().message;
     assert!(error.contains("absent.pth"), "{error}");
+    let error = read_pth(Path::new("/dev/zero")).unwrap_err().message;
+    assert_eq!(error, "/dev/zero: not a regular file");
 }
 
 #[test]
@@ -172,6 +174,20 @@ fn a_pth_without_nnunet_keys_is_not_a_checkpoint() {
         error.message,
         format!("{}: not an nnU-Net checkpoint: no `network_weights` key", fixture("dtypes.pth").display())
     );
+}
+
+#[test]
+fn nesting_cycles_and_shared_references_are_bounded() {
+    let path = Path::new("case.pth");
+    for (regression, problem) in [
+        ("deep-nesting", "containers nested deeper than 100"),
+        ("list-holding-itself", "containers nested deeper than 100"),
+        ("shared-references-doubling", "the pickle refers to its objects more than a checkpoint does"),
+    ] {
+        let pickle = std::fs::read(nntools_tests::workspace().join("fuzz/regressions/pth").join(regression)).unwrap();
+        let error = read_pth_bytes(path, &nntools_tests::fuzzing::pth_archive(&pickle)).unwrap_err().message;
+        assert_eq!(error, format!("case.pth: {problem}"), "{regression}");
+    }
 }
 
 /// nnU-Net's state_dict alias keys and the canonical key each repeats.
