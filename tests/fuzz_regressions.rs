@@ -130,6 +130,20 @@ fn natural_regressions_and_seeds_replay_without_panics() {
 }
 
 #[test]
+fn pth_regressions_and_seeds_replay_without_panics() {
+    let replayed = replay("pth", fuzzing::pth);
+    let seeds = fixtures("libs/checkpoint/tests/fixtures/read", &[".pth"]);
+    replay_cut_fixtures(&seeds, fuzzing::pth);
+    for path in &seeds {
+        let parts = fuzzing::pth_parts_input(&std::fs::read(path).unwrap());
+        for eighth in 0..=8 {
+            fuzzing::pth(&parts[..parts.len() * eighth / 8]);
+        }
+    }
+    eprintln!("replayed {replayed} .pth regression inputs");
+}
+
+#[test]
 fn a_data_file_that_is_not_a_regular_file_is_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     for (regression, name) in

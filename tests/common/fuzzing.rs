@@ -161,3 +161,70 @@ pub fn json_inputs(bytes: &[u8]) {
     }
     let _ = serde_json::from_value::<nntools_dataset::Fingerprint>(json);
 }
+
+/// What separates the parts of a `pth` input that does not start with a zip signature: a bare pickle,
+/// then the storages `data/0`, `data/1`, ... (so that the fuzzer mutates the pickle without breaking the
+/// zip's CRCs).
+pub const PTH_PARTS_SEPARATOR: &[u8] = b"\0nntools-storage\0";
+
+/// The `.pth` reader on `bytes`: as a whole file where they start like a zip (`PK`), else as the parts
+/// [`PTH_PARTS_SEPARATOR`] splits them into, zipped as torch.save does; and nnU-Net's checkpoint dict
+/// taken from what it reads.
+pub fn pth(bytes: &[u8]) {
+    let path = Path::new("case.pth");
+    let read = if bytes.starts_with(b"PK") {
+        nntools_checkpoint::read_pth_bytes(path, bytes)
+    } else {
+        nntools_checkpoint::read_pth_bytes(path, &pth_archive(bytes))
+    };
+    if let Ok(value) = read {
+        let _ = nntools_checkpoint::NnunetCheckpoint::from_value(path, value);
+    }
+}
+
+/// torch.save's archive layout (`case/data.pkl`, `case/data/KEY`) around the parts of a `pth` input.
+pub fn pth_archive(parts: &[u8]) -> Vec<u8> {
+    let mut parts = split_parts(parts, PTH_PARTS_SEPARATOR);
+    let mut archive = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let mut add = |name: String, data: &[u8]| {
+        archive.start_file(name, stored).expect("in memory");
+        std::io::Write::write_all(&mut archive, data).expect("in memory");
+    };
+    add("case/data.pkl".into(), parts.next().unwrap_or_default());
+    for (key, storage) in parts.enumerate() {
+        add(format!("case/data/{key}"), storage);
+    }
+    archive.finish().expect("in memory").into_inner()
+}
+
+fn split_parts<'a>(mut bytes: &'a [u8], separator: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let at = bytes.windows(separator.len()).position(|w| w == separator);
+        let part = &bytes[..at.unwrap_or(bytes.len())];
+        bytes = at.map_or(&[], |at| &bytes[at + separator.len()..]);
+        Some(part)
+    })
+}
+
+/// A `pth` input in parts made from a torch.save archive whose storages are keyed 0, 1, ... (seeds).
+pub fn pth_parts_input(pth: &[u8]) -> Vec<u8> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(pth)).expect("a torch.save archive");
+    let names: Vec<String> = archive.file_names().map(str::to_string).collect();
+    let read = |archive: &mut zip::ZipArchive<_>, suffix: &str| -> Option<Vec<u8>> {
+        let name = names.iter().find(|name| name.split_once('/').is_some_and(|(_, rest)| rest == suffix))?;
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut archive.by_name(name).ok()?, &mut data).ok()?;
+        Some(data)
+    };
+    let mut input = read(&mut archive, "data.pkl").expect("data.pkl");
+    for key in 0.. {
+        let Some(storage) = read(&mut archive, &format!("data/{key}")) else { break };
+        input.extend_from_slice(PTH_PARTS_SEPARATOR);
+        input.extend_from_slice(&storage);
+    }
+    input
+}
