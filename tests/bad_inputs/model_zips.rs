@@ -100,6 +100,7 @@ fn hostile_model_zips() {
         ),
         ("a backslash path", Spoil::Rename(padded(&format!("{TRAINER}\\..\\..\\x")))),
         ("duplicate name", Spoil::Rename(TWIN.to_owned())),
+        ("a file and a folder of one name", Spoil::Rename(padded(&format!("{TRAINER}/plans.json")))),
         ("symbolic link", Spoil::Symlink),
         ("zip bomb past --max-inflated-gb 0.001", Spoil::Zeros(2_000_000)),
         ("not a zip", Spoil::Bytes(|_| b"this is not a zip\n".to_vec())),

@@ -22,14 +22,14 @@ struct Entry {
 /// nnU-Net's exporter lays it out: `DATASET/TRAINER__PLANS__CONFIG/{plans,dataset_fingerprint,dataset}.json`
 /// and `fold_F/{CHECKPOINT.pth,progress.png,validation/summary.json}` (with `debug.json` and
 /// `network_architecture.pdf` where present, as the exporter takes them). `folds` defaults to every
-/// fold folder. Returns the trainer folders written and warnings (a fold without progress.png or
-/// validation summary, which nnU-Net's exporter requires but its installer and predictor do not).
+/// fold folder. Returns warnings: a fold without progress.png or validation summary, which nnU-Net's
+/// exporter requires but its installer and predictor do not.
 pub fn export_zip(
     runs: &[PathBuf],
     folds: Option<&[Fold]>,
     checkpoint: &CheckpointName,
     out: &Path,
-) -> Result<(Vec<String>, Vec<String>)> {
+) -> Result<Vec<String>> {
     let mut entries = Vec::new();
     let mut trainer_folders: Vec<String> = Vec::new();
     let mut warnings = Vec::new();
@@ -43,7 +43,7 @@ pub fn export_zip(
         entries.extend(run_entries);
     }
     write_atomically(out, |tmp| write_zip(tmp, &entries).map_err(|e| Error::runtime(out, e)))?;
-    Ok((trainer_folders, warnings))
+    Ok(warnings)
 }
 
 /// The zip entries of one run folder and the trainer folder it becomes.

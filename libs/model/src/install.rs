@@ -43,12 +43,13 @@ pub fn install_zip(zip: &Path, results: &Path, max_inflated_bytes: u64, force: b
         let entry = archive.by_index_raw(index).map_err(|e| bad(format!("entry {index}: {e}")))?;
         let name = entry.name().to_owned();
         let refuse = |problem: &str| bad(format!("entry {name:?} {problem}"));
+        let is_dir = entry.is_dir();
         match entry.unix_mode().map(|mode| mode & S_IFMT) {
             Some(S_IFLNK) => return Err(refuse("is a symbolic link")),
-            None | Some(0 | S_IFREG | S_IFDIR) => {}
+            None | Some(0 | S_IFREG) => {}
+            Some(S_IFDIR) if is_dir => {}
             Some(_) => return Err(refuse("is not a regular file or folder")),
         }
-        let is_dir = entry.is_dir();
         let placement = placement(&name, is_dir).map_err(|problem| refuse(&problem))?;
         planned.push(Planned { index, name, is_dir, placement });
     }
@@ -129,16 +130,23 @@ fn extract(
     let mut inflated = 0u64;
     let mut buffer = vec![0u8; 1 << 16];
     for entry in planned {
+        let bad = |problem: String| Error::bad_input(zip, format!("entry {:?} {problem}", entry.name));
+        // a file where another entry needs a folder (`a/b` and `a/b/c`) is the zip's fault
+        let created = |path: &Path, e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+                bad("clashes with another entry (a file and a folder of one name)".to_owned())
+            }
+            _ => Error::runtime(path, e),
+        };
         let destination: PathBuf = staging.join(entry.placement.components.iter().collect::<PathBuf>());
         if entry.is_dir {
-            std::fs::create_dir_all(&destination).map_err(|e| Error::runtime(&destination, e))?;
+            std::fs::create_dir_all(&destination).map_err(|e| created(&destination, e))?;
             continue;
         }
-        let bad = |problem: String| Error::bad_input(zip, format!("entry {:?} {problem}", entry.name));
         let mut reader = archive.by_index(entry.index).map_err(|e| bad(format!("cannot be read: {e}")))?;
         let parent = destination.parent().expect("an entry lies in a folder");
-        std::fs::create_dir_all(parent).map_err(|e| Error::runtime(parent, e))?;
-        let mut out = File::create_new(&destination).map_err(|e| Error::runtime(&destination, e))?;
+        std::fs::create_dir_all(parent).map_err(|e| created(parent, e))?;
+        let mut out = File::create_new(&destination).map_err(|e| created(&destination, e))?;
         loop {
             let read = reader.read(&mut buffer).map_err(|e| bad(format!("cannot be read: {e}")))?;
             if read == 0 {

@@ -8,7 +8,5 @@ mod install;
 mod layout;
 
 pub use export::export_zip;
-pub use folder::{CheckpointSummary, ModelFolder};
 pub use info::{ModelInfo, model_info};
 pub use install::install_zip;
-pub use layout::TrainerFolder;

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             nntools_io::write_json(std::path::Path::new("-"), &info)
         }
         Command::Export { models, output, folds, checkpoint } => {
-            let (_, warnings) = nntools_model::export_zip(&models, folds.as_deref(), &checkpoint.checkpoint, &output)?;
+            let warnings = nntools_model::export_zip(&models, folds.as_deref(), &checkpoint.checkpoint, &output)?;
             for warning in &warnings {
                 nntools_cli::warn(TOOL, args.quiet.quiet, warning);
             }
