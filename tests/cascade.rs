@@ -104,8 +104,15 @@ fn lowres_predictions_train_the_cascade_and_both_stages_predict() {
         assert!(labels.iter().all(|&l| (0..=2).contains(&l)), "{id}: labels 0..=2 only");
     }
     // validated again without the next stage's data: it says what is not written, and keeps what was
+    let summary = runs.join("3d_lowres/fold_0/validation/summary.json");
+    std::fs::remove_file(&summary).expect("the final validation writes summary.json");
     let output = nn_train(&c, "3d_lowres", &c.lowres, "0").arg("--validate-only").output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&summary).expect("--validate-only writes summary.json again");
+    let cases = serde_json::from_str::<serde_json::Value>(&text.replace("NaN", "null")).unwrap()["metric_per_case"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(cases, Some(2), "fold 0's validation cases");
     let warning = stderr(&output);
     assert!(
         warning.starts_with("nn-train: warning: ")

@@ -1,9 +1,11 @@
-//! nn-train end to end on CPU on a small synthetic dataset: it learns, it resumes after SIGKILL with
-//! the same epoch counter, learning-rate schedule and log, and it refuses bad requests.
+//! nn-train end to end on CPU on a small synthetic dataset: it learns, its run folder is an nnU-Net
+//! trainer folder, it resumes after SIGKILL with the same epoch counter, learning-rate schedule and log,
+//! and it refuses bad requests.
 
 use nntools_io::read_label_map;
 use nntools_tests::{SyntheticDataset, binary, run, stderr};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -42,6 +44,78 @@ fn train_args(p: &Prepared, out: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// A safetensors file's tensors as float32 values by name.
+fn safetensors_values(path: &Path) -> HashMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()))
+        .collect()
+}
+
+/// A JSON file nnU-Net's way: `NaN` as Python writes it read as null.
+fn read_python_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text.replace("NaN", "null")).unwrap()
+}
+
+/// The run folder of a finished `--fold 0` run is an nnU-Net trainer folder: the fingerprint beside the
+/// plans copied in, each `.pth` checkpoint holding its safetensors' weights under nnU-Net's keys (alias
+/// keys included) with the trainer, configuration and epoch, and validation/summary.json holding nn-eval's
+/// evaluation of the validation predictions against labelsTr.
+fn assert_nnunet_trainer_folder(p: &Prepared, out: &Path, epochs: i64, val_cases: &[String]) {
+    let fingerprint = std::fs::read(p.data.plans.with_file_name("dataset_fingerprint.json")).unwrap();
+    assert!(std::fs::read(out.join("dataset_fingerprint.json")).unwrap() == fingerprint, "fingerprint copied");
+    let fold = out.join("fold_0");
+    let best_epoch = read_python_json(&fold.join("checkpoint_best.json"))["epoch"].as_i64().unwrap();
+    for (name, epoch) in [("final", epochs), ("best", best_epoch)] {
+        let pth = fold.join(format!("checkpoint_{name}.pth"));
+        let checkpoint = nntools_checkpoint::NnunetCheckpoint::read(&pth).unwrap();
+        assert_eq!(checkpoint.trainer_name, "nnUNetTrainer", "{name}");
+        assert_eq!(checkpoint.configuration, "3d_fullres", "{name}");
+        assert_eq!(checkpoint.current_epoch, epoch, "{name}: epochs done");
+        assert_eq!(checkpoint.inference_allowed_mirroring_axes, [0, 1, 2], "{name}");
+        let weights: HashMap<&str, Vec<f32>> = checkpoint
+            .network_weights
+            .iter()
+            .map(|(key, tensor)| (key.as_str(), tensor.to_f32().expect("float weights")))
+            .collect();
+        let safetensors = safetensors_values(&fold.join(format!("checkpoint_{name}.safetensors")));
+        for (key, values) in &safetensors {
+            assert!(weights.get(key.as_str()) == Some(values), "{name}: {key} equals the safetensors' bit for bit");
+        }
+        let aliases = weights.keys().filter(|k| !safetensors.contains_key(**k)).collect::<Vec<_>>();
+        assert!(
+            aliases.iter().any(|k| k.starts_with("decoder.encoder."))
+                && aliases.iter().any(|k| k.contains(".all_modules.")),
+            "{name}: nnU-Net's alias keys: {aliases:?}"
+        );
+    }
+    let summary = read_python_json(&fold.join("validation/summary.json"));
+    let cases = summary["metric_per_case"].as_array().unwrap();
+    let mut evaluated: Vec<String> = cases
+        .iter()
+        .map(|c| {
+            let reference = PathBuf::from(c["reference_file"].as_str().unwrap());
+            assert_eq!(reference.parent(), Some(p.data.raw.join("labelsTr").as_path()), "against labelsTr");
+            reference.file_name().unwrap().to_string_lossy().trim_end_matches(".nii.gz").to_owned()
+        })
+        .collect();
+    evaluated.sort();
+    let mut expected = val_cases.to_vec();
+    expected.sort();
+    assert_eq!(evaluated, expected, "one entry per validation case");
+    let labels = p.data.raw.join("labelsTr");
+    let eval = run("nn-eval", &[&"--ref", &labels, &"--pred", &fold.join("validation"), &"--chill", &"-o", &"-"]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let nn_eval: Value = serde_json::from_str(&String::from_utf8_lossy(&eval.stdout).replace("NaN", "null")).unwrap();
+    let dice = summary["foreground_mean"]["Dice"].as_f64().unwrap();
+    assert_eq!(Some(dice), nn_eval["foreground_mean"]["Dice"].as_f64(), "nn-eval's mean Dice");
+    assert!(dice > 0.7, "mean validation Dice {dice}");
+}
+
 fn log_lines(fold_dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(fold_dir.join("log.jsonl"))
         .unwrap_or_default()
@@ -68,7 +142,13 @@ fn learns_a_synthetic_dataset() {
     let dice: Vec<f64> = serde_json::from_value(last["pseudo_dice"].clone()).unwrap();
     assert!(ema > 0.8, "EMA pseudo Dice {ema}, last epoch {dice:?}");
     assert!(dice.iter().all(|&d| d > 0.8), "pseudo Dice per class {dice:?}");
-    for name in ["checkpoint_final.safetensors", "checkpoint_best.safetensors", "settings.json"] {
+    for name in [
+        "checkpoint_final.safetensors",
+        "checkpoint_best.safetensors",
+        "checkpoint_final.pth",
+        "checkpoint_best.pth",
+        "settings.json",
+    ] {
         assert!(out.join("fold_0").join(name).is_file(), "{name}");
     }
     assert!(!out.join("fold_0/checkpoint_latest.safetensors").exists(), "latest is removed at the end");
@@ -97,6 +177,7 @@ fn learns_a_synthetic_dataset() {
             assert!(dice > 0.7, "{case}: validation Dice of label {label} is {dice}");
         }
     }
+    assert_nnunet_trainer_folder(&p, &out, 30, &val_cases);
 }
 
 #[test]
@@ -171,19 +252,8 @@ fn starts_from_pretrained_weights() {
     let with_pretrained = [&budget[..], &["--seed", "7", "--pretrained", pretrained.to_str().unwrap()]].concat();
     let output = Command::new(binary("nn-train")).args(train_args(&p, &tuned, &with_pretrained)).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    let read = |dir: &Path| std::fs::read(dir.join("fold_0/checkpoint_final.safetensors")).unwrap();
-    let (source_bytes, fresh_bytes, tuned_bytes) = (read(&source), read(&fresh), read(&tuned));
-    let tensors = |bytes: &[u8]| {
-        safetensors::SafeTensors::deserialize(bytes)
-            .unwrap()
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| {
-                (name, view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>())
-            })
-            .collect::<std::collections::HashMap<_, _>>()
-    };
-    let (source, fresh, tuned) = (tensors(&source_bytes), tensors(&fresh_bytes), tensors(&tuned_bytes));
+    let tensors = |dir: &Path| safetensors_values(&dir.join("fold_0/checkpoint_final.safetensors"));
+    let (source, fresh, tuned) = (tensors(&source), tensors(&fresh), tensors(&tuned));
     let distance = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     let name = "encoder.stages.0.0.convs.0.conv.weight";
     // one SGD step (lr 0.01, gradients clipped to norm 12) moves a weight by far less than a new initialisation
@@ -193,6 +263,7 @@ fn starts_from_pretrained_weights() {
     );
 
     let truncated = p.data.dir.path().join("truncated.safetensors");
+    let source_bytes = std::fs::read(&pretrained).unwrap();
     std::fs::write(&truncated, &source_bytes[..source_bytes.len() / 2]).unwrap();
     let bad = [&budget[..], &["--pretrained", truncated.to_str().unwrap()]].concat();
     let output =

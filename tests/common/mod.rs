@@ -174,7 +174,8 @@ impl SyntheticDataset {
         let raw = dir.path().join("Dataset901_Synthetic");
         let synth = Command::new(binary("nn-synth")).arg("-o").arg(&raw).args(synth_flags).output().unwrap();
         assert!(synth.status.success(), "{}", stderr(&synth));
-        let fingerprint = dir.path().join("fingerprint.json");
+        // beside the plans, as nnU-Net's preprocessed folder and the pipeline's work folder hold it
+        let fingerprint = dir.path().join("dataset_fingerprint.json");
         assert!(run("nn-fingerprint", &[&raw, &"-o", &fingerprint]).status.success());
         let plans = dir.path().join("plans.json");
         let plan = Command::new(binary("nn-plan"))

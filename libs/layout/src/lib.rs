@@ -16,3 +16,5 @@ pub mod work;
 pub const DATASET_JSON: &str = "dataset.json";
 /// The plans a run folder or a prediction folder was made with.
 pub const PLANS_JSON: &str = "plans.json";
+/// The dataset fingerprint the plans were made from, beside them and in a run folder.
+pub const DATASET_FINGERPRINT_JSON: &str = "dataset_fingerprint.json";

@@ -150,6 +150,12 @@ impl RunDir {
         self.0.join(crate::DATASET_JSON)
     }
 
+    /// The fingerprint beside the plans, as nnU-Net copies it into its trainer folder (nnUNetTrainer.py:
+    /// `on_train_start`).
+    pub fn fingerprint(&self) -> PathBuf {
+        self.0.join(crate::DATASET_FINGERPRINT_JSON)
+    }
+
     pub fn fold(&self, fold: Fold) -> FoldDir {
         FoldDir(self.0.join(fold.to_string()))
     }
@@ -214,6 +220,12 @@ impl FoldDir {
         self.0.join(format!("checkpoint_{}.momentum.safetensors", checkpoint.name()))
     }
 
+    /// `checkpoint_NAME.pth`: the checkpoint as nnU-Net's trainer writes it (nnUNetTrainer.py:
+    /// `save_checkpoint`), for nnU-Net to load.
+    pub fn pth(&self, checkpoint: Checkpoint) -> PathBuf {
+        self.0.join(format!("checkpoint_{}.pth", checkpoint.name()))
+    }
+
     /// `checkpoint_NAME.json`: the sidecar (epoch, EMA, configuration, mirroring axes), written last.
     pub fn sidecar(&self, checkpoint: Checkpoint) -> PathBuf {
         self.0.join(format!("checkpoint_{}.json", checkpoint.name()))
@@ -234,6 +246,12 @@ impl FoldDir {
     /// `validation/`: the fold's validation cases predicted with its final checkpoint.
     pub fn validation(&self) -> PathBuf {
         self.0.join("validation")
+    }
+
+    /// `validation/summary.json`: the validation predictions evaluated against the reference labels
+    /// (nnUNetTrainer.py: `perform_actual_validation`).
+    pub fn validation_summary(&self) -> PathBuf {
+        self.validation().join("summary.json")
     }
 
     /// `augmented/`: the augmented samples `nn-train --dump-augmented` previews.
@@ -292,12 +310,14 @@ mod tests {
         let run = RunDir::new("runs/3d_lowres");
         assert_eq!(run.plans(), Path::new("runs/3d_lowres/plans.json"));
         assert_eq!(run.dataset_json(), Path::new("runs/3d_lowres/dataset.json"));
+        assert_eq!(run.fingerprint(), Path::new("runs/3d_lowres/dataset_fingerprint.json"));
         let fold = run.fold(Fold::Index(2));
         assert_eq!(fold.path(), Path::new("runs/3d_lowres/fold_2"));
         assert_eq!(fold.settings(), Path::new("runs/3d_lowres/fold_2/settings.json"));
         assert_eq!(fold.log(), Path::new("runs/3d_lowres/fold_2/log.jsonl"));
         assert_eq!(fold.progress_plot(), Path::new("runs/3d_lowres/fold_2/progress.png"));
         assert_eq!(fold.validation(), Path::new("runs/3d_lowres/fold_2/validation"));
+        assert_eq!(fold.validation_summary(), Path::new("runs/3d_lowres/fold_2/validation/summary.json"));
         assert_eq!(fold.augmented(), Path::new("runs/3d_lowres/fold_2/augmented"));
         assert_eq!(run.fold(Fold::All).path(), Path::new("runs/3d_lowres/fold_all"));
     }
@@ -308,6 +328,7 @@ mod tests {
         assert_eq!(fold.weights(Checkpoint::Final), Path::new("f/checkpoint_final.safetensors"));
         assert_eq!(fold.momentum(Checkpoint::Latest), Path::new("f/checkpoint_latest.momentum.safetensors"));
         assert_eq!(fold.sidecar(Checkpoint::Best), Path::new("f/checkpoint_best.json"));
+        assert_eq!(fold.pth(Checkpoint::Best), Path::new("f/checkpoint_best.pth"));
         assert_eq!(Checkpoint::Best.weights_file(), "checkpoint_best.safetensors");
     }
 

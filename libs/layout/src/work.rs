@@ -30,7 +30,7 @@ impl Work {
     }
 
     pub fn fingerprint(&self) -> PathBuf {
-        self.0.join("dataset_fingerprint.json")
+        self.0.join(crate::DATASET_FINGERPRINT_JSON)
     }
 
     pub fn plans(&self) -> PathBuf {

@@ -20,5 +20,5 @@ pub use optimizer::{GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE, LossScaler, Sgd, 
 pub use progress::plot_progress;
 pub use run::{Cascade, Report, Request, train};
 pub use splits::{SPLIT_SEED, Split, crossval_splits};
-pub use trainer::{EpochLog, Settings, Trainer, TrainingLabels};
-use validation::validate_fold;
+pub use trainer::{EpochLog, InitArgs, Settings, Trainer, TrainingLabels};
+use validation::{validate_fold, write_validation_summary};

@@ -57,10 +57,6 @@ pub fn plot_progress(path: &Path, logs: &[EpochLog]) -> nntools_io::Result<()> {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
     let curve = |f: &dyn Fn(&EpochLog) -> f64| logs.iter().map(|l| (l.epoch as f64, f(l))).collect::<Vec<_>>();
-    let mean_dice = |l: &EpochLog| {
-        let present: Vec<f64> = l.pseudo_dice.iter().copied().filter(|d| !d.is_nan()).collect();
-        if present.is_empty() { f64::NAN } else { present.iter().sum::<f64>() / present.len() as f64 }
-    };
     let draw = |tmp: &Path| -> Result<(), String> {
         let root = BitMapBackend::new(tmp, (900, 1100)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -73,7 +69,10 @@ pub fn plot_progress(path: &Path, logs: &[EpochLog]) -> nntools_io::Result<()> {
         panel(
             &areas[1],
             "pseudo Dice (foreground mean)",
-            &[("pseudo Dice", curve(&mean_dice), GREEN), ("EMA", curve(&|l| l.ema_pseudo_dice), BLACK)],
+            &[
+                ("pseudo Dice", curve(&EpochLog::mean_pseudo_dice), GREEN),
+                ("EMA", curve(&|l| l.ema_pseudo_dice), BLACK),
+            ],
         )?;
         panel(&areas[2], "learning rate", &[("lr", curve(&|l| l.lr), MAGENTA)])?;
         panel(&areas[3], "epoch time (s)", &[("seconds", curve(&|l| l.epoch_time_s), CYAN)])?;

@@ -1,11 +1,13 @@
 //! One training run as nn-train starts it: plans, dataset description, preprocessed cases and split
-//! in; a run folder (`plans.json`, `dataset.json`, `settings.json`, `fold_F/`) out.
+//! in; a run folder (`plans.json`, `dataset.json`, `dataset_fingerprint.json`, `settings.json`, `fold_F/`)
+//! out, which is also an nnU-Net trainer folder.
 
 use crate::data::TrainingCase;
 use crate::trainer::Stopped;
-use crate::{EpochLog, SPLIT_SEED, Settings, Split, Trainer, TrainingLabels, crossval_splits};
+use crate::{EpochLog, InitArgs, SPLIT_SEED, Settings, Split, Trainer, TrainingLabels, crossval_splits};
 use nntools_dataset::{Descriptor, Labelling};
 use nntools_io::{Error, Result, read_json, write_json};
+use nntools_layout::DATASET_FINGERPRINT_JSON;
 use nntools_layout::preprocessed::{MANIFEST, SPLITS};
 use nntools_layout::run::{Fold, RunDir};
 use nntools_planning::Plans;
@@ -114,6 +116,11 @@ fn check_cascade(
     Ok(())
 }
 
+/// The raw dataset's reference label maps beside its dataset.json, which nnU-Net's preprocessing copies to
+/// `gt_segmentations` for the final validation (nnunetv2/experiment_planning/plan_and_preprocess_api.py:
+/// `preprocess_dataset`).
+const LABELS_TR: &str = "labelsTr";
+
 /// Trains one fold; `report` sees every warning and every finished epoch.
 pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()> {
     let plans: Plans = read_json(&request.plans_path)?;
@@ -138,13 +145,25 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         }
     };
     let device = request.settings.device;
-    let validate =
-        |fold| crate::validate_fold(&request.run_dir, fold, &request.data_dir, &val_ids, &request.cascade, device);
+    let reference_labels = request.dataset_json.with_file_name(LABELS_TR);
+    let validate = |fold, report: &mut dyn FnMut(Report<'_>)| {
+        crate::validate_fold(&request.run_dir, fold, &request.data_dir, &val_ids, &request.cascade, device)?;
+        let fold_dir = request.run_dir.fold(Fold::Index(fold));
+        if reference_labels.is_dir() {
+            return crate::write_validation_summary(&fold_dir, &reference_labels, &descriptor);
+        }
+        report(Report::Warning(format!(
+            "{}: no reference labels beside the dataset.json, so {} is not written",
+            reference_labels.display(),
+            fold_dir.validation_summary().display()
+        )));
+        Ok(())
+    };
     if request.validate_only {
         let Fold::Index(fold) = request.fold else {
             return Err(Error::bad_input(&request.run_dir, "--validate-only needs a fold number"));
         };
-        return validate(fold);
+        return validate(fold, report);
     }
     if train_ids.is_empty() {
         return Err(Error::bad_input(&case_list, "no training cases"));
@@ -170,6 +189,9 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
     let val_cases = load_cases(&request.data_dir, &val_ids, previous_stage)?;
     let fold_dir = request.settings.fold_dir.clone();
     let resume = request.settings.resume;
+    let dataset: serde_json::Value = read_json(&request.dataset_json)?;
+    let plans_json = serde_json::to_value(&plans).map_err(|e| Error::runtime(&request.plans_path, e))?;
+    let init_args = InitArgs { plans: plans_json, dataset_json: dataset.clone(), fold: request.fold };
     let mut trainer = Trainer::new(
         &request.configuration,
         &configuration,
@@ -177,6 +199,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         train_cases,
         val_cases,
         request.settings,
+        init_args,
     )
     .map_err(|p| Error::bad_input(&request.plans_path, p))?;
     if resume {
@@ -189,8 +212,20 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         nntools_io::remove_stale_temporaries(dir)?;
     }
     write_json(&request.run_dir.plans(), &plans)?;
-    let dataset: serde_json::Value = read_json(&request.dataset_json)?;
     write_json(&request.run_dir.dataset_json(), &dataset)?;
+    // nnU-Net copies it from the preprocessed folder, beside the plans (nnUNetTrainer.py: `on_train_start`);
+    // only its model export needs it (model_sharing/model_export.py: `export_pretrained_model`)
+    let fingerprint = request.plans_path.with_file_name(DATASET_FINGERPRINT_JSON);
+    if fingerprint.is_file() {
+        nntools_io::write_atomically(&request.run_dir.fingerprint(), |tmp| {
+            std::fs::copy(&fingerprint, tmp).map(drop).map_err(|e| Error::io(&fingerprint, &e))
+        })?;
+    } else {
+        report(Report::Warning(format!(
+            "{}: not found beside the plans, so the run folder has none (nnU-Net's model export needs it)",
+            fingerprint.display()
+        )));
+    }
     write_json(&fold_dir.settings(), &settings)?;
     if let Some(count) = request.dump_augmented {
         return trainer.dump_augmented(count, &fold_dir.augmented());
@@ -208,7 +243,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
     drop(trainer);
     // nnU-Net validates every cross-validation fold at the end; `--fold all` has no held-out cases
     match request.fold {
-        Fold::Index(fold) => validate(fold),
+        Fold::Index(fold) => validate(fold, report),
         Fold::All => Ok(()),
     }
 }

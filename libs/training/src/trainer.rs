@@ -4,11 +4,15 @@
 
 use crate::data::{Batch, BatchPlan, PatchSampler, Prefetcher, TrainingCase};
 use crate::loss::{DiceBceLoss, Objective};
-use crate::{DiceCeLoss, GRADIENT_CLIP_NORM, LossScaler, Sgd, deep_supervision_weights, poly_learning_rate};
+use crate::{
+    DiceCeLoss, GRADIENT_CLIP_NORM, INITIAL_LEARNING_RATE, LossScaler, Sgd, deep_supervision_weights,
+    poly_learning_rate,
+};
 use ndarray::ArrayD;
 use nntools_augmentation::{Augmenter, Mode, Recipe, write_mid_slice_png};
+use nntools_checkpoint::{TrainingCheckpoint, TrainingLog, nnunet_parameter_order};
 use nntools_io::Error;
-use nntools_layout::run::{Checkpoint, FoldDir};
+use nntools_layout::run::{Checkpoint, Fold, FoldDir};
 use nntools_network::Model;
 use nntools_planning::Configuration;
 use rand_chacha::ChaCha8Rng;
@@ -60,6 +64,15 @@ impl From<Error> for Stopped {
     }
 }
 
+/// What nnU-Net's checkpoint records of how its trainer was made (nnUNetTrainer.py: `my_init_kwargs`)
+/// that the trainer does not otherwise know.
+pub struct InitArgs {
+    /// The plans, as the run folder's plans.json holds them.
+    pub plans: serde_json::Value,
+    pub dataset_json: serde_json::Value,
+    pub fold: Fold,
+}
+
 /// One line of `log.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochLog {
@@ -70,6 +83,74 @@ pub struct EpochLog {
     pub ema_pseudo_dice: f64,
     pub lr: f64,
     pub epoch_time_s: f64,
+    /// Wall-clock start and end of the epoch in seconds since the Unix epoch (Python's `time.time()`, as
+    /// nnU-Net's logger keeps them); 0 in logs written before nn-train recorded them.
+    #[serde(default)]
+    pub epoch_start_timestamp: f64,
+    #[serde(default)]
+    pub epoch_end_timestamp: f64,
+}
+
+impl EpochLog {
+    /// The mean pseudo Dice over the foreground classes that have one (nnU-Net's `mean_fg_dice`,
+    /// `np.nanmean`): NaN when none has.
+    pub fn mean_pseudo_dice(&self) -> f64 {
+        let present: Vec<f64> = self.pseudo_dice.iter().copied().filter(|d| !d.is_nan()).collect();
+        if present.is_empty() { f64::NAN } else { present.iter().sum::<f64>() / present.len() as f64 }
+    }
+}
+
+/// nnU-Net's logger state (nnunetv2/training/logging/nnunet_logger.py: `nnUNetLogger.get_checkpoint`) of
+/// the epochs logged.
+fn training_log(history: &[EpochLog]) -> TrainingLog {
+    let each = |f: fn(&EpochLog) -> f64| history.iter().map(f).collect();
+    TrainingLog {
+        mean_fg_dice: each(EpochLog::mean_pseudo_dice),
+        ema_fg_dice: each(|l| l.ema_pseudo_dice),
+        dice_per_class_or_region: history.iter().map(|l| l.pseudo_dice.clone()).collect(),
+        train_losses: each(|l| l.train_loss),
+        val_losses: each(|l| l.val_loss),
+        lrs: each(|l| l.lr),
+        epoch_start_timestamps: each(|l| l.epoch_start_timestamp),
+        epoch_end_timestamps: each(|l| l.epoch_end_timestamp),
+    }
+}
+
+/// The nnU-Net trainer class whose training `mode` matches, for the `.pth` checkpoint's `trainer_name`
+/// (nnunetv2/training/nnUNetTrainer/variants/data_augmentation/).
+fn nnunet_trainer_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Nnunet => "nnUNetTrainer",
+        // nnUNetTrainerNoDA.py: the validation transforms only, and no mirroring at inference either
+        Mode::None => "nnUNetTrainerNoDA",
+        // no nnU-Net trainer mirrors without the rest of its augmentation (nnUNetTrainerNoMirroring.py
+        // is the opposite: everything but mirroring); NoDA differs from mirror-only in the mirroring
+        // alone, and the checkpoint's `inference_allowed_mirroring_axes` keep the test-time mirroring
+        Mode::MirrorOnly => "nnUNetTrainerNoDA",
+    }
+}
+
+/// A torch device's name as `str(torch.device)` writes it.
+fn torch_device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_owned(),
+        Device::Cuda(index) => format!("cuda:{index}"),
+        Device::Mps => "mps".to_owned(),
+        Device::Vulkan => "vulkan".to_owned(),
+    }
+}
+
+/// A tensor's values as float32 on the host, for a `.pth` checkpoint.
+fn host_tensor(tensor: &Tensor) -> nntools_checkpoint::Tensor {
+    let shape = tensor.size().iter().map(|&s| s as usize).collect();
+    let values = Vec::<f32>::try_from(tensor.to_kind(Kind::Float).to_device(Device::Cpu).contiguous().flatten(0, -1))
+        .expect("a float tensor converts to f32");
+    nntools_checkpoint::Tensor::from_f32(shape, &values)
+}
+
+/// Seconds since the Unix epoch, as Python's `time.time()`.
+fn unix_time() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A checkpoint's sidecar: where training stands, and what inference needs to know about the weights
@@ -177,7 +258,8 @@ pub struct Trainer {
     loss_scaler: Option<LossScaler>,
     state: TrainingState,
     settings: Settings,
-    /// The epochs logged so far (for progress.png).
+    init_args: InitArgs,
+    /// The epochs logged so far (for progress.png and the `.pth` checkpoints' logging).
     history: Vec<EpochLog>,
 }
 
@@ -216,6 +298,7 @@ impl Trainer {
         train_cases: Vec<Arc<TrainingCase>>,
         val_cases: Vec<Arc<TrainingCase>>,
         settings: Settings,
+        init_args: InitArgs,
     ) -> Result<Self, String> {
         let image_channels = train_cases.first().expect("training cases").data().shape()[0];
         // a cascade stage also sees the previous stage's foreground labels, one-hot
@@ -292,6 +375,7 @@ impl Trainer {
                 loss_scaler: None,
             },
             settings,
+            init_args,
             history: Vec::new(),
         })
     }
@@ -451,6 +535,7 @@ impl Trainer {
         while self.state.epoch < self.settings.epochs {
             let epoch = self.state.epoch;
             let start = std::time::Instant::now();
+            let start_timestamp = unix_time();
             let lr = poly_learning_rate(epoch, self.settings.epochs);
             let Some(train_loss) = self.train_epoch(epoch, lr) else {
                 // the interrupted epoch is redone on resume, from the weights it reached
@@ -458,24 +543,26 @@ impl Trainer {
                 return Err(Stopped::Interrupted { epoch });
             };
             let (val_loss, pseudo_dice) = self.validate(epoch);
-            let present: Vec<f64> = pseudo_dice.iter().copied().filter(|d| !d.is_nan()).collect();
-            let mean = if present.is_empty() { f64::NAN } else { present.iter().sum::<f64>() / present.len() as f64 };
+            let mut log = EpochLog {
+                epoch,
+                train_loss,
+                val_loss,
+                pseudo_dice,
+                ema_pseudo_dice: f64::NAN,
+                lr,
+                epoch_time_s: start.elapsed().as_secs_f64(),
+                epoch_start_timestamp: start_timestamp,
+                epoch_end_timestamp: unix_time(),
+            };
+            let mean = log.mean_pseudo_dice();
             let ema = match self.state.ema_pseudo_dice {
                 Some(previous) if !mean.is_nan() => EMA_DECAY * previous + (1.0 - EMA_DECAY) * mean,
                 Some(previous) => previous,
                 None => mean,
             };
+            log.ema_pseudo_dice = ema;
             self.state.ema_pseudo_dice = Some(ema);
             self.state.epoch = epoch + 1;
-            let log = EpochLog {
-                epoch,
-                train_loss,
-                val_loss,
-                pseudo_dice,
-                ema_pseudo_dice: ema,
-                lr,
-                epoch_time_s: start.elapsed().as_secs_f64(),
-            };
             self.append_log(&log)?;
             self.history.push(log.clone());
             crate::plot_progress(&self.settings.fold_dir.progress_plot(), &self.history)?;
@@ -510,8 +597,9 @@ impl Trainer {
         writeln!(file, "{line}").and_then(|()| file.sync_data()).map_err(|e| Error::runtime(&path, e))
     }
 
-    /// Writes `checkpoint_NAME.safetensors` (weights, nnU-Net names), `checkpoint_NAME.momentum.safetensors`
-    /// and `checkpoint_NAME.json` (state), each atomically; the JSON last, as the completion mark.
+    /// Writes `checkpoint_NAME.safetensors` (weights, nnU-Net names), `checkpoint_NAME.momentum.safetensors`,
+    /// for best and final also nnU-Net's `checkpoint_NAME.pth`, and `checkpoint_NAME.json` (state), each
+    /// atomically; the JSON last, as the completion mark.
     pub fn save_checkpoint(&mut self, name: Checkpoint) -> nntools_io::Result<()> {
         let dir = &self.settings.fold_dir;
         let weights = dir.weights(name);
@@ -523,7 +611,50 @@ impl Trainer {
         let buffers: Vec<(String, Tensor)> = self.names.iter().cloned().zip(self.optimizer.buffers()).collect();
         tensors_to(&momentum, &|p| Tensor::write_safetensors(&buffers, p))?;
         self.state.loss_scaler = self.loss_scaler.as_ref().map(LossScaler::state);
+        // nnU-Net loads best and final (predict_from_raw_data.py, `nnUNetv2_train --c`); latest is only
+        // nn-train's point to resume from
+        if matches!(name, Checkpoint::Best | Checkpoint::Final) {
+            self.nnunet_checkpoint().write(&dir.pth(name))?;
+        }
         nntools_io::write_json(&dir.sidecar(name), &self.state)
+    }
+
+    /// The checkpoint as nnU-Net's trainer saves it (nnUNetTrainer.py: `save_checkpoint`): the weights and
+    /// their momentum buffers in nnU-Net's parameter order (the optimizer's own is alphabetical), the
+    /// learning rate the last epoch ran at, the log, and what the trainer was made with.
+    fn nnunet_checkpoint(&self) -> TrainingCheckpoint {
+        let mut order = self.names.clone();
+        nnunet_parameter_order(&mut order);
+        let position: std::collections::HashMap<&str, usize> =
+            self.names.iter().enumerate().map(|(i, name)| (name.as_str(), i)).collect();
+        let variables = self.model.vs.variables();
+        let weights = order.iter().map(|name| (name.clone(), Arc::new(host_tensor(&variables[name])))).collect();
+        let epochs_done = self.state.epoch;
+        // torch's SGD has no momentum buffers before its first step
+        let momentum = (epochs_done > 0).then(|| {
+            let buffers = self.optimizer.buffers();
+            order.iter().map(|name| Arc::new(host_tensor(&buffers[position[name.as_str()]]))).collect()
+        });
+        TrainingCheckpoint {
+            weights,
+            momentum,
+            learning_rate: poly_learning_rate(epochs_done.saturating_sub(1), self.settings.epochs),
+            initial_learning_rate: INITIAL_LEARNING_RATE,
+            grad_scaler: self.loss_scaler.as_ref().map(LossScaler::state),
+            log: training_log(&self.history),
+            best_ema: self.state.best_ema,
+            current_epoch: epochs_done,
+            plans: self.init_args.plans.clone(),
+            configuration: self.state.configuration.clone(),
+            fold: match self.init_args.fold {
+                Fold::Index(fold) => nntools_checkpoint::Value::Int(fold as i64),
+                Fold::All => nntools_checkpoint::Value::Str("all".to_owned()),
+            },
+            dataset_json: self.init_args.dataset_json.clone(),
+            device: torch_device_name(self.settings.device),
+            trainer_name: nnunet_trainer_name(self.settings.augment).to_owned(),
+            inference_allowed_mirroring_axes: self.state.inference_allowed_mirroring_axes.clone(),
+        }
     }
 
     /// Continues from the newest complete checkpoint (latest, final or best), if there is one. A

@@ -3,18 +3,21 @@
 //! cases predicted with its final checkpoint (mirroring, step 0.5) from their preprocessed arrays, and exported to
 //! their input geometry as `fold_F/validation/CASE<ending>` with probabilities (`CASE.npz`), which model selection
 //! and ensembling (`nn-ensemble select`) read. For 3d_lowres the same predictions are also resampled to the cascade's
-//! next stage (see [`Cascade`]).
+//! next stage (see [`Cascade`]). The predictions evaluated against the reference labels make
+//! `fold_F/validation/summary.json`.
 
 use crate::Cascade;
 use crate::data::preprocessed_shape;
 use ndarray::Array4;
 use ndarray_npy::ReadNpyExt;
+use nntools_dataset::Descriptor;
+use nntools_evaluation::evaluate_folders;
 use nntools_inference::{
     ModelFolder, Options, OutputFormat, Predictor, export, labels_for_next_stage, write_prediction,
 };
 use nntools_io::{Error, PixelType, Result, Stored, read_json, write_json};
 use nntools_layout::preprocessed::PreprocessedDir;
-use nntools_layout::run::{Checkpoint, Fold, RunDir, next_stage_labels, next_stage_mark};
+use nntools_layout::run::{Checkpoint, Fold, FoldDir, RunDir, next_stage_labels, next_stage_mark};
 use nntools_preprocessing::{Properties, read_label_map_npy, write_label_map_npy};
 use std::path::{Path, PathBuf};
 use tch::Device;
@@ -99,4 +102,18 @@ pub(crate) fn validate_fold(
         Some(mark) => write_json(&mark, &serde_json::json!({"fold": fold, "cases": case_ids})),
         None => Ok(()),
     }
+}
+
+/// Writes `fold_F/validation/summary.json` as nnU-Net's final validation does
+/// (nnunetv2/evaluation/evaluate_predictions.py: `compute_metrics_on_folder` with `chill=True`, no
+/// surface metrics): the fold's validation predictions against the reference label maps in
+/// `reference_dir`, the labels or regions of `descriptor`.
+pub(crate) fn write_validation_summary(
+    fold_dir: &FoldDir,
+    reference_dir: &Path,
+    descriptor: &Descriptor,
+) -> Result<()> {
+    let options = nntools_evaluation::Options { chill: true, ..Default::default() };
+    let summary = evaluate_folders(reference_dir, &fold_dir.validation(), descriptor, &options)?;
+    summary.write(&fold_dir.validation_summary())
 }

@@ -13,8 +13,11 @@ const TOOL: &str = "nn-train";
 /// label is left out of both), SGD with Nesterov momentum and poly learning rate, foreground
 /// oversampling, nnU-Net's augmentation.
 ///
-/// Writes RUN_DIR/plans.json, dataset.json and fold_F/ with log.jsonl (one JSON line per epoch) and
-/// checkpoint_{best,latest,final}.safetensors (nnU-Net's state_dict names) with their state sidecars.
+/// Writes RUN_DIR/plans.json, dataset.json, dataset_fingerprint.json (copied from beside the plans) and
+/// fold_F/ with log.jsonl (one JSON line per epoch), checkpoint_{best,latest,final}.safetensors (nnU-Net's
+/// state_dict names) with their state sidecars, checkpoint_{best,final}.pth (nnU-Net's checkpoint) and,
+/// after the final validation, validation/summary.json (against the labelsTr beside --dataset): a run
+/// folder nnU-Net predicts with (nnUNetv2_predict_from_modelfolder) and continues (nnUNetv2_train --c).
 /// --resume continues from the newest checkpoint with the same learning-rate position and random state.
 /// SIGTERM or SIGINT stop after the current iteration and save checkpoint_latest (exit code 1).
 ///
@@ -69,8 +72,9 @@ struct Args {
     /// e.g. a model pretrained on another dataset. Ignored when --resume finds a checkpoint.
     #[arg(long)]
     pretrained: Option<PathBuf>,
-    /// Training augmentation: nnunet (nnU-Net's full pipeline), mirror-only or none (nnU-Net's
-    /// NoMirroring/NoDA variants are the other two).
+    /// Training augmentation: nnunet (nnU-Net's full pipeline, nnUNetTrainer), mirror-only, or none
+    /// (nnUNetTrainerNoDA). nnU-Net has no mirror-only trainer: its checkpoints name nnUNetTrainerNoDA,
+    /// with test-time mirroring allowed.
     #[arg(long, default_value = "nnunet")]
     augment: String,
     /// Write N augmented training patches (mid-slice PNGs, image and labels side by side) into
