@@ -2,10 +2,10 @@
 //!
 //! torch/serialization.py: `_save` pickles with `pickle_protocol=2` and a `persistent_id` that replaces
 //! each tensor storage by `('storage', torch.FloatStorage, key, location, numel)`, the storage's bytes
-//! going to `data/KEY` in the zip. The opcodes are those of CPython's Lib/pickle.py: `_Pickler` at
-//! protocol 2 (every str, dict, list, tuple and reduced object memoized with BINPUT, globals fetched
-//! again with BINGET), so a value without tensors pickles to the bytes `pickle.dumps(value, protocol=2)`
-//! gives.
+//! going to `data/KEY` in the zip. The opcodes are those of CPython's C pickler (Modules/_pickle.c,
+//! which is `pickle.Pickler`) at protocol 2: every str, dict, list, tuple and reduced object memoized with
+//! BINPUT, globals fetched again with BINGET, items in its batches; so a value without tensors pickles to
+//! the bytes `pickle.dumps(value, protocol=2)` gives.
 
 use crate::{Dtype, Tensor, Value};
 use std::collections::HashMap;
@@ -42,7 +42,7 @@ const LONG_BINPUT: u8 = b'r';
 const BINGET: u8 = b'h';
 const LONG_BINGET: u8 = b'j';
 
-/// Lib/pickle.py: `_Pickler._BATCHSIZE`, the most items one APPENDS or SETITEMS adds.
+/// Modules/_pickle.c: `BATCHSIZE`, the most items one APPENDS or SETITEMS adds.
 const BATCH_SIZE: usize = 1000;
 
 /// A pickled object: the pickle's bytes and the storages it refers to, `storages[k]` being the storage
@@ -96,7 +96,7 @@ impl Pickler {
                 self.out.extend(f.to_be_bytes());
             }
             Value::Str(s) => self.str(s),
-            // Lib/pickle.py: `_Pickler.save_bytes` below protocol 3: `_codecs.encode(str(obj, 'latin1'), 'latin1')`
+            // Modules/_pickle.c: `save_bytes` below protocol 3: `_codecs.encode(str(obj, 'latin1'), 'latin1')`
             Value::Bytes(bytes) => {
                 self.global("_codecs", "encode");
                 let latin1: String = bytes.iter().map(|&b| char::from(b)).collect();
@@ -104,14 +104,15 @@ impl Pickler {
                 self.out.push(REDUCE);
                 self.memoize();
             }
+            // Modules/_pickle.c: `batch_list_exact`: one item APPENDed, more in batches of MARK ... APPENDS
             Value::List(items) => {
                 self.out.push(EMPTY_LIST);
                 self.memoize();
-                for batch in items.chunks(BATCH_SIZE) {
-                    if let [item] = batch {
-                        self.value(item);
-                        self.out.push(APPEND);
-                    } else {
+                if let [item] = &items[..] {
+                    self.value(item);
+                    self.out.push(APPEND);
+                } else {
+                    for batch in items.chunks(BATCH_SIZE) {
                         self.out.push(MARK);
                         batch.iter().for_each(|item| self.value(item));
                         self.out.push(APPENDS);
@@ -119,15 +120,32 @@ impl Pickler {
                 }
             }
             Value::Tuple(items) => self.tuple(items),
+            // Modules/_pickle.c: `batch_dict_exact`: one entry SETITEM, more in batches of MARK ... SETITEMS,
+            // followed by an empty batch when the last one was full
             Value::Dict(entries) => {
                 self.out.push(EMPTY_DICT);
                 self.memoize();
-                self.set_items(entries);
+                if let [(key, value)] = &entries[..] {
+                    self.set_item(key, value);
+                } else if !entries.is_empty() {
+                    for batch in entries.chunks(BATCH_SIZE) {
+                        self.set_items(batch);
+                    }
+                    if entries.len().is_multiple_of(BATCH_SIZE) {
+                        self.set_items(&[]);
+                    }
+                }
             }
-            // collections.OrderedDict.__reduce__: the class called without arguments, then the items
+            // collections.OrderedDict.__reduce__: the class called without arguments, then the items, which
+            // Modules/_pickle.c: `batch_dict` (an iterator's) writes in batches, a batch of one as SETITEM
             Value::OrderedDict(entries) => {
                 self.empty_ordered_dict();
-                self.set_items(entries);
+                for batch in entries.chunks(BATCH_SIZE) {
+                    match batch {
+                        [(key, value)] => self.set_item(key, value),
+                        _ => self.set_items(batch),
+                    }
+                }
             }
             Value::Tensor(tensor) => self.tensor(tensor),
             // torch.device.__reduce__: `torch.device(type)` or `torch.device(type, index)`
@@ -144,7 +162,7 @@ impl Pickler {
         }
     }
 
-    /// Lib/pickle.py: `_Pickler.save_long`: the shortest of BININT1, BININT2, BININT and LONG1.
+    /// Modules/_pickle.c: `save_long`: the shortest of BININT1, BININT2, BININT and LONG1.
     fn int(&mut self, i: i64) {
         if let Ok(byte) = u8::try_from(i) {
             self.out.extend([BININT1, byte]);
@@ -176,7 +194,7 @@ impl Pickler {
         self.memoize();
     }
 
-    /// Lib/pickle.py: `_Pickler.save_tuple`: EMPTY_TUPLE (not memoized), TUPLE1..3, or MARK ... TUPLE.
+    /// Modules/_pickle.c: `save_tuple`: EMPTY_TUPLE (not memoized), TUPLE1..3, or MARK ... TUPLE.
     fn tuple(&mut self, items: &[Value]) {
         if items.is_empty() {
             self.out.push(EMPTY_TUPLE);
@@ -195,22 +213,20 @@ impl Pickler {
         self.memoize();
     }
 
-    /// Lib/pickle.py: `_Pickler._batch_setitems`.
-    fn set_items(&mut self, entries: &[(Value, Value)]) {
-        for batch in entries.chunks(BATCH_SIZE) {
-            if let [(key, value)] = batch {
-                self.value(key);
-                self.value(value);
-                self.out.push(SETITEM);
-            } else {
-                self.out.push(MARK);
-                for (key, value) in batch {
-                    self.value(key);
-                    self.value(value);
-                }
-                self.out.push(SETITEMS);
-            }
+    fn set_item(&mut self, key: &Value, value: &Value) {
+        self.value(key);
+        self.value(value);
+        self.out.push(SETITEM);
+    }
+
+    /// One batch: MARK, the entries, SETITEMS.
+    fn set_items(&mut self, batch: &[(Value, Value)]) {
+        self.out.push(MARK);
+        for (key, value) in batch {
+            self.value(key);
+            self.value(value);
         }
+        self.out.push(SETITEMS);
     }
 
     fn empty_ordered_dict(&mut self) {
@@ -284,7 +300,7 @@ impl Pickler {
         true
     }
 
-    /// Lib/pickle.py: `_Pickler.memoize`: stores the object on top of the stack under the next index.
+    /// Modules/_pickle.c: `memo_put`: stores the object on top of the stack under the next index.
     fn memoize(&mut self) {
         match u8::try_from(self.memo_size) {
             Ok(index) => self.out.extend([BINPUT, index]),

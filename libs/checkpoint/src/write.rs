@@ -33,11 +33,11 @@ pub fn write_pth(path: &Path, value: &Value) -> Result<()> {
         let file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, &e))?;
         let options = SimpleFileOptions::default()
             .compression_method(CompressionMethod::Stored)
-            .with_alignment(STORAGE_ALIGNMENT)
-            .large_file(pickled.storages.iter().map(|t| t.data.len() as u64).sum::<u64>() >= u32::MAX as u64);
+            .with_alignment(STORAGE_ALIGNMENT);
         let mut zip = ZipWriter::new(std::io::BufWriter::new(file));
         let failed = |e: &dyn std::fmt::Display| Error::runtime(tmp, format!("cannot write the checkpoint: {e}"));
         for (name, data) in &records {
+            let options = options.large_file(data.len() as u64 >= u64::from(u32::MAX));
             zip.start_file(format!("{archive}/{name}"), options).map_err(|e| failed(&e))?;
             zip.write_all(data).map_err(|e| failed(&e))?;
         }

@@ -2,7 +2,7 @@
 //! (fixtures/write/generate_keys.py).
 
 use nntools_checkpoint::{
-    Tensor, TrainingCheckpoint, TrainingLog, Value, nnunet_parameter_order, read_pth, state_dict_keys,
+    NnunetCheckpoint, Tensor, TrainingCheckpoint, TrainingLog, Value, nnunet_parameter_order, read_pth, state_dict_keys,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -167,4 +167,8 @@ fn training_checkpoint_writes_one_storage_per_tensor_and_reads_back() {
     let storages = archive.file_names().filter(|name| name.starts_with("checkpoint_final/data/")).count();
     assert_eq!(storages, 2 * 68, "68 parameters and 68 momentum buffers, aliases sharing their parameter's");
     assert_eq!(read_pth(&path).unwrap(), checkpoint.to_value());
+    let read = NnunetCheckpoint::read(&path).unwrap();
+    assert_eq!((read.trainer_name.as_str(), read.configuration.as_str()), ("nnUNetTrainer", "3d_fullres"));
+    assert_eq!((read.inference_allowed_mirroring_axes, read.current_epoch), (vec![0, 1, 2], 1));
+    assert_eq!(read.network_weights.len(), 188);
 }

@@ -58,6 +58,9 @@ fn plain() -> Value {
         (str("bytes"), Value::Bytes(b"\x00\xff ok".to_vec())),
         (str("cuda"), Value::Device("cuda:1".into())),
         (str("cpu"), Value::Device("cpu".into())),
+        (str("long"), Value::List((0..2001).map(|i| Value::Int(i % 7)).collect())),
+        (str("wide"), Value::Dict((0..1000).map(|i| (Value::Int(i), Value::List(vec![]))).collect())),
+        (str("ordered"), Value::OrderedDict((0..1001).map(|i| (Value::Int(i), Value::Int(0))).collect())),
     ])
 }
 
