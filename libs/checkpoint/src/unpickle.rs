@@ -800,6 +800,14 @@ mod tests {
         assert!(matches!(numpy_scalar(numpy_dtype("|b1").unwrap(), &[1]), Ok(Obj::Bool(true))));
         assert!(numpy_dtype("c16").is_err() && numpy_dtype("f9").is_err());
         assert_eq!(long_from_le_bytes(&[0xff, 0x7f]), Ok(0x7fff));
+        // scalar(dtype('f8') with the pickled state of a big-endian dtype, 8 bytes), as pickle writes it
+        let mut pickle =
+            b"\x80\x02cnumpy._core.multiarray\nscalar\ncnumpy\ndtype\nX\x02\x00\x00\x00f8\x89\x88\x87R".to_vec();
+        pickle.extend(b"(K\x03X\x01\x00\x00\x00>NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbC\x08");
+        pickle.extend(1.5f64.to_be_bytes());
+        pickle.extend(b"\x86R.");
+        let mut no_storages = |_: &str, _: Dtype, _: u64| -> Result<Storage, String> { unreachable!() };
+        assert_eq!(unpickle(&pickle, &mut no_storages, 0), Ok(Value::Float(1.5)));
         assert_eq!(long_from_le_bytes(&[0x00, 0x80]), Ok(-0x8000));
     }
 }

@@ -78,9 +78,9 @@ fn big_endian_archives_read_as_the_little_endian_ones() {
 }
 
 #[test]
-fn numpy_scalars_of_numpy_1_and_2_read_as_numbers() {
+fn numpy_scalars_of_numpy_1_and_2_and_pickle_protocol_4_read_as_numbers() {
     let expected = expected();
-    for file in ["numpy_scalars.pth", "numpy1_scalars.pth"] {
+    for file in ["numpy_scalars.pth", "numpy1_scalars.pth", "numpy_scalars_protocol4.pth"] {
         let value = read_pth(&fixture(file)).unwrap();
         for (key, want) in expected["numpy_scalars"].as_object().unwrap() {
             let got = match value.get(key).unwrap() {
