@@ -66,9 +66,11 @@ pub(crate) fn fold_json(fold: Fold) -> serde_json::Value {
 #[derive(Debug, Clone)]
 pub struct CheckpointSummary {
     pub path: PathBuf,
-    pub trainer_name: String,
+    /// nnU-Net's trainer class; None for nn-train's safetensors without a `.pth` beside them.
+    pub trainer_name: Option<String>,
     pub configuration: String,
-    /// The fold it was trained on, as nnU-Net's `init_args` hold it (a number or `"all"`), where known.
+    /// The fold it was trained on, as nnU-Net's `init_args` hold it (a number or `"all"`): the `.pth`'s,
+    /// or that of the fold folder a safetensors file lies in.
     pub fold: Option<serde_json::Value>,
     /// The network's parameters: canonical names (nnU-Net's alias keys left out) and shapes.
     pub parameters: Vec<(String, Vec<usize>)>,
@@ -114,26 +116,34 @@ impl CheckpointSummary {
             plans: json_arg("plans"),
             dataset_json: json_arg("dataset_json"),
             fold: json_arg("fold"),
-            trainer_name: checkpoint.trainer_name,
+            trainer_name: Some(checkpoint.trainer_name),
             configuration: checkpoint.configuration,
             parameters,
         })
     }
 
-    /// Reads the safetensors header only (nothing of the tensors' data) and nn-train's sidecar.
+    /// Reads the safetensors header only (nothing of the tensors' data) and nn-train's sidecar. The
+    /// trainer is the sidecar's `trainer_name` where it has one (a converted nnU-Net checkpoint), else
+    /// that of the `.pth` nn-train writes beside the safetensors, else unknown.
     fn read_safetensors(weights: &Path, sidecar: &Path) -> Result<Self> {
         let parameters = safetensors_shapes(weights)?.into_iter().filter(|(name, _)| is_parameter(name)).collect();
         let sidecar_json: serde_json::Value = read_json(sidecar)?;
-        let field = |key: &str| {
-            sidecar_json.get(key).and_then(serde_json::Value::as_str).map(str::to_owned).ok_or_else(|| {
-                Error::bad_input(sidecar, format!("no {key:?} (expected nn-train's checkpoint sidecar)"))
-            })
+        let text = |key: &str| sidecar_json.get(key).and_then(serde_json::Value::as_str).map(str::to_owned);
+        let configuration = text("configuration").ok_or_else(|| {
+            Error::bad_input(sidecar, "no \"configuration\" (expected nn-train's checkpoint sidecar)")
+        })?;
+        let pth = weights.with_extension("pth");
+        let trainer_name = match text("trainer_name") {
+            Some(name) => Some(name),
+            None if pth.is_file() => Some(NnunetCheckpoint::read(&pth)?.trainer_name),
+            None => None,
         };
+        let fold_folder = weights.parent().and_then(Path::file_name).map(|name| name.to_string_lossy());
         Ok(Self {
             path: weights.to_owned(),
-            trainer_name: field("trainer_name")?,
-            configuration: field("configuration")?,
-            fold: sidecar_json.get("fold").cloned(),
+            trainer_name,
+            configuration,
+            fold: fold_folder.and_then(|name| Fold::of_folder_name(&name)).map(fold_json),
             parameters,
             plans: None,
             dataset_json: None,

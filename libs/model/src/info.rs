@@ -16,7 +16,8 @@ pub struct ModelInfo {
     /// plans.json's `plans_name`, the plans identifier.
     pub plans_name: Option<String>,
     pub configuration: String,
-    pub trainer_name: String,
+    /// nnU-Net's trainer class (null for nn-train's safetensors without the `.pth` beside them).
+    pub trainer_name: Option<String>,
     /// The configuration's `architecture.network_class_name`.
     pub network_class_name: Option<String>,
     /// The folds holding the checkpoint: numbers, or `"all"`.

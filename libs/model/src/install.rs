@@ -55,7 +55,7 @@ pub fn install_zip(zip: &Path, results: &Path, max_inflated_bytes: u64, force: b
     }
     let units = units(&planned);
     if !units.iter().any(|(_, trainer)| *trainer) {
-        return Err(bad("holds no trainer folder DatasetXXX_NAME/TRAINER__PLANS__CONFIG/".to_owned()));
+        return Err(bad("holds no trainer folder DATASET/TRAINER__PLANS__CONFIG/".to_owned()));
     }
     if !force && let Some((unit, _)) = units.iter().find(|(unit, _)| results.join(unit).exists()) {
         return Err(Error::bad_input(results.join(unit), "already exists (use --force to replace it)"));

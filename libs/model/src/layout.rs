@@ -56,10 +56,7 @@ pub fn placement(name: &str, is_dir: bool) -> Result<Placement, String> {
     for component in &components {
         check_component(component).map_err(|problem| format!("has a path component that {problem}"))?;
     }
-    let outside = || Err("is not inside a trainer folder DatasetXXX_NAME/TRAINER__PLANS__CONFIG/".to_owned());
-    if !is_dataset_name(&components[0]) {
-        return outside();
-    }
+    let outside = || Err("is not inside a trainer folder DATASET/TRAINER__PLANS__CONFIG/".to_owned());
     let depth = components.len();
     let (unit_len, trainer) = match components.get(1).map(String::as_str) {
         None if is_dir => (1, false),
@@ -70,13 +67,6 @@ pub fn placement(name: &str, is_dir: bool) -> Result<Placement, String> {
         _ => return outside(),
     };
     Ok(Placement { components, unit_len, trainer })
-}
-
-/// nnU-Net's dataset folder names, `DatasetXXX_NAME` (nnunetv2/utilities/dataset_name_id_conversion.py).
-fn is_dataset_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix("Dataset") else { return false };
-    let (digits, tail) = rest.split_at(rest.len().min(3));
-    digits.len() == 3 && digits.bytes().all(|b| b.is_ascii_digit()) && tail.len() > 1 && tail.starts_with('_')
 }
 
 /// `TRAINER__PLANS__CONFIG` (nnunetv2/utilities/file_path_utilities.py: `convert_trainer_plans_config_to_identifier`).
@@ -101,6 +91,9 @@ mod tests {
         assert_eq!(ensemble.map(|p| (p.unit_len, p.trainer)), Ok((3, false)));
         let information = placement("Dataset004_Hippocampus/inference_information.json", false);
         assert_eq!(information.map(|p| (p.unit_len, p.trainer)), Ok((2, false)));
+        // the dataset folder's name is plans.json's dataset_name, whatever it is (nnU-Net's own
+        // installer and nnUNetv2_predict_from_modelfolder do not require DatasetXXX_NAME)
+        assert_eq!(placement("Hippo/T__P__C/fold_0/checkpoint_final.pth", false).map(|p| p.trainer), Ok(true));
     }
 
     #[test]
@@ -115,9 +108,8 @@ mod tests {
             ("Dataset004_Hippocampus/notes.txt", false, "not inside a trainer folder"),
             ("Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans", true, "not inside a trainer folder"),
             (TRAINER, false, "not inside a trainer folder"),
-            ("Dataset4_x/a__b__c/f", false, "not inside a trainer folder"),
-            ("Dataset004_/a__b__c/f", false, "not inside a trainer folder"),
             ("__MACOSX/x", false, "not inside a trainer folder"),
+            ("__MACOSX/Dataset004_Hippocampus/a__b__c/x", false, "not inside a trainer folder"),
             ("README", false, "not inside a trainer folder"),
         ] {
             let refused = placement(name, is_dir).unwrap_err();

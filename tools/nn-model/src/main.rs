@@ -16,7 +16,8 @@ Examples:
   nn-model info nnUNet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres
   nn-model export runs/3d_fullres runs/2d -o Dataset004_Hippocampus.zip --folds 0,1,2,3,4
   nn-model install Dataset004_Hippocampus.zip -o nnUNet_results
-  nn-infer -m nnUNet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres -i images -o labels")]
+  nn-infer -m nnUNet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres \\
+      -i imagesTs -o predictions")]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +71,7 @@ Examples:
     /// folders it created, one per line, ready for nn-infer -m.
     ///
     /// The zip is checked before anything is written: entries leaving the folder (..), absolute
-    /// paths, symbolic links, duplicate names and anything outside DatasetXXX_NAME/TRAINER__PLANS__CONFIG/
+    /// paths, symbolic links, duplicate names and anything outside DATASET/TRAINER__PLANS__CONFIG/
     /// (and the ensembles/ and inference_information files nnU-Net's exporter adds) are refused, as is a
     /// zip that inflates past --max-inflated-gb (bytes are counted as they are inflated, declared sizes
     /// are not trusted). On any problem nothing is left in the results folder.
