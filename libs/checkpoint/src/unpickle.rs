@@ -141,7 +141,7 @@ struct Machine<'a> {
     marks: Vec<usize>,
     memo: HashMap<u32, Obj>,
     arena: Vec<Node>,
-    storages: Vec<Rc<Storage>>,
+    storages: Vec<Storage>,
     storage_by_key: HashMap<String, usize>,
     /// Each distinct view gathered once: a state_dict's alias keys are views equal to their canonical one.
     views: HashMap<View, Arc<Tensor>>,
@@ -596,7 +596,7 @@ impl<'a> Machine<'a> {
         let numel = u64::try_from(*numel).map_err(|_| format!("storage {} of {numel} elements", printable(key)))?;
         let (key, dtype) = (key.to_string(), *dtype);
         let storage = (self.load_storage)(&key, dtype, numel)?;
-        self.storages.push(Rc::new(storage));
+        self.storages.push(storage);
         self.storage_by_key.insert(key, self.storages.len() - 1);
         Ok(Obj::Storage(self.storages.len() - 1))
     }
