@@ -61,6 +61,20 @@ fn info_describes_safetensors_and_pth_models_alike() {
         let info = json_stdout(&run("nn-model", &[&"info", &model]));
         assert_eq!(info, expected_info(), "{}", model.display());
     }
+    // folds in either format make one model: fold_0 as nn-train's safetensors, fold_1 as nnU-Net's .pth
+    let dir = tempfile::tempdir().unwrap();
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir_all(mixed.join("fold_0")).unwrap();
+    std::fs::create_dir_all(mixed.join("fold_1")).unwrap();
+    for file in ["plans.json", "dataset.json", "fold_0/checkpoint_final.safetensors", "fold_0/checkpoint_final.json"] {
+        std::fs::copy(infer.join("model").join(file), mixed.join(file)).unwrap();
+    }
+    let pth = "checkpoint_final.pth";
+    std::fs::copy(trainer_folder.join("fold_0").join(pth), mixed.join("fold_1").join(pth)).unwrap();
+    let mut expected = expected_info();
+    expected["folds"] = serde_json::json!([0, 1]);
+    assert_eq!(json_stdout(&run("nn-model", &[&"info", &mixed])), expected);
+
     let missing = run("nn-model", &[&"info", &trainer_folder, &"--checkpoint", &"best"]);
     assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
     assert!(stderr(&missing).contains("checkpoint_best.pth"), "{}", stderr(&missing));

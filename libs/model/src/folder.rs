@@ -72,7 +72,7 @@ pub struct CheckpointSummary {
     /// The fold it was trained on, as nnU-Net's `init_args` hold it (a number or `"all"`): the `.pth`'s,
     /// or that of the fold folder a safetensors file lies in.
     pub fold: Option<serde_json::Value>,
-    /// The network's parameters: canonical names (nnU-Net's alias keys left out) and shapes.
+    /// The network's parameters: canonical names (nnU-Net's alias keys left out) and shapes, by name.
     pub parameters: Vec<(String, Vec<usize>)>,
     /// The plans and dataset.json a `.pth` carries in `init_args`; None for safetensors.
     pub plans: Option<serde_json::Value>,
@@ -103,12 +103,8 @@ impl CheckpointSummary {
 
     fn read_pth(path: &Path) -> Result<Self> {
         let checkpoint = NnunetCheckpoint::read(path)?;
-        let parameters = checkpoint
-            .network_weights
-            .iter()
-            .filter(|(name, _)| is_parameter(name))
-            .map(|(name, tensor)| (name.clone(), tensor.shape.clone()))
-            .collect();
+        let parameters =
+            parameters(checkpoint.network_weights.iter().map(|(name, tensor)| (name.clone(), tensor.shape.clone())));
         let init_args = checkpoint.value.get("init_args");
         let json_arg = |key: &str| init_args.and_then(|args| args.get(key)).and_then(to_json);
         Ok(Self {
@@ -126,7 +122,7 @@ impl CheckpointSummary {
     /// trainer is the sidecar's `trainer_name` where it has one (a converted nnU-Net checkpoint), else
     /// that of the `.pth` nn-train writes beside the safetensors, else unknown.
     fn read_safetensors(weights: &Path, sidecar: &Path) -> Result<Self> {
-        let parameters = safetensors_shapes(weights)?.into_iter().filter(|(name, _)| is_parameter(name)).collect();
+        let parameters = parameters(safetensors_shapes(weights)?.into_iter());
         let sidecar_json: serde_json::Value = read_json(sidecar)?;
         let text = |key: &str| sidecar_json.get(key).and_then(serde_json::Value::as_str).map(str::to_owned);
         let configuration = text("configuration").ok_or_else(|| {
@@ -149,6 +145,14 @@ impl CheckpointSummary {
             dataset_json: None,
         })
     }
+}
+
+/// The parameters among a state_dict's tensors, sorted by name (so that files listing them in other
+/// orders compare equal).
+fn parameters(tensors: impl Iterator<Item = (String, Vec<usize>)>) -> Vec<(String, Vec<usize>)> {
+    let mut parameters: Vec<_> = tensors.filter(|(name, _)| is_parameter(name)).collect();
+    parameters.sort();
+    parameters
 }
 
 /// Whether a state_dict key names one of the network's parameters: not one of the alias keys under
