@@ -134,6 +134,14 @@ fn hostile_model_zips() {
             report.failures.push(format!("nn-model on {what}: results folder not left empty"));
         }
     }
+    // a results folder that is a file
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("model.zip");
+    write_zip(&zip, &Spoil::Zeros(1000));
+    let results = dir.path().join("results");
+    std::fs::write(&results, "a file\n").unwrap();
+    let command = args(&[&"install", &zip, &"-o", &results]);
+    report.check_names_first("a results folder that is a file", dir.path(), "nn-model", &command, &results, &[]);
     // the valid zip installs within the same limit, into a results folder it creates, and so does an
     // ensemble's folder, one of the dataset-level files nnU-Net's exporter adds (only trainer folders
     // are printed)

@@ -35,6 +35,9 @@ struct Planned {
 /// refused unless `force`, and then replaced. On any problem nothing is left in `results`.
 pub fn install_zip(zip: &Path, results: &Path, max_inflated_bytes: u64, force: bool) -> Result<Vec<PathBuf>> {
     let bad = |problem: String| Error::bad_input(zip, problem);
+    if results.exists() && !results.is_dir() {
+        return Err(Error::bad_input(results, "is not a folder (expected the results folder)"));
+    }
     let file = File::open(zip).map_err(|e| Error::io(zip, &e))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a readable zip archive: {e}")))?;
     check_unique_names(zip, &archive)?;
