@@ -223,6 +223,18 @@ fn export_writes_nnunet_layout_and_reinstalls_identically() {
     let forced = run("nn-model", &[&"install", &exported, &"-o", &second_root, &"--force"]);
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert_eq!(files_under(&second_root), files);
+
+    // without the fingerprint (nnU-Net's predictor reads none) the zip is written, with a warning
+    let trainer_folder = second_root.join(TRAINER);
+    std::fs::remove_file(trainer_folder.join("dataset_fingerprint.json")).unwrap();
+    let without = dir.path().join("without_fingerprint.zip");
+    let output = run("nn-model", &[&"export", &trainer_folder, &"-o", &without]);
+    assert!(output.status.success(), "export: {}", stderr(&output));
+    let warning = format!("nn-model: warning: {}: missing", trainer_folder.join("dataset_fingerprint.json").display());
+    assert!(stderr(&output).starts_with(&warning) && stderr(&output).lines().count() == 1, "{}", stderr(&output));
+    let archive = zip::ZipArchive::new(std::fs::File::open(&without).unwrap()).unwrap();
+    assert_eq!(archive.len(), EXPORTED_FILES.len() - 1);
+    assert!(!archive.file_names().any(|name| name.ends_with("dataset_fingerprint.json")));
 }
 
 /// A run folder without the .pth checkpoints (nn-train's safetensors only) is refused naming the

@@ -9,8 +9,15 @@ use nntools_io::{Error, Result, read_json, write_atomically};
 use nntools_layout::run::{CheckpointName, Fold, RunDir};
 use std::path::{Path, PathBuf};
 
-/// The files nnU-Net's exporter takes from a trainer folder besides the fold files, in its order.
-const TRAINER_FILES: [&str; 3] = ["plans.json", "dataset_fingerprint.json", "dataset.json"];
+/// The files nnU-Net's exporter takes from a trainer folder besides the fold files, in its order, and
+/// whether nnU-Net's predictor needs them (it reads no fingerprint: a run without one is exported with
+/// a warning).
+const TRAINER_FILES: [(&str, bool); 3] =
+    [(nntools_layout::PLANS_JSON, true), ("dataset_fingerprint.json", false), (nntools_layout::DATASET_JSON, true)];
+
+/// The warning about a file nnU-Net's exporter takes that a run lacks.
+const MISSING_FOR_NNUNET: &str =
+    "missing, not in the zip (nnU-Net's own exporter requires it; its installer and predictor do not)";
 
 /// One file to put in the zip.
 struct Entry {
@@ -22,8 +29,8 @@ struct Entry {
 /// nnU-Net's exporter lays it out: `DATASET/TRAINER__PLANS__CONFIG/{plans,dataset_fingerprint,dataset}.json`
 /// and `fold_F/{CHECKPOINT.pth,progress.png,validation/summary.json}` (with `debug.json` and
 /// `network_architecture.pdf` where present, as the exporter takes them). `folds` defaults to every
-/// fold folder. Returns warnings: a fold without progress.png or validation summary, which nnU-Net's
-/// exporter requires but its installer and predictor do not.
+/// fold folder. Returns warnings: a run without dataset_fingerprint.json, a fold without progress.png
+/// or validation summary, which nnU-Net's exporter requires but its installer and predictor do not.
 pub fn export_zip(
     runs: &[PathBuf],
     folds: Option<&[Fold]>,
@@ -57,13 +64,15 @@ fn run_entries(
         return Err(Error::bad_input(path, "not a folder (expected a run or trainer folder)"));
     }
     let run = RunDir::new(path);
-    for file in TRAINER_FILES {
+    let mut trainer_files = Vec::new();
+    for (file, required) in TRAINER_FILES {
         let source = path.join(file);
-        if !source.is_file() {
-            return Err(Error::bad_input(
-                &source,
-                "missing (a model zip holds plans.json, dataset.json and dataset_fingerprint.json)",
-            ));
+        if source.is_file() {
+            trainer_files.push(file);
+        } else if required {
+            return Err(Error::bad_input(&source, "missing (nnU-Net's predictor reads it)"));
+        } else {
+            warnings.push(format!("{}: {MISSING_FOR_NNUNET}", source.display()));
         }
     }
     let plans: serde_json::Value = read_json(&run.plans())?;
@@ -132,7 +141,9 @@ fn run_entries(
     let folder = TrainerFolder { dataset, trainer, plans: plans_name, configuration };
     let mut entries: Vec<Entry> =
         fold_entries.into_iter().map(|(source, name)| Entry { source, name: format!("{folder}/{name}") }).collect();
-    entries.extend(TRAINER_FILES.map(|file| Entry { source: path.join(file), name: format!("{folder}/{file}") }));
+    entries.extend(
+        trainer_files.into_iter().map(|file| Entry { source: path.join(file), name: format!("{folder}/{file}") }),
+    );
     Ok((folder, entries))
 }
 
