@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 /// The files nnU-Net's exporter takes from a trainer folder besides the fold files, in its order, and
 /// whether nnU-Net's predictor needs them (it reads no fingerprint: a run without one is exported with
 /// a warning).
-const TRAINER_FILES: [(&str, bool); 3] =
-    [(nntools_layout::PLANS_JSON, true), ("dataset_fingerprint.json", false), (nntools_layout::DATASET_JSON, true)];
+const TRAINER_FILES: [(&str, bool); 3] = [
+    (nntools_layout::PLANS_JSON, true),
+    (nntools_layout::DATASET_FINGERPRINT_JSON, false),
+    (nntools_layout::DATASET_JSON, true),
+];
 
 /// The warning about a file nnU-Net's exporter takes that a run lacks.
 const MISSING_FOR_NNUNET: &str =
