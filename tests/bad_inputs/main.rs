@@ -612,7 +612,7 @@ fn plans_preprocessed_data_and_checkpoints() {
         );
     }
 
-    let checkpoint_spoils: [(&str, &str, Spoil); 4] = [
+    let checkpoint_spoils: [(&str, &str, Spoil); 8] = [
         ("a checkpoint of another configuration", "run/fold_0/checkpoint_final.json", |p| {
             corpus::edit_json(p, |j| j["configuration"] = "2d".into())
         }),
@@ -620,10 +620,26 @@ fn plans_preprocessed_data_and_checkpoints() {
             let bytes = std::fs::read(p).unwrap();
             std::fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
         }),
-        ("a missing checkpoint", "run/fold_0/checkpoint_final.safetensors", corpus::remove),
+        ("a missing checkpoint", "run/fold_0/checkpoint_final.safetensors", |p| {
+            corpus::remove(p);
+            corpus::remove(&p.with_extension("pth"));
+        }),
         ("a checkpoint with another network's weights", "run/fold_0/checkpoint_final.safetensors", |p| {
             std::fs::write(p, b"\x10\0\0\0\0\0\0\0{\"x\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}")
                 .unwrap();
+        }),
+        // nnU-Net's .pth, read where the fold has no safetensors: spoilt as the checkpoint reader's tests spoil it
+        ("a truncated .pth", "run/fold_0/checkpoint_final.pth", |p| {
+            only_pth(p);
+            let bytes = std::fs::read(p).unwrap();
+            std::fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
+        }),
+        ("a .pth whose pickle calls os.system", "run/fold_0/checkpoint_final.pth", |p| hostile_pth(p, "os_system.pth")),
+        ("a .pth without a tensor's storage", "run/fold_0/checkpoint_final.pth", |p| {
+            hostile_pth(p, "missing_storage.pth")
+        }),
+        ("a .pth with a tensor larger than its storage", "run/fold_0/checkpoint_final.pth", |p| {
+            hostile_pth(p, "shape_beyond_storage.pth")
         }),
     ];
     for (what, file, spoil) in checkpoint_spoils {
@@ -655,6 +671,19 @@ fn plans_preprocessed_data_and_checkpoints() {
         );
     }
     report.finish("plans, preprocessed data and checkpoints");
+}
+
+/// Leaves the fold's `.pth` as its only checkpoint (nn-infer reads safetensors where both exist).
+fn only_pth(pth: &Path) {
+    corpus::remove(&pth.with_extension("safetensors"));
+    corpus::remove(&pth.with_extension("json"));
+}
+
+/// Replaces the fold's checkpoint by one of the checkpoint reader's hostile `.pth` fixtures.
+fn hostile_pth(pth: &Path, fixture: &str) {
+    only_pth(pth);
+    let fixtures = nntools_tests::workspace().join("libs/checkpoint/tests/fixtures/read");
+    std::fs::copy(fixtures.join(fixture), pth).unwrap();
 }
 
 /// nn-train's arguments for a run of one iteration on the CPU on `scratch`'s plans, preprocessed data
