@@ -67,3 +67,26 @@ impl NnunetCheckpoint {
         })
     }
 }
+
+/// Whether a state_dict key names one of the network's parameters: not one of the alias keys under
+/// which nnU-Net's networks repeat tensors (dynamic_network_architectures: `ConvDropoutNormReLU.all_modules`,
+/// `UNetDecoder.encoder`), nor a normalisation's running statistics, which are buffers.
+pub fn is_parameter_key(name: &str) -> bool {
+    let alias = name.starts_with("decoder.encoder.") || name.contains(".all_modules.");
+    let buffer = [".running_mean", ".running_var", ".num_batches_tracked"].iter().any(|s| name.ends_with(s));
+    !alias && !buffer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_and_buffers_are_not_parameters() {
+        assert!(is_parameter_key("encoder.stages.0.0.convs.0.conv.weight"));
+        assert!(is_parameter_key("decoder.seg_layers.2.bias"));
+        assert!(!is_parameter_key("encoder.stages.0.0.convs.0.all_modules.0.weight"));
+        assert!(!is_parameter_key("decoder.encoder.stages.0.0.convs.0.conv.weight"));
+        assert!(!is_parameter_key("encoder.stages.0.0.convs.0.norm.running_mean"));
+    }
+}

@@ -16,7 +16,7 @@ mod unpickle;
 mod value;
 mod write;
 
-pub use checkpoint::NnunetCheckpoint;
+pub use checkpoint::{NnunetCheckpoint, is_parameter_key};
 pub use nnunet::{TrainingCheckpoint, TrainingLog, nnunet_parameter_order, state_dict_keys};
 pub use read::{read_pth, read_pth_bytes};
 pub use tensor::{Dtype, Tensor};

@@ -70,6 +70,23 @@ impl Value {
         }
     }
 
+    /// A value born as JSON (plans, dataset.json in `init_args`) back as JSON; None for values JSON
+    /// cannot hold (tensors, devices, bytes, non-string keys, non-finite floats).
+    pub fn to_json(&self) -> Option<serde_json::Value> {
+        Some(match self {
+            Value::None => serde_json::Value::Null,
+            Value::Bool(b) => (*b).into(),
+            Value::Int(i) => (*i).into(),
+            Value::Float(f) => serde_json::Number::from_f64(*f)?.into(),
+            Value::Str(s) => s.clone().into(),
+            Value::List(items) | Value::Tuple(items) => items.iter().map(Value::to_json).collect::<Option<_>>()?,
+            Value::Dict(entries) | Value::OrderedDict(entries) => serde_json::Value::Object(
+                entries.iter().map(|(k, v)| Some((k.as_str()?.to_owned(), v.to_json()?))).collect::<Option<_>>()?,
+            ),
+            Value::Bytes(_) | Value::Tensor(_) | Value::Device(_) => return None,
+        })
+    }
+
     /// A JSON value as Python holds it after `json.load` (objects as dicts, arrays as lists), as
     /// nnU-Net keeps plans and dataset.json in `init_args`.
     pub fn from_json(json: &serde_json::Value) -> Value {
@@ -100,5 +117,7 @@ mod tests {
         assert_eq!(value.get("b"), Some(&list), "keys keep their order and arrays become lists");
         assert_eq!(value.get("a").and_then(Value::as_str), Some("x"));
         assert_eq!(value.entries().map(|e| e[0].0.clone()), Some(Value::Str("b".into())));
+        assert_eq!(value.to_json(), Some(json), "and back");
+        assert_eq!(Value::Device("cpu".into()).to_json(), None);
     }
 }

@@ -106,7 +106,7 @@ impl CheckpointSummary {
         let parameters =
             parameters(checkpoint.network_weights.iter().map(|(name, tensor)| (name.clone(), tensor.shape.clone())));
         let init_args = checkpoint.value.get("init_args");
-        let json_arg = |key: &str| init_args.and_then(|args| args.get(key)).and_then(to_json);
+        let json_arg = |key: &str| init_args.and_then(|args| args.get(key)).and_then(Value::to_json);
         Ok(Self {
             path: path.to_owned(),
             plans: json_arg("plans"),
@@ -150,18 +150,9 @@ impl CheckpointSummary {
 /// The parameters among a state_dict's tensors, sorted by name (so that files listing them in other
 /// orders compare equal).
 fn parameters(tensors: impl Iterator<Item = (String, Vec<usize>)>) -> Vec<(String, Vec<usize>)> {
-    let mut parameters: Vec<_> = tensors.filter(|(name, _)| is_parameter(name)).collect();
+    let mut parameters: Vec<_> = tensors.filter(|(name, _)| nntools_checkpoint::is_parameter_key(name)).collect();
     parameters.sort();
     parameters
-}
-
-/// Whether a state_dict key names one of the network's parameters: not one of the alias keys under
-/// which nnU-Net's networks repeat tensors (dynamic_network_architectures: `ConvDropoutNormReLU.all_modules`,
-/// `UNetDecoder.encoder`), nor a normalisation's running statistics, which are buffers.
-fn is_parameter(name: &str) -> bool {
-    let alias = name.starts_with("decoder.encoder.") || name.contains(".all_modules.");
-    let buffer = [".running_mean", ".running_var", ".num_batches_tracked"].iter().any(|s| name.ends_with(s));
-    !alias && !buffer
 }
 
 /// The safetensors file's tensor names and shapes, from its header; the header must account for the
@@ -198,42 +189,9 @@ fn safetensors_shapes(path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
     Ok(shapes)
 }
 
-/// A checkpoint's JSON-born value (plans, dataset.json in `init_args`) back as JSON; None for values
-/// JSON cannot hold (tensors, devices, bytes, non-string keys).
-fn to_json(value: &Value) -> Option<serde_json::Value> {
-    Some(match value {
-        Value::None => serde_json::Value::Null,
-        Value::Bool(b) => (*b).into(),
-        Value::Int(i) => (*i).into(),
-        Value::Float(f) => serde_json::Number::from_f64(*f)?.into(),
-        Value::Str(s) => s.clone().into(),
-        Value::List(items) | Value::Tuple(items) => items.iter().map(to_json).collect::<Option<_>>()?,
-        Value::Dict(entries) | Value::OrderedDict(entries) => serde_json::Value::Object(
-            entries.iter().map(|(k, v)| Some((k.as_str()?.to_owned(), to_json(v)?))).collect::<Option<_>>()?,
-        ),
-        Value::Bytes(_) | Value::Tensor(_) | Value::Device(_) => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn aliases_and_buffers_are_not_parameters() {
-        assert!(is_parameter("encoder.stages.0.0.convs.0.conv.weight"));
-        assert!(is_parameter("decoder.seg_layers.2.bias"));
-        assert!(!is_parameter("encoder.stages.0.0.convs.0.all_modules.0.weight"));
-        assert!(!is_parameter("decoder.encoder.stages.0.0.convs.0.conv.weight"));
-        assert!(!is_parameter("encoder.stages.0.0.convs.0.norm.running_mean"));
-    }
-
-    #[test]
-    fn json_values_come_back_as_json() {
-        let json = serde_json::json!({"a": [1, 2.5, null, "x"], "b": {"c": true}});
-        assert_eq!(to_json(&Value::from_json(&json)), Some(json));
-        assert_eq!(to_json(&Value::Device("cpu".into())), None);
-    }
 
     #[test]
     fn safetensors_header_must_match_the_file() {
