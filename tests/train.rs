@@ -239,8 +239,17 @@ fn starts_from_pretrained_weights() {
     let p = prepare(6);
     let budget = ["--fold", "0", "--epochs", "1", "--iters", "1", "--val-iters", "1", "--device", "cpu"];
     let source = p.data.dir.path().join("source");
-    assert!(Command::new(binary("nn-train")).args(train_args(&p, &source, &budget)).status().unwrap().success());
+    let without_augmentation = [&budget[..], &["--augment", "none"]].concat();
+    let output =
+        Command::new(binary("nn-train")).args(train_args(&p, &source, &without_augmentation)).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
     let pretrained = source.join("fold_0/checkpoint_final.safetensors");
+    // without augmentation the checkpoint names nnU-Net's trainer without it, and no test-time mirroring
+    // as that trainer writes it (None: nnU-Net's predictor fails on an empty tuple)
+    let source_pth = source.join("fold_0/checkpoint_final.pth");
+    let checkpoint = nntools_checkpoint::read_pth(&source_pth).unwrap();
+    assert_eq!(checkpoint.get("trainer_name").and_then(|v| v.as_str()), Some("nnUNetTrainerNoDA"));
+    assert_eq!(checkpoint.get("inference_allowed_mirroring_axes"), Some(&nntools_checkpoint::Value::None));
     let [fresh, tuned] = ["fresh", "tuned"].map(|name| p.data.dir.path().join(name));
     assert!(
         Command::new(binary("nn-train"))
@@ -252,7 +261,16 @@ fn starts_from_pretrained_weights() {
     let with_pretrained = [&budget[..], &["--seed", "7", "--pretrained", pretrained.to_str().unwrap()]].concat();
     let output = Command::new(binary("nn-train")).args(train_args(&p, &tuned, &with_pretrained)).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
+    // the same weights from the .pth: the same run, bit for bit
+    let tuned_from_pth = p.data.dir.path().join("tuned_from_pth");
+    let with_pth = [&budget[..], &["--seed", "7", "--pretrained", source_pth.to_str().unwrap()]].concat();
+    let output = Command::new(binary("nn-train")).args(train_args(&p, &tuned_from_pth, &with_pth)).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
     let tensors = |dir: &Path| safetensors_values(&dir.join("fold_0/checkpoint_final.safetensors"));
+    assert!(
+        tensors(&tuned_from_pth) == tensors(&tuned),
+        "pretrained from checkpoint_final.pth as from its safetensors"
+    );
     let (source, fresh, tuned) = (tensors(&source), tensors(&fresh), tensors(&tuned));
     let distance = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     let name = "encoder.stages.0.0.convs.0.conv.weight";

@@ -129,9 +129,15 @@ impl TrainingCheckpoint {
             (str("trainer_name"), str(&self.trainer_name)),
             (
                 str("inference_allowed_mirroring_axes"),
-                Value::Tuple(
-                    self.inference_allowed_mirroring_axes.iter().map(|&axis| Value::Int(axis as i64)).collect(),
-                ),
+                // None without mirroring, as nnUNetTrainerNoDA and NoMirroring set it: an empty tuple
+                // fails in predict_from_raw_data.py: `_internal_maybe_mirror_and_predict` (`max(mirror_axes)`)
+                if self.inference_allowed_mirroring_axes.is_empty() {
+                    Value::None
+                } else {
+                    Value::Tuple(
+                        self.inference_allowed_mirroring_axes.iter().map(|&axis| Value::Int(axis as i64)).collect(),
+                    )
+                },
             ),
         ])
     }
