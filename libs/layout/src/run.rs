@@ -65,11 +65,14 @@ impl Checkpoint {
 
     /// The weights' file name, `checkpoint_NAME.safetensors`.
     pub fn weights_file(self) -> String {
-        format!("{}{SAFETENSORS}", CheckpointName::from(self).stem)
+        CheckpointName::from(self).file(SAFETENSORS)
     }
 }
 
+/// The endings of a checkpoint's files after its stem (`checkpoint_final`).
 const SAFETENSORS: &str = ".safetensors";
+const MOMENTUM: &str = ".momentum.safetensors";
+const SIDECAR: &str = ".json";
 const PTH: &str = ".pth";
 
 /// A checkpoint as `--checkpoint` names it, like nnU-Net's `-chk`: `final`, `best`, `latest`, or the
@@ -78,6 +81,12 @@ const PTH: &str = ".pth";
 pub struct CheckpointName {
     /// The file name without `.safetensors`/`.pth`.
     stem: String,
+}
+
+impl CheckpointName {
+    fn file(&self, ending: &str) -> String {
+        format!("{}{ending}", self.stem)
+    }
 }
 
 impl From<Checkpoint> for CheckpointName {
@@ -107,7 +116,7 @@ impl FromStr for CheckpointName {
 impl fmt::Display for CheckpointName {
     /// The name as the `.pth` file nnU-Net would look for.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{PTH}", self.stem)
+        f.write_str(&self.file(PTH))
     }
 }
 
@@ -217,27 +226,27 @@ impl FoldDir {
 
     /// `checkpoint_NAME.momentum.safetensors`: SGD's momentum buffers.
     pub fn momentum(&self, checkpoint: Checkpoint) -> PathBuf {
-        self.0.join(format!("checkpoint_{}.momentum.safetensors", checkpoint.name()))
+        self.0.join(CheckpointName::from(checkpoint).file(MOMENTUM))
     }
 
     /// `checkpoint_NAME.pth`: the checkpoint as nnU-Net's trainer writes it (nnUNetTrainer.py:
     /// `save_checkpoint`), for nnU-Net to load.
     pub fn pth(&self, checkpoint: Checkpoint) -> PathBuf {
-        self.0.join(format!("checkpoint_{}.pth", checkpoint.name()))
+        self.0.join(CheckpointName::from(checkpoint).file(PTH))
     }
 
     /// `checkpoint_NAME.json`: the sidecar (epoch, EMA, configuration, mirroring axes), written last.
     pub fn sidecar(&self, checkpoint: Checkpoint) -> PathBuf {
-        self.0.join(format!("checkpoint_{}.json", checkpoint.name()))
+        self.0.join(CheckpointName::from(checkpoint).file(SIDECAR))
     }
 
     /// Checkpoint `name`'s file in this fold, if there is one: where a checkpoint exists as both
     /// safetensors and `.pth` (nn-train writes both), the safetensors file, which reads faster.
     pub fn weights_file(&self, name: &CheckpointName) -> Option<WeightsFile> {
-        let weights = self.0.join(format!("{}{SAFETENSORS}", name.stem));
-        let pth = self.0.join(format!("{}{PTH}", name.stem));
+        let weights = self.0.join(name.file(SAFETENSORS));
+        let pth = self.0.join(name.file(PTH));
         if weights.is_file() {
-            Some(WeightsFile::Safetensors { weights, sidecar: self.0.join(format!("{}.json", name.stem)) })
+            Some(WeightsFile::Safetensors { weights, sidecar: self.0.join(name.file(SIDECAR)) })
         } else {
             pth.is_file().then_some(WeightsFile::Pth(pth))
         }
