@@ -87,7 +87,7 @@ fn predict_as_nnunet(model: &Path, reference: &Path, images: &Path) {
         args.extend(flags.iter().map(|f| f as &dyn AsRef<std::ffi::OsStr>));
         let output = run("nn-infer", &args);
         assert!(output.status.success(), "{}", stderr(&output));
-        assert_matches_nnunet(&predictions, &reference.join(expected), &images);
+        assert_matches_nnunet(&predictions, &reference.join(expected), images);
     }
 }
 
