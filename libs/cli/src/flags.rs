@@ -56,3 +56,52 @@ pub struct Force {
     #[arg(long)]
     pub force: bool,
 }
+
+/// `--part K/N`: this process's share of the cases, as nnU-Net's `-part_id K -num_parts N`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Part {
+    /// Process only part K of N (K from 0 to N-1): over the sorted case identifiers, case i belongs to part
+    /// i mod N, as nnU-Net's -part_id K -num_parts N. Run N processes, one per K, on the same output.
+    #[arg(long, value_name = "K/N", allow_hyphen_values = true)]
+    pub part: Option<String>,
+}
+
+impl Part {
+    /// The part asked for; every case when absent.
+    pub fn parse(&self) -> Result<nntools_dataset::Part> {
+        let Some(text) = &self.part else { return Ok(nntools_dataset::Part::WHOLE) };
+        parse_part(text).map_err(|problem| Error::bad_input("--part", format!("{text:?}: {problem}")))
+    }
+}
+
+/// `K/N` with K and N non-negative integers, K < N.
+fn parse_part(text: &str) -> std::result::Result<nntools_dataset::Part, String> {
+    let expected = "expected K/N, e.g. 0/4 (part K of N, K from 0 to N-1)";
+    let (index, count) = text.split_once('/').ok_or(expected)?;
+    let number = |s: &str| s.parse::<usize>().map_err(|_| expected.to_owned());
+    nntools_dataset::Part::new(number(index)?, number(count)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_reads_k_of_n() {
+        let part = |text: &str| parse_part(text).map(|p| p.to_string());
+        assert_eq!(part("0/1").as_deref(), Ok("0/1"));
+        assert_eq!(part("1/2").as_deref(), Ok("1/2"));
+        assert_eq!(part("4/5").as_deref(), Ok("4/5"));
+        for bad in ["3/2", "2/2", "-1/2", "a/b", "0/0", "1", "1/2/3", "", "/2", "1/", " 1/2"] {
+            assert!(parse_part(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_bad_part_is_bad_input_naming_the_flag() {
+        let error = Part { part: Some("3/2".into()) }.parse().unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.message.starts_with("--part: ") && !error.message.contains('\n'), "{}", error.message);
+        assert_eq!(Part { part: None }.parse().unwrap(), nntools_dataset::Part::WHOLE);
+    }
+}
