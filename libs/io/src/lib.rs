@@ -6,6 +6,7 @@ mod error;
 mod geometry;
 mod gipl;
 mod image;
+mod lock;
 mod metaimage;
 mod natural;
 mod nifti;
@@ -25,6 +26,7 @@ pub use image::{
     Format, IMAGE_ENDINGS, Image, Stored, read_image, read_label_map, split_image_ending, write_image, write_label_map,
     write_rgb,
 };
+pub use lock::OutputLock;
 pub use metaimage::{read_metaimage, write_metaimage};
 pub use nifti::{Volume, Voxel, new_header, read_volumes, write_like, write_new, write_volume};
 pub use nrrd::{nrrd_key_values, read_nrrd, write_nrrd};

@@ -13,13 +13,18 @@ const NAME_MAX: usize = 255;
 /// same extension (so writers that pick compression from the name still do the right thing). A long
 /// name loses its start rather than its end, so that any legal final name has a legal temporary.
 pub fn temporary_path(path: &Path) -> PathBuf {
+    hidden_sibling(path, &format!(".nntmp-{}-", std::process::id()), "")
+}
+
+/// `path`'s name between `prefix` and `suffix`, in the same folder; a name too long for `NAME_MAX`
+/// loses its start.
+pub(crate) fn hidden_sibling(path: &Path, prefix: &str, suffix: &str) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let prefix = format!(".nntmp-{}-", std::process::id());
-    let mut start = name.len().saturating_sub(NAME_MAX - prefix.len());
+    let mut start = name.len().saturating_sub(NAME_MAX - prefix.len() - suffix.len());
     while !name.is_char_boundary(start) {
         start += 1;
     }
-    path.with_file_name(format!("{prefix}{}", &name[start..]))
+    path.with_file_name(format!("{prefix}{}{suffix}", &name[start..]))
 }
 
 /// Where writing `path` must go: through a symbolic link to the file it names (the link stays), and
