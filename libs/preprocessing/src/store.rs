@@ -10,7 +10,7 @@
 use crate::case::{CaseFiles, Preprocessed, Properties, Recipe, preprocess_case};
 use ndarray::{Array2, Array3, ArrayD, Axis};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
-use nntools_io::{Error, Result, write_atomically, write_json};
+use nntools_io::{Error, OutputLock, Result, write_atomically, write_json};
 use nntools_layout::preprocessed::{MANIFEST, data_file, locations_file, properties_file, seg_file};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -176,19 +176,35 @@ pub fn preprocess_dataset(
 ) -> Result<Summary> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, &e))?;
     nntools_io::remove_stale_temporaries(out)?;
-    let results: Vec<Result<bool>> = cases
+    // a case is made under its lock (`.CASE.nn-lock`), so that another nn-resample on this folder (or an
+    // overlapping --part shard) never writes it at the same time, and is checked under it, so that a case
+    // the other made meanwhile is skipped
+    let make_case = |files: &CaseFiles, _lock: OutputLock| -> Result<bool> {
+        let provenance = Provenance { stamp: stamp.clone(), inputs: input_files(files)? };
+        let done = if !force && is_current(out, files, &provenance) {
+            false
+        } else {
+            let case = preprocess_case(recipe, files)?;
+            write_case(out, &files.id, case, provenance)?;
+            true
+        };
+        on_case_done();
+        Ok(done)
+    };
+    let lock_of = |files: &CaseFiles| out.join(&files.id);
+    // first the cases no other process is making; then, waiting for their locks, those that one was
+    let unlocked: Vec<Option<Result<bool>>> = cases
         .par_iter()
         .map(|files| {
-            let provenance = Provenance { stamp: stamp.clone(), inputs: input_files(files)? };
-            let done = if !force && is_current(out, files, &provenance) {
-                false
-            } else {
-                let case = preprocess_case(recipe, files)?;
-                write_case(out, &files.id, case, provenance)?;
-                true
-            };
-            on_case_done();
-            Ok(done)
+            let lock = OutputLock::try_acquire(&lock_of(files)).transpose();
+            lock.map(|lock| lock.and_then(|lock| make_case(files, lock)))
+        })
+        .collect();
+    let results: Vec<Result<bool>> = unlocked
+        .into_par_iter()
+        .zip(cases)
+        .map(|(result, files)| {
+            result.unwrap_or_else(|| OutputLock::wait(&lock_of(files)).and_then(|lock| make_case(files, lock)))
         })
         .collect();
     let mut summary = Summary::default();
