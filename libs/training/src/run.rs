@@ -6,7 +6,7 @@ use crate::data::TrainingCase;
 use crate::trainer::Stopped;
 use crate::{EpochLog, InitArgs, SPLIT_SEED, Settings, Split, Trainer, TrainingLabels, crossval_splits};
 use nntools_dataset::{Descriptor, Labelling};
-use nntools_io::{Error, Result, read_json, write_json};
+use nntools_io::{Error, OutputLock, Result, read_json, write_json};
 use nntools_layout::DATASET_FINGERPRINT_JSON;
 use nntools_layout::preprocessed::{MANIFEST, SPLITS};
 use nntools_layout::run::{Fold, RunDir};
@@ -163,6 +163,10 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         let Fold::Index(fold) = request.fold else {
             return Err(Error::bad_input(&request.run_dir, "--validate-only needs a fold number"));
         };
+        // validation writes into the fold folder: not while a training of the fold is running
+        let fold_dir = request.run_dir.fold(Fold::Index(fold));
+        let _fold_lock =
+            request.run_dir.path().is_dir().then(|| OutputLock::acquire_or_refuse(fold_dir.path())).transpose()?;
         return validate(fold, report);
     }
     if train_ids.is_empty() {
@@ -206,7 +210,11 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         trainer.resume()?;
     }
     // written once every input, a checkpoint to resume from included, has been read: a refused run
-    // leaves the run folder as it was
+    // leaves the run folder as it was. The fold is trained under its lock (`RUN/.fold_F.nn-lock`), held
+    // to the end, so that the same fold started twice (a Slurm array task rerun after a node failure
+    // while the first still runs) is refused with the holder named.
+    std::fs::create_dir_all(&request.run_dir).map_err(|e| Error::io(&request.run_dir, &e))?;
+    let _fold_lock = OutputLock::acquire_or_refuse(fold_dir.path())?;
     std::fs::create_dir_all(&fold_dir).map_err(|e| Error::io(&fold_dir, &e))?;
     for dir in [request.run_dir.path(), fold_dir.path()] {
         nntools_io::remove_stale_temporaries(dir)?;
