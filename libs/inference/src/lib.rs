@@ -15,8 +15,8 @@ pub use sliding_window::{SlidingWindow, importance_map, tile_starts};
 use ndarray::{Array3, Array4, Axis};
 use nntools_dataset::{Descriptor, Labelling, group_image_files, list_image_cases};
 use nntools_io::{
-    Error, Geometry, ReaderWriter, Result, Stored, read_json, split_image_ending, write_json, write_label_map,
-    write_npz,
+    Error, Geometry, OutputLock, ReaderWriter, Result, Stored, read_json, split_image_ending, write_json,
+    write_label_map, write_npz,
 };
 use nntools_layout::run::{CheckpointName, Fold, FoldDir, RunDir, WeightsFile};
 use nntools_layout::{DATASET_JSON, PLANS_JSON, predictions};
@@ -480,6 +480,9 @@ fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request) -> Re
     };
     let probabilities = probabilities.filter(|_| request.save_probabilities);
     let properties = &case.per_model[0].1;
+    // under the case's lock (`OUT/.CASE.nn-lock`): another nn-infer writing this case into the folder (an
+    // overlapping --part shard) writes its files all before or all after these, never between them
+    let _lock = OutputLock::wait(&request.output.join(&case.id))?;
     write_prediction(&request.output, &case.id, &labels, probabilities.as_ref(), properties, &case.output)
 }
 
