@@ -5,7 +5,8 @@
 //! `(1, z, y, x)`), `CASE_locations.npy` (int32 `(n, 4)`: class index, z, y, x) and `CASE.json`
 //! (properties). Every file is written under a temporary name and renamed; `CASE.json` comes last and
 //! records the plans hash, configuration and input files (size, mtime), so a case whose JSON matches
-//! the current run is complete and skipped. `manifest.json` lists the finished cases.
+//! the current run is complete and skipped. `manifest.json` lists the finished cases; only a run over the
+//! whole dataset writes it.
 
 use crate::case::{CaseFiles, Preprocessed, Properties, Recipe, preprocess_case};
 use ndarray::{Array2, Array3, ArrayD, Axis};
@@ -165,6 +166,9 @@ fn write_case(out: &Path, id: &str, case: Preprocessed, provenance: Provenance) 
 }
 
 /// Preprocesses every case into `out` in parallel, skipping cases that are current unless `force`.
+/// `complete` says that `cases` is the whole dataset, so that `manifest.json` is written; one shard of it
+/// (`nn-resample --part`) never writes the manifest (the final unsharded pass does) and removes one that
+/// the cases it changed made stale.
 /// `on_case_done` is called once per case (for progress display).
 pub fn preprocess_dataset(
     recipe: &Recipe,
@@ -172,6 +176,7 @@ pub fn preprocess_dataset(
     out: &Path,
     stamp: &Stamp,
     force: bool,
+    complete: bool,
     on_case_done: &(dyn Fn() + Sync),
 ) -> Result<Summary> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, &e))?;
@@ -224,13 +229,18 @@ pub fn preprocess_dataset(
         }
     }
     // the manifest marks a complete dataset (make's target, nn-train's case list), so a run with a
-    // failed case leaves none; the finished cases stay and are skipped by the next run
+    // failed case leaves none; the finished cases stay and are skipped by the next run. A shard knows
+    // only its own cases: it never writes the manifest, and removes an existing one once it changed a case.
     let manifest_path = out.join(MANIFEST);
+    let failed = !errors.is_empty();
+    if (failed || (!complete && summary.processed > 0)) && manifest_path.exists() {
+        std::fs::remove_file(&manifest_path).map_err(|e| Error::runtime(&manifest_path, e))?;
+    }
     if let Some(first) = errors.into_iter().next() {
-        if manifest_path.exists() {
-            std::fs::remove_file(&manifest_path).map_err(|e| Error::runtime(&manifest_path, e))?;
-        }
         return Err(first);
+    }
+    if !complete {
+        return Ok(summary);
     }
     finished.sort_unstable();
     let manifest = Manifest { stamp, data_identifier: &recipe.configuration.data_identifier, cases: finished };

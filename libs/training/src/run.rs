@@ -3,8 +3,9 @@
 //! out, which is also an nnU-Net trainer folder.
 
 use crate::data::TrainingCase;
+use crate::splits::read_or_create_splits;
 use crate::trainer::Stopped;
-use crate::{EpochLog, InitArgs, SPLIT_SEED, Settings, Split, Trainer, TrainingLabels, crossval_splits};
+use crate::{EpochLog, InitArgs, Settings, Split, Trainer, TrainingLabels};
 use nntools_dataset::{Descriptor, Labelling};
 use nntools_io::{Error, OutputLock, Result, read_json, write_json};
 use nntools_layout::DATASET_FINGERPRINT_JSON;
@@ -50,15 +51,10 @@ pub struct Request {
 /// seeded 5-fold split written there in nnU-Net's format.
 fn splits(request: &Request, case_ids: &[String]) -> Result<(PathBuf, Vec<Split>)> {
     let path = request.splits.clone().unwrap_or_else(|| request.data_dir.join(SPLITS));
-    if path.is_file() {
-        let splits = read_json(&path)?;
-        return Ok((path, splits));
-    }
-    if request.splits.is_some() {
+    if request.splits.is_some() && !path.is_file() {
         return Err(Error::bad_input(&path, "split file not found"));
     }
-    let splits = crossval_splits(case_ids, 5, SPLIT_SEED);
-    write_json(&path, &splits)?;
+    let splits = read_or_create_splits(&path, case_ids)?;
     Ok((path, splits))
 }
 

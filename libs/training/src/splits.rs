@@ -1,8 +1,10 @@
 //! Cross-validation splits in nnU-Net's `splits_final.json` format, made as nnU-Net makes them:
 //! sklearn's `KFold(n_splits=5, shuffle=True, random_state=12345)` over the sorted case identifiers.
 
+use nntools_io::{Result, read_json, write_json};
 use nntools_numpy::RandomState;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// nnU-Net's split seed.
 pub const SPLIT_SEED: u32 = 12345;
@@ -39,9 +41,67 @@ pub fn crossval_splits(case_ids: &[String], folds: usize, seed: u32) -> Vec<Spli
         .collect()
 }
 
+/// The splits in `path`, made there first if absent: nnU-Net's 5-fold split of `case_ids`, as its trainer
+/// makes it on first use (nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py: `do_split`). Folds started
+/// at once (a Slurm array) may all find it absent: each writes the same bytes under a temporary name and
+/// renames it into place, so every fold reads one whole file with the same splits, never a torn one.
+pub(crate) fn read_or_create_splits(path: &Path, case_ids: &[String]) -> Result<Vec<Split>> {
+    if path.is_file() {
+        return read_json(path);
+    }
+    let splits = crossval_splits(case_ids, 5, SPLIT_SEED);
+    write_json(path, &splits)?;
+    Ok(splits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where [`splits_of_one_fold_process`] makes its splits; unset outside that test's child processes.
+    const SPLITS_PATH_VAR: &str = "NNTOOLS_TEST_SPLITS_PATH";
+
+    fn test_ids() -> Vec<String> {
+        (0..11).map(|i| format!("case_{i:02}")).collect()
+    }
+
+    /// One fold's process of [`folds_starting_at_once_get_one_splits_file`] (ignored when run alone).
+    #[test]
+    #[ignore = "a child process of folds_starting_at_once_get_one_splits_file"]
+    fn splits_of_one_fold_process() {
+        if let Ok(path) = std::env::var(SPLITS_PATH_VAR) {
+            let splits = read_or_create_splits(Path::new(&path), &test_ids()).unwrap();
+            assert_eq!(splits, crossval_splits(&test_ids(), 5, SPLIT_SEED));
+        }
+    }
+
+    #[test]
+    fn folds_starting_at_once_get_one_splits_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("splits_final.json");
+        // five processes, as five folds of a Slurm array starting together
+        let children: Vec<_> = (0..5)
+            .map(|_| {
+                std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "splits::tests::splits_of_one_fold_process", "--ignored", "--quiet"])
+                    .env(SPLITS_PATH_VAR, &path)
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            assert!(child.wait().unwrap().success(), "a fold's process failed");
+        }
+        let expected = crossval_splits(&test_ids(), 5, SPLIT_SEED);
+        assert_eq!(read_json::<Vec<Split>>(&path).unwrap(), expected);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["splits_final.json"], "no temporary left");
+        // an existing file is read, never replaced
+        let custom = vec![Split { train: test_ids()[1..].to_vec(), val: test_ids()[..1].to_vec() }];
+        write_json(&path, &custom).unwrap();
+        assert_eq!(read_or_create_splits(&path, &test_ids()).unwrap(), custom);
+    }
 
     #[test]
     fn folds_partition_the_cases() {

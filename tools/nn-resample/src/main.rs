@@ -1,5 +1,5 @@
 use clap::{ArgGroup, Parser};
-use nntools_cli::flags::{Force, Quiet, Workers};
+use nntools_cli::flags::{Force, Part, Quiet, Workers};
 use nntools_dataset::{Dataset, list_image_cases};
 use nntools_io::Error;
 use nntools_planning::Plans;
@@ -16,11 +16,16 @@ const TOOL: &str = "nn-resample";
 /// Writes CASE.npy (float32, c,z,y,x), CASE_seg.npy, CASE_locations.npy and CASE.json per case, and
 /// manifest.json. Cases whose outputs were made from the same plans, configuration and input files are
 /// skipped, so a rerun after an interruption picks up where it stopped; --force redoes everything.
+///
+/// On several machines: run `--part K/N` for K = 0..N-1 on the same output folder, then once without
+/// --part. The shards write no manifest.json (it marks a complete dataset, and each knows only its part);
+/// the final pass skips every case the shards made and writes it.
 #[derive(Parser)]
 #[command(name = TOOL, version, group(ArgGroup::new("source").required(true).args(["input", "images"])), after_help = "\
 Examples:
   nn-resample --plans nnUNetPlans.json -c 3d_fullres -i raw/Dataset004_Hippocampus -o pre/nnUNetPlans_3d_fullres
   nn-resample --plans nnUNetPlans.json -c 2d -i raw/Dataset004_Hippocampus -o pre/nnUNetPlans_2d -j 8
+  nn-resample --plans nnUNetPlans.json -c 2d -i raw/Dataset004_Hippocampus -o pre/nnUNetPlans_2d --part 1/4
   nn-resample --plans nnUNetPlans.json -c 3d_fullres --images raw/Dataset004_Hippocampus/imagesTs -o pre/test")]
 struct Args {
     /// Plans file (nn-plan's output or nnU-Net's nnUNetPlans.json).
@@ -39,6 +44,8 @@ struct Args {
     #[arg(short, long)]
     output: PathBuf,
     #[command(flatten)]
+    part: Part,
+    #[command(flatten)]
     threads: Workers,
     #[command(flatten)]
     force: Force,
@@ -49,6 +56,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
+        let part = args.part.parse()?;
         args.threads.init_pool()?;
         let plans_bytes = std::fs::read(&args.plans).map_err(|e| Error::io(&args.plans, &e))?;
         let plans: Plans = serde_json::from_slice(&plans_bytes)
@@ -78,6 +86,7 @@ fn main() -> ExitCode {
             }
             (None, None) => unreachable!("clap requires an input"),
         };
+        let cases = part.select(cases, |case| &case.id);
         let recipe = Recipe::new(&plans, &args.configuration, descriptor.as_ref())
             .map_err(|problem| Error::bad_input(&args.plans, problem))?;
         let stamp = Stamp {
@@ -86,7 +95,8 @@ fn main() -> ExitCode {
         };
         let bar = nntools_cli::progress(cases.len(), "cases", args.quiet.quiet);
         let tick = || bar.inc(1);
-        let summary = preprocess_dataset(&recipe, &cases, &args.output, &stamp, args.force.force, &tick);
+        let summary =
+            preprocess_dataset(&recipe, &cases, &args.output, &stamp, args.force.force, part.is_whole(), &tick);
         bar.finish_and_clear();
         let summary = summary?;
         if !args.quiet.quiet {
