@@ -43,6 +43,7 @@ submit() {
     [[ -z $after ]] || options+=(--dependency="afterok:$after" --kill-on-invalid-dep=yes)
     [[ $1 == *.sbatch ]] || set -- --wrap "exec $(printf '%q ' "$@")"
     mkdir -p "$work/slurm/logs"
+    # the binaries as found here travel with every job (sbatch runs .sbatch files from a spool copy)
     sbatch --parsable --job-name="nn-$name" --output="$work/slurm/logs/%x-%j.log" --open-mode=append \
-        "${sbatch_args[@]}" "${options[@]}" "$@" | cut -d';' -f1
+        --export="ALL,NN_TOOLS_BIN=$bin" "${sbatch_args[@]}" "${options[@]}" "$@" | cut -d';' -f1
 }
