@@ -794,6 +794,58 @@ fn plan_without_a_foreground_label() {
     report.finish("a plan without foreground");
 }
 
+/// `--part K/N` naming no part (K past N-1, negative, not numbers, N zero): exit 2 with one line about
+/// `--part`, before anything is written.
+#[test]
+fn bad_part_values() {
+    let scratch = Scratch::new();
+    let flag = Path::new("--part");
+    let mut report = Report::default();
+    for part in ["3/2", "-1/2", "a/b", "0/0"] {
+        let output = scratch.path("pre_part");
+        report.check_names_first(
+            &format!("--part {part}"),
+            &scratch.root,
+            "nn-resample",
+            &args(&[
+                &"--plans",
+                &scratch.path("plans.json"),
+                &"-c",
+                &"3d_fullres",
+                &"-i",
+                &scratch.path("raw"),
+                &"-o",
+                &output,
+                &"--part",
+                &part,
+            ]),
+            flag,
+            std::slice::from_ref(&output),
+        );
+        let predictions = scratch.path("predictions_part");
+        report.check_names_first(
+            &format!("--part {part}"),
+            &scratch.root,
+            "nn-infer",
+            &args(&[
+                &"-m",
+                &scratch.path("run"),
+                &"-i",
+                &scratch.path("raw/imagesTs"),
+                &"-o",
+                &predictions,
+                &"--device",
+                &"cpu",
+                &"--part",
+                &part,
+            ]),
+            flag,
+            std::slice::from_ref(&predictions),
+        );
+    }
+    report.finish("bad --part values");
+}
+
 /// A tmpfs mounted for the test (read-only, or tiny and filled up), unmounted when dropped.
 struct Mount {
     dir: tempfile::TempDir,

@@ -7,13 +7,15 @@
 //! write), so at most one case per stage is in memory and the network never waits for disk.
 
 mod export;
+mod made_by;
 mod sliding_window;
 
 pub use export::{Exported, export, labels_for_next_stage};
 pub use sliding_window::{SlidingWindow, importance_map, tile_starts};
 
+use made_by::{MadeBy, ModelIdentity, PreviousStageIdentity};
 use ndarray::{Array3, Array4, Axis};
-use nntools_dataset::{Descriptor, Labelling, group_image_files, list_image_cases};
+use nntools_dataset::{Descriptor, Labelling, Part, group_image_files, list_image_cases};
 use nntools_io::{
     Error, Geometry, OutputLock, ReaderWriter, Result, Stored, read_json, split_image_ending, write_json,
     write_label_map, write_npz,
@@ -247,6 +249,11 @@ pub struct Request {
     pub prev_stage: Option<PreviousStage>,
     pub save_probabilities: bool,
     pub options: Options,
+    /// This process's share of the cases (`--part K/N`).
+    pub part: Part,
+    /// Skip the cases whose outputs are complete and were made by the same models, folds and options
+    /// (`--continue`, nnU-Net's `--continue_prediction`); otherwise every case is predicted and overwritten.
+    pub resume: bool,
 }
 
 /// Progress of a prediction run.
@@ -260,8 +267,7 @@ pub enum Event<'a> {
 /// The ending of a case's first image and the reader for it: the plans' where it is the model's
 /// ending, else the one nnU-Net would choose for the file (nnU-Net itself only reads the model's).
 fn input_format(first_image: &Path, model_ending: &str) -> Result<(String, Option<ReaderWriter>)> {
-    let name = first_image.file_name().unwrap_or_default().to_string_lossy();
-    let ending = split_image_ending(&name).map(|(_, e)| e.to_owned()).unwrap_or_default();
+    let ending = image_ending(first_image);
     if ending.eq_ignore_ascii_case(model_ending) {
         return Ok((ending, None));
     }
@@ -288,7 +294,13 @@ fn cases(request: &Request, channels: usize) -> Result<Vec<(String, Vec<PathBuf>
     if let Some(pair) = ids.windows(2).find(|p| p[0] == p[1]) {
         return Err(Error::bad_input(&request.inputs[0], format!("case {} is given more than once", pair[0])));
     }
-    Ok(cases)
+    Ok(request.part.select(cases, |(id, _)| id))
+}
+
+/// The ending of a case's images (`.nii.gz`, ...), which its prediction gets.
+fn image_ending(first_image: &Path) -> String {
+    let name = first_image.file_name().unwrap_or_default().to_string_lossy();
+    split_image_ending(&name).map(|(_, e)| e.to_owned()).unwrap_or_default()
 }
 
 /// A case preprocessed for each model.
@@ -297,6 +309,7 @@ struct Prepared {
     /// The ending of the case's images, which its prediction gets.
     ending: String,
     per_model: Vec<Preprocessed>,
+    made_by: MadeBy,
 }
 
 /// A case's fold-averaged logits for each model, with what exporting them needs.
@@ -305,6 +318,7 @@ struct Predicted {
     /// Logits on the prediction device, exported there.
     per_model: Vec<(Tensor, Properties)>,
     output: OutputFormat,
+    made_by: MadeBy,
 }
 
 /// How a case's prediction is written: in its input's format (`ending`), like its first image.
@@ -315,13 +329,88 @@ pub struct OutputFormat {
     pub stored: Stored,
 }
 
-/// Predicts every case of the request and writes `OUT/CASE<ending>` (and `CASE.npz` + `CASE.json` with
-/// probabilities), plus the first model's `plans.json` and `dataset.json`. A previous stage given as a
-/// model predicts first, into a temporary folder inside OUT.
+/// A request's models, opened, and the cases they are to predict: the request's part, less with
+/// `resume` those already made the same way.
+struct Job {
+    folders: Vec<ModelFolder>,
+    cases: Vec<(String, Vec<PathBuf>)>,
+    /// How every case is made, but for previous-stage predictions given as files (see [`Job::made_by`]).
+    made_by: MadeBy,
+}
+
+impl Job {
+    fn new(request: &Request) -> Result<Self> {
+        let options = &request.options;
+        let folders = request.models.iter().map(|dir| ModelFolder::open(dir, options)).collect::<Result<Vec<_>>>()?;
+        let first = &folders[0];
+        let channels = first.recipe.channels();
+        for p in &folders[1..] {
+            if p.recipe.channels() != channels || p.descriptor.labels != first.descriptor.labels {
+                return Err(Error::bad_input(
+                    &p.dir,
+                    format!("its channels or labels differ from {}'s", first.dir.path().display()),
+                ));
+            }
+        }
+        let cascade = folders.iter().any(|f| f.previous_stage_labels.is_some());
+        if cascade && request.prev_stage.is_none() {
+            return Err(Error::bad_input(
+                &first.dir,
+                "a 3d_cascade_fullres model needs --prev-stage DIR (the 3d_lowres predictions)",
+            ));
+        }
+        let previous_stage = match &request.prev_stage {
+            Some(PreviousStage::Model(dir)) if cascade => {
+                Some(PreviousStageIdentity::Model(ModelIdentity::of(&ModelFolder::open(dir, options)?)?))
+            }
+            _ => None,
+        };
+        let made_by = MadeBy {
+            models: folders.iter().map(ModelIdentity::of).collect::<Result<_>>()?,
+            previous_stage,
+            checkpoint: options.checkpoint.to_string(),
+            tta: options.tta,
+            step: options.step,
+            save_probabilities: request.save_probabilities,
+        };
+        let mut job = Self { cases: cases(request, channels)?, folders, made_by };
+        if request.resume {
+            let cases = std::mem::take(&mut job.cases);
+            job.cases = cases
+                .into_iter()
+                .filter(|(id, images)| {
+                    let ending = image_ending(&images[0]);
+                    let made_by = job.made_by(request, id, &ending);
+                    !made_by.is_ok_and(|made_by| made_by::is_current(&request.output, id, &ending, &made_by))
+                })
+                .collect();
+        }
+        Ok(job)
+    }
+
+    /// How case `id` (images ending in `ending`) is made: with previous-stage predictions given as files,
+    /// the case's (by content) are part of it.
+    fn made_by(&self, request: &Request, id: &str, ending: &str) -> Result<MadeBy> {
+        let mut made_by = self.made_by.clone();
+        let cascade = self.folders.iter().any(|f| f.previous_stage_labels.is_some());
+        if let (true, Some(PreviousStage::Predictions(dir))) = (cascade, &request.prev_stage) {
+            let sha256 = made_by::sha256_of(&predictions::label_map(dir, id, ending))?;
+            made_by.previous_stage = Some(PreviousStageIdentity::Predictions { sha256 });
+        }
+        Ok(made_by)
+    }
+}
+
+/// Predicts every case of the request (its part; with `resume` those not already made the same way) and
+/// writes `OUT/CASE<ending>` (and `CASE.npz` + `CASE.json` with probabilities) and `OUT/CASE.made_by.json`,
+/// plus the first model's `plans.json` and `dataset.json`. A previous stage given as a model predicts
+/// the same cases first, into a temporary folder inside OUT of this process's own (`.nntmp-PID-`), which
+/// another process predicting into OUT (another `--part`) leaves alone.
 pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
+    let job = Job::new(request)?;
     let previous = match &request.prev_stage {
-        None => return predict_cases(request, None, report),
-        Some(PreviousStage::Predictions(dir)) => return predict_cases(request, Some(dir), report),
+        None => return predict_cases(request, job, None, report),
+        Some(PreviousStage::Predictions(dir)) => return predict_cases(request, job, Some(dir), report),
         Some(PreviousStage::Model(previous)) => previous,
     };
     let created = !request.output.exists();
@@ -331,10 +420,17 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
     let first = Request {
         models: vec![previous.clone()],
         output: scratch.clone(),
+        prev_stage: None,
         save_probabilities: false,
+        resume: false,
         ..request.clone()
     };
-    let outcome = predict_cases(&first, None, report).and_then(|()| predict_cases(request, Some(&scratch), report));
+    let outcome = Job::new(&first)
+        .and_then(|mut previous_job| {
+            previous_job.cases.retain(|(id, _)| job.cases.iter().any(|(to_predict, _)| to_predict == id));
+            predict_cases(&first, previous_job, None, report)
+        })
+        .and_then(|()| predict_cases(request, job, Some(&scratch), report));
     let _ = std::fs::remove_dir_all(&scratch);
     if outcome.is_err() && created {
         // only succeeds when no case was written
@@ -343,29 +439,20 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
     outcome
 }
 
-/// `predict` with the previous stage's predictions, if any, in `previous_predictions`.
-fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report: &mut dyn FnMut(Event)) -> Result<()> {
-    let folders =
-        request.models.iter().map(|dir| ModelFolder::open(dir, &request.options)).collect::<Result<Vec<_>>>()?;
-    let predictors = folders.iter().map(|f| Predictor::load(f, &request.options)).collect::<Result<Vec<_>>>()?;
+/// Predicts `job`'s cases, with the previous stage's predictions, if any, in `previous_predictions`.
+fn predict_cases(
+    request: &Request,
+    job: Job,
+    previous_predictions: Option<&Path>,
+    report: &mut dyn FnMut(Event),
+) -> Result<()> {
+    // with nothing to predict (all current), no network is built
+    let predictors = match job.cases.is_empty() {
+        true => Vec::new(),
+        false => job.folders.iter().map(|f| Predictor::load(f, &request.options)).collect::<Result<Vec<_>>>()?,
+    };
+    let Job { folders, cases, .. } = &job;
     let first = &folders[0];
-    let channels = first.recipe.channels();
-    for p in &folders[1..] {
-        if p.recipe.channels() != channels || p.descriptor.labels != first.descriptor.labels {
-            return Err(Error::bad_input(
-                &p.dir,
-                format!("its channels or labels differ from {}'s", first.dir.path().display()),
-            ));
-        }
-    }
-    let cascade = folders.iter().any(|f| f.previous_stage_labels.is_some());
-    if cascade && previous_predictions.is_none() {
-        return Err(Error::bad_input(
-            &first.dir,
-            "a 3d_cascade_fullres model needs --prev-stage DIR (the 3d_lowres predictions)",
-        ));
-    }
-    let cases = cases(request, channels)?;
     let model_ending = first.descriptor.file_ending.to_lowercase();
     let dataset_json = read_json::<serde_json::Value>(&first.dir.dataset_json())?;
     let created = !request.output.exists();
@@ -378,7 +465,7 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
         // one case (on a GPU, at most two cases' logits are on the device)
         let (prepared_tx, prepared_rx) = sync_channel::<Result<Prepared>>(0);
         let (predicted_tx, predicted_rx) = sync_channel::<Predicted>(0);
-        let folders = &folders;
+        let job = &job;
         let model_ending = model_ending.as_str();
         scope.spawn(move || {
             for (id, images) in cases {
@@ -399,13 +486,16 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
                             .previous_stage_labels
                             .as_ref()
                             .and(previous_predictions)
-                            .map(|dir| predictions::label_map(dir, &id, ending));
+                            .map(|dir| predictions::label_map(dir, id, ending));
                         let files = CaseFiles { id: id.clone(), images: images.clone(), label, reader_writer };
                         preprocess_case(&f.recipe, &files)
                     })
                     .collect::<Result<Vec<_>>>();
+                let prepared = per_model.and_then(|per_model| {
+                    let made_by = job.made_by(request, id, ending)?;
+                    Ok(Prepared { id: id.clone(), ending: ending.to_owned(), per_model, made_by })
+                });
                 // a closed queue means the run already failed
-                let prepared = per_model.map(|per_model| Prepared { id, ending: ending.to_owned(), per_model });
                 if prepared_tx.send(prepared).is_err() {
                     return;
                 }
@@ -413,7 +503,7 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
         });
         let writer = scope.spawn(move || -> Result<()> {
             for case in predicted_rx {
-                write_case(folders, case, request)?;
+                write_case(&job.folders, case, request)?;
             }
             Ok(())
         });
@@ -431,7 +521,8 @@ fn predict_cases(request: &Request, previous_predictions: Option<&Path>, report:
                     (p.logits(&case.data, case.seg.as_ref(), &mut || report(Event::Tile)), case.properties)
                 })
                 .collect();
-            if predicted_tx.send(Predicted { id: prepared.id.clone(), per_model, output }).is_err() {
+            let predicted = Predicted { id: prepared.id.clone(), per_model, output, made_by: prepared.made_by };
+            if predicted_tx.send(predicted).is_err() {
                 break;
             }
             report(Event::CasePredicted { id: &prepared.id });
@@ -483,7 +574,9 @@ fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request) -> Re
     // under the case's lock (`OUT/.CASE.nn-lock`): another nn-infer writing this case into the folder (an
     // overlapping --part shard) writes its files all before or all after these, never between them
     let _lock = OutputLock::wait(&request.output.join(&case.id))?;
-    write_prediction(&request.output, &case.id, &labels, probabilities.as_ref(), properties, &case.output)
+    made_by::forget(&request.output, &case.id)?;
+    write_prediction(&request.output, &case.id, &labels, probabilities.as_ref(), properties, &case.output)?;
+    made_by::record(&request.output, &case.id, &case.output.ending, case.made_by)
 }
 
 /// Writes a case's prediction into `dir`: `ID<ending>` (uint8 labels, uint16 from 255 on) in `output`'s

@@ -33,6 +33,12 @@ pub fn properties(folder: &Path, id: &str) -> PathBuf {
     folder.join(format!("{id}.json"))
 }
 
+/// `CASE.made_by.json`: what made a case's prediction (nn-infer writes it after the case's outputs, and
+/// `--continue` compares it).
+pub fn made_by(folder: &Path, id: &str) -> PathBuf {
+    folder.join(format!("{id}.made_by.json"))
+}
+
 /// The case of a probabilities file name (`CASE.npz` -> `CASE`).
 pub fn case_of_probabilities(file_name: &str) -> Option<&str> {
     file_name.strip_suffix(PROBABILITIES_EXTENSION)?.strip_suffix('.')

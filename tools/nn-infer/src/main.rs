@@ -1,5 +1,5 @@
 use clap::Parser;
-use nntools_cli::flags::{Device, Quiet, TorchThreads};
+use nntools_cli::flags::{Device, Part, Quiet, TorchThreads};
 use nntools_inference::{Event, Options, PreviousStage, Request, predict};
 use nntools_io::Error;
 use nntools_layout::run::{CheckpointName, Fold};
@@ -18,7 +18,12 @@ const TOOL: &str = "nn-infer";
 /// stacks, PNG, BMP; nnU-Net takes only the model's file_ending), and each case is written in its input's
 /// format and geometry: OUT/CASE.nii.gz (or .mha, .png, ...), with --save-probabilities also CASE.npz
 /// (`probabilities`, float32, classes first, input geometry) and CASE.json (the case's preprocessing
-/// properties).
+/// properties), and CASE.made_by.json last: what made the case (models, plans and weights by content,
+/// folds, options), which --continue compares.
+///
+/// On several machines: run `--part K/N` for K = 0..N-1 into the same output folder (add --continue to
+/// rerun a part after an interruption). Each part predicts its own cases, and with --plan for a cascade,
+/// their 3d_lowres predictions first, in a temporary folder of its own.
 #[derive(Parser)]
 #[command(name = TOOL, version, after_help = "\
 Examples:
@@ -28,7 +33,8 @@ Examples:
   nn-infer -m runs/3d_fullres -i scan_0000.mha -o predictions   (writes predictions/scan.mha)
   nn-infer -m nnUNet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres -i imagesTs -o pred
   nn-infer -m runs/3d_cascade_fullres --prev-stage predictions_lowres -i imagesTs -o predictions
-  nn-infer --plan inference_plan.json -i imagesTs -o predictions_raw   (then: nn-ensemble postprocess)")]
+  nn-infer --plan inference_plan.json -i imagesTs -o predictions_raw   (then: nn-ensemble postprocess)
+  nn-infer -m runs/3d_fullres -i imagesTs -o predictions --part 0/4 --continue")]
 struct Args {
     /// Model folder: nn-train's run folder or nnU-Net's trainer folder as it is (plans.json,
     /// dataset.json, fold_F/checkpoint_final.pth or .safetensors); repeat to ensemble.
@@ -64,6 +70,13 @@ struct Args {
     /// --plan, its 3d_lowres run predicts them first unless this is given).
     #[arg(long)]
     prev_stage: Option<PathBuf>,
+    /// Skip the cases whose outputs are all there and were made by the same models, folds and options
+    /// (their CASE.made_by.json), as nnU-Net's --continue_prediction (which only checks that they exist).
+    /// Without it every case is predicted and its outputs overwritten.
+    #[arg(long = "continue")]
+    resume: bool,
+    #[command(flatten)]
+    part: Part,
     #[command(flatten)]
     device: Device,
     #[command(flatten)]
@@ -75,6 +88,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
+        let part = args.part.parse()?;
         let device = nntools_network::parse_device(&args.device.device).map_err(|p| Error::bad_input("--device", p))?;
         if !(args.step > 0.0 && args.step <= 1.0) {
             return Err(Error::bad_input("--step", "must be in (0, 1]"));
@@ -104,6 +118,8 @@ fn main() -> ExitCode {
             prev_stage,
             save_probabilities: args.save_probabilities,
             options: Options { folds, checkpoint, tta: !args.no_tta, step: args.step, device },
+            part,
+            resume: args.resume,
         };
         let quiet = args.quiet.quiet;
         let bars = nntools_cli::progress_group(quiet);
