@@ -110,7 +110,8 @@ resample() {
     local line
     line=$(stage_lines | grep -m1 "data_configuration=$data_configuration ")
     eval "$line"
-    "$bin/nn-resample" --plans "$plans" -c "$data_configuration" -i "$raw" -o "$data" -q "${threads[@]}" "${part[@]}"
+    # not quiet: its one summary line in the job log says how many cases this job made
+    "$bin/nn-resample" --plans "$plans" -c "$data_configuration" -i "$raw" -o "$data" "${threads[@]}" "${part[@]}"
     [[ ${#part[@]} -gt 0 ]] || mark "resample-$data_configuration"
 }
 
