@@ -164,7 +164,7 @@ mod tests {
             let output = output.clone();
             std::thread::spawn(move || {
                 let lock = OutputLock::wait(&output).unwrap();
-                std::fs::read_to_string(OutputLock::file_of(&output)).unwrap().len() > 0 && lock.path.exists()
+                !std::fs::read_to_string(OutputLock::file_of(&output)).unwrap().is_empty() && lock.path.exists()
             })
         };
         std::thread::sleep(std::time::Duration::from_millis(100));
