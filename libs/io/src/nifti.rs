@@ -419,7 +419,7 @@ fn write_typed<A: bytemuck::Pod>(
         static WRITES: AtomicUsize = AtomicUsize::new(0);
         let ending = if compress { ".nii.gz" } else { ".nii" };
         let id = WRITES.fetch_add(1, Ordering::Relaxed);
-        let written = tmp.with_file_name(format!(".nntmp-{}-nifti{id}{ending}", std::process::id()));
+        let written = tmp.with_file_name(format!("{}nifti{id}{ending}", crate::output::temporary_prefix()));
         let result = WriterOptions::new(&written)
             .reference_header(reference)
             .compress(compress)

@@ -13,7 +13,20 @@ const NAME_MAX: usize = 255;
 /// same extension (so writers that pick compression from the name still do the right thing). A long
 /// name loses its start rather than its end, so that any legal final name has a legal temporary.
 pub fn temporary_path(path: &Path) -> PathBuf {
-    hidden_sibling(path, &format!(".nntmp-{}-", std::process::id()), "")
+    hidden_sibling(path, &temporary_prefix(), "")
+}
+
+/// `.nntmp-PID_HOST-`, the start of this process's temporary names: HOST (a hash of the host name) tells
+/// [`remove_stale_temporaries`] whether PID can be looked up here, for folders that processes on several
+/// machines of a cluster write at once.
+pub(crate) fn temporary_prefix() -> String {
+    format!(".nntmp-{}_{:08x}-", std::process::id(), host_hash())
+}
+
+/// FNV-1a of this machine's host name: the same in every process here, short, without `-`, `.` or `_`.
+fn host_hash() -> u32 {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    host.trim().bytes().fold(0x811c_9dc5, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193))
 }
 
 /// `path`'s name between `prefix` and `suffix`, in the same folder; a name too long for `NAME_MAX`
@@ -52,9 +65,9 @@ fn destination(path: &Path) -> Result<Destination> {
     }
 }
 
-/// Removes the temporary files and folders that killed nn-tools processes left in `dir` (`.nntmp-PID-*`
-/// of a PID no longer running; a live process's files are its own business, e.g. another fold writing
-/// there).
+/// Removes the temporary files and folders that killed nn-tools processes of this machine left in `dir`
+/// (`.nntmp-PID_HOST-*` of a PID no longer running; a live process's files are its own business, e.g.
+/// another fold writing there, and so are another machine's, whose PIDs cannot be looked up here).
 pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -64,8 +77,11 @@ pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, &e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(".nntmp-").and_then(|rest| rest.split('-').next()) else { continue };
-        if !Path::new("/proc").join(pid).exists() {
+        let Some(owner) = name.strip_prefix(".nntmp-").and_then(|rest| rest.split('-').next()) else { continue };
+        // a name without a host is one this machine wrote before hosts were recorded
+        let (pid, host) = owner.split_once('_').unwrap_or((owner, ""));
+        let here = host.is_empty() || u32::from_str_radix(host, 16) == Ok(host_hash());
+        if here && !Path::new("/proc").join(pid).exists() {
             let path = entry.path();
             let folder = entry.file_type().is_ok_and(|t| t.is_dir());
             let removed = if folder { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
@@ -284,6 +300,31 @@ mod tests {
         let error = write_json(dir.path(), &1).unwrap_err();
         assert_eq!(error.kind, crate::ErrorKind::BadInput);
         assert!(error.message.ends_with("is a folder, expected a file name"), "{}", error.message);
+    }
+
+    #[test]
+    fn only_this_machines_dead_processes_temporaries_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = format!("{:08x}", host_hash());
+        let elsewhere = format!("{:08x}", host_hash().wrapping_add(1));
+        let dead = "999999999";
+        let names = [
+            format!(".nntmp-{dead}_{here}-a.npy"),
+            format!(".nntmp-{dead}-b.npy"),
+            format!(".nntmp-{dead}_{elsewhere}-c.npy"),
+            temporary_path(&dir.path().join("d.npy")).file_name().unwrap().to_string_lossy().into_owned(),
+            "e.npy".to_owned(),
+        ];
+        for name in &names {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        remove_stale_temporaries(dir.path()).unwrap();
+        let mut left: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        let mut expected = names[2..].to_vec();
+        expected.sort();
+        assert_eq!(left, expected, "another machine's, a live process's and outputs stay");
     }
 
     #[test]
