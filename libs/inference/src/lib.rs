@@ -404,8 +404,8 @@ impl Job {
 /// Predicts every case of the request (its part; with `resume` those not already made the same way) and
 /// writes `OUT/CASE<ending>` (and `CASE.npz` + `CASE.json` with probabilities) and `OUT/CASE.made_by.json`,
 /// plus the first model's `plans.json` and `dataset.json`. A previous stage given as a model predicts
-/// the same cases first, into a temporary folder inside OUT of this process's own (`.nntmp-PID-`), which
-/// another process predicting into OUT (another `--part`) leaves alone.
+/// the same cases first, into a temporary folder of this process's own inside OUT, which another process
+/// predicting into OUT (another `--part`, on any machine) leaves alone.
 pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
     let job = Job::new(request)?;
     let previous = match &request.prev_stage {
