@@ -170,15 +170,19 @@ fn submitted_pipeline_predicts_as_nnunet_sh_and_a_requeued_fold_ends_as_an_unint
         resample-3d_fullres train-2d train-3d_fullres select predict-0 predict-1 postprocess";
     assert_eq!(jobs.join(" "), expected);
 
+    // scripts/nnunet.sh with the same options, --wait aside
+    let nnunet_sh = |work: &Path| {
+        Command::new(workspace().join("scripts/nnunet.sh"))
+            .arg(&raw)
+            .arg(work)
+            .args(&PIPELINE_OPTIONS[..PIPELINE_OPTIONS.len() - 1])
+            .env("NN_TOOLS_BIN", &bin)
+            .output()
+            .unwrap()
+    };
     let local_work = data.path().join("local");
     let started = Instant::now();
-    let local = Command::new(workspace().join("scripts/nnunet.sh"))
-        .arg(&raw)
-        .arg(&local_work)
-        .args(&PIPELINE_OPTIONS[..PIPELINE_OPTIONS.len() - 1])
-        .env("NN_TOOLS_BIN", &bin)
-        .output()
-        .unwrap();
+    let local = nnunet_sh(&local_work);
     let on_one_machine = started.elapsed();
     assert!(local.status.success(), "nnunet.sh: {}", stderr(&local));
     eprintln!(
@@ -202,9 +206,19 @@ fn submitted_pipeline_predicts_as_nnunet_sh_and_a_requeued_fold_ends_as_an_unint
     let names: Vec<&str> = from_slurm.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["synth_008.nii.gz", "synth_009.nii.gz"]);
     assert!(from_slurm == predictions(&local_work), "predictions through Slurm differ from nnunet.sh's");
+    // the same WORK layout and stamps: nnunet.sh finds submit.sh's run complete and does nothing
+    let continued = nnunet_sh(&slurm_work);
+    assert!(continued.status.success(), "nnunet.sh after submit.sh: {}", stderr(&continued));
+    let steps: Vec<String> = stderr(&continued).lines().filter(|l| l.starts_with("== ")).map(str::to_owned).collect();
+    assert_eq!(steps.len(), 17, "{steps:?}");
+    assert!(
+        steps.iter().all(|s| s.ends_with(": current") || s.ends_with(": done") || s.starts_with("== done: ")),
+        "nnunet.sh redid work after submit.sh: {steps:?}"
+    );
 
     // pre-emption: sbatch train-folds.sbatch as a user submits it, from its path in the repository and
     // without telling it where the binaries are (unless the tests run another profile than release)
+    let started = Instant::now();
     let work = data.path().join("preempted");
     preprocessed_copy(&slurm_work, &work);
     let budget = ["--epochs", "8", "--iters", "6", "--val-iters", "1"];
@@ -244,6 +258,7 @@ fn submitted_pipeline_predicts_as_nnunet_sh_and_a_requeued_fold_ends_as_an_unint
     assert_eq!(field(&record, "Restarts"), "1", "{record}");
     assert!(log.contains("checkpoint_latest saved, continue with --resume"), "{log}");
     assert!(log.contains("stopped by SIGTERM; requeueing"), "{log}");
+    eprintln!("the fold signalled, requeued and finished through Slurm: {:.1} s", started.elapsed().as_secs_f64());
 
     let reference = data.path().join("uninterrupted");
     let mut args = nntools_tests::os_args(&[

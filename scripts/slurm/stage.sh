@@ -115,13 +115,25 @@ resample() {
     [[ ${#part[@]} -gt 0 ]] || mark "resample-$data_configuration"
 }
 
-select_models() {
-    local lines line runs=()
+# every configuration's run folder (runs) and final checkpoints (all_finals), and the folds (folds)
+trained_runs() {
+    local lines line
     lines=$(stage_lines)
+    runs=() all_finals=()
     while read -r line; do
         eval "$line"
-        [[ -z $skipped ]] && runs+=("$run")
+        [[ -n $skipped ]] && continue
+        runs+=("$run")
+        all_finals+=("${finals[@]}")
     done <<< "$lines"
+}
+
+select_models() {
+    trained_runs
+    if current select "${all_finals[@]}"; then
+        step "nn-ensemble select: current"
+        return
+    fi
     "$bin/nn-ensemble" select --runs "${runs[@]}" --ref "$raw/labelsTr" --folds "$(IFS=,; echo "${folds[*]}")" \
         -o "$work/inference_plan.json" "${threads[@]}"
     mark select
@@ -131,6 +143,12 @@ case $stage in
     plan) plan_and_submit ;;
     resample) resample ;;
     select) select_models ;;
+    predict|postprocess)
+        trained_runs
+        if current predict "$work/inference_plan.json" "${all_finals[@]}" "$raw"/imagesTs/*; then
+            step "predictions: current"
+            exit 0
+        fi ;;&
     predict)
         "$bin/nn-infer" --plan "$work/inference_plan.json" -i "$raw/imagesTs" -o "$work/predictions_raw" \
             --device "$device" -q "${threads[@]}" "${part[@]}" ;;
