@@ -231,18 +231,27 @@ fn the_script_and_make_issue_the_commands_nn_plan_stages_describes() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(stubs.recorded().iter().filter(|c| c[0] == "nn-train").count(), 20);
 
-    // the Slurm script, fold 2 of each configuration in the same work folder
+    // the Slurm script, fold 2 of each configuration in the same work folder: left alone while done
+    // (scripts/nnunet.sh's rule), trained once its final checkpoint is gone
+    let slurm_fold_2 = || {
+        for stage in &stages {
+            let mut command = stubs.command("bash");
+            command.arg(workspace().join("scripts/slurm/train-folds.sbatch")).arg(&stubs.raw).arg(&work);
+            let output = command
+                .arg(text(&stage["configuration"]))
+                .env("NN_TOOLS_BIN", &stubs.bin)
+                .env("SLURM_ARRAY_TASK_ID", "2")
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{}", stderr(&output));
+        }
+    };
+    slurm_fold_2();
+    assert_eq!(stubs.recorded().iter().filter(|c| c[0] == "nn-train").count(), 20, "done folds are left alone");
     for stage in &stages {
-        let mut command = stubs.command("bash");
-        command.arg(workspace().join("scripts/slurm/train-folds.sbatch")).arg(&stubs.raw).arg(&work);
-        let output = command
-            .arg(text(&stage["configuration"]))
-            .env("NN_TOOLS_BIN", &stubs.bin)
-            .env("SLURM_ARRAY_TASK_ID", "2")
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", stderr(&output));
+        std::fs::remove_file(Path::new(&text(&stage["run"])).join("fold_2/checkpoint_final.json")).unwrap();
     }
+    slurm_fold_2();
     let recorded = stubs.recorded();
     let slurm: Vec<_> =
         recorded.iter().filter(|c| c[0] == "nn-train").skip(20).map(|c| stage_options(&c[1..])).collect();
