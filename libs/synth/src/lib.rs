@@ -24,6 +24,28 @@ pub enum Modality {
     Ct,
 }
 
+/// Which cases have thick slices along the slowest axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slices {
+    /// Every case (the default: thin in-plane voxels, thick slices).
+    Thick,
+    /// No case: near-isotropic voxels throughout.
+    Isotropic,
+    /// Near-isotropic except every Nth case (indices N-1, 2N-1, ...), as real collections mix
+    /// 3-D acquisitions with a few 2-D multi-slice ones.
+    ThickEvery(usize),
+}
+
+impl Slices {
+    fn thick(self, index: usize) -> bool {
+        match self {
+            Slices::Thick => true,
+            Slices::Isotropic => false,
+            Slices::ThickEvery(n) => (index + 1).is_multiple_of(n),
+        }
+    }
+}
+
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -35,8 +57,8 @@ pub struct Spec {
     pub labels: usize,
     pub seed: u64,
     pub modality: Modality,
-    /// Thick slices (2.5–4 mm) along the slowest axis instead of near-isotropic voxels.
-    pub anisotropic: bool,
+    /// Which cases have thick slices (2.5–4 mm) along the slowest axis instead of near-isotropic voxels.
+    pub slices: Slices,
     /// Smallest and largest number of voxels along an axis.
     pub shape_range: [usize; 2],
     /// The image format: `.nii.gz`, `.nii`, `.mha`, `.nrrd`, `.gipl`, or `.png` for 2-D images (each
@@ -56,7 +78,7 @@ impl Default for Spec {
             labels: 2,
             seed: 0,
             modality: Modality::Mri,
-            anisotropic: true,
+            slices: Slices::Thick,
             shape_range: [24, 40],
             file_ending: ".nii.gz".into(),
         }
@@ -81,6 +103,8 @@ impl Spec {
             Some("at least one channel and one foreground label are needed".to_owned())
         } else if self.labels > 200 {
             Some("at most 200 labels".to_owned())
+        } else if self.slices == Slices::ThickEvery(0) {
+            Some("thick slices every 0th case: give a period of at least 1".to_owned())
         } else if lo < 8 || hi < lo || hi > 512 {
             Some(format!("shape range {lo}-{hi} must satisfy 8 <= min <= max <= 512"))
         } else if !FILE_ENDINGS.contains(&self.file_ending.as_str()) {
@@ -281,11 +305,12 @@ impl Blob {
 fn generate_case(spec: &Spec, appearance: &Appearance, index: usize) -> SynthCase {
     let mut rng = spec.rng(index as u64);
     let [lo, hi] = spec.shape_range;
+    let thick = spec.slices.thick(index);
     let in_plane = rng.random_range(0.7..1.3);
-    let slow_axis = if spec.anisotropic { rng.random_range(2.5..4.0) } else { rng.random_range(0.8..1.2) };
+    let slow_axis = if thick { rng.random_range(2.5..4.0) } else { rng.random_range(0.8..1.2) };
     let spacing = [slow_axis, in_plane * rng.random_range(0.95..1.05), in_plane];
     let mut shape = [0; 3].map(|_| rng.random_range(lo..=hi));
-    if spec.anisotropic {
+    if thick {
         // thick slices cover the same field of view with fewer voxels
         shape[0] = ((shape[0] as f64 * in_plane / slow_axis * 2.0).round() as usize).clamp(lo.clamp(4, 8), hi);
     }
@@ -380,6 +405,27 @@ mod tests {
     }
 
     #[test]
+    fn thick_every_third_case_mixes_thick_and_near_isotropic_slices() {
+        let spec = Spec { slices: Slices::ThickEvery(3), shape_range: [16, 24], ..Spec::default() };
+        let slow: Vec<f64> = (0..7).map(|index| generate(&spec, index).geometry.spacing[0]).collect();
+        for (index, s) in slow.iter().enumerate() {
+            if index % 3 == 2 {
+                assert!((2.5..4.0).contains(s), "case {index} should have thick slices: {s}");
+            } else {
+                assert!((0.8..1.2).contains(s), "case {index} should be near-isotropic: {s}");
+            }
+        }
+        // a thick-slice case is the same case as in an all-thick dataset, an isotropic one the same as in
+        // an all-isotropic dataset: the mix changes nothing else
+        let thick = generate(&Spec { slices: Slices::Thick, ..spec.clone() }, 2);
+        let isotropic = generate(&Spec { slices: Slices::Isotropic, ..spec.clone() }, 1);
+        assert_eq!(generate(&spec, 2).labels, thick.labels);
+        assert_eq!(generate(&spec, 1).labels, isotropic.labels);
+        let err = write_dataset(&Spec { slices: Slices::ThickEvery(0), ..spec }, Path::new("unused"), false);
+        assert!(err.unwrap_err().to_string().contains("period"));
+    }
+
+    #[test]
     fn same_seed_same_case_other_seed_other_case() {
         let spec = Spec { channels: 2, ..Spec::default() };
         let a = generate(&spec, 1);
@@ -392,7 +438,7 @@ mod tests {
 
     #[test]
     fn ct_cases_are_air_outside_and_tissue_inside() {
-        let spec = Spec { modality: Modality::Ct, anisotropic: false, ..Spec::default() };
+        let spec = Spec { modality: Modality::Ct, slices: Slices::Isotropic, ..Spec::default() };
         let case = generate(&spec, 0);
         let corner = case.images[0][[0, 0, 0]];
         assert!((-1080.0..-920.0).contains(&corner), "air, got {corner}");

@@ -1,6 +1,6 @@
 use clap::Parser;
 use nntools_cli::flags::{Force, Workers};
-use nntools_synth::{Modality, Spec, write_dataset};
+use nntools_synth::{Modality, Slices, Spec, write_dataset};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,6 +16,7 @@ Examples:
   nn-synth -o raw/Dataset901_SynthCT --ct --cases 20 --labels 5 --seed 3
   nn-synth -o raw/Dataset902_Multi --channels 2 --test-cases 4 --isotropic
   nn-synth -o raw/Dataset903_Mha --file-ending .mha
+  nn-synth -o raw/Dataset905_Brain --cases 20 --labels 4 --min-size 166 --max-size 176 --thick-every 5
   nn-synth -o raw/Dataset904_Rgb --file-ending .png --channels 3 --cases 20")]
 struct Args {
     /// Output dataset folder (must not exist unless --force).
@@ -40,8 +41,11 @@ struct Args {
     #[arg(long)]
     ct: bool,
     /// Near-isotropic voxels instead of thick slices along the slowest axis.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "thick_every")]
     isotropic: bool,
+    /// Near-isotropic voxels except every Nth case, which has thick slices (a mixed collection).
+    #[arg(long, value_name = "N")]
+    thick_every: Option<usize>,
     /// Smallest number of voxels along an axis.
     #[arg(long, default_value_t = 24)]
     min_size: usize,
@@ -62,17 +66,43 @@ fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
         args.threads.init_pool()?;
-        let spec = Spec {
-            training_cases: args.cases,
-            test_cases: args.test_cases,
-            channels: args.channels,
-            labels: args.labels,
-            seed: args.seed,
-            modality: if args.ct { Modality::Ct } else { Modality::Mri },
-            anisotropic: !args.isotropic,
-            shape_range: [args.min_size, args.max_size],
-            file_ending: args.file_ending.clone(),
-        };
-        write_dataset(&spec, &args.output, args.force.force)
+        write_dataset(&args.spec(), &args.output, args.force.force)
     })
+}
+
+impl Args {
+    fn spec(&self) -> Spec {
+        Spec {
+            training_cases: self.cases,
+            test_cases: self.test_cases,
+            channels: self.channels,
+            labels: self.labels,
+            seed: self.seed,
+            modality: if self.ct { Modality::Ct } else { Modality::Mri },
+            slices: match (self.isotropic, self.thick_every) {
+                (_, Some(n)) => Slices::ThickEvery(n),
+                (true, None) => Slices::Isotropic,
+                (false, None) => Slices::Thick,
+            },
+            shape_range: [self.min_size, self.max_size],
+            file_ending: self.file_ending.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slices(flags: &[&str]) -> Slices {
+        Args::try_parse_from([TOOL, "-o", "out"].iter().chain(flags)).unwrap().spec().slices
+    }
+
+    #[test]
+    fn slice_flags_choose_which_cases_are_thick() {
+        assert_eq!(slices(&[]), Slices::Thick);
+        assert_eq!(slices(&["--isotropic"]), Slices::Isotropic);
+        assert_eq!(slices(&["--thick-every", "5"]), Slices::ThickEvery(5));
+        assert!(Args::try_parse_from([TOOL, "-o", "out", "--isotropic", "--thick-every", "5"]).is_err());
+    }
 }
