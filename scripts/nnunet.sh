@@ -12,7 +12,8 @@
 # finished cases, nn-train --resume continues an interrupted fold, finished folds are left alone.
 #
 # Usage: scripts/nnunet.sh RAW_DIR WORK_DIR [--configs 2d,3d_fullres] [--folds 0-4] [--epochs N]
-#                          [--iters N] [--device auto|cpu|cuda] [--gpu-memory-gb N] [-j N]
+#                          [--iters N] [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]
+#                          [--gpu-memory-gb N] [-j N]
 # Outputs: WORK_DIR/{dataset_fingerprint.json, plans.json, preprocessed/CONFIG, runs/CONFIG/fold_F,
 #          inference_plan.json, predictions/}
 set -euo pipefail
@@ -22,13 +23,14 @@ usage() { sed -n '/^# Usage/,/^# Outputs/p' "$0" | sed 's/^# //' >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 raw=$1 work=$2
 shift 2
-configs="" fold_request="0-4" train_flags=() plan_flags=() device=auto threads=()
+configs="" fold_request="0-4" train_flags=() plan_flags=() device=auto precision=auto threads=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --configs) configs=$2; shift 2 ;;
         --folds) fold_request=$2; shift 2 ;;
         --epochs|--iters|--val-iters) train_flags+=("$1" "$2"); shift 2 ;;
         --device) device=$2; shift 2 ;;
+        --precision) precision=$2; shift 2 ;;
         --gpu-memory-gb) plan_flags+=("$1" "$2"); shift 2 ;;
         -j|--threads) threads=(-j "$2"); shift 2 ;;
         *) echo "nnunet.sh: unknown option $1" >&2; usage ;;
@@ -103,7 +105,7 @@ for line in "${stages[@]}"; do
     for i in "${!folds[@]}"; do
         f=${folds[$i]} final=${finals[$i]}
         train=("$bin/nn-train" --plans "$plans" -c "$configuration" --data "$data" --dataset "$raw/dataset.json"
-            "${train_args[@]}" --fold "$f" -o "$run" --device "$device" "${train_flags[@]}" "${threads[@]}")
+            "${train_args[@]}" --fold "$f" -o "$run" --device "$device" --precision "$precision" "${train_flags[@]}" "${threads[@]}")
         if newer_than "$final" "$manifest" "${inputs[@]}" && [[ -d ${validations[$i]} ]]; then
             if [[ ${#next_stage_marks[@]} -eq 0 ]] || newer_than "${next_stage_marks[$i]}" "$final" "$next_stage_manifest"; then
                 step "train $configuration fold $f: done"
@@ -138,7 +140,7 @@ if [[ -d $raw/imagesTs ]]; then
         step "predictions: current"
     else
         step "nn-infer $raw/imagesTs with the models of $plan"
-        "$bin/nn-infer" --plan "$plan" -i "$raw/imagesTs" -o "$work/predictions_raw" --device "$device" -q "${threads[@]}"
+        "$bin/nn-infer" --plan "$plan" -i "$raw/imagesTs" -o "$work/predictions_raw" --device "$device" --precision "$precision" -q "${threads[@]}"
         step "nn-ensemble postprocess -> $work/predictions"
         "$bin/nn-ensemble" postprocess -i "$work/predictions_raw" -o "$work/predictions" --plan "$plan" "${threads[@]}"
         mark predict

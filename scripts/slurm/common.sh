@@ -5,10 +5,10 @@
 slurm_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin=$(cd "${NN_TOOLS_BIN:-$slurm_dir/../../target/release}" && pwd)
 
-# parse_options OPTION...: sets configs, fold_request, train_flags, plan_flags, device, threads, parts,
+# parse_options OPTION...: sets configs, fold_request, train_flags, plan_flags, device, precision, threads, parts,
 # wait, sbatch_args, train_sbatch_args
 parse_options() {
-    configs="" fold_request="0-4" train_flags=() plan_flags=() device=auto threads=() parts=1 wait=""
+    configs="" fold_request="0-4" train_flags=() plan_flags=() device=auto precision=auto threads=() parts=1 wait=""
     sbatch_args=() train_sbatch_args=()
     while [[ $# -gt 0 ]]; do
         [[ $1 == --wait || $# -ge 2 ]] || { echo "$0: $1 needs a value" >&2; exit 2; }
@@ -17,6 +17,7 @@ parse_options() {
             --folds) fold_request=$2; shift 2 ;;
             --epochs|--iters|--val-iters) train_flags+=("$1" "$2"); shift 2 ;;
             --device) device=$2; shift 2 ;;
+            --precision) precision=$2; shift 2 ;;
             --gpu-memory-gb) plan_flags+=("$1" "$2"); shift 2 ;;
             -j|--threads) threads=(-j "$2"); shift 2 ;;
             --parts)

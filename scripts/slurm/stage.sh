@@ -84,7 +84,7 @@ plan_and_submit() {
         array=$(IFS=,; echo "${folds[*]}")
         train_ids+=("$(submit "train-$configuration" "$after" --array="$array" "${train_sbatch_args[@]}" -- \
             "$slurm_dir/train-folds.sbatch" "$raw" "$work" "$configuration" --bin "$bin" --device "$device" \
-            --folds "$fold_request" "${train_flags[@]}" "${threads[@]}")")
+            --precision "$precision" --folds "$fold_request" "${train_flags[@]}" "${threads[@]}")")
         jobs+=("train-$configuration ${train_ids[-1]}")
         [[ -z $next_stage ]] || train_jobs_feeding[$next_stage]+=":${train_ids[-1]}"
     done
@@ -151,7 +151,7 @@ case $stage in
         fi ;;&
     predict)
         "$bin/nn-infer" --plan "$work/inference_plan.json" -i "$raw/imagesTs" -o "$work/predictions_raw" \
-            --device "$device" -q "${threads[@]}" "${part[@]}" ;;
+            --device "$device" --precision "$precision" -q "${threads[@]}" "${part[@]}" ;;
     postprocess)
         "$bin/nn-ensemble" postprocess -i "$work/predictions_raw" -o "$work/predictions" \
             --plan "$work/inference_plan.json" "${threads[@]}"

@@ -11,7 +11,8 @@
 # layout and stamps, so either continues the other's run; it must be on storage every node sees.
 #
 # Usage: scripts/slurm/submit.sh RAW_DIR WORK_DIR [--configs 2d,3d_fullres] [--folds 0-4] [--epochs N]
-#            [--iters N] [--val-iters N] [--device auto|cpu|cuda] [--gpu-memory-gb N] [-j N] [--parts N]
+#            [--iters N] [--val-iters N] [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]
+#            [--gpu-memory-gb N] [-j N] [--parts N]
 #            [--wait] [--sbatch-args "OPTIONS"] [--train-sbatch-args "OPTIONS"]
 #   --parts N             preprocessing and prediction in N shards each (default 1)
 #   --sbatch-args         sbatch options for every job (partition, account, time limit)

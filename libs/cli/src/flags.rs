@@ -49,6 +49,17 @@ pub struct Device {
     pub device: String,
 }
 
+/// `--precision`, kept as written: the tools that run networks parse it as `nntools_network::Precision`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Precision {
+    /// The network's arithmetic: auto (nnU-Net's: fp16 autocast on CUDA, fp32 on the CPU), fp32, bf16 or
+    /// fp16 (autocast; normalisation, softmax, loss and the sliding-window sums stay in fp32 or fp16).
+    /// bf16 on the CPU needs native bfloat16: x86 CPUs with AVX512-BF16 (Intel Cooper Lake, Sapphire
+    /// Rapids and later Xeons, AMD Zen 4 and later) or Arm CPUs with BF16; elsewhere it is refused.
+    #[arg(long, default_value = "auto", value_name = "auto|fp32|bf16|fp16")]
+    pub precision: String,
+}
+
 /// `--force`: what exists already at the output is not kept.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct Force {

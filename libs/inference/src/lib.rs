@@ -22,7 +22,7 @@ use nntools_io::{
 };
 use nntools_layout::run::{CheckpointName, Fold, FoldDir, RunDir, WeightsFile};
 use nntools_layout::{DATASET_JSON, PLANS_JSON, predictions};
-use nntools_network::Model;
+use nntools_network::{Model, Precision};
 use nntools_planning::Plans;
 use nntools_preprocessing::{CaseFiles, Preprocessed, Properties, Recipe, preprocess_case};
 use std::path::{Path, PathBuf};
@@ -41,6 +41,8 @@ pub struct Options {
     /// Sliding-window step as a fraction of the patch.
     pub step: f64,
     pub device: Device,
+    /// The network's arithmetic (`--precision`).
+    pub precision: Precision,
 }
 
 /// What inference reads from a checkpoint besides its weights: from nn-train's sidecar JSON, or from
@@ -172,11 +174,13 @@ impl Predictor {
                 Ok(model)
             })
             .collect::<Result<Vec<_>>>()?;
+        let mixed = options.precision.on(options.device).map_err(|p| Error::bad_input("--precision", p))?;
         let window = SlidingWindow::new(
             &folder.recipe.configuration.patch_size,
             options.step,
             &folder.mirror_axes,
             options.device,
+            mixed,
         );
         Ok(Self { models, window, classes: folder.classes as i64, previous_stage_labels: labels.clone() })
     }
@@ -371,6 +375,11 @@ impl Job {
             checkpoint: options.checkpoint.to_string(),
             tta: options.tta,
             step: options.step,
+            precision: options
+                .precision
+                .resolved(options.device)
+                .map_err(|p| Error::bad_input("--precision", p))?
+                .to_string(),
             save_probabilities: request.save_probabilities,
         };
         let mut job = Self { cases: cases(request, channels)?, folders, made_by };

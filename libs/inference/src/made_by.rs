@@ -54,6 +54,8 @@ pub(crate) struct MadeBy {
     pub(crate) checkpoint: String,
     pub(crate) tta: bool,
     pub(crate) step: f64,
+    /// `--precision` as it resolved on the device: bf16 and fp32 labels differ on a few voxels.
+    pub(crate) precision: String,
     pub(crate) save_probabilities: bool,
 }
 

@@ -5,7 +5,7 @@
 //! augmentation averaged over the flips. Accumulation is in fp16 as nnU-Net does it, so the logits round the same
 //! way.
 
-use nntools_network::UNet;
+use nntools_network::{MixedPrecision, UNet};
 use tch::{Device, Kind, Tensor};
 
 /// `scipy.ndimage.gaussian_filter` truncates its kernel at 4 standard deviations.
@@ -87,15 +87,24 @@ pub struct SlidingWindow {
     pub mirror_axes: Vec<i64>,
     /// fp16 map over the patch.
     pub gaussian: Tensor,
+    /// Autocast of the network's evaluations (`--precision`); `None` for fp32.
+    pub mixed: Option<MixedPrecision>,
 }
 
 impl SlidingWindow {
-    pub fn new(patch: &[usize], step: f64, spatial_mirror_axes: &[usize], device: Device) -> Self {
+    pub fn new(
+        patch: &[usize],
+        step: f64,
+        spatial_mirror_axes: &[usize],
+        device: Device,
+        mixed: Option<MixedPrecision>,
+    ) -> Self {
         Self {
             patch: patch.to_vec(),
             step,
             mirror_axes: spatial_mirror_axes.iter().map(|&a| a as i64 + 2).collect(),
             gaussian: importance_map(patch, device),
+            mixed,
         }
     }
 
@@ -103,21 +112,22 @@ impl SlidingWindow {
     /// flipped back, summed in nnU-Net's order and divided by the number of passes. One pass at a
     /// time: on CPU a batch of the eight mirrored tiles measured 25% slower and twice the memory.
     fn tile_logits(&self, net: &UNet, tile: &Tensor) -> Tensor {
+        let forward = |tile: &Tensor| nntools_network::widen_bf16(&net.forward(tile).get(0));
         let flips = mirror_combinations(&self.mirror_axes);
-        let mut sum = net.forward(tile).get(0);
+        let mut sum = forward(tile);
         for axes in &flips {
             // per-sample axes lose the batch dimension
             let sample_axes: Vec<i64> = axes.iter().map(|a| a - 1).collect();
-            sum += net.forward(&tile.flip(axes)).get(0).flip(&sample_axes);
+            sum += forward(&tile.flip(axes)).flip(&sample_axes);
         }
         if flips.is_empty() { sum } else { sum / (flips.len() + 1) as f64 }
     }
 
     /// fp16 logits `(classes, ...)` of a preprocessed image `(c, ...)` (3-D spatial, or `(c, z, y, x)`
-    /// predicted slice by slice for a 2-D patch), on the image tensor's device. On a GPU the network
-    /// runs under fp16 autocast, as nnU-Net's predictor runs it there.
+    /// predicted slice by slice for a 2-D patch), on the image tensor's device. The network runs under
+    /// `mixed`'s autocast (by default fp16 on a GPU, as nnU-Net's predictor runs it there).
     pub fn predict(&self, net: &UNet, image: &Tensor, classes: i64, mut on_tile: impl FnMut()) -> Tensor {
-        nntools_network::autocast(image.device().is_cuda(), || {
+        nntools_network::autocast(self.mixed, || {
             tch::no_grad(|| {
                 let spatial: Vec<usize> = image.size()[1..].iter().map(|&s| s as usize).collect();
                 let planar = self.patch.len() == 2;

@@ -8,7 +8,7 @@
 
 mod autocast;
 
-pub use autocast::{autocast, autocast_enabled};
+pub use autocast::{MixedPrecision, Precision, autocast, autocast_enabled, cpu_has_native_bf16, widen_bf16};
 
 use nntools_planning::ArchKwargs;
 use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
@@ -88,9 +88,11 @@ impl InstanceNorm {
         }
     }
 
+    /// Under bf16 autocast in fp32: a channel's statistics are sums over the whole patch.
     fn forward(&self, x: &Tensor) -> Tensor {
+        let x = widen_bf16(x);
         Tensor::instance_norm(
-            x,
+            &x,
             Some(&self.weight),
             Some(&self.bias),
             None::<&Tensor>,

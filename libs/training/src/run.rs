@@ -140,10 +140,11 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
             (split.train.clone(), split.val.clone(), path)
         }
     };
-    let device = request.settings.device;
+    let (device, precision) = (request.settings.device, request.settings.precision);
+    let resolved_precision = precision.resolved(device).map_err(|p| Error::bad_input("--precision", p))?.to_string();
     let reference_labels = request.dataset_json.with_file_name(LABELS_TR);
     let validate = |fold, report: &mut dyn FnMut(Report<'_>)| {
-        crate::validate_fold(&request.run_dir, fold, &request.data_dir, &val_ids, &request.cascade, device)?;
+        crate::validate_fold(&request.run_dir, fold, &request.data_dir, &val_ids, &request.cascade, device, precision)?;
         let fold_dir = request.run_dir.fold(Fold::Index(fold));
         if reference_labels.is_dir() {
             return crate::write_validation_summary(&fold_dir, &reference_labels, &descriptor);
@@ -175,6 +176,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
         "iterations": request.settings.iterations,
         "validation_iterations": request.settings.validation_iterations,
         "seed": request.settings.seed,
+        "precision": resolved_precision,
         "train_cases": train_ids,
         "val_cases": val_ids,
     });

@@ -13,7 +13,7 @@ use nntools_augmentation::{Augmenter, Mode, Recipe, write_mid_slice_png};
 use nntools_checkpoint::{TrainingCheckpoint, TrainingLog, nnunet_parameter_order};
 use nntools_io::Error;
 use nntools_layout::run::{Checkpoint, Fold, FoldDir};
-use nntools_network::Model;
+use nntools_network::{MixedPrecision, Model, Precision};
 use nntools_planning::Configuration;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,8 @@ pub struct Settings {
     pub validation_iterations: usize,
     pub seed: u64,
     pub device: Device,
+    /// The network's arithmetic (`--precision`).
+    pub precision: Precision,
     /// Output folder of this fold (`RUN_DIR/fold_F`).
     pub fold_dir: FoldDir,
     pub resume: bool,
@@ -254,7 +256,9 @@ pub struct Trainer {
     augmenter: Augmenter,
     train_batches: Arc<BatchPlan>,
     val_batches: Arc<BatchPlan>,
-    /// fp16 autocast with loss scaling, on CUDA only.
+    /// Autocast of the network's forward passes; `None` for fp32.
+    mixed: Option<MixedPrecision>,
+    /// Loss scaling, with fp16 autocast only (bf16 has fp32's exponent range).
     loss_scaler: Option<LossScaler>,
     state: TrainingState,
     settings: Settings,
@@ -340,10 +344,10 @@ impl Trainer {
         };
         // with --fold all nnU-Net validates on the training cases
         let val_cases = if val_cases.is_empty() { train_cases.clone() } else { val_cases };
-        let cuda = settings.device.is_cuda();
-        if cuda {
+        if settings.device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(true);
         }
+        let mixed = settings.precision.on(settings.device)?;
         Ok(Self {
             optimizer: Sgd::new(parameters),
             model,
@@ -365,7 +369,8 @@ impl Trainer {
             augmenter: Augmenter::new(recipe),
             train_batches: plan(train_cases, &initial, settings.seed),
             val_batches: plan(val_cases, patch, settings.seed ^ VALIDATION_STREAM_SEED),
-            loss_scaler: cuda.then(|| LossScaler::new(settings.device)),
+            mixed,
+            loss_scaler: mixed.filter(|m| m.kind() == Kind::Half).map(|_| LossScaler::new(settings.device)),
             state: TrainingState {
                 epoch: 0,
                 ema_pseudo_dice: None,
@@ -444,11 +449,15 @@ impl Trainer {
             .collect()
     }
 
+    /// The deep-supervision outputs of `input`, bf16 ones widened to fp32 for the loss.
+    fn forward(&self, input: &Tensor) -> Vec<Tensor> {
+        self.model.net.forward_deep_supervision(input).iter().map(nntools_network::widen_bf16).collect()
+    }
+
     /// Mean training loss of the epoch, or `None` when stopped by `Settings::stop`. Nothing in an
     /// iteration waits for the device: losses are summed there and read once per epoch.
     fn train_epoch(&mut self, epoch: usize, lr: f64) -> Option<f64> {
         let iterations = self.settings.iterations;
-        let amp = self.loss_scaler.is_some();
         let mut total = Tensor::zeros([], (Kind::Double, self.settings.device));
         for batch in self.batches(&self.train_batches, epoch * iterations, iterations) {
             if self.settings.stop.load(Ordering::Relaxed) {
@@ -457,8 +466,8 @@ impl Trainer {
             let (input, seg) = self.tensors(batch, true);
             let targets = self.targets(&seg);
             self.optimizer.zero_grad();
-            let loss = nntools_network::autocast(amp, || {
-                let outputs = self.model.net.forward_deep_supervision(&input);
+            let loss = nntools_network::autocast(self.mixed, || {
+                let outputs = self.forward(&input);
                 self.loss.deep_supervision(&outputs, &targets, &self.ds_weights)
             });
             match &mut self.loss_scaler {
@@ -493,13 +502,12 @@ impl Trainer {
         );
         let mut total = Tensor::zeros([], options);
         let iterations = self.settings.validation_iterations;
-        let amp = self.loss_scaler.is_some();
         for batch in self.batches(&self.val_batches, epoch * iterations, iterations) {
             let (input, seg) = self.tensors(batch, false);
             let targets = self.targets(&seg);
-            nntools_network::autocast(amp, || {
+            nntools_network::autocast(self.mixed, || {
                 tch::no_grad(|| {
-                    let outputs = self.model.net.forward_deep_supervision(&input);
+                    let outputs = self.forward(&input);
                     total += self.loss.deep_supervision(&outputs, &targets, &self.ds_weights).to_kind(Kind::Double);
                     let (masks, counted) = self.labels.masks(&outputs[0], &targets[0]);
                     let counts = |pairs: &dyn Fn(&Tensor, &Tensor) -> Tensor| {

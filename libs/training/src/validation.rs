@@ -18,6 +18,7 @@ use nntools_inference::{
 use nntools_io::{Error, PixelType, Result, Stored, read_json, write_json};
 use nntools_layout::preprocessed::PreprocessedDir;
 use nntools_layout::run::{Checkpoint, Fold, FoldDir, RunDir, next_stage_labels, next_stage_mark};
+use nntools_network::Precision;
 use nntools_preprocessing::{Properties, read_label_map_npy, write_label_map_npy};
 use std::path::{Path, PathBuf};
 use tch::Device;
@@ -32,6 +33,7 @@ pub(crate) fn validate_fold(
     case_ids: &[String],
     cascade: &Cascade,
     device: Device,
+    precision: Precision,
 ) -> Result<()> {
     let options = Options {
         folds: Some(vec![Fold::Index(fold)]),
@@ -39,6 +41,7 @@ pub(crate) fn validate_fold(
         tta: true,
         step: 0.5,
         device,
+        precision,
     };
     let folder = ModelFolder::open(run_dir.path(), &options)?;
     let configuration = &folder.recipe.configuration;

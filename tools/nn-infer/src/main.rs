@@ -1,5 +1,5 @@
 use clap::Parser;
-use nntools_cli::flags::{Device, Part, Quiet, TorchThreads};
+use nntools_cli::flags::{Device, Part, Precision, Quiet, TorchThreads};
 use nntools_inference::{Event, Options, PreviousStage, Request, predict};
 use nntools_io::Error;
 use nntools_layout::run::{CheckpointName, Fold};
@@ -29,6 +29,7 @@ const TOOL: &str = "nn-infer";
 Examples:
   nn-infer -m runs/3d_fullres -i raw/Dataset004_Hippocampus/imagesTs -o predictions
   nn-infer -m runs/3d_fullres --folds 0,1 --no-tta -i case_0000.nii.gz -o predictions --device cpu
+  nn-infer -m runs/3d_fullres -i imagesTs -o predictions --device cpu --precision bf16   (2-3x faster)
   nn-infer -m runs/2d -m runs/3d_fullres -i imagesTs -o ensemble --save-probabilities
   nn-infer -m runs/3d_fullres -i scan_0000.mha -o predictions   (writes predictions/scan.mha)
   nn-infer -m nnUNet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres -i imagesTs -o pred
@@ -80,6 +81,8 @@ struct Args {
     #[command(flatten)]
     device: Device,
     #[command(flatten)]
+    precision: Precision,
+    #[command(flatten)]
     threads: TorchThreads,
     #[command(flatten)]
     quiet: Quiet,
@@ -90,6 +93,9 @@ fn main() -> ExitCode {
     nntools_cli::run(TOOL, || {
         let part = args.part.parse()?;
         let device = nntools_network::parse_device(&args.device.device).map_err(|p| Error::bad_input("--device", p))?;
+        let precision: nntools_network::Precision =
+            args.precision.precision.parse().map_err(|p| Error::bad_input("--precision", p))?;
+        precision.on(device).map_err(|p| Error::bad_input("--precision", p))?;
         if !(args.step > 0.0 && args.step <= 1.0) {
             return Err(Error::bad_input("--step", "must be in (0, 1]"));
         }
@@ -117,7 +123,7 @@ fn main() -> ExitCode {
             output: args.output.clone(),
             prev_stage,
             save_probabilities: args.save_probabilities,
-            options: Options { folds, checkpoint, tta: !args.no_tta, step: args.step, device },
+            options: Options { folds, checkpoint, tta: !args.no_tta, step: args.step, device, precision },
             part,
             resume: args.resume,
         };

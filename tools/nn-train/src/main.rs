@@ -1,5 +1,5 @@
 use clap::Parser;
-use nntools_cli::flags::{Device, Quiet, TorchThreads};
+use nntools_cli::flags::{Device, Precision, Quiet, TorchThreads};
 use nntools_io::Error;
 use nntools_layout::run::{Fold, RunDir};
 use nntools_training::{Augmentation, Cascade, Report, Request, Settings, train};
@@ -29,6 +29,7 @@ const TOOL: &str = "nn-train";
 Examples:
   nn-train --plans nnUNetPlans.json -c 3d_fullres --data pre/nnUNetPlans_3d_fullres --dataset raw/Dataset004_Hippocampus/dataset.json --fold 0 -o runs/3d_fullres
   nn-train ... --fold all --epochs 50 --iters 100 --device cpu
+  nn-train ... --fold 0 -o runs/3d_fullres --device cpu --precision bf16   (CPUs with AVX512-BF16)
   nn-train ... --fold 0 -o runs/3d_fullres --resume
   nn-train --plans plans.json -c 3d_lowres --data pre/3d_lowres --next-stage-data pre/3d_fullres --dataset raw/dataset.json --fold 0 -o runs/3d_lowres
   nn-train --plans plans.json -c 3d_cascade_fullres --data pre/3d_fullres --prev-stage runs/3d_lowres/predicted_next_stage/3d_cascade_fullres --dataset raw/dataset.json --fold 0 -o runs/3d_cascade_fullres")]
@@ -61,6 +62,8 @@ struct Args {
     val_iters: usize,
     #[command(flatten)]
     device: Device,
+    #[command(flatten)]
+    precision: Precision,
     /// Continue from the newest checkpoint in the fold folder.
     #[arg(long)]
     resume: bool,
@@ -106,6 +109,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
         let device = nntools_network::parse_device(&args.device.device).map_err(|p| Error::bad_input("--device", p))?;
+        let precision: nntools_network::Precision =
+            args.precision.precision.parse().map_err(|p| Error::bad_input("--precision", p))?;
+        precision.on(device).map_err(|p| Error::bad_input("--precision", p))?;
         let augment: Augmentation = args.augment.parse().map_err(|p: String| Error::bad_input("--augment", p))?;
         let fold: Fold = args.fold.parse().map_err(|p| Error::bad_input(&args.fold, p))?;
         nntools_network::set_cpu_threads(args.threads.threads);
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
                 validation_iterations: args.val_iters,
                 seed: args.seed,
                 device,
+                precision,
                 fold_dir: run_dir.fold(fold),
                 resume: args.resume,
                 augment,
