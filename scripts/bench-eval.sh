@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Wall time and peak RSS of nn-eval against nnUNetv2_evaluate_folder (nnU-Net v2.8.1) on all 260 cases
 # of Dataset004_Hippocampus, predictions = the reference labels shifted by one voxel along x, the same
-# cores (-j 2 / -np 2), median of RUNS runs (default 3). nn-eval is timed with its surface metrics
+# cores (-j 2 / -np 2), median of RUNS runs (default 3); memory as the largest process's peak RSS and the
+# peak PSS summed over the process tree (scripts/measure.sh). nn-eval is timed with its surface metrics
 # (HD95, NSD; the default) and without (--no-surface, what nnU-Net computes). With nnU-Net's venv the
 # script also checks nn-eval's HD95 and NSD against scipy (scripts/check-surface-metrics.py).
 # Usage: scripts/bench-eval.sh [--install]
@@ -37,17 +38,18 @@ else
     pred="$labels"
 fi
 
-read -r surface_s surface_kb < <(measure target/release/nn-eval -j 2 --ref "$labels" --pred "$pred" --dataset "$dataset" -o "$scratch/ours.json")
-echo "nn-eval (Dice etc. + HD95, NSD): ${surface_s} s, $((surface_kb / 1024)) MB peak RSS"
-read -r plain_s plain_kb < <(measure target/release/nn-eval -j 2 --no-surface --ref "$labels" --pred "$pred" --dataset "$dataset" -o "$scratch/plain.json")
-echo "nn-eval --no-surface:            ${plain_s} s, $((plain_kb / 1024)) MB peak RSS"
+surface=$(measure target/release/nn-eval -j 2 --ref "$labels" --pred "$pred" --dataset "$dataset" -o "$scratch/ours.json")
+row "nn-eval (Dice etc. + HD95, NSD)" "$surface"
+plain=$(measure target/release/nn-eval -j 2 --no-surface --ref "$labels" --pred "$pred" --dataset "$dataset" -o "$scratch/plain.json")
+row "nn-eval --no-surface" "$plain"
 if [[ -x $venv/bin/nnUNetv2_evaluate_folder ]]; then
-    read -r theirs_s theirs_kb < <(measure "$venv/bin/nnUNetv2_evaluate_folder" "$labels" "$pred" -djfile "$dataset" \
+    theirs=$(measure "$venv/bin/nnUNetv2_evaluate_folder" "$labels" "$pred" -djfile "$dataset" \
         -pfile "$shared/reference/Dataset004_Hippocampus/nnUNetPlans.json" -o "$scratch/theirs.json" -np 2)
-    echo "nnUNetv2_evaluate_folder -np 2:  ${theirs_s} s, $((theirs_kb / 1024)) MB peak RSS"
+    row "nnUNetv2_evaluate_folder -np 2" "$theirs"
     "$venv/bin/python3" scripts/check-surface-metrics.py "$scratch/ours.json" "$labels" "$pred"
 else
-    theirs_s=12.0 theirs_kb=$((767 * 1024))
-    echo "nnU-Net not installed (run with --install); using its recorded ${theirs_s} s, $((theirs_kb / 1024)) MB"
+    theirs="12.0 $((767 * 1024)) -"
+    echo "nnU-Net not installed (run with --install); using its recorded 12.0 s, 767 MB"
 fi
-python3 -c "print(f'ratio nn-eval / nnU-Net: time {$plain_s / $theirs_s:.3f} (with surface metrics {$surface_s / $theirs_s:.3f}), peak RSS {$plain_kb / $theirs_kb:.3f}')"
+ratio "[nn-eval --no-surface]" "$plain" "$theirs"
+ratio "[nn-eval with surface metrics]" "$surface" "$theirs"
