@@ -5,7 +5,7 @@
 use ndarray::Array4;
 use ndarray_npy::NpzReader;
 use nntools_io::{NiftiHeader, read_image, read_label_map};
-use nntools_tests::{SyntheticDataset, run, shared, stderr};
+use nntools_tests::{SyntheticDataset, bf16_refused, run, shared, stderr};
 use std::path::Path;
 
 fn probabilities(path: &Path) -> Array4<f32> {
@@ -91,6 +91,82 @@ fn predict_as_nnunet(model: &Path, reference: &Path, images: &Path) {
     }
 }
 
+/// Mean Dice over the cases and foreground labels of `predictions` against `reference` (both label folders).
+fn mean_dice(predictions: &Path, reference: &Path, cases: &[String]) -> f64 {
+    let mut dices = Vec::new();
+    for case in cases {
+        let name = format!("{case}.nii.gz");
+        let (ours, theirs) =
+            (read_label_map(&predictions.join(&name)).unwrap(), read_label_map(&reference.join(&name)).unwrap());
+        for label in 1..=2 {
+            let (mut both, mut total) = (0usize, 0usize);
+            for (&a, &b) in ours.data.iter().zip(&theirs.data) {
+                both += usize::from(a == label && b == label);
+                total += usize::from(a == label) + usize::from(b == label);
+            }
+            dices.push(if total == 0 { 1.0 } else { 2.0 * both as f64 / total as f64 });
+        }
+    }
+    dices.iter().sum::<f64>() / dices.len() as f64
+}
+
+#[test]
+fn bf16_labels_agree_with_fp32_and_keep_the_dice_against_nnunet() {
+    let Some(shared) = shared() else { return };
+    let reference = shared.join("reference/infer");
+    let (model, images) = (reference.join("model"), reference.join("images"));
+    let out = tempfile::tempdir().unwrap();
+    let predict = |precision: &str| {
+        let predictions = out.path().join(precision);
+        let output = run(
+            "nn-infer",
+            &[
+                &"-m",
+                &model,
+                &"-i",
+                &images,
+                &"-o",
+                &predictions,
+                &"--device",
+                &"cpu",
+                &"--no-tta",
+                &"-q",
+                &"--precision",
+                &precision,
+            ],
+        );
+        (output, predictions)
+    };
+    let (output, bf16) = predict("bf16");
+    if bf16_refused(&output) {
+        return;
+    }
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (output, fp32) = predict("fp32");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut cases = Vec::new();
+    let (mut equal, mut voxels) = (0usize, 0usize);
+    for entry in std::fs::read_dir(&fp32).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(case) = name.strip_suffix(".nii.gz") else { continue };
+        let (a, b) = (read_label_map(&fp32.join(&name)).unwrap(), read_label_map(&bf16.join(&name)).unwrap());
+        let agree = a.data.iter().zip(&b.data).filter(|(x, y)| x == y).count();
+        assert!(
+            agree as f64 >= 0.995 * a.data.len() as f64,
+            "{case}: bf16 labels agree with fp32 on {agree} of {}",
+            a.data.len()
+        );
+        assert_eq!(a.geometry, b.geometry, "{case}");
+        (equal, voxels) = (equal + agree, voxels + a.data.len());
+        cases.push(case.to_owned());
+    }
+    assert_eq!(cases.len(), 16);
+    assert!(equal as f64 >= 0.999 * voxels as f64, "bf16 labels agree with fp32 on {equal} of {voxels} voxels");
+    let nnunet = reference.join("pred_notta");
+    let (dice_fp32, dice_bf16) = (mean_dice(&fp32, &nnunet, &cases), mean_dice(&bf16, &nnunet, &cases));
+    assert!((dice_fp32 - dice_bf16).abs() <= 0.002, "mean Dice against nnU-Net: fp32 {dice_fp32}, bf16 {dice_bf16}");
+}
+
 #[test]
 fn a_trained_two_channel_run_predicts_in_the_input_geometry() {
     let data = SyntheticDataset::with(4, 2, [20, 28]);
@@ -157,7 +233,7 @@ fn bad_requests_name_the_problem() {
     let nowhere = out.path().join("missing");
     let (model, images) = (reference.join("model"), reference.join("images"));
     let trainer_folder = nnunet_trainer_folder(&shared);
-    let [a, b, c, d, e, f, g] = ["a", "b", "c", "d", "e", "f", "g"].map(|name| out.path().join(name));
+    let [a, b, c, d, e, f, g, h] = ["a", "b", "c", "d", "e", "f", "g", "h"].map(|name| out.path().join(name));
     // an inference plan whose model folder is gone, and a JSON file that is no plan
     let stale_plan = out.path().join("stale_plan.json");
     std::fs::write(&stale_plan, format!(r#"{{"models": [{{"run": {:?}, "configuration": "3d_fullres"}}], "folds": [0], "postprocessing": [],
@@ -165,7 +241,7 @@ fn bad_requests_name_the_problem() {
         "class_dice_after_postprocessing": {{}}, "commands": []}}"#, nowhere)).unwrap();
     let not_a_plan = out.path().join("not_a_plan.json");
     std::fs::write(&not_a_plan, r#"{"models": "3d_fullres"}"#).unwrap();
-    let cases: [(Vec<&dyn AsRef<std::ffi::OsStr>>, &str); 7] = [
+    let cases: [(Vec<&dyn AsRef<std::ffi::OsStr>>, &str); 8] = [
         (vec![&"-m", &nowhere, &"-i", &images, &"-o", &a], "missing"),
         (vec![&"-m", &model, &"-i", &nowhere, &"-o", &b], "no such image"),
         (vec![&"-m", &model, &"--folds", &"3", &"-i", &images, &"-o", &c], "fold_3"),
@@ -173,6 +249,7 @@ fn bad_requests_name_the_problem() {
         (vec![&"--plan", &not_a_plan, &"-i", &images, &"-o", &e], "not_a_plan.json"),
         (vec![&"-m", &trainer_folder, &"--checkpoint", &"latest", &"-i", &images, &"-o", &f], "checkpoint_latest.pth"),
         (vec![&"-m", &model, &"--checkpoint", &"final.ckpt", &"-i", &images, &"-o", &g], "--checkpoint"),
+        (vec![&"-m", &model, &"--precision", &"half", &"-i", &images, &"-o", &h], "--precision"),
     ];
     for (args, expected) in cases {
         let output = run("nn-infer", &args);
@@ -181,7 +258,28 @@ fn bad_requests_name_the_problem() {
         assert_eq!(message.lines().count(), 1, "{message}");
         assert!(message.contains(expected), "{message}");
     }
-    assert!([a, b, c, d, e, f, g].iter().all(|dir| !dir.exists()), "no output folder on bad input");
+    assert!([&a, &b, &c, &d, &e, &f, &g, &h].iter().all(|dir| !dir.exists()), "no output folder on bad input");
+    // a CPU without native bfloat16, as oneDNN's instruction-set cap makes one of this one
+    let output = std::process::Command::new(nntools_tests::binary("nn-infer"))
+        .args(nntools_tests::os_args(&[
+            &"-m",
+            &model,
+            &"-i",
+            &images,
+            &"-o",
+            &h,
+            &"--device",
+            &"cpu",
+            &"--precision",
+            &"bf16",
+        ]))
+        .env("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+        .output()
+        .unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("--precision") && message.contains("no native bfloat16"), "{message}");
+    assert!(!h.exists());
 }
 
 #[test]

@@ -99,6 +99,16 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Whether a tool refused `--precision bf16` because this CPU lacks native bfloat16; the bf16 tests then
+/// skip, saying so.
+pub fn bf16_refused(output: &Output) -> bool {
+    let refused = output.status.code() == Some(2) && stderr(output).contains("no native bfloat16");
+    if refused {
+        eprintln!("skipped: this CPU has no native bfloat16 ({})", stderr(output).trim());
+    }
+    refused
+}
+
 /// Asserts success and returns stdout parsed as JSON.
 pub fn json_stdout(output: &Output) -> serde_json::Value {
     assert!(output.status.success(), "failed with {:?}: {}", output.status, stderr(output));
