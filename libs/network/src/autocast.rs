@@ -65,12 +65,14 @@ impl fmt::Display for Precision {
 }
 
 impl Precision {
-    /// What this precision means on `device`: plain fp32, or autocast to a 16-bit type. bf16 on a CPU
-    /// without native bfloat16 arithmetic is refused: oneDNN emulates it there, slower than fp32.
+    /// What this precision means on `device`: plain fp32, or autocast to a 16-bit type. Refused where
+    /// it would be slower than fp32: bf16 on a CPU without native bfloat16 arithmetic, which oneDNN
+    /// emulates (2x slower than fp32 on the development machine), and fp16 on any CPU (75x slower there).
     pub fn on(self, device: Device) -> Result<Option<MixedPrecision>, String> {
         let kind = match (self, device.is_cuda()) {
             (Self::Fp32, _) | (Self::Auto, false) => return Ok(None),
-            (Self::Auto | Self::Fp16, _) => Kind::Half,
+            (Self::Auto | Self::Fp16, true) => Kind::Half,
+            (Self::Fp16, false) => return Err(FP16_ON_CPU.to_owned()),
             (Self::Bf16, true) => Kind::BFloat16,
             (Self::Bf16, false) if cpu_has_native_bf16() => Kind::BFloat16,
             (Self::Bf16, false) => return Err(NO_NATIVE_BF16.to_owned()),
@@ -91,6 +93,9 @@ impl Precision {
 const NO_NATIVE_BF16: &str = "bf16: this CPU has no native bfloat16 arithmetic (x86: AVX512-BF16, as in Intel \
     Cooper Lake, Sapphire Rapids and later Xeons, or AMD Zen 4 and later; Arm: the BF16 extension), or \
     ONEDNN_MAX_CPU_ISA forbids it; emulated it runs slower than fp32: use --precision fp32";
+
+const FP16_ON_CPU: &str = "fp16 on the CPU: libtorch's CPU convolutions have no fast fp16 path; use bf16 (on CPUs \
+    with native bfloat16) or fp32";
 
 /// Whether this CPU computes in bfloat16 natively and oneDNN, which runs libtorch's CPU convolutions, may
 /// use it (`ONEDNN_MAX_CPU_ISA` caps the instruction sets it uses; the names below lack bfloat16).
@@ -220,7 +225,7 @@ mod tests {
     }
 
     #[test]
-    fn cpu_autocast_runs_convolutions_in_its_dtype_and_restores_the_previous_one() {
+    fn cpu_autocast_runs_the_networks_convolutions_in_its_dtype_and_restores_the_previous_one() {
         // SAFETY: a libtorch query of thread-local state
         let default_dtype = unsafe { get_autocast_dtype(CPU) };
         let fp16_on_cpu = MixedPrecision { device_type: CPU, kind: Kind::Half };
@@ -241,7 +246,8 @@ mod tests {
         assert_eq!(Precision::Auto.on(Device::Cuda(0)), Ok(Some(CUDA_FP16)));
         assert_eq!(Precision::Fp32.on(Device::Cuda(0)), Ok(None));
         assert_eq!(Precision::Bf16.resolved(Device::Cuda(0)), Ok(Precision::Bf16));
-        assert_eq!(Precision::Fp16.resolved(Device::Cpu), Ok(Precision::Fp16));
+        assert_eq!(Precision::Fp16.resolved(Device::Cuda(0)), Ok(Precision::Fp16));
+        assert!(Precision::Fp16.on(Device::Cpu).is_err_and(|message| message.contains("no fast fp16")));
         assert_eq!(Precision::Auto.resolved(Device::Cpu), Ok(Precision::Fp32));
         match Precision::Bf16.on(Device::Cpu) {
             Ok(mixed) => assert!(cpu_has_native_bf16() && mixed == Some(CPU_BF16)),

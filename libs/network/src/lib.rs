@@ -67,10 +67,22 @@ impl Conv {
         }
     }
 
+    /// Through `conv3d`, `conv_transpose2d` etc., as torch.nn's modules call them, not the generic
+    /// `convolution`: libtorch's CPU autocast lists only the former (aten/src/ATen/autocast_mode.cpp).
     fn forward(&self, x: &Tensor) -> Tensor {
-        let zeros = vec![0i64; self.stride.len()];
-        let ones = vec![1i64; self.stride.len()];
-        x.convolution(&self.weight, self.bias.as_ref(), &self.stride, &self.padding, &ones, self.transposed, &zeros, 1)
+        let (zeros, ones) = (vec![0i64; self.stride.len()], vec![1i64; self.stride.len()]);
+        let (w, b, stride) = (&self.weight, self.bias.as_ref(), self.stride.as_slice());
+        match (self.stride.len(), self.transposed) {
+            (3, false) => x.conv3d(w, b, stride, self.padding.as_slice(), ones.as_slice(), 1),
+            (2, false) => x.conv2d(w, b, stride, self.padding.as_slice(), ones.as_slice(), 1),
+            (3, true) => {
+                x.conv_transpose3d(w, b, stride, self.padding.as_slice(), zeros.as_slice(), 1, ones.as_slice())
+            }
+            (2, true) => {
+                x.conv_transpose2d(w, b, stride, self.padding.as_slice(), zeros.as_slice(), 1, ones.as_slice())
+            }
+            (_, transposed) => x.convolution(w, b, stride, &self.padding, &ones, transposed, &zeros, 1),
+        }
     }
 }
 

@@ -119,3 +119,24 @@ fn nnunet_pth_checkpoints_load_as_their_safetensors() {
         }
     }
 }
+
+#[test]
+fn bf16_autocast_runs_every_convolution_in_bf16_and_stays_close_to_fp32() {
+    let Ok(mixed @ Some(_)) = nntools_network::Precision::Bf16.on(Device::Cpu) else {
+        eprintln!("skipped: this CPU has no native bfloat16");
+        return;
+    };
+    for name in ["resenc_small", "plain_aniso"] {
+        let (model, tensors) = model_of(name);
+        let outputs =
+            nntools_network::autocast(mixed, || tch::no_grad(|| model.net.forward_deep_supervision(&tensors["input"])));
+        for (k, output) in outputs.iter().enumerate() {
+            // the segmentation heads are convolutions too: autocast reached them
+            assert_eq!(output.kind(), tch::Kind::BFloat16, "{name} output {k}");
+            let expected = &tensors[&format!("output_ds{k}")];
+            let scale = expected.abs().max().double_value(&[]);
+            let max = (output.to_kind(tch::Kind::Float) - expected).abs().max().double_value(&[]);
+            assert!(max > 0.0 && max <= 0.05 * scale, "{name} output {k}: max |diff| {max} of {scale}");
+        }
+    }
+}
