@@ -34,18 +34,21 @@ pub fn analyse_case(
 ) -> CaseSummary {
     let mut summary = CaseSummary::default();
     let files = case.present_images();
-    let images = match reader_writer.read_images(files) {
+    let label_file = case.label.is_file().then_some(case.label.as_path());
+    let nntools_io::CaseImages { images, label } = reader_writer.read_case(files, label_file);
+    let images = match images {
         Ok(images) => images,
         Err(e) => {
             summary.problems.push(e.to_string());
             Vec::new()
         }
     };
-    let label = if case.label.is_file() {
-        reader_writer.read_seg(&case.label).map_err(|e| summary.problems.push(e.to_string())).ok()
-    } else {
-        summary.problems.push(format!("{}: missing label file of case {}", case.label.display(), case.id));
-        None
+    let label = match label {
+        Some(label) => label.map_err(|e| summary.problems.push(e.to_string())).ok(),
+        None => {
+            summary.problems.push(format!("{}: missing label file of case {}", case.label.display(), case.id));
+            None
+        }
     };
     if images.len() < channels && summary.problems.is_empty() {
         let missing = &case.images[files.len()..];

@@ -10,8 +10,8 @@
 //! a 3-D image of one slice.
 
 use crate::raster::{
-    PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, identity, scalar_file_sizes,
-    to_array,
+    PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, identity, inflate,
+    scalar_file_sizes, to_array,
 };
 use crate::{Error, Result};
 use std::io::{Read, Write};
@@ -73,12 +73,12 @@ fn be_f64(header: &[u8; HEADER_BYTES], at: usize) -> f64 {
 /// it: 2-D to 4-D (a 4-D image's 4th axis as channels, as for MetaImage), identity direction.
 pub fn read_gipl(path: &Path) -> Result<RasterImage> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    let compressed = raw.starts_with(&[0x1f, 0x8b]);
-    let mut stream: Box<dyn Read> =
+    let compressed = crate::inflate::is_gzip(&raw);
+    let stream: Box<dyn Read> =
         if compressed { Box::new(flate2::read::MultiGzDecoder::new(raw.as_slice())) } else { Box::new(raw.as_slice()) };
     let corrupt = |e: std::io::Error| Error::bad_input(path, format!("corrupt compressed data: {e}"));
     let mut header_bytes = Vec::with_capacity(HEADER_BYTES);
-    (&mut stream).take(HEADER_BYTES as u64).read_to_end(&mut header_bytes).map_err(corrupt)?;
+    stream.take(HEADER_BYTES as u64).read_to_end(&mut header_bytes).map_err(corrupt)?;
     let header: [u8; HEADER_BYTES] = header_bytes.as_slice().try_into().map_err(|_| {
         Error::bad_input(path, format!("truncated GIPL header ({} of {HEADER_BYTES} bytes)", header_bytes.len()))
     })?;
@@ -102,19 +102,7 @@ pub fn read_gipl(path: &Path) -> Result<RasterImage> {
     check_geometry(path, &spacing, &origin, &direction)?;
     let expected = data_bytes(path, &sizes, pixel)?;
     let data = if compressed {
-        // grows only as the stream yields data, so a small file cannot claim a huge allocation
-        let mut voxels = Vec::new();
-        stream.take(expected as u64).read_to_end(&mut voxels).map_err(corrupt)?;
-        if voxels.len() < expected {
-            return Err(Error::bad_input(
-                path,
-                format!(
-                    "truncated data: the header promises {expected} bytes, the compressed stream holds {}",
-                    voxels.len()
-                ),
-            ));
-        }
-        to_array(&voxels, pixel, true, &sizes, None)
+        to_array(&inflate(path, &raw, HEADER_BYTES, expected)?, pixel, true, &sizes, None)
     } else {
         to_array(exact_prefix(path, &raw[HEADER_BYTES..], expected)?, pixel, true, &sizes, None)
     };
@@ -153,7 +141,7 @@ pub fn write_gipl(path: &Path, image: &RasterImage, pixel: PixelType) -> Result<
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         bytes = encoder.write_all(&bytes).and_then(|()| encoder.finish()).map_err(|e| Error::runtime(path, e))?;
     }
-    crate::output::write_atomically(path, |tmp| std::fs::write(tmp, &bytes).map_err(|e| Error::io(path, &e)))
+    crate::output::write_parts(path, &[&bytes])
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod error;
 mod geometry;
 mod gipl;
 mod image;
+mod inflate;
 mod lock;
 mod metaimage;
 mod natural;
@@ -32,8 +33,8 @@ pub use nifti::{Volume, Voxel, new_header, read_volumes, write_like, write_new, 
 pub use nrrd::{nrrd_key_values, read_nrrd, write_nrrd};
 pub use output::{
     read_json, read_npz, remove_stale_temporaries, temporary_path, write_atomically, write_folder_atomically,
-    write_json, write_npz, write_stream,
+    write_json, write_npy, write_npz, write_stream,
 };
 pub use raster::{PixelType, RasterImage};
-pub use reader_writer::ReaderWriter;
+pub use reader_writer::{CaseImages, ReaderWriter};
 pub use reorient::Reorientation;

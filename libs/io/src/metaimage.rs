@@ -180,7 +180,7 @@ pub fn read_metaimage(path: &Path) -> Result<RasterImage> {
             Some(n) => exact_prefix(path, stored, usize::try_from(n).unwrap_or(usize::MAX))?,
             None => stored,
         };
-        to_array(&inflate(path, compressed, expected)?, pixel, big_endian, &file_sizes, channel_file_axis)
+        to_array(&inflate(path, compressed, 0, expected)?, pixel, big_endian, &file_sizes, channel_file_axis)
     } else {
         to_array(exact_prefix(path, stored, expected)?, pixel, big_endian, &file_sizes, channel_file_axis)
     };

@@ -6,12 +6,13 @@
 
 use crate::geometry::Geometry;
 use crate::image::{Image, Stored};
+use crate::inflate;
 use crate::output::write_atomically;
 use crate::{Error, PixelType, Result};
 use flate2::read::MultiGzDecoder;
-use ndarray::{Array3, ArrayView3, Order};
+use ndarray::{Array3, ArrayView3};
 use nifti::writer::WriterOptions;
-use nifti::{InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType};
+use nifti::{NiftiHeader, NiftiType};
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,13 +27,8 @@ const SINGLE_FILE_MAGIC: &[u8; 4] = b"n+1\0";
 /// Reads a NIfTI file's volumes as `f32` with `scl_slope`/`scl_inter` applied, as nnU-Net's readers do: a
 /// 2-D image is one slice (`[1, y, x]`), a 4-D one several channels (`SimpleITKIO.read_images`).
 pub(crate) fn read_nifti(path: &Path) -> Result<Vec<Image<f32>>> {
-    read_volumes(path)?
-        .into_iter()
-        .map(|volume| {
-            let data = to_f32(path, &volume.header, volume.shape, volume.bytes)?;
-            image_of(path, volume.header, data)
-        })
-        .collect()
+    let (layout, volumes) = read_f32_volumes(path)?;
+    volumes.into_iter().map(|data| image_of(path, layout.volume_header(), data)).collect()
 }
 
 /// The image of a NIfTI file's voxels: SimpleITK's geometry of its header, made planar for a 2-D file.
@@ -43,18 +39,7 @@ fn image_of(path: &Path, header: NiftiHeader, data: Array3<f32>) -> Result<Image
     let scaling = with_valid_scaling(&header);
     let scaled = scaling.scl_slope != 1.0 || scaling.scl_inter != 0.0;
     // scaled values are what the image holds, as float32 (as write_volume writes them)
-    let pixel = match header.data_type().expect("checked when read") {
-        _ if scaled => PixelType::F32,
-        NiftiType::Uint8 => PixelType::U8,
-        NiftiType::Int8 => PixelType::I8,
-        NiftiType::Int16 => PixelType::I16,
-        NiftiType::Uint16 => PixelType::U16,
-        NiftiType::Int32 => PixelType::I32,
-        NiftiType::Uint32 => PixelType::U32,
-        NiftiType::Int64 => PixelType::I64,
-        NiftiType::Float64 => PixelType::F64,
-        _ => PixelType::F32,
-    };
+    let pixel = if scaled { PixelType::F32 } else { pixel_of(header.data_type().expect("checked when read")) };
     Ok(Image { data, geometry, stored: Stored { nifti_header: Some(header), ..Stored::new(dimension, pixel) } })
 }
 
@@ -207,14 +192,31 @@ fn volume_layout(header: &NiftiHeader, volumes_allowed: bool) -> std::result::Re
     Ok(([dims[0] as usize, dims[1] as usize, nz], volumes))
 }
 
-/// A NIfTI file as stored: its header and the voxel bytes of all its volumes, in the file's datatype
-/// and byte order.
-struct StoredNifti {
+/// A NIfTI file's header and where its voxels are: `needed` bytes (all its volumes, in the file's
+/// datatype and byte order) from `data_start` in the file, decompressed when it is gzip.
+struct Layout {
     header: NiftiHeader,
     shape: [usize; 3],
     volumes: usize,
     datatype: NiftiType,
-    bytes: Vec<u8>,
+    data_start: u64,
+    needed: usize,
+}
+
+impl Layout {
+    /// The header of one of the file's volumes: the file's, made 3-D (geometry, datatype and scaling
+    /// unchanged).
+    fn volume_header(&self) -> NiftiHeader {
+        let mut header = self.header.clone();
+        if header.dim[0] > 3 {
+            header.dim = [3, header.dim[1], header.dim[2], header.dim[3], 1, 1, 1, 1];
+        }
+        header
+    }
+
+    fn volume_voxels(&self) -> usize {
+        self.shape.iter().product()
+    }
 }
 
 /// Whether a header's first field, `sizeof_hdr`, is NIfTI-2's in either byte order.
@@ -231,25 +233,26 @@ pub(crate) fn is_nifti2(path: &Path) -> Result<bool> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
     let mut start = Vec::with_capacity(4);
     let mut file = std::io::BufReader::new(file);
-    let compressed = std::io::BufRead::fill_buf(&mut file).map_err(|e| Error::io(path, &e))?.starts_with(&[0x1f, 0x8b]);
+    let compressed = inflate::is_gzip(std::io::BufRead::fill_buf(&mut file).map_err(|e| Error::io(path, &e))?);
     let stream: Box<dyn Read> = if compressed { Box::new(MultiGzDecoder::new(file)) } else { Box::new(file) };
     // a file too short or corrupt is refused by the reader that follows, with its own message
     let _ = stream.take(4).read_to_end(&mut start);
     Ok(sized_as_nifti2(&start))
 }
 
-fn read_stored(path: &Path, volumes_allowed: bool) -> Result<StoredNifti> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    let corrupt = |e: std::io::Error| Error::bad_input(path, format!("corrupt or truncated gzip stream: {e}"));
-    let compressed = raw.starts_with(&[0x1f, 0x8b]);
+fn corrupt(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::bad_input(path, format!("corrupt or truncated gzip stream: {e}"))
+}
+
+/// The header of a NIfTI file's bytes `raw` (gzip or not) and where its voxels are.
+fn read_layout(path: &Path, raw: &[u8]) -> Result<Layout> {
     let mut stream: Box<dyn Read> =
-        if compressed { Box::new(MultiGzDecoder::new(raw.as_slice())) } else { Box::new(raw.as_slice()) };
-    // Header first, so the voxel buffer can be allocated once at its exact size.
+        if inflate::is_gzip(raw) { Box::new(MultiGzDecoder::new(raw)) } else { Box::new(raw) };
     let mut header_bytes = Vec::with_capacity(NIFTI2_HEADER_BYTES);
-    (&mut stream).take(HEADER_BYTES as u64).read_to_end(&mut header_bytes).map_err(corrupt)?;
+    (&mut stream).take(HEADER_BYTES as u64).read_to_end(&mut header_bytes).map_err(corrupt(path))?;
     let (header, data_start) = if sized_as_nifti2(&header_bytes) {
         let rest = (NIFTI2_HEADER_BYTES - HEADER_BYTES) as u64;
-        (&mut stream).take(rest).read_to_end(&mut header_bytes).map_err(corrupt)?;
+        (&mut stream).take(rest).read_to_end(&mut header_bytes).map_err(corrupt(path))?;
         nifti2_header(path, &header_bytes)?
     } else {
         let header = parse_header(path, &header_bytes)?;
@@ -259,43 +262,101 @@ fn read_stored(path: &Path, volumes_allowed: bool) -> Result<StoredNifti> {
         let data_start = header.vox_offset as u64;
         (header, data_start)
     };
-    let (shape, volumes) =
-        volume_layout(&header, volumes_allowed).map_err(|problem| Error::bad_input(path, problem))?;
+    let (shape, volumes) = volume_layout(&header, true).map_err(|problem| Error::bad_input(path, problem))?;
     let datatype = header
         .data_type()
         .ok()
         .filter(|t| SUPPORTED_TYPES.contains(t))
         .ok_or_else(|| Error::bad_input(path, format!("unsupported NIfTI datatype code {}", header.datatype)))?;
-    let voxels = shape.iter().product::<usize>() * volumes;
-    let needed = voxels * datatype.size_of();
-    // Trust the header's size only as far as the file could hold it (deflate expands at most about
-    // 1032-fold), so a corrupt header cannot make us allocate gigabytes before the data runs out.
-    let most = if compressed { raw.len().saturating_mul(1032) } else { raw.len() };
-    let skip = data_start - header_bytes.len() as u64;
-    std::io::copy(&mut (&mut stream).take(skip), &mut std::io::sink()).map_err(corrupt)?;
-    let mut bytes = Vec::with_capacity(needed.min(most));
-    (&mut stream).take(needed as u64).read_to_end(&mut bytes).map_err(corrupt)?;
-    if bytes.len() < needed {
-        return Err(Error::bad_input(
-            path,
-            format!(
-                "header claims {voxels} voxels ({needed} bytes) but the file holds {} bytes of voxel data",
-                bytes.len()
-            ),
-        ));
-    }
-    Ok(StoredNifti { header, shape, volumes, datatype, bytes })
+    let needed = shape
+        .iter()
+        .chain([&volumes, &datatype.size_of()])
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .ok_or_else(|| Error::bad_input(path, format!("image sizes {:?} overflow", &header.dim[1..])))?;
+    Ok(Layout { header, shape, volumes, datatype, data_start, needed })
 }
 
-/// Voxel bytes of one 3-D volume (as stored, described by `header`) as `f32` with scaling applied, in
-/// nnU-Net's axis order.
-fn to_f32(path: &Path, header: &NiftiHeader, [nx, ny, nz]: [usize; 3], bytes: Vec<u8>) -> Result<Array3<f32>> {
-    let volume = InMemNiftiVolume::from_raw_data(&with_valid_scaling(header), bytes)
-        .map_err(|e| Error::bad_input(path, format!("invalid voxel data: {e}")))?;
-    let array = volume.into_ndarray::<f32>().map_err(|e| Error::bad_input(path, e))?;
+/// The voxel bytes of a NIfTI file's bytes `raw`, as elements of `E` (`u8`, or `f32` for float32 voxels,
+/// decoded in place), of which the first `layout.needed` bytes are the voxels.
+fn voxel_data<E: bytemuck::Pod>(path: &Path, raw: &[u8], layout: &Layout) -> Result<Vec<E>> {
+    let needed = layout.needed;
+    let holds = |bytes: usize| {
+        let voxels = needed / layout.datatype.size_of();
+        Error::bad_input(
+            path,
+            format!("header claims {voxels} voxels ({needed} bytes) but the file holds {bytes} bytes of voxel data"),
+        )
+    };
+    let start = usize::try_from(layout.data_start).unwrap_or(usize::MAX);
+    if !inflate::is_gzip(raw) {
+        let voxels = raw.get(start..).unwrap_or_default();
+        return match voxels.get(..needed) {
+            Some(voxels) => Ok(bytemuck::pod_collect_to_vec(voxels)),
+            None => Err(holds(voxels.len())),
+        };
+    }
+    inflate::inflate_range(raw, start, needed).map_err(corrupt(path))?.map_err(holds)
+}
+
+/// The voxel type of a NIfTI datatype, as the rest of the readers name it.
+fn pixel_of(datatype: NiftiType) -> PixelType {
+    match datatype {
+        NiftiType::Uint8 => PixelType::U8,
+        NiftiType::Int8 => PixelType::I8,
+        NiftiType::Int16 => PixelType::I16,
+        NiftiType::Uint16 => PixelType::U16,
+        NiftiType::Int32 => PixelType::I32,
+        NiftiType::Uint32 => PixelType::U32,
+        NiftiType::Int64 => PixelType::I64,
+        NiftiType::Float64 => PixelType::F64,
+        _ => PixelType::F32,
+    }
+}
+
+/// Scales values in place as ITK and the nifti crate do: `value * scl_slope + scl_inter` in float32,
+/// with [`with_valid_scaling`]'s reading of the fields.
+fn scale(values: &mut [f32], header: &NiftiHeader) {
+    let NiftiHeader { scl_slope, scl_inter, .. } = with_valid_scaling(header);
+    values.iter_mut().for_each(|v| *v = *v * scl_slope + scl_inter);
+}
+
+/// Stored voxel bytes (`datatype`, the header's byte order) as scaled `f32` values.
+fn values_f32(bytes: &[u8], datatype: NiftiType, header: &NiftiHeader) -> Vec<f32> {
+    let mut values = pixel_of(datatype).decode(bytes, header.endianness == nifti::Endianness::Big);
+    scale(&mut values, header);
+    values
+}
+
+/// `values` of volumes of `shape` (`[nx, ny, nz]`, i fastest) as C-order arrays in nnU-Net's axis order.
+fn into_volumes(values: Vec<f32>, [nx, ny, nz]: [usize; 3], volumes: usize) -> Vec<Array3<f32>> {
     let array =
-        array.into_shape_with_order(([nx, ny, nz], Order::ColumnMajor)).map_err(|e| Error::bad_input(path, e))?;
-    Ok(array.reversed_axes())
+        |values: Vec<f32>| Array3::from_shape_vec((nz, ny, nx), values).expect("size checked against the header");
+    if volumes == 1 {
+        return vec![array(values)];
+    }
+    values.chunks_exact(nx * ny * nz).map(|volume| array(volume.to_vec())).collect()
+}
+
+/// Reads a NIfTI file's volumes as scaled `f32` values, decoding float32 voxels in the buffer they are
+/// inflated into (the common case of nnU-Net datasets, one buffer instead of two).
+fn read_f32_volumes(path: &Path) -> Result<(Layout, Vec<Array3<f32>>)> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    let layout = read_layout(path, &raw)?;
+    let values = if layout.datatype == NiftiType::Float32 {
+        let mut values: Vec<f32> = voxel_data(path, &raw, &layout)?;
+        drop(raw);
+        if layout.header.endianness != nifti::Endianness::native() {
+            values.iter_mut().for_each(|v| *v = f32::from_bits(v.to_bits().swap_bytes()));
+        }
+        scale(&mut values, &layout.header);
+        values
+    } else {
+        let bytes: Vec<u8> = voxel_data(path, &raw, &layout)?;
+        drop(raw);
+        values_f32(&bytes, layout.datatype, &layout.header)
+    };
+    let volumes = into_volumes(values, layout.shape, layout.volumes);
+    Ok((layout, volumes))
 }
 
 /// One 3-D volume of a NIfTI file (a channel of an MSD-style 4-D image), kept as stored: the header of
@@ -310,20 +371,18 @@ pub struct Volume {
 
 /// Reads a 2-D, 3-D or 4-D NIfTI file as its volumes along the 4th dimension (one for a 2-D or 3-D file).
 pub fn read_volumes(path: &Path) -> Result<Vec<Volume>> {
-    let stored = read_stored(path, true)?;
-    let mut header = stored.header;
-    if header.dim[0] > 3 {
-        header.dim = [3, header.dim[1], header.dim[2], header.dim[3], 1, 1, 1, 1];
-    }
-    let volume_bytes = stored.shape.iter().product::<usize>() * stored.datatype.size_of();
-    let volume = |bytes| Volume { header: header.clone(), shape: stored.shape, datatype: stored.datatype, bytes };
-    if stored.volumes == 1 {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    let layout = read_layout(path, &raw)?;
+    let mut bytes: Vec<u8> = voxel_data(path, &raw, &layout)?;
+    let header = layout.volume_header();
+    let volume_bytes = layout.volume_voxels() * layout.datatype.size_of();
+    let volume = |bytes| Volume { header: header.clone(), shape: layout.shape, datatype: layout.datatype, bytes };
+    if layout.volumes == 1 {
         // no copy of the common case
-        let mut bytes = stored.bytes;
         bytes.truncate(volume_bytes);
         return Ok(vec![volume(bytes)]);
     }
-    Ok(stored.bytes[..volume_bytes * stored.volumes].chunks_exact(volume_bytes).map(|b| volume(b.to_vec())).collect())
+    Ok(bytes[..layout.needed].chunks_exact(volume_bytes).map(|b| volume(b.to_vec())).collect())
 }
 
 /// Writes a volume as a 3-D NIfTI file with its own header, datatype and voxel values. A volume whose
@@ -332,8 +391,8 @@ pub fn read_volumes(path: &Path) -> Result<Vec<Volume>> {
 pub fn write_volume(path: &Path, volume: &Volume) -> Result<()> {
     let scaled = with_valid_scaling(&volume.header);
     if scaled.scl_slope != 1.0 || scaled.scl_inter != 0.0 {
-        let data = to_f32(path, &volume.header, volume.shape, volume.bytes.clone())?;
-        return write_like(path, data.view(), &volume.header);
+        let data = into_volumes(values_f32(&volume.bytes, volume.datatype, &volume.header), volume.shape, 1);
+        return write_like(path, data[0].view(), &volume.header);
     }
     let mut bytes = volume.bytes.clone();
     let width = volume.datatype.size_of();
@@ -542,6 +601,67 @@ mod tests {
         let image = read_image(&path).unwrap();
         assert_eq!(image.data, data.mapv(|v| f32::from(v) * 0.5 + 3.0));
         assert_eq!(image.data, read_image(&source).unwrap().data);
+    }
+
+    #[test]
+    fn every_gzip_layout_reads_the_same_voxels() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("f.nii.gz");
+        let data = Array3::from_shape_fn((3, 4, 5), |(z, y, x)| (z * 100 + y * 10 + x) as f32 / 4.0 - 7.0);
+        write_new(&source, data.view(), &geometry()).unwrap();
+        let member = std::fs::read(&source).unwrap();
+        let mut inflated = Vec::new();
+        MultiGzDecoder::new(member.as_slice()).read_to_end(&mut inflated).unwrap();
+        let gzip = |bytes: &[u8]| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(bytes).unwrap();
+            encoder.finish().unwrap()
+        };
+        let mut lying_size = member.clone();
+        let at = lying_size.len() - 4;
+        lying_size[at..].copy_from_slice(&12345u32.to_le_bytes());
+        let variants = [
+            ("one member", member.clone()),
+            ("an ISIZE that lies", lying_size),
+            ("two members (bgzip)", [gzip(&inflated[..400]), gzip(&inflated[400..])].concat()),
+            ("bytes after the voxels", gzip(&[inflated.as_slice(), b"trailing"].concat())),
+        ];
+        for (name, bytes) in variants {
+            let path = dir.path().join("variant.nii.gz");
+            std::fs::write(&path, bytes).unwrap();
+            let images = read_nifti(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(images[0].data, data, "{name}");
+        }
+        // a stream cut within the voxels (the header whole) is refused by the streaming decoder
+        let cut = gzip(&inflated);
+        let path = dir.path().join("cut.nii.gz");
+        std::fs::write(&path, &cut[..cut.len() - 40]).unwrap();
+        let error = read_nifti(&path).unwrap_err();
+        assert!(error.message.contains("corrupt or truncated gzip stream"), "{error}");
+    }
+
+    #[test]
+    fn float32_voxels_are_scaled_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("scaled.nii");
+        let data = Array3::from_shape_fn((3, 4, 5), |(z, y, x)| (z * 100 + y * 10 + x) as f32 - 0.25);
+        write_new(&source, data.view(), &geometry()).unwrap();
+        let mut bytes = std::fs::read(&source).unwrap();
+        bytes[112..116].copy_from_slice(&0.5f32.to_le_bytes());
+        bytes[116..120].copy_from_slice(&3.0f32.to_le_bytes());
+        std::fs::write(&source, &bytes).unwrap();
+        let image = read_image(&source).unwrap();
+        assert_eq!(image.data, data.mapv(|v| v * 0.5 + 3.0));
+        assert_eq!(image.stored.pixel, PixelType::F32);
+        // a header claiming more voxels than the file holds
+        bytes[42..44].copy_from_slice(&6u16.to_le_bytes());
+        std::fs::write(&source, &bytes).unwrap();
+        let error = read_image(&source).unwrap_err();
+        assert!(
+            error.message.ends_with("header claims 72 voxels (288 bytes) but the file holds 240 bytes of voxel data"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -233,10 +233,7 @@ pub fn read_nrrd(path: &Path) -> Result<RasterImage> {
     let raw = if gzip {
         let skip = usize::try_from(byte_skip)
             .map_err(|_| Error::bad_input(path, "byte skip -1 is only valid with raw encoding"))?;
-        let total = expected.checked_add(skip).ok_or_else(|| Error::bad_input(path, "byte skip overflows"))?;
-        let mut raw = inflate(path, stored, total)?;
-        raw.drain(..skip);
-        raw
+        std::borrow::Cow::Owned(inflate(path, stored, skip, expected)?)
     } else {
         let stored = if byte_skip == -1 {
             &stored[stored.len().saturating_sub(expected)..]
@@ -244,7 +241,7 @@ pub fn read_nrrd(path: &Path) -> Result<RasterImage> {
             let skip = usize::try_from(byte_skip).unwrap_or(usize::MAX);
             stored.get(skip..).ok_or_else(|| Error::bad_input(path, "truncated data: shorter than its byte skip"))?
         };
-        exact_prefix(path, stored, expected)?.to_vec()
+        std::borrow::Cow::Borrowed(exact_prefix(path, stored, expected)?)
     };
     let data = to_array(&raw, pixel, big_endian, &sizes, channel_file_axis);
     Ok(RasterImage { data, pixel, channel_axis: channel_file_axis.is_some(), spacing, origin, direction })

@@ -5,7 +5,6 @@
 
 use crate::{Error, Result};
 use ndarray::{ArrayD, IxDyn};
-use std::io::Read;
 use std::path::Path;
 
 /// Longest text header accepted; real MetaImage and NRRD headers are well under a kilobyte.
@@ -81,14 +80,11 @@ pub enum PixelType {
 }
 
 macro_rules! decode_as {
-    ($t:ty, $bytes:expr, $big:expr) => {
-        $bytes
-            .chunks_exact(size_of::<$t>())
-            .map(|c| {
-                let a = c.try_into().expect("chunk has the type's size");
-                (if $big { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }) as f32
-            })
-            .collect()
+    ($t:ty, $bytes:expr, $big:expr, $out:expr) => {
+        for (value, c) in $out.iter_mut().zip($bytes.chunks_exact(size_of::<$t>())) {
+            let a = c.try_into().expect("chunk has the type's size");
+            *value = (if $big { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }) as f32;
+        }
     };
 }
 
@@ -116,18 +112,20 @@ impl PixelType {
 
     /// Values as `f32`, as nnU-Net's readers cast them; `bytes.len()` is a multiple of the size.
     pub(crate) fn decode(self, bytes: &[u8], big_endian: bool) -> Vec<f32> {
+        let mut out = crate::inflate::zeroed_buffer(bytes.len() / self.size());
         match self {
-            Self::U8 => bytes.iter().map(|&b| f32::from(b)).collect(),
-            Self::I8 => bytes.iter().map(|&b| f32::from(b as i8)).collect(),
-            Self::U16 => decode_as!(u16, bytes, big_endian),
-            Self::I16 => decode_as!(i16, bytes, big_endian),
-            Self::U32 => decode_as!(u32, bytes, big_endian),
-            Self::I32 => decode_as!(i32, bytes, big_endian),
-            Self::U64 => decode_as!(u64, bytes, big_endian),
-            Self::I64 => decode_as!(i64, bytes, big_endian),
-            Self::F32 => decode_as!(f32, bytes, big_endian),
-            Self::F64 => decode_as!(f64, bytes, big_endian),
+            Self::U8 => out.iter_mut().zip(bytes).for_each(|(v, &b)| *v = f32::from(b)),
+            Self::I8 => out.iter_mut().zip(bytes).for_each(|(v, &b)| *v = f32::from(b as i8)),
+            Self::U16 => decode_as!(u16, bytes, big_endian, out),
+            Self::I16 => decode_as!(i16, bytes, big_endian, out),
+            Self::U32 => decode_as!(u32, bytes, big_endian, out),
+            Self::I32 => decode_as!(i32, bytes, big_endian, out),
+            Self::U64 => decode_as!(u64, bytes, big_endian, out),
+            Self::I64 => decode_as!(i64, bytes, big_endian, out),
+            Self::F32 => decode_as!(f32, bytes, big_endian, out),
+            Self::F64 => decode_as!(f64, bytes, big_endian, out),
         }
+        out
     }
 
     /// Little-endian bytes of `values`; the first value this type cannot hold exactly is the error.
@@ -180,27 +178,18 @@ pub(crate) fn exact_prefix<'a>(path: &Path, data: &'a [u8], expected: usize) -> 
     })
 }
 
-/// Decompresses exactly `expected` bytes from a zlib or gzip stream (told apart by gzip's magic bytes),
-/// growing the buffer only as the stream yields data, so a small file cannot claim a huge allocation.
-pub(crate) fn inflate(path: &Path, compressed: &[u8], expected: usize) -> Result<Vec<u8>> {
-    let reader: Box<dyn Read + '_> = if compressed.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(compressed))
-    } else {
-        Box::new(flate2::read::ZlibDecoder::new(compressed))
-    };
-    // deflate expands at most about 1032-fold, so a small file cannot claim a huge buffer
-    let mut out = Vec::with_capacity(expected.min(compressed.len().saturating_mul(1032)));
-    reader
-        .take(expected as u64)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::bad_input(path, format!("corrupt compressed data: {e}")))?;
-    if out.len() < expected {
-        return Err(Error::bad_input(
-            path,
-            format!("truncated data: the header promises {expected} bytes, the compressed stream holds {}", out.len()),
-        ));
-    }
-    Ok(out)
+/// Decompresses exactly `expected` bytes from a zlib or gzip stream (told apart by gzip's magic bytes)
+/// that starts with `skip` bytes of something else (a header), growing the buffer only as the stream
+/// yields data, so a small file cannot claim a huge allocation.
+pub(crate) fn inflate(path: &Path, compressed: &[u8], skip: usize, expected: usize) -> Result<Vec<u8>> {
+    crate::inflate::inflate_range(compressed, skip, expected)
+        .map_err(|e| Error::bad_input(path, format!("corrupt compressed data: {e}")))?
+        .map_err(|holds| {
+            Error::bad_input(
+                path,
+                format!("truncated data: the header promises {expected} bytes, the compressed stream holds {holds}"),
+            )
+        })
 }
 
 /// Decodes `bytes` (file order, first file axis fastest) into a C-order array in nnU-Net's order, with
@@ -263,11 +252,7 @@ pub(crate) fn join(values: &[f64], separator: &str) -> String {
 
 /// Writes a text header followed by the voxel bytes, atomically: the layout of `.mha` and `.nrrd`.
 pub(crate) fn write_header_and_data(path: &Path, header: String, data: &[u8]) -> Result<()> {
-    crate::output::write_atomically(path, |tmp| {
-        let mut bytes = header.into_bytes();
-        bytes.extend_from_slice(data);
-        std::fs::write(tmp, bytes).map_err(|e| Error::io(path, &e))
-    })
+    crate::output::write_parts(path, &[header.as_bytes(), data])
 }
 
 /// The message of a reader's refusal, checked to be one line of bad input (the readers' tests).

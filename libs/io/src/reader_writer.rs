@@ -4,6 +4,7 @@
 
 use crate::image::{Format, Image, Stored, from_raster};
 use crate::{Error, Geometry, Result, gipl, metaimage, natural, nifti, nrrd, tiff};
+use ndarray::Array3;
 use std::path::{Path, PathBuf};
 
 /// One of nnU-Net's reader-writer classes, in the order nnU-Net tries them
@@ -111,18 +112,43 @@ impl ReaderWriter {
     /// Reads a case's image files as its channels (`read_images`): one per file, or several for an
     /// RGB(A) or 4-D file; every file must give the same number of channels.
     pub fn read_images(self, paths: &[PathBuf]) -> Result<Vec<Image<f32>>> {
-        let Some(first) = paths.first() else { return Ok(Vec::new()) };
+        self.read_case(paths, None).images
+    }
+
+    /// Reads a case: its image files as [`Self::read_images`] reads them and its label map, when given,
+    /// as [`Self::read_seg`] does. The files are decoded at once, each on its own thread, so that a case
+    /// is read in the time of its largest file when cores are free (nn-infer reads one case at a time;
+    /// nn-resample's and nn-fingerprint's last cases). Plain threads rather than the rayon pool: a
+    /// worker waiting for a file there could start another case meanwhile, and a case's files are held
+    /// together anyway, so this holds no more memory than reading them one after another.
+    pub fn read_case(self, paths: &[PathBuf], label: Option<&Path>) -> CaseImages {
+        let Some(first) = paths.first() else {
+            return CaseImages { images: Ok(Vec::new()), label: label.map(|path| self.read_seg(path)) };
+        };
+        let read_image = |path: &PathBuf| self.read_file(path, SidecarName::OfImage(first));
+        let (read, label) = std::thread::scope(|scope| {
+            let label = label.map(|path| scope.spawn(move || self.read_seg(path)));
+            let others: Vec<_> = paths[1..].iter().map(|path| scope.spawn(move || read_image(path))).collect();
+            let mut read = vec![read_image(first)];
+            read.extend(others.into_iter().map(joined));
+            (read, label.map(joined))
+        });
+        CaseImages { images: self.channels(paths, read), label }
+    }
+
+    /// The channels of a case's files, read in `read`; the first failure in file order is the error.
+    fn channels(self, paths: &[PathBuf], read: Vec<Result<Vec<Image<f32>>>>) -> Result<Vec<Image<f32>>> {
         let mut channels = Vec::new();
         let mut per_file = None;
-        for path in paths {
-            let mut images = self.read_file(path, SidecarName::OfImage(first))?;
+        for (path, images) in paths.iter().zip(read) {
+            let mut images = images?;
             let count = images.len();
             if *per_file.get_or_insert(count) != count {
                 return Err(Error::bad_input(
                     path,
                     format!(
                         "holds {count} channel(s) where {} holds {} (RGB and grey images cannot be mixed)",
-                        first.display(),
+                        paths[0].display(),
                         per_file.unwrap_or(count)
                     ),
                 ));
@@ -147,17 +173,8 @@ impl ReaderWriter {
         let [image] = <[Image<f32>; 1]>::try_from(images).map_err(|images| {
             Error::bad_input(path, format!("a label map must hold one channel, this one holds {}", images.len()))
         })?;
-        let mut bad = None;
-        let data = image.data.mapv(|v| {
-            let label = v as i32;
-            if !v.is_finite() || label as f32 != v {
-                bad.get_or_insert(v);
-            }
-            label
-        });
-        if let Some(value) = bad {
-            return Err(Error::bad_input(path, format!("label map holds a non-integer value ({value})")));
-        }
+        let data = to_labels(image.data)
+            .map_err(|value| Error::bad_input(path, format!("label map holds a non-integer value ({value})")))?;
         Ok(Image { data, geometry: image.geometry, stored: image.stored })
     }
 
@@ -236,6 +253,44 @@ impl ReaderWriter {
     }
 }
 
+/// A case as [`ReaderWriter::read_case`] reads it.
+#[derive(Debug)]
+pub struct CaseImages {
+    /// Its channels, or the first failure in file order.
+    pub images: Result<Vec<Image<f32>>>,
+    /// Its label map, when one was asked for.
+    pub label: Option<Result<Image<i32>>>,
+}
+
+/// What a reading thread returned; its panic goes on in the caller.
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Voxel values as integer labels, converted in the buffer they were read into (a label map is as large
+/// as an image); the error is the first value that is not a finite integer.
+fn to_labels(data: Array3<f32>) -> std::result::Result<Array3<i32>, f32> {
+    let (shape, voxels) = (data.raw_dim(), data.len());
+    // the values' bits, each replaced by its label below
+    let mut labels: Vec<i32> = if data.is_standard_layout() {
+        let (values, offset) = data.into_raw_vec_and_offset();
+        let mut bits: Vec<i32> = bytemuck::allocation::cast_vec(values);
+        bits.drain(..offset.unwrap_or(0));
+        bits.truncate(voxels);
+        bits
+    } else {
+        data.iter().map(|v| v.to_bits() as i32).collect()
+    };
+    for label in &mut labels {
+        let value = f32::from_bits(*label as u32);
+        *label = value as i32;
+        if !value.is_finite() || *label as f32 != value {
+            return Err(value);
+        }
+    }
+    Ok(Array3::from_shape_vec(shape, labels).expect("one label per voxel"))
+}
+
 /// Where Tiff3DIO looks for a file's spacing sidecar: beside a case's first image without its channel
 /// suffix (`CASE_0000.tif` -> `CASE.json`, `Tiff3DIO.read_images`), or beside a label map with its ending
 /// replaced (`CASE.tif` -> `CASE.json`, `Tiff3DIO.read_seg`).
@@ -278,6 +333,55 @@ mod tests {
         );
         let nifti1 = fixture("nifti2_twin_i16.nii.gz");
         assert_eq!(ReaderWriter::for_ending(".nii.gz", Some(&nifti1)).unwrap(), ReaderWriter::SimpleItk);
+    }
+
+    #[test]
+    fn labels_are_converted_in_place_or_from_any_layout() {
+        let values = Array3::from_shape_fn((2, 3, 4), |(z, y, x)| (z * 12 + y * 4 + x) as f32 - 5.0);
+        let expected = values.mapv(|v| v as i32);
+        let copy = values.clone();
+        let pointer = copy.as_ptr() as usize;
+        let labels = to_labels(copy).unwrap();
+        assert_eq!(labels, expected);
+        assert_eq!(labels.as_ptr() as usize, pointer, "the buffer read into is reused");
+        // a transposed array and one starting inside its buffer give the same labels
+        assert_eq!(to_labels(values.clone().reversed_axes()).unwrap(), expected.clone().reversed_axes());
+        let mut sliced = values.clone();
+        sliced.slice_collapse(ndarray::s![1.., .., ..]);
+        assert_eq!(to_labels(sliced).unwrap(), expected.slice(ndarray::s![1.., .., ..]));
+        // the first value in array order that is not a finite integer
+        let mut bad = values;
+        bad[[1, 0, 2]] = f32::NAN;
+        bad[[0, 2, 1]] = 2.5;
+        assert_eq!(to_labels(bad.clone()).unwrap_err(), 2.5);
+        bad[[0, 2, 1]] = 1e10;
+        assert_eq!(to_labels(bad).unwrap_err(), 1e10);
+    }
+
+    #[test]
+    fn a_case_is_its_channels_and_label_with_the_first_failure_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let geometry =
+            crate::Geometry { spacing: [2.0, 1.0, 1.0], origin: [0.0; 3], direction: crate::geometry::IDENTITY };
+        let channel = |c: usize| Array3::from_shape_fn((2, 3, 4), |(z, y, x)| (c * 100 + z * 12 + y * 4 + x) as f32);
+        let paths: Vec<PathBuf> = (0..3).map(|c| dir.path().join(format!("case_{c:04}.nii.gz"))).collect();
+        for (c, path) in paths.iter().enumerate() {
+            crate::write_new(path, channel(c).view(), &geometry).unwrap();
+        }
+        let label = dir.path().join("case.nii.gz");
+        crate::write_new(&label, channel(0).mapv(|v| (v as u8) % 3).view(), &geometry).unwrap();
+        let CaseImages { images, label: seg } = ReaderWriter::SimpleItk.read_case(&paths, Some(&label));
+        let images = images.unwrap();
+        assert_eq!(images.iter().map(|i| i.data.clone()).collect::<Vec<_>>(), [channel(0), channel(1), channel(2)]);
+        assert_eq!(seg.unwrap().unwrap().data, channel(0).mapv(|v| v as i32 % 3));
+        assert!(ReaderWriter::SimpleItk.read_case(&paths, None).label.is_none());
+        // channels 1 and 2 unreadable: channel 1 is named, the label is read regardless
+        std::fs::write(&paths[1], b"not a nifti").unwrap();
+        std::fs::write(&paths[2], b"not a nifti either").unwrap();
+        let CaseImages { images, label: seg } = ReaderWriter::SimpleItk.read_case(&paths, Some(&label));
+        let error = images.unwrap_err();
+        assert!(error.message.starts_with(&paths[1].display().to_string()), "{error}");
+        assert!(seg.unwrap().is_ok());
     }
 
     #[test]

@@ -203,7 +203,8 @@ fn resampling(kwargs: &ResamplingKwargs) -> Resampling {
 /// Reads and preprocesses one case.
 pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocessed> {
     let reader_writer = files.reader_writer.unwrap_or(recipe.reader_writer);
-    let images = reader_writer.read_images(&files.images)?;
+    let nntools_io::CaseImages { images, label } = reader_writer.read_case(&files.images, files.label.as_deref());
+    let images = images?;
     if images.len() != recipe.channels() {
         let counts = format!("case {} has {} channel(s), the plans {}", files.id, images.len(), recipe.channels());
         let first = files.images.first().map_or(PathBuf::from(&files.id), PathBuf::clone);
@@ -225,8 +226,7 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
         files.images.iter().flat_map(|p| std::iter::repeat_n(p.clone(), per_file)).collect();
     let geometry: Geometry = images[0].geometry;
     let stored = images[0].stored.clone();
-    let label =
-        files.label.as_deref().map(|path| reader_writer.read_seg(path).map(|label| (path, label))).transpose()?;
+    let label = files.label.as_deref().zip(label).map(|(path, label)| label.map(|label| (path, label))).transpose()?;
     let findings = check_case(&channel_paths, &images, label.as_ref().map(|(p, l)| (*p, l)), &recipe.label_values);
     if let Some(problem) = findings.problems.into_iter().next() {
         return Err(problem.into());

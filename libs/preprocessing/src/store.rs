@@ -10,8 +10,8 @@
 
 use crate::case::{CaseFiles, Preprocessed, Properties, Recipe, preprocess_case};
 use ndarray::{Array2, Array3, ArrayD, Axis};
-use ndarray_npy::{ReadNpyExt, WriteNpyExt};
-use nntools_io::{Error, OutputLock, Result, write_atomically, write_json};
+use ndarray_npy::ReadNpyExt;
+use nntools_io::{Error, OutputLock, Result, write_json, write_npy};
 use nntools_layout::preprocessed::{MANIFEST, data_file, locations_file, properties_file, seg_file};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -95,19 +95,6 @@ fn is_current(out: &Path, files: &CaseFiles, provenance: &Provenance) -> bool {
         && record.outputs.iter().all(|(name, bytes)| file_size(&out.join(name)) == Some(*bytes))
 }
 
-fn write_npy<T: WriteNpyExt>(path: &Path, array: &T) -> Result<()> {
-    write_atomically(path, |tmp| {
-        let file = std::fs::File::create(tmp).map_err(|e| Error::io(path, &e))?;
-        let mut writer = std::io::BufWriter::new(file);
-        array.write_npy(&mut writer).map_err(|e| Error::runtime(path, e))?;
-        let file = writer.into_inner().map_err(|e| Error::runtime(path, e.error()))?;
-        // No fsync per file: CASE.json records every array's size, so an array that a power loss
-        // truncated makes its case stale instead of silently wrong.
-        drop(file);
-        Ok(())
-    })
-}
-
 /// Writes a label map as preprocessed label maps are stored: `(1, z, y, x)`, int8, or int16 when a
 /// value exceeds 127.
 pub fn write_label_map_npy(path: &Path, labels: &Array3<i16>) -> Result<()> {
@@ -115,7 +102,7 @@ pub fn write_label_map_npy(path: &Path, labels: &Array3<i16>) -> Result<()> {
     if labels.iter().all(|&v| v <= i16::from(i8::MAX)) {
         write_npy(path, &labels.mapv(|v| v as i8))
     } else {
-        write_npy(path, &labels.to_owned())
+        write_npy(path, &*labels)
     }
 }
 
