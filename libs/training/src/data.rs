@@ -9,7 +9,7 @@
 //! the run, and a resumed run draws exactly the batches the uninterrupted one would have.
 
 use memmap2::Mmap;
-use ndarray::{Array2, Array4, ArrayD, ArrayView, ArrayView3, ArrayView4, Axis, Dimension, s};
+use ndarray::{Array2, Array4, Array5, ArrayD, ArrayView, ArrayView3, ArrayView4, ArrayViewMut4, Axis, Dimension, s};
 use ndarray_npy::{ReadNpyExt, ViewElement, ViewNpyExt};
 use nntools_io::{Error, Result};
 use nntools_layout::preprocessed::PreprocessedDir;
@@ -23,8 +23,11 @@ use std::thread::JoinHandle;
 
 /// Share of each batch forced to contain foreground (its last samples).
 const OVERSAMPLE_FOREGROUND: f64 = 0.33;
-/// Finished batches each loader thread may hold ahead of the training step.
-const PREFETCH_PER_WORKER: usize = 2;
+/// Finished batches each loader thread may queue ahead of the training step, besides the one it holds
+/// while the queue is full. Training batches are cropped at the enlarged initial patch (205³ voxels
+/// for a 128³ patch: about 100 MB at batch 2), so every queued one counts in peak memory; one per
+/// thread still leaves a batch ready while the next is cropped.
+const PREFETCH_PER_WORKER: usize = 1;
 
 /// A memory-mapped label map `(1, z, y, x)` by element type: nn-resample writes int8, and int16 past
 /// 127 labels.
@@ -210,16 +213,29 @@ impl PatchSampler {
     /// The patch of `case` at `corner`: image `(c, pz, py, px)` and labels `(1, pz, py, px)`, or
     /// `(2, ...)` with the previous stage's labels.
     pub fn crop(&self, case: &TrainingCase, corner: [i64; 3]) -> (Array4<f32>, Array4<i16>) {
-        let image = case.data();
         let [pz, py, px] = self.patch;
-        let mut data = Array4::<f32>::zeros((image.shape()[0], pz, py, px));
+        let mut data = Array4::<f32>::zeros((case.data().shape()[0], pz, py, px));
         let mut seg = Array4::<i16>::from_elem((case.labels.len(), pz, py, px), -1);
+        self.crop_into(case, corner, data.view_mut(), seg.view_mut());
+        (data, seg)
+    }
+
+    /// [`Self::crop`] into a batch's slots, which hold the padding values (image 0, labels -1), so
+    /// that a batch is cropped in place rather than stacked from copies of its patches.
+    fn crop_into(
+        &self,
+        case: &TrainingCase,
+        corner: [i64; 3],
+        mut data: ArrayViewMut4<f32>,
+        mut seg: ArrayViewMut4<i16>,
+    ) {
+        let image = case.data();
         let shape = case.shape();
         // overlap of the patch with the image, in image and in patch coordinates
         let from = [0, 1, 2].map(|a| corner[a].max(0) as usize);
         let to = [0, 1, 2].map(|a| ((corner[a] + self.patch[a] as i64).min(shape[a] as i64)).max(0) as usize);
         if (0..3).any(|a| from[a] >= to[a]) {
-            return (data, seg);
+            return;
         }
         let at = [0, 1, 2].map(|a| (from[a] as i64 - corner[a]) as usize);
         let len = [0, 1, 2].map(|a| to[a] - from[a]);
@@ -232,7 +248,6 @@ impl PatchSampler {
         }
         data.slice_mut(s![.., at[0]..at[0] + len[0], at[1]..at[1] + len[1], at[2]..at[2] + len[2]])
             .assign(&image.slice(s![.., from[0]..to[0], from[1]..to[1], from[2]..to[2]]));
-        (data, seg)
     }
 }
 
@@ -260,31 +275,24 @@ impl BatchPlan {
     pub fn batch(&self, index: u64) -> Batch {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(index);
-        let patches: Vec<_> = (0..self.batch_size)
-            .map(|i| {
-                let case = &self.cases[rng.random_range(0..self.cases.len())];
-                let foreground = PatchSampler::forces_foreground(i, self.batch_size);
-                let corner = self.sampler.corner(case, foreground, &mut rng);
-                self.sampler.crop(case, corner)
-            })
-            .collect();
-        let (data, seg) = stack(patches, self.two_d);
+        let [pz, py, px] = self.sampler.patch;
+        let (channels, seg_channels) = (self.cases[0].data().shape()[0], self.cases[0].labels.len());
+        let mut data = Array5::<f32>::zeros((self.batch_size, channels, pz, py, px));
+        let mut seg = Array5::<i16>::from_elem((self.batch_size, seg_channels, pz, py, px), -1);
+        for (i, (data, seg)) in data.outer_iter_mut().zip(seg.outer_iter_mut()).enumerate() {
+            let case = &self.cases[rng.random_range(0..self.cases.len())];
+            let foreground = PatchSampler::forces_foreground(i, self.batch_size);
+            let corner = self.sampler.corner(case, foreground, &mut rng);
+            self.sampler.crop_into(case, corner, data, seg);
+        }
+        let (mut data, mut seg) = (data.into_dyn(), seg.into_dyn());
+        // 2d patches are (1, y, x): the singleton axis goes
+        if self.two_d {
+            data = data.index_axis_move(Axis(2), 0);
+            seg = seg.index_axis_move(Axis(2), 0);
+        }
         Batch { data, seg, rng }
     }
-}
-
-/// Stacks patches into `(b, c, ...)` and `(b, 1 or 2, ...)` arrays, dropping the singleton axis of 2d
-/// patches.
-fn stack(patches: Vec<(Array4<f32>, Array4<i16>)>, two_d: bool) -> (ArrayD<f32>, ArrayD<i16>) {
-    let views_data: Vec<_> = patches.iter().map(|(d, _)| d.view().insert_axis(Axis(0))).collect();
-    let views_seg: Vec<_> = patches.iter().map(|(_, s)| s.view().insert_axis(Axis(0))).collect();
-    let mut data = ndarray::concatenate(Axis(0), &views_data).expect("equal patch shapes").into_dyn();
-    let mut seg = ndarray::concatenate(Axis(0), &views_seg).expect("equal patch shapes").into_dyn();
-    if two_d {
-        data = data.index_axis_move(Axis(2), 0);
-        seg = seg.index_axis_move(Axis(2), 0);
-    }
-    (data, seg)
 }
 
 /// Batches `first..first + count` of a plan, made by background threads and yielded in order; each

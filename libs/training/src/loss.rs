@@ -49,15 +49,21 @@ impl DiceCeLoss {
     fn dice(&self, logits: &Tensor, target: &Tensor, mask: Option<&Tensor>) -> Tensor {
         let probabilities = logits.softmax(1, Kind::Float);
         let classes = logits.size()[1];
-        // background excluded: channels 1..
-        let reference =
-            tch::no_grad(|| probabilities.zeros_like().scatter_value(1, target, 1.0).narrow(1, 1, classes - 1));
+        // background excluded: channels 1..; the one-hot is boolean (a quarter of nnU-Net's float32
+        // y_onehot in MemoryEfficientSoftDiceLoss, kept until the backward pass): products and sums with
+        // it promote to float32 with the same values
+        let reference = tch::no_grad(|| {
+            Tensor::zeros(probabilities.size(), (Kind::Bool, probabilities.device()))
+                .scatter_value(1, target, 1)
+                .narrow(1, 1, classes - 1)
+        });
         soft_dice(&probabilities.narrow(1, 1, classes - 1), &reference, mask, self.batch_dice)
     }
 }
 
-/// `MemoryEfficientSoftDiceLoss` on probabilities and a one-hot reference `(b, c, ...)`, inside `mask`
-/// `(b, 1, ...)` if given: minus the mean Dice over channels (and samples, unless `batch_dice`).
+/// `MemoryEfficientSoftDiceLoss` on probabilities and a one-hot reference `(b, c, ...)`, float or bool,
+/// inside `mask` `(b, 1, ...)` if given: minus the mean Dice over channels (and samples, unless
+/// `batch_dice`).
 fn soft_dice(probabilities: &Tensor, reference: &Tensor, mask: Option<&Tensor>, batch_dice: bool) -> Tensor {
     let spatial: Vec<i64> = (2..probabilities.dim() as i64).collect();
     let sum = |t: &Tensor| t.sum_dim_intlist(spatial.as_slice(), false, Kind::Float);
