@@ -1,7 +1,9 @@
 //! What every nn-tools binary shares, so the tools behave alike: errors printed one line per problem
 //! with exit code 2 for bad input and 1 for runtime failures, the common flags ([`flags`]: `-j`, `-q`,
-//! `--device`, `--force`), and progress bars that appear on stderr only when it is a terminal.
+//! `--device`, `--force`), progress bars that appear on stderr only when it is a terminal, and the global
+//! allocator ([`alloc`]).
 
+pub mod alloc;
 pub mod flags;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};

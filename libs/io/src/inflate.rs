@@ -23,29 +23,6 @@ pub(crate) fn most_inflated(compressed: &[u8]) -> usize {
     compressed.len().saturating_mul(MAX_EXPANSION)
 }
 
-/// Buffers from this size on ask for transparent huge pages (the machines this was measured on offer them
-/// on request only, `madvise` mode). Filling a fresh 35 MB buffer of 4 KB pages takes 8,700 page faults:
-/// libdeflate decoding Dataset005's 18 files into new buffers took 0.73 s, into huge pages 0.45 s.
-const HUGE_PAGES_FROM: usize = 4 << 20;
-
-/// A buffer of `len` zero elements, not yet touched, backed by huge pages when it is large and the
-/// kernel has them to give.
-pub(crate) fn zeroed_buffer<E: bytemuck::Pod>(len: usize) -> Vec<E> {
-    let mut buffer = vec![E::zeroed(); len];
-    let bytes = std::mem::size_of_val(buffer.as_slice());
-    if bytes >= HUGE_PAGES_FROM {
-        let page = rustix::param::page_size();
-        let start = buffer.as_mut_ptr() as usize;
-        let (from, to) = (start.next_multiple_of(page), (start + bytes) / page * page);
-        // SAFETY: [from, to) lies within the buffer's allocation, which is owned here; MADV_HUGEPAGE
-        // changes only how the kernel backs these pages, never their contents. A refusal (no THP, an old
-        // kernel) leaves them as they are.
-        let _ =
-            unsafe { rustix::mm::madvise(from as *mut std::ffi::c_void, to - from, rustix::mm::Advice::LinuxHugepage) };
-    }
-    buffer
-}
-
 /// The `len` bytes that `compressed` (gzip when it starts with gzip's magic, else zlib) inflates to,
 /// decoded in one call, when its first member inflates to exactly `len` bytes; as elements of `E` so that
 /// a caller can decode into the buffer it keeps (float32 voxels), the bytes first and any rest of the
@@ -64,7 +41,7 @@ pub(crate) fn whole_member<E: bytemuck::Pod>(compressed: &[u8], len: usize) -> O
             return None;
         }
     }
-    let mut buffer = zeroed_buffer::<E>(len.div_ceil(size_of::<E>()));
+    let mut buffer = vec![E::zeroed(); len.div_ceil(size_of::<E>())];
     let out = &mut bytemuck::cast_slice_mut::<E, u8>(&mut buffer)[..len];
     let mut decompressor = Decompressor::new();
     let inflated = if gzip {

@@ -112,7 +112,7 @@ impl PixelType {
 
     /// Values as `f32`, as nnU-Net's readers cast them; `bytes.len()` is a multiple of the size.
     pub(crate) fn decode(self, bytes: &[u8], big_endian: bool) -> Vec<f32> {
-        let mut out = crate::inflate::zeroed_buffer(bytes.len() / self.size());
+        let mut out = vec![0.0; bytes.len() / self.size()];
         match self {
             Self::U8 => out.iter_mut().zip(bytes).for_each(|(v, &b)| *v = f32::from(b)),
             Self::I8 => out.iter_mut().zip(bytes).for_each(|(v, &b)| *v = f32::from(b as i8)),
