@@ -404,3 +404,53 @@ fn a_two_channel_brats_case_runs_end_to_end() {
     let labels = nntools_dataset::Descriptor::read(&raw.join("dataset.json")).unwrap().all_labels();
     assert!(predicted.data.iter().all(|&l| labels.contains(&i64::from(l))), "labels outside the dataset's");
 }
+
+/// One 0.4 mm slice at the model's 1 mm: nnU-Net's `compute_new_shape` rounds that axis to 0 voxels
+/// (and fails); nn-resample keeps 1 and nn-infer predicts the slice in its own shape.
+#[test]
+fn a_slice_thinner_than_half_the_target_spacing_keeps_one_voxel() {
+    let Some(shared) = shared() else { return };
+    let model = shared.join("reference/infer/model");
+    let raw = shared.join("data/Dataset004_Hippocampus");
+    let dir = tempfile::tempdir().unwrap();
+    let [dataset, pre, out] = ["Dataset999_Slice", "pre", "out"].map(|n| dir.path().join(n));
+    for folder in ["imagesTr", "labelsTr"] {
+        std::fs::create_dir_all(dataset.join(folder)).unwrap();
+    }
+    let descriptor = std::fs::read_to_string(raw.join("dataset.json"))
+        .unwrap()
+        .replace("\"numTraining\": 260", "\"numTraining\": 1");
+    std::fs::write(dataset.join("dataset.json"), descriptor).unwrap();
+    // slice 17 of the first (nnU-Net) axis, which is the file's third: ITK spacing z
+    let image = read_image(&raw.join("imagesTr/hippocampus_001_0000.nii.gz")).unwrap();
+    let label = read_label_map(&raw.join("labelsTr/hippocampus_001.nii.gz")).unwrap();
+    let mut geometry = image.geometry;
+    geometry.spacing[2] = 0.4;
+    let input = dataset.join("imagesTr/slice_001_0000.nii.gz");
+    nntools_io::write_new(&input, image.data.slice(ndarray::s![17..18, .., ..]), &geometry).unwrap();
+    let slice_label = label.data.slice(ndarray::s![17..18, .., ..]).mapv(|l| l as u8);
+    nntools_io::write_new(&dataset.join("labelsTr/slice_001.nii.gz"), slice_label.view(), &geometry).unwrap();
+
+    let output = run(
+        "nn-resample",
+        &[&"--plans", &model.join("plans.json"), &"-c", &"3d_fullres", &"-i", &dataset, &"-o", &pre, &"-q"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let file = std::fs::File::open(pre.join("slice_001.npy")).unwrap();
+    let data: ndarray::ArrayD<f32> = ndarray_npy::ReadNpyExt::read_npy(file).unwrap();
+    // 1 x 51 x 35 voxels at 0.4 x 1 x 1 mm, cropped to the nonzero region in-plane
+    assert_eq!(data.shape()[..2], [1, 1], "{:?}", data.shape());
+    assert!(data.shape().iter().all(|&n| n > 0), "{:?}", data.shape());
+
+    let output = run(
+        "nn-infer",
+        &[&"-m", &model, &"-i", &dataset.join("imagesTr"), &"-o", &out, &"--no-tta", &"--device", &"cpu", &"-q"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let predicted = read_label_map(&out.join("slice_001.nii.gz")).unwrap();
+    assert_eq!(predicted.data.shape(), [1, image.data.shape()[1], image.data.shape()[2]]);
+    assert_eq!(
+        placement(predicted.stored.nifti_header.as_ref().unwrap()),
+        placement(read_image(&input).unwrap().stored.nifti_header.as_ref().unwrap())
+    );
+}

@@ -184,9 +184,13 @@ fn transposed<T: Clone>(array: Array3<T>, order: [usize; 3]) -> Array3<T> {
     array.permuted_axes(order).as_standard_layout().into_owned()
 }
 
-/// nnU-Net's `compute_new_shape`: Python-rounded (half to even) voxel counts at the new spacing.
+/// nnU-Net's `compute_new_shape`: Python-rounded (half to even) voxel counts at the new spacing,
+/// at least 1 on a non-empty axis. nnU-Net rounds a thin axis (one 0.4 mm slice at a 1 mm target) to 0
+/// (nnunetv2/preprocessing/resampling/default_resampling.py: `compute_new_shape`), and
+/// `resample_data_or_seg` then makes an empty array; one voxel keeps the case. Inference resamples
+/// back to the cropped input shape kept in the properties, so the output keeps the input's shape.
 pub fn resampled_shape(shape: [usize; 3], spacing: &[f64], target: &[f64]) -> [usize; 3] {
-    [0, 1, 2].map(|a| (spacing[a] / target[a] * shape[a] as f64).round_ties_even() as usize)
+    [0, 1, 2].map(|a| ((spacing[a] / target[a] * shape[a] as f64).round_ties_even() as usize).max(shape[a].min(1)))
 }
 
 fn crop<T: Clone>(array: Array3<T>, bbox: &BoundingBox) -> Array3<T> {
@@ -314,4 +318,19 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
         geometry,
         stored,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resampled_shape;
+
+    #[test]
+    fn a_thin_axis_keeps_one_voxel_and_other_axes_round_half_to_even() {
+        // one 0.4 mm slice at 1 mm: 0.4 voxels, which nnU-Net rounds to 0
+        assert_eq!(resampled_shape([1, 48, 35], &[0.4, 1.0, 1.0], &[1.0, 1.0, 1.0]), [1, 48, 35]);
+        // 5 * 0.5 = 2.5 -> 2, 7 * 0.5 = 3.5 -> 4, 9 * 0.5 = 4.5 -> 4, as Python's round
+        assert_eq!(resampled_shape([5, 7, 9], &[1.0, 1.0, 1.0], &[2.0, 2.0, 2.0]), [2, 4, 4]);
+        // 3 * 0.1 = 0.3 -> 1, an empty axis stays empty
+        assert_eq!(resampled_shape([3, 0, 10], &[0.1, 1.0, 1.0], &[1.0, 1.0, 1.0]), [1, 0, 10]);
+    }
 }

@@ -114,6 +114,13 @@ impl TrainingCase {
         let data_path = case.data(id);
         let data = map(&data_path)?;
         let image_shape = view::<f32, ndarray::Ix4>(&data, &data_path)?.shape()[1..].to_vec();
+        // an empty axis leaves no patch to crop (nn-resample before it kept one voxel per axis wrote these)
+        if image_shape.contains(&0) {
+            return Err(Error::bad_input(
+                &data_path,
+                format!("case {id} is empty ({image_shape:?} voxels); rerun nn-resample"),
+            ));
+        }
         let seg_path = case.seg(id);
         let (label_shape, seg) = Labels::map(&seg_path)?;
         if image_shape != label_shape {
@@ -378,6 +385,18 @@ mod tests {
         write_npy(files.locations("c"), &ndarray::arr2(&[[0i32, 5, 6, 7]])).unwrap();
         std::fs::write(files.properties("c"), "{}").unwrap();
         Arc::new(TrainingCase::load(dir, "c", None).unwrap())
+    }
+
+    #[test]
+    fn an_empty_case_is_refused_naming_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = PreprocessedDir::new(dir.path());
+        write_npy(files.data("e"), &Array4::<f32>::zeros((1, 0, 48, 35))).unwrap();
+        write_npy(files.seg("e"), &Array4::<i8>::zeros((1, 0, 48, 35))).unwrap();
+        std::fs::write(files.properties("e"), "{}").unwrap();
+        let empty = TrainingCase::load(dir.path(), "e", None).err().unwrap();
+        assert_eq!(empty.kind, nntools_io::ErrorKind::BadInput);
+        assert!(empty.message.contains("e.npy: case e is empty ([0, 48, 35] voxels)"), "{empty}");
     }
 
     #[test]
