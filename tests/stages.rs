@@ -191,10 +191,10 @@ fn expected_resampling(stages: &[Value], work: &Path, raw: &Path) -> Vec<BTreeMa
     commands
 }
 
-/// `command`'s options without the flags a script adds on its own (budget, device, threads, resuming).
+/// `command`'s options without the flags a script adds on its own (budget, device, precision, threads, resuming).
 fn stage_options(command: &[String]) -> BTreeMap<String, Option<String>> {
     let mut options = options(command);
-    for own in ["-q", "--resume", "--device", "-j", "--validate-only"] {
+    for own in ["-q", "--resume", "--device", "--precision", "-j", "--validate-only"] {
         options.remove(own);
     }
     options
