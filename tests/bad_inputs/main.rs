@@ -517,6 +517,25 @@ fn plans_preprocessed_data_and_checkpoints() {
                 })
             }),
         ),
+        // Issue 24: these panicked in every nn-resample worker and inside libtorch in nn-train.
+        (
+            "a transpose_forward with an axis twice",
+            Box::new(|p: &Path| corpus::edit_json(p, |j| j["transpose_forward"] = serde_json::json!([0, 0, 1]))),
+        ),
+        (
+            "a transpose_forward with axis 5",
+            Box::new(|p: &Path| corpus::edit_json(p, |j| j["transpose_forward"] = serde_json::json!([0, 1, 5]))),
+        ),
+        (
+            "a stage of no features",
+            Box::new(move |p: &Path| {
+                corpus::edit_json(p, |j| {
+                    let mut c = configuration(j);
+                    c["architecture"]["arch_kwargs"]["features_per_stage"][1] = serde_json::json!(0);
+                    j["configurations"]["3d_fullres"] = c;
+                })
+            }),
+        ),
     ];
     let mut report = Report::default();
     for (what, spoil) in &plan_spoils {
@@ -541,7 +560,7 @@ fn plans_preprocessed_data_and_checkpoints() {
             &one_iteration_training(&scratch, "0", &run_dir, &[]),
             2,
             &plans,
-            &[run_dir.join("fold_0/checkpoint_final.json")],
+            std::slice::from_ref(&run_dir),
         );
         let model_plans = scratch.path("run/plans.json");
         spoil(&model_plans);

@@ -139,6 +139,12 @@ impl Configuration {
         if let Some((key, _)) = per_stage.iter().find(|(_, len)| *len != stages) {
             return Err(format!("architecture {key} does not match n_stages {stages}"));
         }
+        if kwargs.features_per_stage.contains(&0) {
+            return Err(format!(
+                "architecture features_per_stage {:?} must be positive (a stage of no feature maps has no convolution)",
+                kwargs.features_per_stage
+            ));
+        }
         if let Some(bad) = kwargs.kernel_sizes.iter().chain(&kwargs.strides).find(|k| k.len() != axes || k.contains(&0))
         {
             return Err(format!("architecture kernel size or stride {bad:?} does not fit a {axes}-axis patch"));
@@ -156,10 +162,34 @@ impl Configuration {
     }
 }
 
+/// Whether `axes` is a permutation of 0..3, as nnU-Net's `transpose_forward` (and its inverse
+/// `transpose_backward`, `np.argsort` of it) always is: the planner sorts the three image axes by
+/// spacing (nnunetv2/experiment_planning/experiment_planners/default_experiment_planner.py:
+/// `determine_transpose`), for 2d configurations too.
+fn is_axis_permutation(axes: &[usize]) -> bool {
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable();
+    sorted == [0, 1, 2]
+}
+
 impl Plans {
+    /// What every configuration relies on besides its own keys: the axis order images are transposed to.
+    fn check(&self) -> Result<(), String> {
+        for (key, axes) in
+            [("transpose_forward", &self.transpose_forward), ("transpose_backward", &self.transpose_backward)]
+        {
+            if !is_axis_permutation(axes) {
+                return Err(format!("{key} {axes:?} is not a permutation of the axes 0, 1, 2"));
+            }
+        }
+        Ok(())
+    }
+
     /// The named configuration with `inherits_from` resolved (parent keys, overridden by the child's),
-    /// checked for consistency.
+    /// checked for consistency, with the plans' own keys it is used with. Every tool takes its
+    /// configuration here, so that a plans file is refused before any work.
     pub fn configuration(&self, name: &str) -> Result<Configuration, String> {
+        self.check()?;
         let merged = self.resolve(name, &mut Vec::new())?;
         let configuration: Configuration =
             serde_json::from_value(Value::Object(merged)).map_err(|e| format!("configuration {name:?}: {e}"))?;
@@ -189,5 +219,73 @@ impl Plans {
 
     pub fn configuration_names(&self) -> Vec<String> {
         self.configurations.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CASCADE: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/nnunet_plans/ct_lowres_cascade/nnUNetPlans.json");
+
+    fn read(path: &str) -> Plans {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// Every configuration of nnU-Net's own plans (the fixtures and the reference datasets) is taken.
+    #[test]
+    fn nnunet_plans_pass() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/nnunet_plans");
+        let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference");
+        let mut checked = 0;
+        for folder in [fixtures, reference] {
+            let Ok(entries) = std::fs::read_dir(folder) else { continue };
+            for entry in entries {
+                let path = entry.unwrap().path().join("nnUNetPlans.json");
+                if !path.exists() {
+                    continue;
+                }
+                let plans = read(path.to_str().unwrap());
+                for name in plans.configuration_names() {
+                    plans.configuration(&name).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 4, "only {checked} configurations found");
+    }
+
+    #[test]
+    fn transposes_that_are_not_permutations_are_refused() {
+        for (key, axes) in [
+            ("transpose_forward", vec![0, 0, 1]),
+            ("transpose_forward", vec![0, 1, 5]),
+            ("transpose_forward", vec![0, 1]),
+            ("transpose_backward", vec![2, 2, 2]),
+        ] {
+            let mut plans = read(CASCADE);
+            match key {
+                "transpose_forward" => plans.transpose_forward = axes.clone(),
+                _ => plans.transpose_backward = axes.clone(),
+            }
+            let error = plans.configuration("3d_fullres").unwrap_err();
+            assert_eq!(error, format!("{key} {axes:?} is not a permutation of the axes 0, 1, 2"));
+        }
+        let mut plans = read(CASCADE);
+        plans.transpose_forward = vec![2, 0, 1];
+        plans.transpose_backward = vec![1, 2, 0];
+        assert!(plans.configuration("3d_fullres").is_ok());
+    }
+
+    #[test]
+    fn a_stage_without_features_is_refused() {
+        let mut plans = read(CASCADE);
+        plans.configurations["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"][2] = Value::from(0);
+        let error = plans.configuration("3d_fullres").unwrap_err();
+        assert!(error.starts_with("configuration \"3d_fullres\": architecture features_per_stage ["), "{error}");
+        assert!(error.contains(", 0, ") && error.contains("must be positive"), "{error}");
+        // The cascade's later stage inherits the spoilt architecture.
+        assert!(plans.configuration("3d_cascade_fullres").unwrap_err().contains("features_per_stage"));
     }
 }
