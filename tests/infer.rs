@@ -421,11 +421,11 @@ fn a_slice_thinner_than_half_the_target_spacing_keeps_one_voxel() {
         .unwrap()
         .replace("\"numTraining\": 260", "\"numTraining\": 1");
     std::fs::write(dataset.join("dataset.json"), descriptor).unwrap();
-    // slice 17 of the first (nnU-Net) axis, which is the file's third: ITK spacing z
+    // slice 17 of the first axis (nnU-Net's order, as Geometry's spacing), 0.4 mm thick
     let image = read_image(&raw.join("imagesTr/hippocampus_001_0000.nii.gz")).unwrap();
     let label = read_label_map(&raw.join("labelsTr/hippocampus_001.nii.gz")).unwrap();
     let mut geometry = image.geometry;
-    geometry.spacing[2] = 0.4;
+    geometry.spacing[0] = 0.4;
     let input = dataset.join("imagesTr/slice_001_0000.nii.gz");
     nntools_io::write_new(&input, image.data.slice(ndarray::s![17..18, .., ..]), &geometry).unwrap();
     let slice_label = label.data.slice(ndarray::s![17..18, .., ..]).mapv(|l| l as u8);
