@@ -275,6 +275,55 @@ fn the_script_runs_the_cascade() {
     }
 }
 
+/// Images too small to pool (6 x 6 x 6 crops of Dataset004 cases: every axis under twice nnU-Net's
+/// smallest feature map of 4) get one-stage networks, which nnU-Net plans and then cannot build; here
+/// both configurations train (one deep-supervision head), the cross-validation chooses, and the test
+/// images are predicted in their own shape.
+#[test]
+fn images_too_small_to_pool_plan_one_stage_and_run_through() {
+    let Some(shared) = nntools_tests::shared() else { return };
+    let source = shared.join("data/Dataset004_Hippocampus");
+    let data = tempfile::tempdir().unwrap();
+    let raw = data.path().join("raw/Dataset901_Tiny");
+    for folder in ["imagesTr", "labelsTr", "imagesTs"] {
+        std::fs::create_dir_all(raw.join(folder)).unwrap();
+    }
+    let descriptor = std::fs::read_to_string(source.join("dataset.json"))
+        .unwrap()
+        .replace("\"numTraining\": 260", "\"numTraining\": 5");
+    std::fs::write(raw.join("dataset.json"), descriptor).unwrap();
+    let crop = ndarray::s![10..16, 20..26, 12..18];
+    for case in ["001", "003", "004", "006", "007"] {
+        let image = nntools_io::read_image(&source.join(format!("imagesTr/hippocampus_{case}_0000.nii.gz"))).unwrap();
+        let label = read_label_map(&source.join(format!("labelsTr/hippocampus_{case}.nii.gz"))).unwrap();
+        let cropped = image.data.slice(crop);
+        nntools_io::write_new(&raw.join(format!("imagesTr/tiny_{case}_0000.nii.gz")), cropped, &image.geometry)
+            .unwrap();
+        let labels = label.data.slice(crop).mapv(|l| l as u8);
+        nntools_io::write_new(&raw.join(format!("labelsTr/tiny_{case}.nii.gz")), labels.view(), &image.geometry)
+            .unwrap();
+    }
+    std::fs::copy(raw.join("imagesTr/tiny_007_0000.nii.gz"), raw.join("imagesTs/test_007_0000.nii.gz")).unwrap();
+    let work = data.path().join("work");
+    let output = Command::new(workspace().join("scripts/nnunet.sh"))
+        .arg(&raw)
+        .arg(&work)
+        .args(["--folds", "0-1", "--epochs", "1", "--iters", "2", "--val-iters", "1", "--device", "cpu"])
+        .env("NN_TOOLS_BIN", nntools_tests::binaries_dir())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plans = read(&work.join("plans.json"));
+    for configuration in ["2d", "3d_fullres"] {
+        let arch = &plans["configurations"][configuration]["architecture"]["arch_kwargs"];
+        assert_eq!(arch["n_stages"], 1, "{configuration}: {arch}");
+        assert!(work.join(format!("runs/{configuration}/fold_1/checkpoint_final.safetensors")).is_file());
+    }
+    let predicted = read_label_map(&work.join("predictions/test_007.nii.gz")).unwrap();
+    assert_eq!(predicted.data.shape(), [6, 6, 6]);
+    assert!(predicted.data.iter().all(|&l| l <= 2), "labels outside the dataset's");
+}
+
 #[test]
 fn postprocessing_keeps_the_largest_component() {
     let dir = tempfile::tempdir().unwrap();

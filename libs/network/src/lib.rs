@@ -332,6 +332,20 @@ impl UNet {
             ));
             seg_layers.push(Conv::new(&(&decoder_path / "seg_layers" / j), skip, num_classes, &ones, &ones, true));
         }
+        if stages == 1 {
+            // nnU-Net plans one stage for images too small to pool (every axis under twice the smallest
+            // feature map) and then fails in its decoder, which has no segmentation layer without a stage
+            // to decode; here the single stage's output gets one, as the decoder's last head would.
+            let ones = vec![1; arch.strides[0].len()];
+            seg_layers.push(Conv::new(
+                &(&decoder_path / "seg_layers" / 0),
+                features[0],
+                num_classes,
+                &ones,
+                &ones,
+                true,
+            ));
+        }
         Ok(Self { stem, encoder, transpconvs, decoder, seg_layers })
     }
 
@@ -356,6 +370,9 @@ impl UNet {
             skips.push(x.shallow_clone());
         }
         let mut below = skips.pop().expect("at least one stage");
+        if self.decoder.is_empty() {
+            return vec![self.seg_layers[0].forward(&below)];
+        }
         let mut outputs = Vec::new();
         let last = self.decoder.len() - 1;
         for (j, ((up, convs), head)) in self.transpconvs.iter().zip(&self.decoder).zip(&self.seg_layers).enumerate() {

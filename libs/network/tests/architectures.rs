@@ -140,3 +140,36 @@ fn bf16_autocast_runs_every_convolution_in_bf16_and_stays_close_to_fp32() {
         }
     }
 }
+
+/// nnU-Net plans one stage for images too small to pool, and its decoder then has no head; here the
+/// stage's output gets one (a 1x1x1 convolution, `decoder.seg_layers.0`), for training and inference.
+#[test]
+fn a_one_stage_network_segments_with_a_single_head() {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("plain_aniso.json")).unwrap()).unwrap();
+    let mut kwargs = meta["arch_kwargs"].clone();
+    kwargs["n_stages"] = 1.into();
+    for list in ["features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage"] {
+        kwargs[list] = serde_json::Value::Array(vec![kwargs[list][0].clone()]);
+    }
+    kwargs["strides"] = serde_json::json!([[1, 1, 1]]);
+    kwargs["n_conv_per_stage_decoder"] = serde_json::json!([]);
+    let arch: ArchKwargs = serde_json::from_value(kwargs).unwrap();
+    let features = arch.features_per_stage[0] as i64;
+    let model = Model::new(Device::Cpu, meta["network_class_name"].as_str().unwrap(), &arch, 2, 3).unwrap();
+    let variables = model.vs.variables();
+    assert_eq!(variables["decoder.seg_layers.0.weight"].size(), [3, features, 1, 1, 1]);
+    assert!(!variables.keys().any(|n| n.contains("transpconvs") || n.contains("decoder.stages")));
+    let input = Tensor::randn([2, 2, 6, 6, 6], (tch::Kind::Float, Device::Cpu));
+    let outputs = tch::no_grad(|| model.net.forward_deep_supervision(&input));
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].size(), [2, 3, 6, 6, 6]);
+    assert!(tch::no_grad(|| model.net.forward(&input)).equal(&outputs[0]));
+    // the head is the last operation: zero weights leave its bias everywhere
+    let _guard = tch::no_grad_guard();
+    let mut variables = model.vs.variables();
+    let _ = variables.get_mut("decoder.seg_layers.0.weight").unwrap().zero_();
+    variables.get_mut("decoder.seg_layers.0.bias").unwrap().copy_(&Tensor::from_slice(&[1f32, 2., 3.]));
+    let constant = model.net.forward(&input);
+    assert_eq!(constant.mean_dim(&[0i64, 2, 3, 4][..], false, tch::Kind::Float), Tensor::from_slice(&[1f32, 2., 3.]));
+}

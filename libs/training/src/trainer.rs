@@ -316,7 +316,8 @@ impl Trainer {
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let (names, parameters): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
         let strides = &arch.arch_kwargs.strides;
-        let outputs = strides.len() - 1;
+        // one head per decoder stage; a one-stage network (images too small to pool) has its single head
+        let outputs = (strides.len() - 1).max(1);
         let mut cumulative = vec![1usize; strides[0].len()];
         let ds_strides = (0..outputs)
             .map(|k| {
