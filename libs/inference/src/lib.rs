@@ -3,8 +3,27 @@
 //! prediction with the Gaussian importance map and mirroring, logits averaged over folds, resampled back and written
 //! in the input image's exact geometry. Several model folders are ensembled by averaging probabilities.
 //!
-//! Cases stream through three stages on their own threads (read and preprocess, predict, export and
-//! write), so at most one case per stage is in memory and the network never waits for disk.
+//! [`predict`] runs a batch: cases stream through three stages on their own threads (read and preprocess,
+//! predict, export and write), so at most one case per stage is in memory and the network never waits for
+//! disk. [`Resident`] keeps the models loaded between cases, for `nn-infer -i -` (cases read from stdin)
+//! and `nn-serve`; it predicts one case at a time through the same steps and writes the same bytes:
+//!
+//! ```text
+//! pub struct Resident { .. }                  // Send: one worker thread owns it
+//! impl Resident {
+//!     pub fn load(models: &[PathBuf], options: &Options) -> Result<Self>;
+//!     pub fn info(&self) -> ModelInfo;        // serde::Serialize: labels, channels, configurations, folds, version
+//!     pub fn channels(&self) -> usize;
+//!     pub fn predict_case(&self, id: &str, images: &[PathBuf], out_dir: &Path, case: CaseOptions,
+//!                         keep_going: &mut dyn FnMut() -> bool) -> Result<PathBuf>;
+//!     pub fn write_model_files(&self, out_dir: &Path) -> Result<()>;   // plans.json, dataset.json
+//! }
+//! pub struct CaseOptions { pub tta: bool, pub save_probabilities: bool }
+//! ```
+//!
+//! `predict_case` returns an error of kind [`nntools_io::ErrorKind::Cancelled`] (and writes nothing) once `keep_going`,
+//! asked before reading the case and before every network evaluation, returns false. Cascade stages (a
+//! model that takes a previous stage's predictions) are refused by [`Resident::load`].
 
 mod export;
 mod made_by;
@@ -81,6 +100,9 @@ pub struct ModelFolder {
     previous_stage_labels: Option<Vec<i64>>,
     /// Weights of each fold used.
     weights: Vec<WeightsFile>,
+    /// The checkpoint's configuration name (`3d_fullres`, ...).
+    configuration: String,
+    /// The axes the checkpoint allows mirroring along (used with TTA).
     mirror_axes: Vec<usize>,
     classes: usize,
 }
@@ -88,7 +110,11 @@ pub struct ModelFolder {
 /// A model folder's networks, one per fold, on the device.
 pub struct Predictor {
     models: Vec<Model>,
-    window: SlidingWindow,
+    /// The sliding window with mirroring (TTA) and without.
+    mirrored: SlidingWindow,
+    plain: SlidingWindow,
+    /// The options' TTA, which [`Predictor::logits`] uses.
+    tta: bool,
     classes: i64,
     previous_stage_labels: Option<Vec<i64>>,
 }
@@ -143,8 +169,18 @@ impl ModelFolder {
         };
         let previous_stage_labels =
             recipe.configuration.previous_stage.as_ref().map(|_| descriptor.foreground_labels());
-        let mirror_axes = if options.tta { info.inference_allowed_mirroring_axes } else { Vec::new() };
-        Ok(Self { dir, plans, descriptor, recipe, labelling, previous_stage_labels, weights, mirror_axes, classes })
+        Ok(Self {
+            dir,
+            plans,
+            descriptor,
+            recipe,
+            labelling,
+            previous_stage_labels,
+            weights,
+            configuration: info.configuration,
+            mirror_axes: info.inference_allowed_mirroring_axes,
+            classes,
+        })
     }
 }
 
@@ -175,19 +211,28 @@ impl Predictor {
             })
             .collect::<Result<Vec<_>>>()?;
         let mixed = options.precision.on(options.device).map_err(|p| Error::bad_input("--precision", p))?;
-        let window = SlidingWindow::new(
-            &folder.recipe.configuration.patch_size,
-            options.step,
-            &folder.mirror_axes,
-            options.device,
-            mixed,
-        );
-        Ok(Self { models, window, classes: folder.classes as i64, previous_stage_labels: labels.clone() })
+        let window = |mirror_axes: &[usize]| {
+            SlidingWindow::new(
+                &folder.recipe.configuration.patch_size,
+                options.step,
+                mirror_axes,
+                options.device,
+                mixed,
+            )
+        };
+        Ok(Self {
+            models,
+            mirrored: window(&folder.mirror_axes),
+            plain: window(&[]),
+            tta: options.tta,
+            classes: folder.classes as i64,
+            previous_stage_labels: labels.clone(),
+        })
     }
 
     /// Network evaluations per case of this preprocessed shape `(c, z, y, x)`, over all folds.
     pub fn tile_count(&self, shape: &[usize]) -> usize {
-        self.window.tile_count(&shape[1..]) * self.models.len()
+        self.plain.tile_count(&shape[1..]) * self.models.len()
     }
 
     /// The network input of a preprocessed case: its channels, plus for the cascade the previous
@@ -206,30 +251,47 @@ impl Predictor {
         let shape: Vec<i64> = data.shape().iter().map(|&s| s as i64).collect();
         Tensor::from_slice(data.as_slice().expect("standard layout"))
             .view(shape.as_slice())
-            .to_device(self.window.gaussian.device())
+            .to_device(self.plain.gaussian.device())
     }
 
     /// Fold-averaged fp16 logits `(classes, z, y, x)` of preprocessed data `(c, z, y, x)` (with the
     /// previous stage's preprocessed labels for the cascade) on the prediction device, summed and
-    /// divided in fp16 as nnU-Net's accumulators hold them; `on_tile` is called after every network
-    /// evaluation.
+    /// divided in fp16 as nnU-Net's accumulators hold them, with the options' TTA; `on_tile` is called
+    /// before every network evaluation.
     pub fn logits(
         &self,
         data: &Array4<f32>,
         previous_stage: Option<&Array3<i16>>,
         on_tile: &mut dyn FnMut(),
     ) -> Tensor {
+        let mut keep_going = || {
+            on_tile();
+            true
+        };
+        self.logits_until(data, previous_stage, self.tta, &mut keep_going).expect("never stopped")
+    }
+
+    /// As [`Predictor::logits`], mirroring when `tta` says, and `None` once `keep_going`, called before
+    /// every network evaluation, returns false.
+    pub fn logits_until(
+        &self,
+        data: &Array4<f32>,
+        previous_stage: Option<&Array3<i16>>,
+        tta: bool,
+        keep_going: &mut dyn FnMut() -> bool,
+    ) -> Option<Tensor> {
+        let window = if tta { &self.mirrored } else { &self.plain };
         let input = self.input(data, previous_stage);
         let mut sum: Option<Tensor> = None;
         for model in &self.models {
-            let logits = self.window.predict(&model.net, &input, self.classes, &mut *on_tile);
+            let logits = window.predict(&model.net, &input, self.classes, &mut *keep_going)?;
             sum = Some(match sum {
                 None => logits,
                 Some(previous) => previous + logits,
             });
         }
         let logits = sum.expect("at least one fold");
-        if self.models.len() > 1 { logits / self.models.len() as f64 } else { logits }
+        Some(if self.models.len() > 1 { logits / self.models.len() as f64 } else { logits })
     }
 }
 
@@ -342,20 +404,44 @@ struct Job {
     made_by: MadeBy,
 }
 
+/// Opens the model folders to ensemble, which must agree on channels and labels.
+fn open_models(models: &[PathBuf], options: &Options) -> Result<Vec<ModelFolder>> {
+    let folders = models.iter().map(|dir| ModelFolder::open(dir, options)).collect::<Result<Vec<_>>>()?;
+    let first = folders.first().ok_or_else(|| Error::bad_input("-m", "no model folder given"))?;
+    for p in &folders[1..] {
+        if p.recipe.channels() != first.recipe.channels() || p.descriptor.labels != first.descriptor.labels {
+            return Err(Error::bad_input(
+                &p.dir,
+                format!("its channels or labels differ from {}'s", first.dir.path().display()),
+            ));
+        }
+    }
+    Ok(folders)
+}
+
+/// How `folders` make a case with `options` (without a previous stage).
+fn made_by_models(folders: &[ModelFolder], options: &Options, save_probabilities: bool) -> Result<MadeBy> {
+    Ok(MadeBy {
+        models: folders.iter().map(ModelIdentity::of).collect::<Result<_>>()?,
+        previous_stage: None,
+        checkpoint: options.checkpoint.to_string(),
+        tta: options.tta,
+        step: options.step,
+        precision: options
+            .precision
+            .resolved(options.device)
+            .map_err(|p| Error::bad_input("--precision", p))?
+            .to_string(),
+        save_probabilities,
+    })
+}
+
 impl Job {
     fn new(request: &Request) -> Result<Self> {
         let options = &request.options;
-        let folders = request.models.iter().map(|dir| ModelFolder::open(dir, options)).collect::<Result<Vec<_>>>()?;
+        let folders = open_models(&request.models, options)?;
         let first = &folders[0];
         let channels = first.recipe.channels();
-        for p in &folders[1..] {
-            if p.recipe.channels() != channels || p.descriptor.labels != first.descriptor.labels {
-                return Err(Error::bad_input(
-                    &p.dir,
-                    format!("its channels or labels differ from {}'s", first.dir.path().display()),
-                ));
-            }
-        }
         let cascade = folders.iter().any(|f| f.previous_stage_labels.is_some());
         if cascade && request.prev_stage.is_none() {
             return Err(Error::bad_input(
@@ -369,19 +455,7 @@ impl Job {
             }
             _ => None,
         };
-        let made_by = MadeBy {
-            models: folders.iter().map(ModelIdentity::of).collect::<Result<_>>()?,
-            previous_stage,
-            checkpoint: options.checkpoint.to_string(),
-            tta: options.tta,
-            step: options.step,
-            precision: options
-                .precision
-                .resolved(options.device)
-                .map_err(|p| Error::bad_input("--precision", p))?
-                .to_string(),
-            save_probabilities: request.save_probabilities,
-        };
+        let made_by = MadeBy { previous_stage, ..made_by_models(&folders, options, request.save_probabilities)? };
         let mut job = Self { cases: cases(request, channels)?, folders, made_by };
         if request.resume {
             let cases = std::mem::take(&mut job.cases);
@@ -478,41 +552,19 @@ fn predict_cases(
         let model_ending = model_ending.as_str();
         scope.spawn(move || {
             for (id, images) in cases {
-                let (ending, reader_writer) = match input_format(&images[0], model_ending) {
-                    Ok(format) => format,
-                    Err(e) => {
-                        let _ = prepared_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let ending = ending.as_str();
-                let per_model = folders
-                    .iter()
-                    .map(|f| {
-                        // only a cascade stage reads the previous stage's labels: for another model they
-                        // would change the normalisation mask
-                        let label = f
-                            .previous_stage_labels
-                            .as_ref()
-                            .and(previous_predictions)
-                            .map(|dir| predictions::label_map(dir, id, ending));
-                        let files = CaseFiles { id: id.clone(), images: images.clone(), label, reader_writer };
-                        preprocess_case(&f.recipe, &files)
-                    })
-                    .collect::<Result<Vec<_>>>();
-                let prepared = per_model.and_then(|per_model| {
-                    let made_by = job.made_by(request, id, ending)?;
-                    Ok(Prepared { id: id.clone(), ending: ending.to_owned(), per_model, made_by })
+                let prepared = prepare(folders, id, images, model_ending, previous_predictions, |ending| {
+                    job.made_by(request, id, ending)
                 });
+                let failed = prepared.is_err();
                 // a closed queue means the run already failed
-                if prepared_tx.send(prepared).is_err() {
+                if prepared_tx.send(prepared).is_err() || failed {
                     return;
                 }
             }
         });
         let writer = scope.spawn(move || -> Result<()> {
             for case in predicted_rx {
-                write_case(&job.folders, case, request)?;
+                write_case(&job.folders, case, &request.output, request.save_probabilities)?;
             }
             Ok(())
         });
@@ -520,31 +572,24 @@ fn predict_cases(
             let prepared = prepared?;
             let tiles = predictors.iter().zip(&prepared.per_model).map(|(p, c)| p.tile_count(c.data.shape())).sum();
             report(Event::CaseStarted { id: &prepared.id, tiles });
-            let first = &prepared.per_model[0];
-            let output =
-                OutputFormat { ending: prepared.ending, geometry: first.geometry, stored: first.stored.clone() };
-            let per_model = predictors
-                .iter()
-                .zip(prepared.per_model)
-                .map(|(p, case)| {
-                    (p.logits(&case.data, case.seg.as_ref(), &mut || report(Event::Tile)), case.properties)
-                })
-                .collect();
-            let predicted = Predicted { id: prepared.id.clone(), per_model, output, made_by: prepared.made_by };
+            let id = prepared.id.clone();
+            let mut on_tile = || {
+                report(Event::Tile);
+                true
+            };
+            let predicted =
+                predict_prepared(&predictors, prepared, request.options.tta, &mut on_tile).expect("never stopped");
             if predicted_tx.send(predicted).is_err() {
                 break;
             }
-            report(Event::CasePredicted { id: &prepared.id });
+            report(Event::CasePredicted { id: &id });
         }
         drop(predicted_tx);
         writer.join().expect("writer thread panicked")
     });
     match outcome {
         // written last, so that a failed run into a new folder leaves no folder behind
-        Ok(()) => {
-            write_json(&request.output.join(PLANS_JSON), &first.plans)?;
-            write_json(&request.output.join(DATASET_JSON), &dataset_json)
-        }
+        Ok(()) => write_model_files(first, &dataset_json, &request.output),
         Err(e) => {
             if created {
                 // only succeeds when no case was written (finished cases are complete and kept)
@@ -555,15 +600,71 @@ fn predict_cases(
     }
 }
 
-/// Exports a case's logits and writes its label map (and probabilities); with several models their
-/// probabilities are averaged first.
-fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request) -> Result<()> {
+/// The first model's `plans.json` and `dataset.json` (as read before predicting) beside the predictions,
+/// where nn-ensemble and nn-eval read them.
+fn write_model_files(first: &ModelFolder, dataset_json: &serde_json::Value, out: &Path) -> Result<()> {
+    write_json(&out.join(PLANS_JSON), &first.plans)?;
+    write_json(&out.join(DATASET_JSON), dataset_json)
+}
+
+/// Reads case `id`'s images and preprocesses them for each model (a cascade stage with its previous
+/// stage's prediction from `previous_predictions`); `made_by` says how the case is made, given the
+/// ending of its images.
+fn prepare(
+    folders: &[ModelFolder],
+    id: &str,
+    images: &[PathBuf],
+    model_ending: &str,
+    previous_predictions: Option<&Path>,
+    made_by: impl FnOnce(&str) -> Result<MadeBy>,
+) -> Result<Prepared> {
+    let first_image = images.first().ok_or_else(|| Error::bad_input(id, "no image files for the case"))?;
+    let (ending, reader_writer) = input_format(first_image, model_ending)?;
+    let per_model = folders
+        .iter()
+        .map(|f| {
+            // only a cascade stage reads the previous stage's labels: for another model they would change
+            // the normalisation mask
+            let label = f
+                .previous_stage_labels
+                .as_ref()
+                .and(previous_predictions)
+                .map(|dir| predictions::label_map(dir, id, &ending));
+            let files = CaseFiles { id: id.to_owned(), images: images.to_vec(), label, reader_writer };
+            preprocess_case(&f.recipe, &files)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Prepared { id: id.to_owned(), made_by: made_by(&ending)?, ending, per_model })
+}
+
+/// Predicts a prepared case with each model's predictor (mirroring when `tta` says); `None` once
+/// `keep_going`, called before every network evaluation, returns false.
+fn predict_prepared(
+    predictors: &[Predictor],
+    prepared: Prepared,
+    tta: bool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Option<Predicted> {
+    let Prepared { id, ending, per_model, made_by } = prepared;
+    let first = &per_model[0];
+    let output = OutputFormat { ending, geometry: first.geometry, stored: first.stored.clone() };
+    let per_model = predictors
+        .iter()
+        .zip(per_model)
+        .map(|(p, case)| Some((p.logits_until(&case.data, case.seg.as_ref(), tta, keep_going)?, case.properties)))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Predicted { id, per_model, output, made_by })
+}
+
+/// Exports a case's logits and writes its label map (and probabilities) into `out`; with several models
+/// their probabilities are averaged first.
+fn write_case(folders: &[ModelFolder], case: Predicted, out: &Path, save_probabilities: bool) -> Result<()> {
     let several = folders.len() > 1;
     let mut exported: Vec<Exported> = folders
         .iter()
         .zip(&case.per_model)
         .map(|(p, (logits, properties))| {
-            export(logits, properties, &p.recipe, &p.labelling, request.save_probabilities || several)
+            export(logits, properties, &p.recipe, &p.labelling, save_probabilities || several)
         })
         .collect();
     let labelling = &folders[0].labelling;
@@ -578,14 +679,14 @@ fn write_case(folders: &[ModelFolder], case: Predicted, request: &Request) -> Re
         let only = exported.pop().expect("one model");
         (only.labels, only.probabilities)
     };
-    let probabilities = probabilities.filter(|_| request.save_probabilities);
+    let probabilities = probabilities.filter(|_| save_probabilities);
     let properties = &case.per_model[0].1;
     // under the case's lock (`OUT/.CASE.nn-lock`): another nn-infer writing this case into the folder (an
     // overlapping --part shard) writes its files all before or all after these, never between them
-    let _lock = OutputLock::wait(&request.output.join(&case.id))?;
-    made_by::forget(&request.output, &case.id)?;
-    write_prediction(&request.output, &case.id, &labels, probabilities.as_ref(), properties, &case.output)?;
-    made_by::record(&request.output, &case.id, &case.output.ending, case.made_by)
+    let _lock = OutputLock::wait(&out.join(&case.id))?;
+    made_by::forget(out, &case.id)?;
+    write_prediction(out, &case.id, &labels, probabilities.as_ref(), properties, &case.output)?;
+    made_by::record(out, &case.id, &case.output.ending, case.made_by)
 }
 
 /// Writes a case's prediction into `dir`: `ID<ending>` (uint8 labels, uint16 from 255 on) in `output`'s
@@ -606,4 +707,147 @@ pub fn write_prediction(
         write_json(&predictions::properties(dir, id), properties)?;
     }
     Ok(())
+}
+
+/// How one case is predicted by a [`Resident`].
+#[derive(Debug, Clone, Copy)]
+pub struct CaseOptions {
+    /// Mirroring test-time augmentation (instead of the options' at load).
+    pub tta: bool,
+    /// Also write `CASE.npz` and `CASE.json`.
+    pub save_probabilities: bool,
+}
+
+/// What resident models predict, for `nn-serve`'s `GET /v1/model`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    /// dataset.json's `labels`, as written there.
+    pub labels: serde_json::Value,
+    /// Channel names in channel order (`_0000`, `_0001`, ...).
+    pub channel_names: Vec<String>,
+    pub channels: usize,
+    /// dataset.json's `file_ending` (the format nnU-Net reads; nn-tools reads any it supports).
+    pub file_ending: String,
+    /// Each model folder's configuration and folds, in the order given.
+    pub models: Vec<ModelSummary>,
+    pub checkpoint: String,
+    pub tta: bool,
+    pub step: f64,
+    /// `--precision` as it resolved on the device.
+    pub precision: String,
+    pub nn_tools_version: String,
+}
+
+/// One model folder of [`ModelInfo`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelSummary {
+    pub configuration: String,
+    /// The fold folders used (`fold_0`, ..., or `fold_all`).
+    pub folds: Vec<String>,
+}
+
+/// Models kept loaded between cases: `nn-infer -i -` and `nn-serve` predict through it, one case at a
+/// time, with the preprocessing, prediction and export of [`predict`], writing the same files.
+pub struct Resident {
+    folders: Vec<ModelFolder>,
+    predictors: Vec<Predictor>,
+    model_ending: String,
+    /// How every case is made, but for its TTA and probabilities ([`CaseOptions`]).
+    made_by: MadeBy,
+    dataset_json: serde_json::Value,
+}
+
+/// One worker thread owns a [`Resident`] (nn-serve hands it cases from its queue).
+fn _resident_is_send() {
+    fn send<T: Send>() {}
+    send::<Resident>();
+}
+
+impl Resident {
+    /// Opens the model folders (ensembled as [`Request::models`]) and loads their networks with `options`
+    /// (folds, checkpoint, device, precision, step; its TTA is [`Resident::info`]'s default). A cascade
+    /// stage is refused: it needs its previous stage's prediction of each case.
+    pub fn load(models: &[PathBuf], options: &Options) -> Result<Self> {
+        let folders = open_models(models, options)?;
+        if let Some(cascade) = folders.iter().find(|f| f.previous_stage_labels.is_some()) {
+            return Err(Error::bad_input(
+                &cascade.dir,
+                "a 3d_cascade_fullres model needs its previous stage's predictions, which a resident model \
+                 (nn-infer -i -, nn-serve) does not take: predict with nn-infer --prev-stage",
+            ));
+        }
+        let made_by = made_by_models(&folders, options, false)?;
+        let dataset_json = read_json::<serde_json::Value>(&folders[0].dir.dataset_json())?;
+        let predictors = folders.iter().map(|f| Predictor::load(f, options)).collect::<Result<Vec<_>>>()?;
+        let model_ending = folders[0].descriptor.file_ending.to_lowercase();
+        Ok(Self { folders, predictors, model_ending, made_by, dataset_json })
+    }
+
+    /// Labels, channels, configurations and folds of the models, and the options they predict with.
+    pub fn info(&self) -> ModelInfo {
+        let first = &self.folders[0];
+        let fold_name = |w: &WeightsFile| {
+            w.path().parent().and_then(Path::file_name).unwrap_or_default().to_string_lossy().into_owned()
+        };
+        ModelInfo {
+            labels: self.dataset_json.get("labels").cloned().unwrap_or_default(),
+            channel_names: first.descriptor.channel_names.clone(),
+            channels: self.channels(),
+            file_ending: first.descriptor.file_ending.clone(),
+            models: self
+                .folders
+                .iter()
+                .map(|f| ModelSummary {
+                    configuration: f.configuration.clone(),
+                    folds: f.weights.iter().map(fold_name).collect(),
+                })
+                .collect(),
+            checkpoint: self.made_by.checkpoint.clone(),
+            tta: self.made_by.tta,
+            step: self.made_by.step,
+            precision: self.made_by.precision.clone(),
+            nn_tools_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
+    /// The number of input channels (image files per case, but for files holding several channels).
+    pub fn channels(&self) -> usize {
+        self.folders[0].recipe.channels()
+    }
+
+    /// Predicts case `id` from its channel files (any format nn-tools reads) and writes into `out_dir` the
+    /// files [`predict`] writes for it: `ID<ending>` in the first image's format and geometry, with
+    /// `save_probabilities` `ID.npz` and `ID.json`, and `ID.made_by.json`; returns the label map's path.
+    /// `keep_going` is called before the case is read and before every network evaluation; once it
+    /// returns false the case stops with an [`nntools_io::ErrorKind::Cancelled`] error and nothing is written.
+    pub fn predict_case(
+        &self,
+        id: &str,
+        images: &[PathBuf],
+        out_dir: &Path,
+        case: CaseOptions,
+        keep_going: &mut dyn FnMut() -> bool,
+    ) -> Result<PathBuf> {
+        // the id names the output files: never a path of its own
+        if id.is_empty() || id.starts_with('.') || id.contains(['/', '\\', '\0']) {
+            return Err(Error::bad_input(id, "a case id is a file name without folders (e.g. case_001)"));
+        }
+        if !keep_going() {
+            return Err(Error::cancelled(id));
+        }
+        let made_by = MadeBy { tta: case.tta, save_probabilities: case.save_probabilities, ..self.made_by.clone() };
+        let prepared = prepare(&self.folders, id, images, &self.model_ending, None, |_| Ok(made_by))?;
+        let predicted =
+            predict_prepared(&self.predictors, prepared, case.tta, keep_going).ok_or_else(|| Error::cancelled(id))?;
+        let path = predictions::label_map(out_dir, id, &predicted.output.ending);
+        std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, &e))?;
+        write_case(&self.folders, predicted, out_dir, case.save_probabilities)?;
+        Ok(path)
+    }
+
+    /// Writes the first model's `plans.json` and `dataset.json` into `out_dir`, as [`predict`] does after
+    /// its cases (nn-ensemble and nn-eval read them beside predictions).
+    pub fn write_model_files(&self, out_dir: &Path) -> Result<()> {
+        write_model_files(&self.folders[0], &self.dataset_json, out_dir)
+    }
 }

@@ -125,8 +125,15 @@ impl SlidingWindow {
 
     /// fp16 logits `(classes, ...)` of a preprocessed image `(c, ...)` (3-D spatial, or `(c, z, y, x)`
     /// predicted slice by slice for a 2-D patch), on the image tensor's device. The network runs under
-    /// `mixed`'s autocast (by default fp16 on a GPU, as nnU-Net's predictor runs it there).
-    pub fn predict(&self, net: &UNet, image: &Tensor, classes: i64, mut on_tile: impl FnMut()) -> Tensor {
+    /// `mixed`'s autocast (by default fp16 on a GPU, as nnU-Net's predictor runs it there). `keep_going` is
+    /// called before every network evaluation; once it returns false the prediction stops with `None`.
+    pub fn predict(
+        &self,
+        net: &UNet,
+        image: &Tensor,
+        classes: i64,
+        mut keep_going: impl FnMut() -> bool,
+    ) -> Option<Tensor> {
         nntools_network::autocast(self.mixed, || {
             tch::no_grad(|| {
                 let spatial: Vec<usize> = image.size()[1..].iter().map(|&s| s as usize).collect();
@@ -162,6 +169,9 @@ impl SlidingWindow {
                 let slices: Vec<Option<i64>> = if planar { (0..padded[0]).map(Some).collect() } else { vec![None] };
                 for slice in slices {
                     for corner in cartesian(&starts) {
+                        if !keep_going() {
+                            return None;
+                        }
                         let window = |t: &Tensor, first_axis: i64| {
                             let t = match slice {
                                 Some(z) => t.narrow(first_axis, z, 1).squeeze_dim(first_axis),
@@ -177,14 +187,13 @@ impl SlidingWindow {
                         let _ = target.g_add_(&prediction);
                         let mut weight = window(&weights, 0);
                         let _ = weight.g_add_(&self.gaussian);
-                        on_tile();
                     }
                 }
                 let logits = logits / weights;
                 // back to the image's extent
-                padding.iter().enumerate().fold(logits, |t, (a, &(before, _))| {
+                Some(padding.iter().enumerate().fold(logits, |t, (a, &(before, _))| {
                     t.narrow((1 + offset + a) as i64, before as i64, tiled[a] as i64)
-                })
+                }))
             })
         })
     }

@@ -13,6 +13,8 @@ pub enum ErrorKind {
     BadInput,
     /// I/O or resource failure while working on valid input: exit code 1.
     Runtime,
+    /// The work was stopped because its caller asked (a request's time limit): exit code 1.
+    Cancelled,
 }
 
 /// A failure with a message that names the file concerned. The message may hold several lines, one
@@ -32,6 +34,11 @@ impl Error {
 
     pub fn runtime(path: impl AsRef<Path>, problem: impl fmt::Display) -> Self {
         Self { kind: ErrorKind::Runtime, message: format!("{}: {problem}", path.as_ref().display()) }
+    }
+
+    /// Work on `what` stopped because its caller asked.
+    pub fn cancelled(what: impl fmt::Display) -> Self {
+        Self { kind: ErrorKind::Cancelled, message: format!("{what}: cancelled") }
     }
 
     /// Classifies an I/O error on `path`: a missing or unreadable input is the user's problem, anything
@@ -55,7 +62,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self.kind {
             ErrorKind::BadInput => 2,
-            ErrorKind::Runtime => 1,
+            ErrorKind::Runtime | ErrorKind::Cancelled => 1,
         }
     }
 }
