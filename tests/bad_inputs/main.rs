@@ -1251,3 +1251,59 @@ fn other_formats() {
     }
     report.finish("other formats");
 }
+
+/// Runs `tool args` and checks it refuses bad input (exit 2) with exactly `message` on stderr.
+fn assert_refused(tool: &str, args: &[&dyn AsRef<std::ffi::OsStr>], message: &str) {
+    let output = run(tool, args);
+    assert_eq!(
+        (output.status.code(), stderr(&output).as_str()),
+        (Some(2), format!("{tool}: error: {message}\n").as_str())
+    );
+}
+
+/// `path`'s label map rewritten with its geometry edited (same voxels).
+fn with_geometry(path: &Path, edit: impl FnOnce(&mut nntools_io::Geometry)) {
+    let label = nntools_io::read_label_map(path).unwrap();
+    let mut geometry = label.geometry;
+    edit(&mut geometry);
+    let shape = label.data.shape();
+    let header = nntools_io::new_header(&geometry, [shape[0], shape[1], shape[2]]);
+    nntools_io::write_like(path, label.data.mapv(|v| v as u8).view(), &header).unwrap();
+}
+
+/// nn-eval names what differs between a prediction's geometry and its reference's, with both values
+/// (prediction first), and nothing that matches.
+#[test]
+fn eval_names_the_geometry_that_differs() {
+    let scratch = Scratch::new();
+    let references = scratch.path("raw/labelsTr");
+    let reference = scratch.path("raw/labelsTr/CASE.nii.gz");
+    let truth = nntools_io::read_label_map(&reference).unwrap().geometry;
+    let identity_rotated = [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+    let moved = [truth.origin[0], truth.origin[1], truth.origin[2] + 5.0];
+    let variants: [(&str, Box<dyn Fn(&mut nntools_io::Geometry)>, String); 2] = [
+        ("origin", Box::new(move |g| g.origin = moved), format!("origin {moved:?} vs {:?}", truth.origin)),
+        (
+            "direction",
+            Box::new(move |g| g.direction = identity_rotated),
+            format!("direction {identity_rotated:?} vs {:?}", truth.direction),
+        ),
+    ];
+    for (what, edit, differences) in variants {
+        let predictions = scratch.path(&format!("pred_{what}"));
+        copy_tree(&references, &predictions);
+        let spoilt = predictions.join(format!("{}.nii.gz", fixture().case));
+        with_geometry(&spoilt, edit);
+        let summary = scratch.path("summary.json");
+        assert_refused(
+            "nn-eval",
+            &[&"--ref", &references, &"--pred", &predictions, &"-o", &summary],
+            &format!(
+                "{}: differs from the reference {} (prediction vs reference): {differences}",
+                spoilt.display(),
+                reference.display()
+            ),
+        );
+        assert!(!summary.exists(), "{what}: no summary");
+    }
+}

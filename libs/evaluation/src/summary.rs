@@ -92,11 +92,29 @@ pub fn classes(descriptor: &Descriptor) -> Vec<(String, Vec<i64>)> {
         .collect()
 }
 
-fn same_geometry(a: &nntools_io::Geometry, b: &nntools_io::Geometry) -> bool {
+/// What differs between a prediction and its reference, each as `WHAT PREDICTION vs REFERENCE` (shape,
+/// spacing, origin, direction: only those that differ); empty when they match.
+fn geometry_differences(
+    (shape, geometry): (&[usize], &nntools_io::Geometry),
+    (reference_shape, reference): (&[usize], &nntools_io::Geometry),
+) -> Vec<String> {
     let close = |x: &[f64], y: &[f64]| {
         x.iter().zip(y).all(|(p, q)| (p - q).abs() <= GEOMETRY_TOLERANCE * p.abs().max(q.abs()).max(1.0))
     };
-    close(&a.spacing, &b.spacing) && close(&a.origin, &b.origin) && close(&a.direction, &b.direction)
+    let mut differences = Vec::new();
+    if shape != reference_shape {
+        differences.push(format!("shape {shape:?} vs {reference_shape:?}"));
+    }
+    for (what, value, reference_value) in [
+        ("spacing", &geometry.spacing[..], &reference.spacing[..]),
+        ("origin", &geometry.origin[..], &reference.origin[..]),
+        ("direction", &geometry.direction[..], &reference.direction[..]),
+    ] {
+        if !close(value, reference_value) {
+            differences.push(format!("{what} {value:?} vs {reference_value:?}"));
+        }
+    }
+    differences
 }
 
 /// What to compute beyond nnU-Net's metrics.
@@ -120,14 +138,15 @@ fn evaluate_case(
 ) -> Result<CaseResult> {
     let truth = read_label_map(reference)?;
     let predicted = read_label_map(prediction)?;
-    if truth.data.shape() != predicted.data.shape() || !same_geometry(&truth.geometry, &predicted.geometry) {
+    let differences =
+        geometry_differences((predicted.data.shape(), &predicted.geometry), (truth.data.shape(), &truth.geometry));
+    if !differences.is_empty() {
         return Err(Error::bad_input(
             prediction,
             format!(
-                "geometry differs from the reference {} (shape {:?} vs {:?})",
+                "differs from the reference {} (prediction vs reference): {}",
                 reference.display(),
-                predicted.data.shape(),
-                truth.data.shape()
+                differences.join(", ")
             ),
         ));
     }
@@ -295,6 +314,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    const IDENTITY: [f64; 9] = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
 
     fn case(dice: [f64; 2]) -> CaseResult {
         let metrics = |d: f64| ClassMetrics {
@@ -314,6 +334,32 @@ mod tests {
             prediction_file: "p".into(),
             reference_file: "r".into(),
         }
+    }
+
+    #[test]
+    fn geometry_differences_name_only_what_differs_with_both_values() {
+        let reference = nntools_io::Geometry { spacing: [2.0, 1.0, 1.0], origin: [0.0; 3], direction: IDENTITY };
+        // within the tolerance: float32 headers round
+        let close = nntools_io::Geometry { spacing: [2.000_01, 1.0, 1.0], ..reference };
+        assert!(geometry_differences((&[3, 4, 5], &close), (&[3, 4, 5], &reference)).is_empty());
+        let moved = nntools_io::Geometry { origin: [0.0, 0.0, 7.5], ..reference };
+        assert_eq!(
+            geometry_differences((&[3, 4, 5], &moved), (&[3, 4, 5], &reference)),
+            ["origin [0.0, 0.0, 7.5] vs [0.0, 0.0, 0.0]"]
+        );
+        let other = nntools_io::Geometry {
+            spacing: [3.0, 1.0, 1.0],
+            direction: [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0],
+            ..reference
+        };
+        assert_eq!(
+            geometry_differences((&[3, 4, 6], &other), (&[3, 4, 5], &reference)),
+            [
+                "shape [3, 4, 6] vs [3, 4, 5]",
+                "spacing [3.0, 1.0, 1.0] vs [2.0, 1.0, 1.0]",
+                "direction [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0] vs [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]",
+            ]
+        );
     }
 
     #[test]
