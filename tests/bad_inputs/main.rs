@@ -1307,3 +1307,36 @@ fn eval_names_the_geometry_that_differs() {
         assert!(!summary.exists(), "{what}: no summary");
     }
 }
+
+/// nn-infer given the images of a case by name: one too many, one after a gap, or one twice is named,
+/// with the channels expected and found.
+#[test]
+fn infer_names_extra_missing_and_repeated_channel_files() {
+    let scratch = Scratch::new();
+    let images = scratch.path("raw/imagesTs");
+    let first = std::fs::read_dir(&images).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+    let name = first.file_name().unwrap().to_string_lossy().into_owned();
+    let id = name.strip_suffix("_0000.nii.gz").unwrap();
+    let second = images.join(format!("{id}_0001.nii.gz"));
+    let third = images.join(format!("{id}_0002.nii.gz"));
+    std::fs::copy(&second, &third).unwrap();
+    let predictions = scratch.path("predictions");
+    let model = scratch.path("run");
+    let infer = |inputs: &[&PathBuf], message: String| {
+        let mut arguments = args(&[&"-m", &model, &"-i"]);
+        arguments.extend(inputs.iter().map(|p| p.as_os_str().to_owned()));
+        arguments.extend(args(&[&"-o", &predictions, &"--device", &"cpu", &"-q"]));
+        let output = Command::new(binary("nn-infer")).args(&arguments).output().unwrap();
+        assert_eq!((output.status.code(), stderr(&output)), (Some(2), format!("nn-infer: error: {message}\n")));
+        assert!(!predictions.exists(), "no predictions");
+    };
+    infer(
+        &[&first, &second, &third],
+        format!("{}: case {id}: expected 2 channels (_0000, _0001), found _0000, _0001 and _0002", third.display()),
+    );
+    infer(
+        &[&first, &third],
+        format!("{}: case {id}: expected 2 channels (_0000, _0001), found _0000 and _0002", third.display()),
+    );
+    infer(&[&first, &first, &second], format!("{}: is given twice", first.display()));
+}

@@ -106,9 +106,9 @@ pub fn list_image_cases(dir: &Path, channels: usize) -> Result<Vec<(String, Vec<
 
 /// Groups `CASE_XXXX<ending>` image files into cases (sorted by id), each with its images in channel
 /// order: `_0000` to `_000K` without gaps, at most `channels` of them (an RGB file holds three channels,
-/// so the channel count is checked once they are read), all of one ending; `origin` names where the
-/// files came from in errors.
-pub fn group_image_files(origin: &Path, files: &[PathBuf], channels: usize) -> Result<Vec<(String, Vec<PathBuf>)>> {
+/// so the channel count is checked once they are read), all of one ending. Errors name the file at
+/// fault; `_origin` (where the files came from) is no longer needed for that.
+pub fn group_image_files(_origin: &Path, files: &[PathBuf], channels: usize) -> Result<Vec<(String, Vec<PathBuf>)>> {
     type Files = Vec<(usize, String, PathBuf)>;
     let mut found: std::collections::BTreeMap<String, Files> = std::collections::BTreeMap::new();
     for path in files {
@@ -120,14 +120,25 @@ pub fn group_image_files(origin: &Path, files: &[PathBuf], channels: usize) -> R
     let mut cases = Vec::with_capacity(found.len());
     for (id, mut files) in found {
         files.sort();
-        let indices: Vec<usize> = files.iter().map(|(c, _, _)| *c).collect();
-        if indices != (0..indices.len()).collect::<Vec<_>>() || indices.len() > channels {
-            return Err(Error::bad_input(
-                origin,
-                format!(
-                    "case {id} has channels {indices:?}, expected 0..{channels} (or fewer files holding several channels each)"
+        // one channel twice: the same file given twice (`-i a_0000.nii.gz a_0000.nii.gz`), or two files
+        if let Some(pair) = files.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            let (first, second) = (&pair[0].2, &pair[1].2);
+            let same = first == second
+                || std::fs::canonicalize(first).ok().is_some_and(|f| std::fs::canonicalize(second).ok() == Some(f));
+            return Err(match same {
+                true => Error::bad_input(first, "is given twice"),
+                false => Error::bad_input(
+                    second,
+                    format!("holds channel _{:04} of case {id}, as does {}", pair[0].0, first.display()),
                 ),
-            ));
+            });
+        }
+        let indices: Vec<usize> = files.iter().map(|(c, _, _)| *c).collect();
+        // the first file out of place: after a gap, or one too many
+        if let Some((_, _, misplaced)) =
+            files.iter().enumerate().find(|(i, _)| indices[*i] != *i || *i >= channels).map(|(_, f)| f)
+        {
+            return Err(Error::bad_input(misplaced, channel_files_problem(&id, channels, &indices)));
         }
         if files.iter().any(|(_, ending, _)| *ending != files[0].1) {
             return Err(Error::bad_input(
@@ -138,6 +149,23 @@ pub fn group_image_files(origin: &Path, files: &[PathBuf], channels: usize) -> R
         cases.push((id, files.into_iter().map(|(_, _, p)| p).collect()));
     }
     Ok(cases)
+}
+
+/// The one wording for a case whose channel files are not `_0000` to `_000K`: "case a: expected 2
+/// channels (_0000, _0001), found _0000 and _0002" (`found`: the channel indices of its files, sorted).
+pub fn channel_files_problem(id: &str, expected: usize, found: &[usize]) -> String {
+    let suffix = |c: &usize| format!("_{c:04}");
+    let expected_list = match expected {
+        0..=3 => (0..expected).map(|c| suffix(&c)).collect::<Vec<_>>().join(", "),
+        _ => format!("_0000 to {}", suffix(&(expected - 1))),
+    };
+    let found_list = match found {
+        [] => "none".to_owned(),
+        [one] => suffix(one),
+        [rest @ .., last] => format!("{} and {}", rest.iter().map(suffix).collect::<Vec<_>>().join(", "), suffix(last)),
+    };
+    let noun = if expected == 1 { "channel" } else { "channels" };
+    format!("case {id}: expected {expected} {noun} ({expected_list}), found {found_list}")
 }
 
 fn standard_case(root: &Path, descriptor: &Descriptor, id: String) -> Case {
@@ -217,6 +245,37 @@ mod tests {
         assert_eq!(split_image_name("la_007_0000.nii", ".nii.gz"), None);
         assert_eq!(parse_image_path(Path::new("d/la_007_0001.MHA")), Some(("la_007".into(), 1, ".mha".into())));
         assert_eq!(parse_image_path(Path::new("la_007.png")), None);
+    }
+
+    #[test]
+    fn channel_file_problems_name_the_file_at_fault_and_the_channels() {
+        let group = |names: &[&str], channels| {
+            let files: Vec<PathBuf> = names.iter().map(|n| Path::new("in").join(n)).collect();
+            group_image_files(Path::new("in"), &files, channels).map_err(|e| e.message)
+        };
+        assert_eq!(
+            group(&["a_0000.nii.gz", "a_0001.nii.gz"], 2),
+            Ok(vec![("a".into(), vec![PathBuf::from("in/a_0000.nii.gz"), PathBuf::from("in/a_0001.nii.gz")])])
+        );
+        assert_eq!(
+            group(&["a_0001.nii.gz", "a_0000.nii.gz"], 1),
+            Err("in/a_0001.nii.gz: case a: expected 1 channel (_0000), found _0000 and _0001".into())
+        );
+        assert_eq!(
+            group(&["a_0000.nii.gz", "a_0002.nii.gz"], 2),
+            Err("in/a_0002.nii.gz: case a: expected 2 channels (_0000, _0001), found _0000 and _0002".into())
+        );
+        assert_eq!(
+            group(&["a_0001.nii.gz", "a_0002.nii.gz", "a_0003.nii.gz"], 3),
+            Err("in/a_0001.nii.gz: case a: expected 3 channels (_0000, _0001, _0002), found _0001, _0002 and _0003"
+                .into())
+        );
+        assert_eq!(group(&["a_0000.nii.gz", "a_0000.nii.gz"], 1), Err("in/a_0000.nii.gz: is given twice".into()));
+        assert_eq!(
+            group(&["a_0000.nii.gz", "a_0000.nrrd"], 1),
+            Err("in/a_0000.nrrd: holds channel _0000 of case a, as does in/a_0000.nii.gz".into())
+        );
+        assert_eq!(channel_files_problem("b", 4, &[]), "case b: expected 4 channels (_0000 to _0003), found none");
     }
 
     #[test]

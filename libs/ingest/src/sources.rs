@@ -11,7 +11,7 @@
 use crate::layout::{Plan, ending_of, write_raw_dataset};
 use crate::slicer::{check_single_layer, is_segmentation, segment_labels};
 use crate::{Images, Options, SourceCase};
-use nntools_dataset::{Label, check_labels, group_image_files, split_channel_suffix};
+use nntools_dataset::{Label, channel_files_problem, check_labels, group_image_files, split_channel_suffix};
 use nntools_io::split_image_ending;
 use nntools_io::{Error, ReaderWriter, Result};
 use serde_json::{Map, Value};
@@ -224,9 +224,7 @@ fn training_cases(
                             .display()
                     ),
                 };
-                problems.push(format!(
-                    "{file} case {id} has channel files {indices:?}, expected 0..{channels} (one per --channel)"
-                ));
+                problems.push(format!("{file} {}", channel_files_problem(id, channels, &indices)));
                 continue;
             }
             None => Images::Channels(channel_files.into_iter().map(|(_, p)| p).collect()),
@@ -329,9 +327,13 @@ mod tests {
         let lines: Vec<&str> = message.lines().collect();
         assert_eq!(lines.len(), 4, "{message}");
         assert!(lines[0].contains("c_0000.nii.gz: image without a label map"), "{message}");
-        assert!(lines[1].contains("a_0001.nii.gz: missing; case a has channel files [0], expected 0..2"), "{message}");
         assert!(
-            lines[2].contains("b_0001.nii.gz: missing; case b has channel files [0, 2], expected 0..2"),
+            lines[1].ends_with("a_0001.nii.gz: missing; case a: expected 2 channels (_0000, _0001), found _0000"),
+            "{message}"
+        );
+        assert!(
+            lines[2]
+                .ends_with("b_0001.nii.gz: missing; case b: expected 2 channels (_0000, _0001), found _0000 and _0002"),
             "{message}"
         );
         assert!(lines[3].contains("d.nii.gz: label map without an image"), "{message}");
