@@ -1340,3 +1340,24 @@ fn infer_names_extra_missing_and_repeated_channel_files() {
     );
     infer(&[&first, &first, &second], format!("{}: is given twice", first.display()));
 }
+
+/// An ignore label below the highest label value is refused for that rule (nnU-Net's LabelManager
+/// asserts it), not for the gap it leaves among the other labels.
+#[test]
+fn an_ignore_label_between_the_labels_is_named() {
+    let scratch = Scratch::new();
+    let json = scratch.path("raw/dataset.json");
+    corpus::edit_json(&json, |j| {
+        j["labels"] = serde_json::json!({"background": 0, "organ_1": 1, "ignore": 2, "organ_2": 3});
+    });
+    let fingerprint = scratch.path("fingerprint_new.json");
+    assert_refused(
+        "nn-fingerprint",
+        &[&scratch.path("raw"), &"-o", &fingerprint],
+        &format!(
+            "{}: the ignore label must have the highest label value, max(labels) + 1 = 4, got \"ignore\": 2 (labels [0, 1, 3])",
+            json.display()
+        ),
+    );
+    assert!(!fingerprint.exists());
+}

@@ -211,14 +211,19 @@ pub fn check_labels(labels: &[Label], ignore: Option<i64>) -> std::result::Resul
     let mut all: Vec<i64> = labels.iter().flat_map(|l| l.values.iter().copied()).collect();
     all.sort_unstable();
     all.dedup();
-    if all.iter().enumerate().any(|(i, &v)| v != i as i64) {
-        return Err(format!("label values must be consecutive from 0, got {all:?}"));
-    }
+    // checked first, as nnU-Net does (nnunetv2/utilities/label_handling/label_handling.py: LabelManager
+    // asserts it before verify_dataset_integrity.py checks the values are consecutive): an ignore label
+    // placed between the others leaves a gap that is its doing, not the other labels'
     if let Some(ignore) = ignore {
         let expected = all.last().map_or(0, |max| max + 1);
         if ignore != expected {
-            return Err(format!("the ignore label must be max(labels) + 1 = {expected}, got {ignore}"));
+            return Err(format!(
+                "the ignore label must have the highest label value, max(labels) + 1 = {expected}, got \"ignore\": {ignore} (labels {all:?})"
+            ));
         }
+    }
+    if all.iter().enumerate().any(|(i, &v)| v != i as i64) {
+        return Err(format!("label values must be consecutive from 0, got {all:?}"));
     }
     Ok(())
 }
@@ -360,7 +365,21 @@ mod tests {
             broken(&|o| {
                 o.insert("labels".into(), json!({"background": 0, "a": 1, "ignore": 5}));
             })
-            .contains("ignore")
+            .contains("the ignore label must have the highest label value, max(labels) + 1 = 2, got \"ignore\": 5")
+        );
+        // between the other labels: the ignore rule, not a gap in the labels, is what is broken
+        assert!(
+            broken(&|o| {
+                o.insert("labels".into(), json!({"background": 0, "ignore": 1, "a": 2}));
+            })
+            .ends_with("the ignore label must have the highest label value, max(labels) + 1 = 3, got \"ignore\": 1 (labels [0, 2])")
+        );
+        // right after a gap: the gap is
+        assert!(
+            broken(&|o| {
+                o.insert("labels".into(), json!({"background": 0, "a": 2, "ignore": 3}));
+            })
+            .ends_with("label values must be consecutive from 0, got [0, 2]")
         );
     }
 }
