@@ -1361,3 +1361,72 @@ fn an_ignore_label_between_the_labels_is_named() {
     );
     assert!(!fingerprint.exists());
 }
+
+/// `-o` naming an existing file where a tool writes a folder (or a folder inside a file) is bad input
+/// naming that file, and the file is left as it was.
+#[test]
+fn a_file_where_an_output_folder_is_expected_is_refused() {
+    let scratch = Scratch::new();
+    let file = scratch.path("a_file");
+    std::fs::write(&file, "kept").unwrap();
+    let raw = scratch.path("raw");
+    for out in [file.clone(), file.join("inside")] {
+        let runs: Vec<(&str, Vec<OsString>)> = vec![
+            (
+                "nn-resample",
+                args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &out, &"-q"]),
+            ),
+            ("nn-train", one_iteration_training(&scratch, "0", &out, &[])),
+            (
+                "nn-synth",
+                args(&[&"-o", &out, &"--cases", &"2", &"--min-size", &"16", &"--max-size", &"16", &"--force"]),
+            ),
+            (
+                "nn-dataset",
+                args(&[
+                    &"create",
+                    &"--images",
+                    &raw.join("imagesTr"),
+                    &"--labels",
+                    &raw.join("labelsTr"),
+                    &"--channel",
+                    &"0=MRI",
+                    &"--channel",
+                    &"1=MRI",
+                    &"-o",
+                    &out,
+                    &"--force",
+                ]),
+            ),
+            (
+                "nn-eval",
+                args(&[
+                    &"--ref",
+                    &raw.join("labelsTr"),
+                    &"--pred",
+                    &raw.join("labelsTr"),
+                    &"-o",
+                    &scratch.path("summary_new.json"),
+                    &"--overlays",
+                    &out,
+                    &"--images",
+                    &raw.join("imagesTr"),
+                ]),
+            ),
+        ];
+        for (tool, arguments) in runs {
+            let output = Command::new(binary(tool)).args(&arguments).output().unwrap();
+            assert_eq!(
+                (output.status.code(), stderr(&output)),
+                (
+                    Some(2),
+                    format!("{tool}: error: {}: not a directory (an output folder is expected)\n", file.display())
+                ),
+                "{tool} -o {}",
+                out.display()
+            );
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
+    assert!(!scratch.path("summary_new.json").exists());
+}

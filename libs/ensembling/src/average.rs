@@ -51,7 +51,7 @@ pub fn average_folders(
     }
     let labelling = Labelling::of(descriptor).map_err(|p| Error::bad_input(&inputs[0], p))?;
     let ending = &descriptor.file_ending;
-    std::fs::create_dir_all(output).map_err(|e| Error::io(output, &e))?;
+    nntools_io::create_output_folder(output)?;
     // what a killed run left half-written
     nntools_io::remove_stale_temporaries(output)?;
     ids.par_iter().try_for_each(|id| {

@@ -87,7 +87,7 @@ pub fn postprocess_folder(input: &Path, output: &Path, steps: &[Step]) -> Result
     if names.is_empty() {
         return Err(Error::bad_input(input, "no label maps (CASE.nii.gz, CASE.mha, CASE.png, ...)"));
     }
-    std::fs::create_dir_all(output).map_err(|e| Error::io(output, &e))?;
+    nntools_io::create_output_folder(output)?;
     // what a killed run left half-written
     nntools_io::remove_stale_temporaries(output)?;
     names.par_iter().try_for_each(|name| {

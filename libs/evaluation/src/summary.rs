@@ -229,7 +229,7 @@ pub fn evaluate_folders(
     }
     let classes = classes(descriptor);
     if let Some((out, _)) = &options.overlays {
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, &e))?;
+        nntools_io::create_output_folder(out)?;
     }
     let cases = pairs
         .par_iter()

@@ -32,8 +32,8 @@ pub use metaimage::{read_metaimage, write_metaimage};
 pub use nifti::{Volume, Voxel, new_header, read_volumes, write_like, write_new, write_volume};
 pub use nrrd::{nrrd_key_values, read_nrrd, write_nrrd};
 pub use output::{
-    read_json, read_npz, remove_stale_temporaries, temporary_path, write_atomically, write_folder_atomically,
-    write_json, write_npy, write_npz, write_stream,
+    create_output_folder, read_json, read_npz, remove_stale_temporaries, temporary_path, write_atomically,
+    write_folder_atomically, write_json, write_npy, write_npz, write_stream,
 };
 pub use raster::{PixelType, RasterImage};
 pub use reader_writer::{CaseImages, ReaderWriter};

@@ -195,6 +195,24 @@ pub fn write_npy<T: ndarray_npy::WriteNpyExt + ?Sized>(path: &Path, array: &T) -
     })
 }
 
+/// Why a file (or a device, or a dangling link) cannot be an output folder.
+const NOT_A_FOLDER: &str = "not a directory (an output folder is expected)";
+
+/// Creates the output folder `dir` and any missing parents, as `create_dir_all`; the one place every
+/// tool makes its `-o` folder. Something other than a folder where `dir` or a parent must be (`-o`
+/// naming an existing file) is bad input, named, rather than a runtime "File exists".
+pub fn create_output_folder(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| not_a_folder(dir).unwrap_or_else(|| Error::io(dir, &e)))
+}
+
+/// The refusal of `dir` as an output folder when it, or the nearest of its parents that exists, is not
+/// a folder (links followed).
+fn not_a_folder(dir: &Path) -> Option<Error> {
+    let existing = dir.ancestors().find(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_ok())?;
+    let folder = std::fs::metadata(existing).is_ok_and(|meta| meta.is_dir());
+    (!folder).then(|| Error::bad_input(existing, NOT_A_FOLDER))
+}
+
 /// Builds the folder `out` in a temporary sibling and renames it into place once `fill` succeeds, so
 /// `out` is either complete or absent (or, on failure with `force`, untouched). An existing `out` is
 /// bad input unless `force`, and then replaced.
@@ -202,6 +220,9 @@ pub fn write_folder_atomically<F>(out: &Path, force: bool, fill: F) -> Result<()
 where
     F: FnOnce(&Path) -> Result<()>,
 {
+    if let Some(refused) = not_a_folder(out) {
+        return Err(refused);
+    }
     if out.exists() && !force {
         return Err(Error::bad_input(out, "already exists (use --force to replace it)"));
     }
@@ -372,6 +393,26 @@ mod tests {
         let error = write_json(dir.path(), &1).unwrap_err();
         assert_eq!(error.kind, crate::ErrorKind::BadInput);
         assert!(error.message.ends_with("is a folder, expected a file name"), "{}", error.message);
+    }
+
+    #[test]
+    fn a_file_where_an_output_folder_must_be_is_refused_as_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        create_output_folder(&nested).unwrap();
+        create_output_folder(&nested).unwrap();
+        assert!(nested.is_dir());
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let refused = format!("{}: not a directory (an output folder is expected)", file.display());
+        // the file itself, or a parent of the folder asked for
+        for out in [file.clone(), file.join("sub/sub")] {
+            let error = create_output_folder(&out).unwrap_err();
+            assert_eq!((error.kind, error.message.as_str()), (crate::ErrorKind::BadInput, refused.as_str()));
+            let error = write_folder_atomically(&out, true, |_| Ok(())).unwrap_err();
+            assert_eq!((error.kind, error.message.as_str()), (crate::ErrorKind::BadInput, refused.as_str()));
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "x", "the file is left as it was");
     }
 
     #[test]

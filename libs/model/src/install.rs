@@ -64,7 +64,7 @@ pub fn install_zip(zip: &Path, results: &Path, max_inflated_bytes: u64, force: b
         return Err(Error::bad_input(results.join(unit), "already exists (use --force to replace it)"));
     }
     let created_root = !results.exists();
-    std::fs::create_dir_all(results).map_err(|e| Error::io(results, &e))?;
+    nntools_io::create_output_folder(results)?;
     remove_stale_temporaries(results)?;
     let staging = temporary_path(&results.join("install"));
     let installed = std::fs::create_dir(&staging)

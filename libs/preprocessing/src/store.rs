@@ -166,7 +166,7 @@ pub fn preprocess_dataset(
     complete: bool,
     on_case_done: &(dyn Fn() + Sync),
 ) -> Result<Summary> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, &e))?;
+    nntools_io::create_output_folder(out)?;
     nntools_io::remove_stale_temporaries(out)?;
     // a case is made under its lock (`.CASE.nn-lock`), so that another nn-resample on this folder (or an
     // overlapping --part shard) never writes it at the same time, and is checked under it, so that a case

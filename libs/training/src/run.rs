@@ -211,7 +211,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
     // leaves the run folder as it was. The fold is trained under its lock (`RUN/.fold_F.nn-lock`), held
     // to the end, so that the same fold started twice (a Slurm array task rerun after a node failure
     // while the first still runs) is refused with the holder named.
-    std::fs::create_dir_all(&request.run_dir).map_err(|e| Error::io(&request.run_dir, &e))?;
+    nntools_io::create_output_folder(request.run_dir.path())?;
     let _fold_lock = OutputLock::acquire_or_refuse(fold_dir.path())?;
     std::fs::create_dir_all(&fold_dir).map_err(|e| Error::io(&fold_dir, &e))?;
     for dir in [request.run_dir.path(), fold_dir.path()] {
