@@ -1430,3 +1430,56 @@ fn a_file_where_an_output_folder_is_expected_is_refused() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
     assert!(!scratch.path("summary_new.json").exists());
 }
+
+/// A failing case stops the workers of nn-resample and nn-eval with one line, however many other cases
+/// fail: the first error, not one per worker. (nn-fingerprint's integrity check reports every bad file,
+/// one line each, as nnU-Net's verify_dataset_integrity.py does.)
+#[test]
+fn several_failing_cases_give_one_line() {
+    let scratch = Scratch::new();
+    let raw = scratch.path("raw");
+    let mut cases: Vec<String> = std::fs::read_dir(raw.join("labelsTr"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().replace(".nii.gz", ""))
+        .collect();
+    cases.sort();
+    // not the first case: nn-fingerprint reads it alone first, to choose the reader as nnU-Net does
+    let spoilt: Vec<&String> = cases.iter().skip(1).step_by(2).collect();
+    assert!(spoilt.len() >= 3, "{cases:?}");
+    for case in &spoilt {
+        corpus::truncated_gzip(&raw.join(format!("imagesTr/{case}_0000.nii.gz")));
+    }
+    let output = run(
+        "nn-resample",
+        &[
+            &"--plans",
+            &scratch.path("plans.json"),
+            &"-c",
+            &"3d_fullres",
+            &"-i",
+            &raw,
+            &"-o",
+            &scratch.path("pre_new"),
+            &"-q",
+        ],
+    );
+    let err = stderr(&output);
+    assert_eq!((output.status.code(), err.lines().count()), (Some(2), 1), "{err}");
+    assert!(spoilt.iter().any(|case| err.contains(&format!("{case}_0000.nii.gz"))), "{err}");
+    let output = run("nn-fingerprint", &[&raw, &"-o", &scratch.path("fingerprint_new.json")]);
+    let err = stderr(&output);
+    assert_eq!((output.status.code(), err.lines().count()), (Some(2), spoilt.len()), "{err}");
+
+    let predictions = scratch.path("pred");
+    copy_tree(&raw.join("labelsTr"), &predictions);
+    for case in &spoilt {
+        corpus::truncated_gzip(&predictions.join(format!("{case}.nii.gz")));
+    }
+    let output = run(
+        "nn-eval",
+        &[&"--ref", &raw.join("labelsTr"), &"--pred", &predictions, &"-o", &scratch.path("summary_new.json")],
+    );
+    let err = stderr(&output);
+    assert_eq!((output.status.code(), err.lines().count()), (Some(2), 1), "{err}");
+    assert!(spoilt.iter().any(|case| err.contains(&format!("pred/{case}.nii.gz"))), "{err}");
+}
