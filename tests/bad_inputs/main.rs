@@ -1261,11 +1261,9 @@ fn assert_refused(tool: &str, args: &[&dyn AsRef<std::ffi::OsStr>], message: &st
     );
 }
 
-/// `path`'s label map rewritten with its geometry edited (same voxels).
-fn with_geometry(path: &Path, edit: impl FnOnce(&mut nntools_io::Geometry)) {
+/// `path`'s label map rewritten in `geometry` (same voxels).
+fn with_geometry(path: &Path, geometry: nntools_io::Geometry) {
     let label = nntools_io::read_label_map(path).unwrap();
-    let mut geometry = label.geometry;
-    edit(&mut geometry);
     let shape = label.data.shape();
     let header = nntools_io::new_header(&geometry, [shape[0], shape[1], shape[2]]);
     nntools_io::write_like(path, label.data.mapv(|v| v as u8).view(), &header).unwrap();
@@ -1279,21 +1277,21 @@ fn eval_names_the_geometry_that_differs() {
     let references = scratch.path("raw/labelsTr");
     let reference = scratch.path("raw/labelsTr/CASE.nii.gz");
     let truth = nntools_io::read_label_map(&reference).unwrap().geometry;
-    let identity_rotated = [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+    let rotated = [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
     let moved = [truth.origin[0], truth.origin[1], truth.origin[2] + 5.0];
-    let variants: [(&str, Box<dyn Fn(&mut nntools_io::Geometry)>, String); 2] = [
-        ("origin", Box::new(move |g| g.origin = moved), format!("origin {moved:?} vs {:?}", truth.origin)),
+    let variants = [
+        ("origin", nntools_io::Geometry { origin: moved, ..truth }, format!("origin {moved:?} vs {:?}", truth.origin)),
         (
             "direction",
-            Box::new(move |g| g.direction = identity_rotated),
-            format!("direction {identity_rotated:?} vs {:?}", truth.direction),
+            nntools_io::Geometry { direction: rotated, ..truth },
+            format!("direction {rotated:?} vs {:?}", truth.direction),
         ),
     ];
-    for (what, edit, differences) in variants {
+    for (what, geometry, differences) in variants {
         let predictions = scratch.path(&format!("pred_{what}"));
         copy_tree(&references, &predictions);
         let spoilt = predictions.join(format!("{}.nii.gz", fixture().case));
-        with_geometry(&spoilt, edit);
+        with_geometry(&spoilt, geometry);
         let summary = scratch.path("summary.json");
         assert_refused(
             "nn-eval",
