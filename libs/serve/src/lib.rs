@@ -342,18 +342,24 @@ fn parse_query(query: Option<&str>) -> std::result::Result<Query, String> {
     Ok(options)
 }
 
-/// The body, read up to the size limit (`Err(true)` past it, `Err(false)` when it breaks off).
+/// The body, read up to the size limit (`Err(true)` past it, `Err(false)` when it breaks off). A body
+/// past the limit is read on, and dropped, up to twice the limit: a server that closes a connection with
+/// unread bytes resets it, and the client would lose the 413 it was sent.
 async fn read_body(body: Body, limit: usize) -> std::result::Result<Bytes, bool> {
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
+    let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| false)?;
-        if bytes.len() + chunk.len() > limit {
+        let chunk = chunk.map_err(|_| seen > limit)?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > limit.saturating_mul(2) {
             return Err(true);
         }
-        bytes.extend_from_slice(&chunk);
+        if seen <= limit {
+            bytes.extend_from_slice(&chunk);
+        }
     }
-    Ok(bytes.into())
+    if seen > limit { Err(true) } else { Ok(bytes.into()) }
 }
 
 /// A multipart body's parts `0000`, `0001`, ..., in order.
@@ -403,7 +409,7 @@ async fn predict(State(shared): AppState, headers: HeaderMap, request: Request) 
         refusal(StatusCode::PAYLOAD_TOO_LARGE, &limit)
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
+    if declared.is_some_and(|n| n > (config.max_body_bytes as u64).saturating_mul(2)) {
         return too_large();
     }
     let body = match read_body(request.into_body(), config.max_body_bytes).await {
@@ -422,7 +428,8 @@ async fn predict(State(shared): AppState, headers: HeaderMap, request: Request) 
         }
         Err(_) => vec![body],
     };
-    if bodies.len() != ready.channels && !(bodies.len() == 1 && ready.channels == 3) {
+    // one file may hold every channel (an RGB PNG, a 4-D NIfTI)
+    if bodies.len() != ready.channels && bodies.len() != 1 {
         let problem = format!("{} image(s) sent; the model takes {} channel(s)", bodies.len(), ready.channels);
         return refusal(StatusCode::BAD_REQUEST, &problem);
     }
