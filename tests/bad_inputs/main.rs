@@ -5,6 +5,7 @@
 //! failing, and print how many tool x input runs they made.
 
 mod corpus;
+mod memory;
 mod model_zips;
 
 use nntools_tests::{binary, os_args as args, run, stderr};

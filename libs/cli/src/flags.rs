@@ -60,6 +60,22 @@ pub struct Precision {
     pub precision: String,
 }
 
+/// `--max-memory-gb`: the memory budget of `nntools_io::memory`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct MaxMemory {
+    /// Refuse, before allocating, work whose arrays alone would need more memory than this (a volume
+    /// resampled to a tiny spacing, a training batch, a sliding-window grid) [default: this machine's memory].
+    #[arg(long = "max-memory-gb", value_name = "GB")]
+    pub max_memory_gb: Option<f64>,
+}
+
+impl MaxMemory {
+    /// Sets the process's budget; call before any work.
+    pub fn init(self) -> Result<()> {
+        nntools_io::memory::set_budget_gb(self.max_memory_gb)
+    }
+}
+
 /// `--force`: what exists already at the output is not kept.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct Force {

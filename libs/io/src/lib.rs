@@ -8,6 +8,7 @@ mod gipl;
 mod image;
 mod inflate;
 mod lock;
+pub mod memory;
 mod metaimage;
 mod natural;
 mod nifti;

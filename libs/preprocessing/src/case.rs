@@ -270,6 +270,14 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
         target_spacing.insert(0, original_spacing[0]);
     }
     let new_shape = resampled_shape(shape_after_crop, &original_spacing, &target_spacing);
+    // the resampled channels (f32) and labels (i16), before either is allocated
+    let voxels: f64 = new_shape.iter().map(|&n| n as f64).product();
+    let bytes_per_voxel = 4 * channels.len() + 2 * usize::from(labelled);
+    nntools_io::memory::check(&files.images[0], voxels * bytes_per_voxel as f64, || {
+        format!(
+            "resampled from {original_spacing:?} to {target_spacing:?} mm, {shape_after_crop:?} voxels become {new_shape:?}, which"
+        )
+    })?;
 
     let inside = cropped_seg.mapv(|v| v >= 0);
     let mut data = Array4::<f32>::zeros((channels.len(), new_shape[0], new_shape[1], new_shape[2]));

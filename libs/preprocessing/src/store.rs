@@ -166,6 +166,7 @@ pub fn preprocess_dataset(
     complete: bool,
     on_case_done: &(dyn Fn() + Sync),
 ) -> Result<Summary> {
+    let created = !out.exists();
     nntools_io::create_output_folder(out)?;
     nntools_io::remove_stale_temporaries(out)?;
     // a case is made under its lock (`.CASE.nn-lock`), so that another nn-resample on this folder (or an
@@ -224,6 +225,10 @@ pub fn preprocess_dataset(
         std::fs::remove_file(&manifest_path).map_err(|e| Error::runtime(&manifest_path, e))?;
     }
     if let Some(first) = errors.into_iter().next() {
+        if created {
+            // only succeeds when no case was written (finished cases are complete and kept)
+            let _ = std::fs::remove_dir(out);
+        }
         return Err(first);
     }
     if !complete {

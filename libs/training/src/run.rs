@@ -11,7 +11,7 @@ use nntools_io::{Error, OutputLock, Result, read_json, write_json};
 use nntools_layout::DATASET_FINGERPRINT_JSON;
 use nntools_layout::preprocessed::{MANIFEST, SPLITS};
 use nntools_layout::run::{Fold, RunDir};
-use nntools_planning::Plans;
+use nntools_planning::{Configuration, Plans};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -117,6 +117,25 @@ fn check_cascade(
 /// `preprocess_dataset`).
 const LABELS_TR: &str = "labelsTr";
 
+/// Refuses a batch that cannot fit (a hand-edited `batch_size` of 100000) before the run folder is
+/// touched, from the activations the network keeps for backpropagation.
+fn check_batch_memory(request: &Request, configuration: &Configuration, descriptor: &Descriptor) -> Result<()> {
+    let arch = &configuration.architecture.arch_kwargs;
+    let labels = TrainingLabels::of(descriptor);
+    let per_sample = nntools_network::activations_per_sample(
+        arch,
+        &configuration.patch_size,
+        descriptor.channel_names.len(),
+        labels.outputs(),
+    );
+    nntools_io::memory::check(&request.plans_path, 4.0 * per_sample * configuration.batch_size as f64, || {
+        format!(
+            "{}: a training batch of {} patches of {:?} voxels",
+            request.configuration, configuration.batch_size, configuration.patch_size
+        )
+    })
+}
+
 /// Trains one fold; `report` sees every warning and every finished epoch.
 pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()> {
     let plans: Plans = read_json(&request.plans_path)?;
@@ -125,6 +144,7 @@ pub fn train(request: Request, report: &mut dyn FnMut(Report<'_>)) -> Result<()>
     check_cascade(&request.cascade, request.fold, &request.configuration, &configuration, report)?;
     let descriptor = Descriptor::read(&request.dataset_json)?;
     Labelling::of(&descriptor).map_err(|p| Error::bad_input(&request.dataset_json, p))?;
+    check_batch_memory(&request, &configuration, &descriptor)?;
     let manifest_path = request.data_dir.join(MANIFEST);
     let manifest: serde_json::Value = read_json(&manifest_path)?;
     let case_ids: Vec<String> = serde_json::from_value(manifest["cases"].clone())

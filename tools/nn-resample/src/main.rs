@@ -1,5 +1,5 @@
 use clap::{ArgGroup, Parser};
-use nntools_cli::flags::{Force, Part, Quiet, Workers};
+use nntools_cli::flags::{Force, MaxMemory, Part, Quiet, Workers};
 use nntools_dataset::{Dataset, list_image_cases};
 use nntools_io::Error;
 use nntools_planning::Plans;
@@ -50,6 +50,8 @@ struct Args {
     #[command(flatten)]
     force: Force,
     #[command(flatten)]
+    max_memory: MaxMemory,
+    #[command(flatten)]
     quiet: Quiet,
 }
 
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
     nntools_cli::run(TOOL, || {
         let part = args.part.parse()?;
         args.threads.init_pool()?;
+        args.max_memory.init()?;
         let plans_bytes = std::fs::read(&args.plans).map_err(|e| Error::io(&args.plans, &e))?;
         let plans: Plans = serde_json::from_slice(&plans_bytes)
             .map_err(|e| Error::bad_input(&args.plans, format!("invalid plans: {e}")))?;

@@ -1,5 +1,5 @@
 use clap::Parser;
-use nntools_cli::flags::{Device, Precision, Quiet, TorchThreads};
+use nntools_cli::flags::{Device, MaxMemory, Precision, Quiet, TorchThreads};
 use nntools_io::Error;
 use nntools_layout::run::{Fold, RunDir};
 use nntools_training::{Augmentation, Cascade, Report, Request, Settings, train};
@@ -102,6 +102,8 @@ struct Args {
     #[command(flatten)]
     threads: TorchThreads,
     #[command(flatten)]
+    max_memory: MaxMemory,
+    #[command(flatten)]
     quiet: Quiet,
 }
 
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
         let augment: Augmentation = args.augment.parse().map_err(|p: String| Error::bad_input("--augment", p))?;
         let fold: Fold = args.fold.parse().map_err(|p| Error::bad_input(&args.fold, p))?;
         nntools_network::set_cpu_threads(args.threads.threads);
+        args.max_memory.init()?;
         // SIGTERM (a cluster's pre-emption) and SIGINT stop after the current iteration with a checkpoint
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
