@@ -258,7 +258,7 @@ fn bad_input_names_the_file_and_leaves_nothing() {
         &f.create(&out, &[]),
         &out,
         "images/synth_002_0001.nii.gz",
-        "missing; case synth_002 has channel files [0]",
+        "missing; case synth_002: expected 2 channels (_0000, _0001), found _0000",
     );
     std::fs::write(&channel, &bytes).unwrap();
 
