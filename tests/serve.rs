@@ -4,7 +4,8 @@
 //! 429, and SIGTERM under load answers what was accepted and exits 0. Every server is killed when its
 //! test ends, and every request has a time limit.
 
-use nntools_tests::{shared, stderr};
+use nntools_tests::{os_args, run, shared, stderr};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,13 +23,12 @@ struct Serve {
 }
 
 impl Serve {
-    /// Starts nn-serve on a free port of 127.0.0.1 and waits (up to a minute) until its model is loaded.
-    fn start(model: &Path, extra: &[&str]) -> Self {
+    /// Starts nn-serve with `args` on a free port of 127.0.0.1 and waits (up to a minute) until its model
+    /// is loaded.
+    fn start(args: &[&dyn AsRef<OsStr>]) -> Self {
         let mut child = Command::new(nntools_tests::binary("nn-serve"))
-            .arg("-m")
-            .arg(model)
             .args(["--listen", "127.0.0.1:0", "--device", "cpu", "-j", "1"])
-            .args(extra)
+            .args(os_args(args))
             .stderr(Stdio::piped())
             .spawn()
             .expect("nn-serve starts");
@@ -116,7 +116,7 @@ fn error_of(body: &[u8], shared: &Path) -> String {
     error
 }
 
-/// The reference model, 9 of its images, and nn-infer --no-tta's label map of each (made once per test
+/// The reference model, 9 of its images, and nn-infer --no-tta -j 1's label map of each (made once per test
 /// executable).
 struct Reference {
     model: PathBuf,
@@ -140,7 +140,7 @@ fn reference(shared: &Path) -> &'static Reference {
                 .args(["-m".as_ref(), model.as_os_str(), "-i".as_ref()])
                 .args(&images)
                 .args(["-o".as_ref(), predictions.as_os_str()])
-                .args(["--no-tta", "--device", "cpu", "-q"])
+                .args(["--no-tta", "--device", "cpu", "-q", "-j", "1"])
                 .output()
                 .unwrap();
             assert!(output.status.success(), "{}", stderr(&output));
@@ -164,7 +164,7 @@ fn concurrent_clients_get_nn_infers_files_and_tokens_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let serve = Serve::start(&reference.model, &["--queue", "32", "--token-file", token_file.to_str().unwrap()]);
+    let serve = Serve::start(&[&"-m", &reference.model, &"--queue", &"32", &"--token-file", &token_file]);
     let image = std::fs::read(&reference.images[0]).unwrap();
     for token in [None, Some("tok-3f9c2a7"), Some("tok-3f9c2a7e0"), Some("")] {
         let (status, body) = serve.predict("?tta=false", token, &image);
@@ -219,7 +219,7 @@ fn concurrent_clients_get_nn_infers_files_and_tokens_are_checked() {
 fn limits_and_hostile_bodies_are_refused_and_the_server_goes_on() {
     let Some(shared) = shared() else { return };
     let reference = reference(&shared);
-    let serve = Serve::start(&reference.model, &["--max-body-mb", "1", "--max-voxels", "100000", "-q"]);
+    let serve = Serve::start(&[&"-m", &reference.model, &"--max-body-mb", &"1", &"--max-voxels", &"100000", &"-q"]);
     let image = std::fs::read(&reference.images[3]).unwrap();
     let (status, body) = serve.predict("", None, &vec![0u8; (1 << 20) + 1]);
     assert_eq!(status, 413);
@@ -258,7 +258,7 @@ fn limits_and_hostile_bodies_are_refused_and_the_server_goes_on() {
 fn a_full_queue_answers_429_and_sigterm_answers_what_was_accepted() {
     let Some(shared) = shared() else { return };
     let reference = reference(&shared);
-    let serve = Serve::start(&reference.model, &["--queue", "1"]);
+    let serve = Serve::start(&[&"-m", &reference.model, &"--queue", &"1"]);
     let url = format!("{}/v1/predict?tta=false", serve.url);
     let send = |index: usize| {
         let url = url.clone();
@@ -285,4 +285,69 @@ fn a_full_queue_answers_429_and_sigterm_answers_what_was_accepted() {
     }
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(agent().get(&url).call().is_err(), "still accepting connections after SIGTERM");
+}
+
+#[test]
+fn a_plan_postprocesses_as_nn_ensemble_and_probabilities_come_zipped() {
+    let Some(shared) = shared() else { return };
+    let reference = reference(&shared);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("inference_plan.json");
+    let steps = serde_json::json!([{"keep_largest_component_of": [1]}, {"keep_largest_component_of": [2]}]);
+    let text = serde_json::json!({
+        "models": [{"run": reference.model, "configuration": "3d_fullres"}], "folds": [0], "postprocessing": steps,
+        "cross_validation": [], "foreground_dice_before_postprocessing": 0.0,
+        "foreground_dice_after_postprocessing": 0.0, "class_dice_after_postprocessing": {}, "commands": []
+    });
+    std::fs::write(&plan, text.to_string()).unwrap();
+    // what the batch tools make of image 5: nn-infer --plan, then nn-ensemble postprocess --plan
+    let (raw, post) = (dir.path().join("raw"), dir.path().join("post"));
+    let image = &reference.images[5];
+    // with nn-serve's -j 1 here: libtorch's thread count changes the order of float sums
+    let flags: [&dyn AsRef<OsStr>; 12] = [
+        &"--plan",
+        &plan,
+        &"-i",
+        image,
+        &"-o",
+        &raw,
+        &"--no-tta",
+        &"--save-probabilities",
+        &"--device",
+        &"cpu",
+        &"-j",
+        &"1",
+    ];
+    let output = run("nn-infer", &flags);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = run("nn-ensemble", &[&"postprocess", &"-i", &raw, &"-o", &post, &"--plan", &plan]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let name = image.file_name().unwrap().to_string_lossy().replace("_0000", "");
+    let case = name.strip_suffix(".nii.gz").unwrap();
+    let (raw_labels, post_labels) = (std::fs::read(raw.join(&name)).unwrap(), std::fs::read(post.join(&name)).unwrap());
+    assert!(raw_labels != post_labels, "postprocessing changes nothing here: the test would not see it");
+
+    let serve = Serve::start(&[&"--plan", &plan, &"-q"]);
+    let bytes = std::fs::read(image).unwrap();
+    let (status, body) = serve.predict("?tta=false", None, &bytes);
+    assert!(status == 200 && body == post_labels, "{status}: not nn-ensemble postprocess's file");
+    let (status, body) = serve.predict("?tta=false&postprocess=false", None, &bytes);
+    assert!(status == 200 && body == raw_labels, "{status}: not nn-infer's file");
+    let (status, body) = serve.predict("?tta=false&probabilities=true", None, &bytes);
+    assert_eq!(status, 200);
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(body)).unwrap();
+    let mut names: Vec<String> = zip.file_names().map(str::to_owned).collect();
+    names.sort();
+    assert_eq!(names, ["case.json", "case.made_by.json", "case.nii.gz", "case.npz"]);
+    let mut member = |name: &str| {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut zip.by_name(name).unwrap(), &mut bytes).unwrap();
+        bytes
+    };
+    assert!(member("case.nii.gz") == post_labels, "the zipped label map is not postprocessed");
+    assert!(member("case.npz") == std::fs::read(raw.join(format!("{case}.npz"))).unwrap(), "probabilities differ");
+    let properties: serde_json::Value = serde_json::from_slice(&member("case.json")).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(raw.join(format!("{case}.json"))).unwrap()).unwrap();
+    assert_eq!(properties, expected);
 }
