@@ -56,7 +56,9 @@ pub enum Failure {
 /// Predicts every job of `queue` with `model` until the queue is closed.
 pub fn run(model: &dyn Model, queue: std::sync::mpsc::Receiver<Job>, postprocessing: &[Step], quiet: bool) {
     for job in queue {
-        let answer = predict(model, &job, postprocessing);
+        // a panic in one case (a bug) fails that request; the model goes on serving the others
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| predict(model, &job, postprocessing)))
+            .unwrap_or_else(|_| Err(Failure::Internal("the prediction panicked".into())));
         if let Err(Failure::Internal(message)) = &answer {
             // the server's log may name server paths; the answer never does
             if !quiet {

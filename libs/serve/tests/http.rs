@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Answers with the first image's own bytes after `tiles` tiles of `tile` each; an image starting
-/// with `BAD!` is bad input naming its (server) path, as a reader's error does.
+/// with `BAD!` is bad input naming its (server) path, as a reader's error does; `BUG!` panics.
 struct Echo {
     tiles: usize,
     tile: Duration,
@@ -35,6 +35,7 @@ impl Model for Echo {
         if bytes.windows(4).any(|w| w == b"BAD!") {
             return Err(Error::bad_input(&images[0], "truncated"));
         }
+        assert!(!bytes.windows(4).any(|w| w == b"BUG!"), "a bug in {}", images[0].display());
         for _ in 0..self.tiles {
             if !keep_going() {
                 return Err(Error::runtime(id, "cancelled"));
@@ -216,6 +217,10 @@ fn tokens_limits_and_bad_bodies() {
     bad.extend_from_slice(b"BAD!");
     let (status, body, _) = post(&predict, Some("s3cret"), None, &bad);
     assert_eq!((status, error_of(&body).as_str()), (400, "case_0000.nii: truncated"));
+    // a panic (a bug) fails its request alone, and says nothing of it but that
+    let bug = [&image[..], b"BUG!"].concat();
+    let (status, body, _) = post(&predict, Some("s3cret"), None, &bug);
+    assert_eq!((status, error_of(&body).as_str()), (500, "the prediction failed (see the server's log)"));
 
     // multipart: parts named 0000, ...
     let multipart = |name: &str| {
