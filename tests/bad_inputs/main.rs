@@ -1377,6 +1377,20 @@ fn a_file_where_an_output_folder_is_expected_is_refused() {
             ),
             ("nn-train", one_iteration_training(&scratch, "0", &out, &[])),
             (
+                "nn-infer",
+                args(&[
+                    &"-m",
+                    &scratch.path("run"),
+                    &"-i",
+                    &raw.join("imagesTs"),
+                    &"-o",
+                    &out,
+                    &"--device",
+                    &"cpu",
+                    &"-q",
+                ]),
+            ),
+            (
                 "nn-synth",
                 args(&[&"-o", &out, &"--cases", &"2", &"--min-size", &"16", &"--max-size", &"16", &"--force"]),
             ),

@@ -69,3 +69,31 @@ fn a_batch_that_cannot_fit_is_refused_before_the_run_folder_is_made() {
         &out,
     );
 }
+
+#[test]
+fn a_sliding_window_step_near_zero_is_refused_before_predicting() {
+    let scratch = Scratch::new();
+    // a test case larger than the patch on every axis, so that the step sets the tile count
+    let large = scratch.path("large");
+    let synth = [&"-o" as &dyn AsRef<std::ffi::OsStr>, &large, &"--cases", &"1", &"--test-cases", &"1"];
+    let sizes: [&dyn AsRef<std::ffi::OsStr>; 6] = [&"--channels", &"2", &"--min-size", &"48", &"--max-size", &"48"];
+    let output = run("nn-synth", &[&synth[..], &sizes[..]].concat());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = scratch.path("predictions");
+    let output = run(
+        "nn-infer",
+        &[
+            &"-m",
+            &scratch.path("run"),
+            &"-i",
+            &large.join("imagesTs"),
+            &"-o",
+            &out,
+            &"--step",
+            &"1e-6",
+            &"--device",
+            &"cpu",
+        ],
+    );
+    assert_refused_before_work("step 1e-6", &output, &["a sliding window at step 0.000001 over", "would need"], &out);
+}

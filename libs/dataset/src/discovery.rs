@@ -101,14 +101,14 @@ pub fn list_image_cases(dir: &Path, channels: usize) -> Result<Vec<(String, Vec<
     if files.is_empty() {
         return Err(Error::bad_input(dir, "no CASE_XXXX<ending> images found (e.g. CASE_0000.nii.gz)"));
     }
-    group_image_files(dir, &files, channels)
+    group_image_files(&files, channels)
 }
 
 /// Groups `CASE_XXXX<ending>` image files into cases (sorted by id), each with its images in channel
 /// order: `_0000` to `_000K` without gaps, at most `channels` of them (an RGB file holds three channels,
 /// so the channel count is checked once they are read), all of one ending. Errors name the file at
-/// fault; `_origin` (where the files came from) is no longer needed for that.
-pub fn group_image_files(_origin: &Path, files: &[PathBuf], channels: usize) -> Result<Vec<(String, Vec<PathBuf>)>> {
+/// fault.
+pub fn group_image_files(files: &[PathBuf], channels: usize) -> Result<Vec<(String, Vec<PathBuf>)>> {
     type Files = Vec<(usize, String, PathBuf)>;
     let mut found: std::collections::BTreeMap<String, Files> = std::collections::BTreeMap::new();
     for path in files {
@@ -251,7 +251,7 @@ mod tests {
     fn channel_file_problems_name_the_file_at_fault_and_the_channels() {
         let group = |names: &[&str], channels| {
             let files: Vec<PathBuf> = names.iter().map(|n| Path::new("in").join(n)).collect();
-            group_image_files(Path::new("in"), &files, channels).map_err(|e| e.message)
+            group_image_files(&files, channels).map_err(|e| e.message)
         };
         assert_eq!(
             group(&["a_0000.nii.gz", "a_0001.nii.gz"], 2),

@@ -235,6 +235,15 @@ impl Predictor {
         self.plain.tile_count(&shape[1..]) * self.models.len()
     }
 
+    /// Refuses case `id` (preprocessed shape `(c, z, y, x)`) when its sliding window cannot fit in the
+    /// memory budget (`--step 1e-6` makes some 10^19 tiles), before anything is allocated.
+    fn check_memory(&self, id: &str, shape: &[usize]) -> Result<()> {
+        let window = &self.plain;
+        nntools_io::memory::check(id, window.memory_bytes(&shape[1..], self.classes), || {
+            format!("a sliding window at step {} over {:?} voxels (patch {:?})", window.step, &shape[1..], window.patch)
+        })
+    }
+
     /// The network input of a preprocessed case: its channels, plus for the cascade the previous
     /// stage's labels one-hot (-1 and 0 give all-zero channels).
     fn input(&self, data: &Array4<f32>, previous_stage: Option<&Array3<i16>>) -> Tensor {
@@ -353,7 +362,7 @@ fn cases(request: &Request, channels: usize) -> Result<Vec<(String, Vec<PathBuf>
                 return Err(Error::bad_input(file, "no such image file or folder"));
             }
         }
-        cases.extend(group_image_files(&files[0], &files, channels)?);
+        cases.extend(group_image_files(&files, channels)?);
     }
     let mut ids: Vec<&str> = cases.iter().map(|(id, _)| id.as_str()).collect();
     ids.sort_unstable();
@@ -497,7 +506,7 @@ pub fn predict(request: &Request, report: &mut dyn FnMut(Event)) -> Result<()> {
         Some(PreviousStage::Model(previous)) => previous,
     };
     let created = !request.output.exists();
-    std::fs::create_dir_all(&request.output).map_err(|e| Error::io(&request.output, &e))?;
+    nntools_io::create_output_folder(&request.output)?;
     // a temporary name, so that the folder a killed run leaves is removed at the next start
     let scratch = nntools_io::temporary_path(&request.output.join("previous-stage"));
     let first = Request {
@@ -539,7 +548,7 @@ fn predict_cases(
     let model_ending = first.descriptor.file_ending.to_lowercase();
     let dataset_json = read_json::<serde_json::Value>(&first.dir.dataset_json())?;
     let created = !request.output.exists();
-    std::fs::create_dir_all(&request.output).map_err(|e| Error::io(&request.output, &e))?;
+    nntools_io::create_output_folder(&request.output)?;
     nntools_io::remove_stale_temporaries(&request.output)?;
     report(Event::Started { cases: cases.len() });
 
@@ -578,7 +587,7 @@ fn predict_cases(
                 true
             };
             let predicted =
-                predict_prepared(&predictors, prepared, request.options.tta, &mut on_tile).expect("never stopped");
+                predict_prepared(&predictors, prepared, request.options.tta, &mut on_tile)?.expect("never stopped");
             if predicted_tx.send(predicted).is_err() {
                 break;
             }
@@ -638,13 +647,17 @@ fn prepare(
 }
 
 /// Predicts a prepared case with each model's predictor (mirroring when `tta` says); `None` once
-/// `keep_going`, called before every network evaluation, returns false.
+/// `keep_going`, called before every network evaluation, returns false. A case whose sliding window
+/// cannot fit in the memory budget is refused first.
 fn predict_prepared(
     predictors: &[Predictor],
     prepared: Prepared,
     tta: bool,
     keep_going: &mut dyn FnMut() -> bool,
-) -> Option<Predicted> {
+) -> Result<Option<Predicted>> {
+    for (predictor, case) in predictors.iter().zip(&prepared.per_model) {
+        predictor.check_memory(&prepared.id, case.data.shape())?;
+    }
     let Prepared { id, ending, per_model, made_by } = prepared;
     let first = &per_model[0];
     let output = OutputFormat { ending, geometry: first.geometry, stored: first.stored.clone() };
@@ -652,8 +665,8 @@ fn predict_prepared(
         .iter()
         .zip(per_model)
         .map(|(p, case)| Some((p.logits_until(&case.data, case.seg.as_ref(), tta, keep_going)?, case.properties)))
-        .collect::<Option<Vec<_>>>()?;
-    Some(Predicted { id, per_model, output, made_by })
+        .collect::<Option<Vec<_>>>();
+    Ok(per_model.map(|per_model| Predicted { id, per_model, output, made_by }))
 }
 
 /// Exports a case's logits and writes its label map (and probabilities) into `out`; with several models
@@ -838,9 +851,9 @@ impl Resident {
         let made_by = MadeBy { tta: case.tta, save_probabilities: case.save_probabilities, ..self.made_by.clone() };
         let prepared = prepare(&self.folders, id, images, &self.model_ending, None, |_| Ok(made_by))?;
         let predicted =
-            predict_prepared(&self.predictors, prepared, case.tta, keep_going).ok_or_else(|| Error::cancelled(id))?;
+            predict_prepared(&self.predictors, prepared, case.tta, keep_going)?.ok_or_else(|| Error::cancelled(id))?;
         let path = predictions::label_map(out_dir, id, &predicted.output.ending);
-        std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, &e))?;
+        nntools_io::create_output_folder(out_dir)?;
         write_case(&self.folders, predicted, out_dir, case.save_probabilities)?;
         Ok(path)
     }

@@ -21,7 +21,7 @@ pub fn tile_starts(size: &[usize], patch: &[usize], step: f64) -> Vec<Vec<usize>
         .zip(patch)
         .map(|(&size, &patch)| {
             let span = (size - patch) as f64;
-            let count = (span / (patch as f64 * step)).ceil() as usize + 1;
+            let count = tiles_along(size, patch, step) as usize;
             if count == 1 {
                 return vec![0];
             }
@@ -29,6 +29,12 @@ pub fn tile_starts(size: &[usize], patch: &[usize], step: f64) -> Vec<Vec<usize>
             (0..count).map(|i| (stride * i as f64).round_ties_even() as usize).collect()
         })
         .collect()
+}
+
+/// The number of tiles along an axis of `size >= patch` voxels, in floating point: a step near 0 makes
+/// more than any integer holds.
+fn tiles_along(size: usize, patch: usize, step: f64) -> f64 {
+    ((size - patch) as f64 / (patch as f64 * step)).ceil() + 1.0
 }
 
 /// The 1-D profile scipy's Gaussian filter gives a unit impulse at `len / 2`, normalised kernel weights
@@ -200,11 +206,28 @@ impl SlidingWindow {
 
     /// Number of network evaluations `predict` makes for an image of `spatial` shape (for progress).
     pub fn tile_count(&self, spatial: &[usize]) -> usize {
+        self.tiles(spatial) as usize
+    }
+
+    /// [`SlidingWindow::tile_count`] in floating point, for any step.
+    fn tiles(&self, spatial: &[usize]) -> f64 {
         let planar = self.patch.len() == 2;
-        let tiled: Vec<usize> =
-            spatial[usize::from(planar)..].iter().zip(&self.patch).map(|(&s, &p)| s.max(p)).collect();
-        let per_slice: usize = tile_starts(&tiled, &self.patch, self.step).iter().map(Vec::len).product();
-        if planar { per_slice * spatial[0] } else { per_slice }
+        let per_slice: f64 = spatial[usize::from(planar)..]
+            .iter()
+            .zip(&self.patch)
+            .map(|(&s, &p)| tiles_along(s.max(p), p, self.step))
+            .product();
+        if planar { per_slice * spatial[0] as f64 } else { per_slice }
+    }
+
+    /// The bytes `predict` allocates at the least for an image of `spatial` shape: the tile grid (one
+    /// list of starts per tile) and the fp16 logit and weight sums over the padded image.
+    pub fn memory_bytes(&self, spatial: &[usize], classes: i64) -> f64 {
+        let per_tile = (std::mem::size_of::<Vec<usize>>() + self.patch.len() * std::mem::size_of::<usize>()) as f64;
+        let offset = spatial.len() - self.patch.len();
+        let padded: f64 = spatial[offset..].iter().zip(&self.patch).map(|(&s, &p)| s.max(p) as f64).product();
+        let slices: f64 = spatial[..offset].iter().map(|&s| s as f64).product();
+        self.tiles(spatial) / slices * per_tile + padded * slices * (classes + 1) as f64 * 2.0
     }
 }
 
@@ -224,6 +247,19 @@ mod tests {
         assert_eq!(tile_starts(&[110], &[64], 0.5), [vec![0, 23, 46]]);
         assert_eq!(tile_starts(&[64, 40], &[64, 40], 0.5), [vec![0], vec![0]]);
         assert_eq!(tile_starts(&[41], &[40], 0.5), [vec![0, 1]]);
+    }
+
+    #[test]
+    fn tiles_and_memory_of_a_window_by_hand() {
+        let window = SlidingWindow::new(&[64, 40], 0.5, &[], Device::Cpu, None);
+        // 3 tiles along 110 (as above), 1 along 40, on each of 7 slices
+        assert_eq!(window.tile_count(&[7, 110, 40]), 21);
+        // 3 tiles of two starts each, then the fp16 sums of 3 classes and the weights over 7 x 110 x 40
+        let grid = 3.0 * (std::mem::size_of::<Vec<usize>>() + 2 * std::mem::size_of::<usize>()) as f64;
+        assert_eq!(window.memory_bytes(&[7, 110, 40], 3), grid + 7.0 * 110.0 * 40.0 * 4.0 * 2.0);
+        // a step near 0 counts tiles no integer holds, and is not rounded down to fit
+        let fine = SlidingWindow { step: 1e-9, ..window };
+        assert!(fine.memory_bytes(&[7, 1100, 400], 3) > 1e20);
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn create(request: &CreateRequest, out: &Path, options: Options) -> Result<V
     };
     let training = training_cases(request, image_files, label_files, channel_names.len())?;
     let test = match &request.test_images {
-        Some(dir) => test_cases(dir, list_image_files(dir, false, &mut warnings)?, channel_names.len())?,
+        Some(dir) => test_cases(list_image_files(dir, false, &mut warnings)?, channel_names.len())?,
         None => Vec::new(),
     };
     let name = match &request.name {
@@ -243,12 +243,12 @@ fn channels_in(path: &Path) -> Result<usize> {
     }
 }
 
-fn test_cases(dir: &Path, files: Vec<(String, PathBuf)>, channels: usize) -> Result<Vec<SourceCase>> {
+fn test_cases(files: Vec<(String, PathBuf)>, channels: usize) -> Result<Vec<SourceCase>> {
     let all_channel_files =
         files.iter().all(|(stem, _)| split_channel_suffix(stem).is_some_and(|(_, channel)| channel < channels));
     if all_channel_files {
         let paths: Vec<PathBuf> = files.into_iter().map(|(_, p)| p).collect();
-        let grouped = group_image_files(dir, &paths, channels)?;
+        let grouped = group_image_files(&paths, channels)?;
         return Ok(grouped
             .into_iter()
             .map(|(id, images)| SourceCase { id, images: Images::Channels(images), label: None })
@@ -343,12 +343,12 @@ mod tests {
     fn test_images_with_or_without_channel_suffix() {
         let root = tempfile::tempdir().unwrap();
         let suffixed = touch(&root.path().join("s"), &["x_0000.nii.gz", "x_0001.nii.gz"]);
-        let cases = test_cases(&root.path().join("s"), suffixed, 2).unwrap();
+        let cases = test_cases(suffixed, 2).unwrap();
         assert_eq!(cases.len(), 1);
         assert_eq!(cases[0].id, "x");
         // `_0001` cannot be a channel of a one-channel dataset: these are whole cases.
         let plain = touch(&root.path().join("p"), &["y_0000.nii", "y_0001.nii"]);
-        let cases = test_cases(&root.path().join("p"), plain, 1).unwrap();
+        let cases = test_cases(plain, 1).unwrap();
         let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["y_0000", "y_0001"]);
         let mut warnings = Vec::new();

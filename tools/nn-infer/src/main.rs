@@ -1,5 +1,5 @@
 use clap::Parser;
-use nntools_cli::flags::{Device, Part, Precision, Quiet, TorchThreads};
+use nntools_cli::flags::{Device, MaxMemory, Part, Precision, Quiet, TorchThreads};
 use nntools_dataset::{group_image_files, split_channel_suffix};
 use nntools_inference::{CaseOptions, Event, Options, PreviousStage, Request, Resident, predict};
 use nntools_io::{Error, ErrorKind, split_image_ending};
@@ -96,6 +96,8 @@ struct Args {
     #[command(flatten)]
     threads: TorchThreads,
     #[command(flatten)]
+    max_memory: MaxMemory,
+    #[command(flatten)]
     quiet: Quiet,
 }
 
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
         }
         let checkpoint: CheckpointName = args.checkpoint.parse().map_err(|p| Error::bad_input("--checkpoint", p))?;
         nntools_network::set_cpu_threads(args.threads.threads);
+        args.max_memory.init()?;
         let given_predictions = args.prev_stage.clone().map(PreviousStage::Predictions);
         let (models, folds, prev_stage) = match &args.plan {
             Some(path) => {
@@ -249,7 +252,7 @@ fn case_of_line(line: &[u8], channels: usize) -> Result<(String, Vec<PathBuf>), 
         1 => with_siblings(&first, channels),
         _ => files,
     };
-    let mut cases = group_image_files(&first, &files, channels).map_err(fail)?;
+    let mut cases = group_image_files(&files, channels).map_err(fail)?;
     if cases.len() != 1 {
         return Err(fail(Error::bad_input(&first, "the files of a line name several cases")));
     }

@@ -1,5 +1,5 @@
 use clap::Parser;
-use nntools_cli::flags::{Device, Precision, Quiet, TorchThreads};
+use nntools_cli::flags::{Device, MaxMemory, Precision, Quiet, TorchThreads};
 use nntools_inference::{Options, Resident};
 use nntools_io::{Error, Result};
 use nntools_layout::run::{CheckpointName, Fold};
@@ -76,6 +76,8 @@ struct Args {
     #[command(flatten)]
     threads: TorchThreads,
     #[command(flatten)]
+    max_memory: MaxMemory,
+    #[command(flatten)]
     quiet: Quiet,
 }
 
@@ -140,6 +142,7 @@ fn main() -> ExitCode {
         // tests and scripts started with port 0 read the port from this line, so it is printed even with -q
         eprintln!("{TOOL}: listening on http://{}", server.local_addr());
         nntools_network::set_cpu_threads(args.threads.threads);
+        args.max_memory.init()?;
         let options = Options { folds, checkpoint, tta: true, step: 0.5, device, precision };
         server.run(move || Resident::load(&models, &options).map(Loaded))
     })
