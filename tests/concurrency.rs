@@ -179,7 +179,7 @@ fn a_fold_another_process_holds_is_refused_with_the_holder_named_and_left_as_it_
     let before = contents(&run_dir);
 
     let output = train(&data, &pre, &run_dir, "0", &["--epochs", "1", "--iters", "1", "--val-iters", "1"]);
-    assert_eq!(output.status.code(), Some(1), "a busy output is a runtime condition: {}", stderr(&output));
+    assert_eq!(output.status.code(), Some(2), "a fold trained twice is a usage mistake: {}", stderr(&output));
     let message = stderr(&output);
     let holder = format!("in use by {}", OutputLock::holder(&fold).unwrap());
     assert!(message.contains(&format!("{}: {holder}", fold.display())), "{message}");
@@ -210,7 +210,7 @@ fn a_holder_killed_with_sigkill_blocks_no_rerun() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let refused = train(&data, &pre, &run_dir, "0", &["--epochs", "1", "--iters", "1", "--val-iters", "1"]);
-    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
     let expected = format!("in use by nn-train (pid {} on host ", holder.id());
     assert!(stderr(&refused).contains(&expected), "{}", stderr(&refused));
 

@@ -46,12 +46,12 @@ impl OutputLock {
         Ok(Self::acquire(output, Wait::Yes)?.expect("a waiting lock is always taken"))
     }
 
-    /// Takes the lock of `output`, or fails (a runtime failure: exit 1, the output is busy, not wrong)
-    /// with a message naming the process that holds it.
+    /// Takes the lock of `output`, or fails with a message naming the process that holds it: bad usage
+    /// (exit 2), as a fold submitted twice is a mistake to fix, not a failure to retry.
     pub fn acquire_or_refuse(output: &Path) -> Result<Self> {
         Self::try_acquire(output)?.ok_or_else(|| {
             let holder = Self::holder(output).unwrap_or_else(|| "another process".to_owned());
-            Error::runtime(
+            Error::bad_input(
                 output,
                 format!(
                     "in use by {holder}; wait until it ends, or end it (its lock is {})",
@@ -146,7 +146,7 @@ mod tests {
         // flock locks belong to open files: a second open in this process is refused like another process
         assert!(OutputLock::try_acquire(&output).unwrap().is_none());
         let error = OutputLock::acquire_or_refuse(&output).unwrap_err();
-        assert_eq!(error.kind, crate::ErrorKind::Runtime);
+        assert_eq!(error.kind, crate::ErrorKind::BadInput);
         let expected = format!("{}: in use by ", output.display());
         assert!(error.message.starts_with(&expected), "{}", error.message);
         assert!(error.message.contains(&format!("(pid {} on host ", std::process::id())), "{}", error.message);
