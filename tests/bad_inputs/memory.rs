@@ -1,6 +1,7 @@
 //! Valid but extreme plans and options whose arrays cannot fit (issue 24's tiny target spacing, batch
 //! of 100000 and sliding-window step of 1e-6): refused before anything is allocated, with one line
-//! naming the file and the size, exit 2, and no output; `--max-memory-gb` sets the budget.
+//! naming the file and the size (the step: the flag and why), exit 2, and no output; `--max-memory-gb`
+//! sets the budget.
 
 use super::{Scratch, one_iteration_training};
 use nntools_tests::{binary, run, stderr};
@@ -71,29 +72,23 @@ fn a_batch_that_cannot_fit_is_refused_before_the_run_folder_is_made() {
 }
 
 #[test]
-fn a_sliding_window_step_near_zero_is_refused_before_predicting() {
+fn a_step_below_one_voxel_and_a_window_beyond_the_budget_are_refused_before_predicting() {
     let scratch = Scratch::new();
-    // a test case larger than the patch on every axis, so that the step sets the tile count
-    let large = scratch.path("large");
-    let synth = [&"-o" as &dyn AsRef<std::ffi::OsStr>, &large, &"--cases", &"1", &"--test-cases", &"1"];
-    let sizes: [&dyn AsRef<std::ffi::OsStr>; 6] = [&"--channels", &"2", &"--min-size", &"48", &"--max-size", &"48"];
-    let output = run("nn-synth", &[&synth[..], &sizes[..]].concat());
-    assert!(output.status.success(), "{}", stderr(&output));
     let out = scratch.path("predictions");
-    let output = run(
-        "nn-infer",
-        &[
-            &"-m",
-            &scratch.path("run"),
-            &"-i",
-            &large.join("imagesTs"),
-            &"-o",
-            &out,
-            &"--step",
-            &"1e-6",
-            &"--device",
-            &"cpu",
-        ],
+    let infer = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let model = scratch.path("run");
+        let images = scratch.path("raw/imagesTs");
+        let common: [&dyn AsRef<std::ffi::OsStr>; 7] = [&"-m", &model, &"-i", &images, &"-o", &out, &"--device"];
+        run("nn-infer", &[&common[..], &[&"cpu"], extra].concat())
+    };
+    // nnU-Net would predict some 10^5 to 10^18 tiles, most of them again at one position
+    let output = infer(&[&"--step", &"1e-6"]);
+    assert_refused_before_work(
+        "step 1e-6",
+        &output,
+        &["--step: 0.000001 moves the patch", "less than one voxel"],
+        &out,
     );
-    assert_refused_before_work("step 1e-6", &output, &["a sliding window at step 0.000001 over", "would need"], &out);
+    let output = infer(&[&"--max-memory-gb", &"0.000001"]);
+    assert_refused_before_work("a budget of 1 kB", &output, &["would need", "more than the 0.0 GB allowed"], &out);
 }

@@ -191,6 +191,8 @@ impl Predictor {
             // every tile has the patch's shape: cuDNN's fastest algorithms are chosen once
             tch::Cuda::cudnn_set_benchmark(true);
         }
+        let patch = &folder.recipe.configuration.patch_size;
+        sliding_window::check_step(patch, options.step).map_err(|p| Error::bad_input("--step", p))?;
         let labels = &folder.previous_stage_labels;
         let input_channels = folder.recipe.channels() + labels.as_ref().map_or(0, Vec::len);
         let arch = &folder.recipe.configuration.architecture;
@@ -211,15 +213,8 @@ impl Predictor {
             })
             .collect::<Result<Vec<_>>>()?;
         let mixed = options.precision.on(options.device).map_err(|p| Error::bad_input("--precision", p))?;
-        let window = |mirror_axes: &[usize]| {
-            SlidingWindow::new(
-                &folder.recipe.configuration.patch_size,
-                options.step,
-                mirror_axes,
-                options.device,
-                mixed,
-            )
-        };
+        let window =
+            |mirror_axes: &[usize]| SlidingWindow::new(patch, options.step, mirror_axes, options.device, mixed);
         Ok(Self {
             models,
             mirrored: window(&folder.mirror_axes),

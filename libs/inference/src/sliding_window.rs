@@ -31,6 +31,20 @@ pub fn tile_starts(size: &[usize], patch: &[usize], step: f64) -> Vec<Vec<usize>
         .collect()
 }
 
+/// Refuses a step (a fraction of the patch) that moves the patch by less than one voxel along an axis:
+/// nnU-Net's compute_steps_for_sliding_window then rounds several tiles to one position and predicts
+/// each of them again, so such a step adds work (without bound as it nears 0) and nothing else.
+pub fn check_step(patch: &[usize], step: f64) -> std::result::Result<(), String> {
+    let smallest = patch.iter().map(|&p| 1.0 / p as f64).fold(0.0, f64::max);
+    if step >= smallest {
+        return Ok(());
+    }
+    Err(format!(
+        "{step} moves the patch {patch:?} by less than one voxel, which predicts tiles again at the same \
+         position; at least {smallest:.4} for this model"
+    ))
+}
+
 /// The number of tiles along an axis of `size >= patch` voxels, in floating point: a step near 0 makes
 /// more than any integer holds.
 fn tiles_along(size: usize, patch: usize, step: f64) -> f64 {
@@ -247,6 +261,16 @@ mod tests {
         assert_eq!(tile_starts(&[110], &[64], 0.5), [vec![0, 23, 46]]);
         assert_eq!(tile_starts(&[64, 40], &[64, 40], 0.5), [vec![0], vec![0]]);
         assert_eq!(tile_starts(&[41], &[40], 0.5), [vec![0, 1]]);
+    }
+
+    #[test]
+    fn steps_below_one_voxel_are_refused() {
+        assert_eq!(check_step(&[40, 56, 40], 0.025), Ok(()));
+        let refused = check_step(&[40, 56, 40], 0.02).unwrap_err();
+        assert!(refused.starts_with("0.02 moves the patch [40, 56, 40] by less than one voxel"), "{refused}");
+        assert!(refused.ends_with("at least 0.0250 for this model"), "{refused}");
+        // at the smallest step each tile starts one voxel after the last: no position twice
+        assert_eq!(tile_starts(&[45], &[40], 0.025), [vec![0, 1, 2, 3, 4, 5]]);
     }
 
     #[test]

@@ -72,7 +72,7 @@ struct Args {
     /// No mirroring test-time augmentation (about 8x faster in 3D).
     #[arg(long)]
     no_tta: bool,
-    /// Sliding-window step as a fraction of the patch size.
+    /// Sliding-window step as a fraction of the patch size, at least one voxel (1/patch) along every axis.
     #[arg(long, default_value_t = 0.5)]
     step: f64,
     /// Also write CASE.npz with class probabilities and CASE.json.
