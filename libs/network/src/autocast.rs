@@ -99,7 +99,7 @@ const FP16_ON_CPU: &str = "fp16 on the CPU: libtorch's CPU convolutions have no 
 
 /// Whether this CPU computes in bfloat16 natively and oneDNN, which runs libtorch's CPU convolutions, may
 /// use it (`ONEDNN_MAX_CPU_ISA` caps the instruction sets it uses; the names below lack bfloat16).
-pub fn cpu_has_native_bf16() -> bool {
+fn cpu_has_native_bf16() -> bool {
     const WITHOUT_BF16: [&str; 7] =
         ["SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"];
     let capped = std::env::var("ONEDNN_MAX_CPU_ISA")

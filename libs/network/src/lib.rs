@@ -8,7 +8,7 @@
 
 mod autocast;
 
-pub use autocast::{MixedPrecision, Precision, autocast, autocast_enabled, cpu_has_native_bf16, widen_bf16};
+pub use autocast::{MixedPrecision, Precision, autocast, autocast_enabled, widen_bf16};
 
 use nntools_planning::ArchKwargs;
 use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
@@ -420,6 +420,16 @@ pub fn activations_per_sample(arch: &ArchKwargs, patch: &[usize], input_channels
         }
     }
     values
+}
+
+/// The `--device` and `--precision` arguments of the tools that run networks, parsed and checked
+/// together (a precision the device cannot run is refused), each problem naming its flag.
+pub fn device_and_precision(device: &str, precision: &str) -> nntools_io::Result<(Device, Precision)> {
+    let flag = |name: &'static str| move |problem: String| nntools_io::Error::bad_input(name, problem);
+    let device = parse_device(device).map_err(flag("--device"))?;
+    let precision: Precision = precision.parse().map_err(flag("--precision"))?;
+    precision.on(device).map_err(flag("--precision"))?;
+    Ok((device, precision))
 }
 
 /// A `--device` argument: `auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`; a CUDA device this

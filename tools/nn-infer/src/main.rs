@@ -105,10 +105,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
         let part = args.part.parse()?;
-        let device = nntools_network::parse_device(&args.device.device).map_err(|p| Error::bad_input("--device", p))?;
-        let precision: nntools_network::Precision =
-            args.precision.precision.parse().map_err(|p| Error::bad_input("--precision", p))?;
-        precision.on(device).map_err(|p| Error::bad_input("--precision", p))?;
+        let (device, precision) =
+            nntools_network::device_and_precision(&args.device.device, &args.precision.precision)?;
         if !(args.step > 0.0 && args.step <= 1.0) {
             return Err(Error::bad_input("--step", "must be in (0, 1]"));
         }

@@ -107,10 +107,8 @@ impl Model for Loaded {
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        let device = nntools_network::parse_device(&args.device.device).map_err(|p| Error::bad_input("--device", p))?;
-        let precision: nntools_network::Precision =
-            args.precision.precision.parse().map_err(|p| Error::bad_input("--precision", p))?;
-        precision.on(device).map_err(|p| Error::bad_input("--precision", p))?;
+        let (device, precision) =
+            nntools_network::device_and_precision(&args.device.device, &args.precision.precision)?;
         let checkpoint: CheckpointName = args.checkpoint.parse().map_err(|p| Error::bad_input("--checkpoint", p))?;
         if !(args.timeout_s.is_finite() && args.timeout_s > 0.0) {
             return Err(Error::bad_input("--timeout-s", "must be a positive number of seconds"));

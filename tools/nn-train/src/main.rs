@@ -110,10 +110,8 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     nntools_cli::run(TOOL, || {
-        let device = nntools_network::parse_device(&args.device.device).map_err(|p| Error::bad_input("--device", p))?;
-        let precision: nntools_network::Precision =
-            args.precision.precision.parse().map_err(|p| Error::bad_input("--precision", p))?;
-        precision.on(device).map_err(|p| Error::bad_input("--precision", p))?;
+        let (device, precision) =
+            nntools_network::device_and_precision(&args.device.device, &args.precision.precision)?;
         let augment: Augmentation = args.augment.parse().map_err(|p: String| Error::bad_input("--augment", p))?;
         let fold: Fold = args.fold.parse().map_err(|p| Error::bad_input(&args.fold, p))?;
         nntools_network::set_cpu_threads(args.threads.threads);
