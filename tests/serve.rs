@@ -227,6 +227,9 @@ fn limits_and_hostile_bodies_are_refused_and_the_server_goes_on() {
     // a header claiming 200^3 voxels: refused before anything is decoded
     let mut huge = vec![0u8; 352];
     huge[..4].copy_from_slice(&348i32.to_le_bytes());
+    huge[70..72].copy_from_slice(&2i16.to_le_bytes()); // datatype uint8
+    huge[108..112].copy_from_slice(&352f32.to_le_bytes()); // vox_offset
+    huge[344..348].copy_from_slice(b"n+1\0");
     for (i, d) in [3i16, 200, 200, 200].iter().enumerate() {
         huge[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_le_bytes());
     }

@@ -40,10 +40,18 @@ impl Drop for Scratch {
     }
 }
 
-/// Every way `class` reads `path`: as a case's channel files and as a label map.
-fn read_with(class: ReaderWriter, path: &Path) {
-    let _ = class.read_images(&[path.to_path_buf()]);
+/// Every way `class` reads `path`: as a case's channel files and as a label map; whether the first did.
+fn read_with(class: ReaderWriter, path: &Path) -> bool {
+    let read = class.read_images(&[path.to_path_buf()]).is_ok();
     let _ = class.read_seg(path);
+    read
+}
+
+/// What the header of `path`, which holds `bytes`, claims (`nntools_io::claimed_voxels`, nn-serve's
+/// check before a request is decoded); a file a reader `read` must have a header it parses.
+fn claim(path: &Path, bytes: &[u8], read: bool) {
+    let claim = nntools_io::claimed_voxels(path, bytes);
+    assert!(claim.is_ok() || !read, "{} is read, yet its header claim is {claim:?}", path.display());
 }
 
 /// `bytes` split at the first [`DETACHED_DATA_SEPARATOR`]: a detached header and its data file.
@@ -76,7 +84,8 @@ pub fn detached_input(header: &str, data_file_key: &str, data: &[u8]) -> Vec<u8>
 fn attached_and_detached(bytes: &[u8], attached_ending: &str, detached_ending: &str) {
     let scratch = Scratch::new();
     let attached = scratch.write(&format!("case{attached_ending}"), bytes);
-    read_with(ReaderWriter::SimpleItk, &attached);
+    let read = read_with(ReaderWriter::SimpleItk, &attached);
+    claim(&attached, bytes, read);
     let _ = nntools_io::read_image(&attached);
     let (header, data) = split_detached(bytes);
     scratch.write(DETACHED_DATA_FILE, data);
@@ -97,7 +106,8 @@ pub fn nrrd(bytes: &[u8]) {
 pub fn gipl(bytes: &[u8]) {
     let scratch = Scratch::new();
     let path = scratch.write("case.gipl", bytes);
-    read_with(ReaderWriter::SimpleItk, &path);
+    let read = read_with(ReaderWriter::SimpleItk, &path);
+    claim(&path, bytes, read);
 }
 
 /// The TIFF readers on `bytes` as a `.tif` file: as a 3-D stack (`Tiff3DIO`, its spacing sidecars
@@ -109,8 +119,8 @@ pub fn tiff(bytes: &[u8]) {
     for sidecar in ["case.json", "case_0000.json"] {
         scratch.write(sidecar, br#"{"spacing": [2.0, 1.0, 0.5]}"#);
     }
-    read_with(ReaderWriter::Tiff3d, &path);
-    read_with(ReaderWriter::NaturalImage2d, &path);
+    let read = read_with(ReaderWriter::Tiff3d, &path) | read_with(ReaderWriter::NaturalImage2d, &path);
+    claim(&path, bytes, read);
     let _ = nntools_io::read_image(&path);
 }
 
@@ -119,7 +129,9 @@ pub fn tiff(bytes: &[u8]) {
 pub fn natural(bytes: &[u8]) {
     let scratch = Scratch::new();
     for name in ["case.png", "case.bmp"] {
-        read_with(ReaderWriter::NaturalImage2d, &scratch.write(name, bytes));
+        let path = scratch.write(name, bytes);
+        let read = read_with(ReaderWriter::NaturalImage2d, &path);
+        claim(&path, bytes, read);
     }
 }
 
@@ -138,8 +150,8 @@ pub fn nifti(bytes: &[u8]) {
         encoder.finish().expect("in memory")
     };
     let compressed = scratch.write("case.nii.gz", &gz);
-    for path in [&plain, &compressed] {
-        let _ = nntools_io::read_image(path);
+    for (path, bytes) in [(&plain, bytes), (&compressed, &gz[..])] {
+        claim(path, bytes, nntools_io::read_image(path).is_ok());
         let _ = nntools_io::read_label_map(path);
         let _ = nntools_io::read_volumes(path);
         let _ = ReaderWriter::NibabelWithReorient.read_images(std::slice::from_ref(path));

@@ -10,7 +10,7 @@
 //! a 3-D image of one slice.
 
 use crate::raster::{
-    PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, identity, inflate,
+    PixelType, RasterImage, check_geometry, claimed_values, data_bytes, encode_voxels, exact_prefix, identity, inflate,
     scalar_file_sizes, to_array,
 };
 use crate::{Error, Result};
@@ -69,13 +69,19 @@ fn be_f64(header: &[u8; HEADER_BYTES], at: usize) -> f64 {
     f64::from_be_bytes(header[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Reads a `.gipl` file, gzip-compressed or not (told apart by gzip's magic bytes), as SimpleITK reads
-/// it: 2-D to 4-D (a 4-D image's 4th axis as channels, as for MetaImage), identity direction.
-pub fn read_gipl(path: &Path) -> Result<RasterImage> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    let compressed = crate::inflate::is_gzip(&raw);
+/// A GIPL header (inflated from a gzip stream), with the image's rank, sizes and voxel type.
+struct Header {
+    bytes: [u8; HEADER_BYTES],
+    rank: usize,
+    sizes: Vec<usize>,
+    pixel: PixelType,
+}
+
+/// The header of a GIPL file from its bytes `raw` (the file or its first bytes; gzip or not): only the
+/// header is inflated.
+fn parse_header(path: &Path, raw: &[u8]) -> Result<Header> {
     let stream: Box<dyn Read> =
-        if compressed { Box::new(flate2::read::MultiGzDecoder::new(raw.as_slice())) } else { Box::new(raw.as_slice()) };
+        if crate::inflate::is_gzip(raw) { Box::new(flate2::read::MultiGzDecoder::new(raw)) } else { Box::new(raw) };
     let corrupt = |e: std::io::Error| Error::bad_input(path, format!("corrupt compressed data: {e}"));
     let mut header_bytes = Vec::with_capacity(HEADER_BYTES);
     stream.take(HEADER_BYTES as u64).read_to_end(&mut header_bytes).map_err(corrupt)?;
@@ -96,6 +102,21 @@ pub fn read_gipl(path: &Path) -> Result<RasterImage> {
     let code = be_u16(&header, TYPE_AT);
     let pixel =
         pixel_type(code).ok_or_else(|| Error::bad_input(path, format!("unsupported GIPL image type code {code}")))?;
+    Ok(Header { bytes: header, rank, sizes, pixel })
+}
+
+/// The voxels a GIPL file's header claims, from the file's first bytes.
+pub(crate) fn claimed_voxels(path: &Path, leading_bytes: &[u8]) -> Result<u64> {
+    let Header { sizes, pixel, .. } = parse_header(path, leading_bytes)?;
+    claimed_values(path, &sizes, pixel)
+}
+
+/// Reads a `.gipl` file, gzip-compressed or not (told apart by gzip's magic bytes), as SimpleITK reads
+/// it: 2-D to 4-D (a 4-D image's 4th axis as channels, as for MetaImage), identity direction.
+pub fn read_gipl(path: &Path) -> Result<RasterImage> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    let compressed = crate::inflate::is_gzip(&raw);
+    let Header { bytes: header, rank, sizes, pixel } = parse_header(path, &raw)?;
     let spacing: Vec<f64> = (0..rank).map(|i| f64::from(be_f32(&header, SPACING_AT + 4 * i))).collect();
     let origin: Vec<f64> = (0..rank).map(|i| be_f64(&header, ORIGIN_AT + 8 * i)).collect();
     let direction = identity(rank);

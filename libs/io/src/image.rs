@@ -8,7 +8,7 @@
 use crate::geometry::Geometry;
 use crate::raster::RasterImage;
 use crate::reorient::Reorientation;
-use crate::{Error, NiftiHeader, PixelType, ReaderWriter, Result, gipl, metaimage, nifti, nrrd};
+use crate::{Error, NiftiHeader, PixelType, ReaderWriter, Result, gipl, metaimage, natural, nifti, nrrd, tiff};
 use ndarray::{Array3, ArrayView3, Axis, IxDyn};
 use std::path::Path;
 
@@ -103,6 +103,36 @@ impl Format {
             Error::bad_input(path, format!("not an image file name (known endings: {})", known.join(" ")))
         })?;
         Ok(ENDINGS.iter().find(|(e, _)| e.eq_ignore_ascii_case(ending)).expect("split by these endings").1)
+    }
+}
+
+/// What an image file's header claims, as [`claimed_voxels`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The values the image holds, every channel's: a NIfTI's volumes, a MetaImage's or NRRD's
+    /// components, RGB(A) samples and a TIFF's pages count, as the reader sizes the data it decodes.
+    Voxels(u64),
+    /// A MetaImage or NRRD header whose voxels live in another file, which it names (as a `.mhd` or
+    /// `.nhdr` does): reading the image would read that file.
+    DetachedData(String),
+}
+
+/// What the header of an image file named `path` claims (its ending chooses the format, errors name it),
+/// read from the file's first bytes with the header parser of the file's own reader and before anything
+/// is decoded: a NIfTI header is all that is inflated of a `.nii.gz`, a MetaImage or NRRD text header is
+/// read within its reader's bound on headers, a TIFF's page directories are walked without decoding a
+/// strip; nothing of the size the header claims is allocated. An error is a header the reader refuses
+/// too (or one cut off by the end of `leading_bytes`); `Ok` does not promise that the reader reads the
+/// rest of the file.
+pub fn claimed_voxels(path: &Path, leading_bytes: &[u8]) -> Result<Claim> {
+    match Format::of(path)? {
+        Format::Nifti => nifti::claimed_voxels(path, leading_bytes).map(Claim::Voxels),
+        Format::MetaImage => metaimage::claim(path, leading_bytes),
+        Format::Nrrd => nrrd::claim(path, leading_bytes),
+        Format::Png => natural::png_claimed_values(path, leading_bytes).map(Claim::Voxels),
+        Format::Bmp => natural::bmp_claimed_values(path, leading_bytes).map(Claim::Voxels),
+        Format::Tiff => tiff::claimed_values(path, leading_bytes).map(Claim::Voxels),
+        Format::Gipl => gipl::claimed_voxels(path, leading_bytes).map(Claim::Voxels),
     }
 }
 
@@ -296,5 +326,105 @@ mod tests {
         );
         let refused = write_rgb(&dir.path().join("rg.png"), &channels[..2]).unwrap_err();
         assert!(refused.message.contains("only 3 or 4 uint8 channels"), "{refused}");
+    }
+
+    fn fixtures() -> Vec<std::path::PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dirs = [root.join("../../tests/fixtures/sitk_formats"), root.join("tests/fixtures/natural_tiff")];
+        let mut files: Vec<_> =
+            dirs.iter().flat_map(|d| std::fs::read_dir(d).unwrap()).map(|e| e.unwrap().path()).collect();
+        files.retain(|f| split_image_ending(&f.file_name().unwrap().to_string_lossy()).is_some());
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn headers_claim_the_values_their_readers_read() {
+        for path in fixtures() {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let bytes = std::fs::read(&path).unwrap();
+            let claim = claimed_voxels(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+            if name.ends_with(".mhd") || name.ends_with(".nhdr") {
+                let data_file = name.split('.').next().unwrap().to_owned();
+                assert!(
+                    matches!(&claim, Claim::DetachedData(file) if file.starts_with(&data_file)),
+                    "{name}: {claim:?}"
+                );
+                continue;
+            }
+            let images = ReaderWriter::for_file(&path).unwrap().read_images(std::slice::from_ref(&path)).unwrap();
+            let read: usize = images.iter().map(|image| image.data.len()).sum();
+            // Pillow applies a palette: three channels of each index the header counts
+            let per_sample = if name == "palette.png" { 3 } else { 1 };
+            assert_eq!(claim, Claim::Voxels((read / per_sample) as u64), "{name}");
+            // the header alone suffices where the data follows it
+            if name.ends_with(".nii.gz") || name.ends_with(".nii") || name.ends_with(".mha") || name.ends_with(".gipl")
+            {
+                let prefix = &bytes[..bytes.len().min(600)];
+                assert_eq!(claimed_voxels(&path, prefix), Ok(claim), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn claims_are_read_without_decoding_what_they_claim() {
+        // a .nii.gz of a header alone claiming 10^9 voxels: only the header is inflated
+        let mut header = vec![0u8; 352];
+        header[..4].copy_from_slice(&348i32.to_le_bytes());
+        for (i, d) in [3i16, 1000, 1000, 1000].iter().enumerate() {
+            header[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_le_bytes());
+        }
+        header[70..72].copy_from_slice(&16i16.to_le_bytes()); // float32
+        header[108..112].copy_from_slice(&352f32.to_le_bytes());
+        header[344..348].copy_from_slice(b"n+1\0");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &header).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(claimed_voxels(Path::new("a.nii.gz"), &gz), Ok(Claim::Voxels(1_000_000_000)));
+        assert_eq!(claimed_voxels(Path::new("a.nii"), &header), Ok(Claim::Voxels(1_000_000_000)));
+        // a header the reader refuses is refused here with the reader's message
+        header[344..348].copy_from_slice(b"ni1\0");
+        let refused = claimed_voxels(Path::new("a.nii"), &header).unwrap_err();
+        assert!(refused.message.starts_with("a.nii: not a single-file NIfTI-1 image"), "{refused}");
+        let mha = "NDims = 3\nDimSize = 100000 100000 100000\nElementType = MET_DOUBLE\nElementDataFile = LOCAL\n";
+        assert_eq!(claimed_voxels(Path::new("a.mha"), mha.as_bytes()), Ok(Claim::Voxels(1_000_000_000_000_000)));
+        let components =
+            "NDims = 2\nDimSize = 7 9\nElementNumberOfChannels = 3\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n";
+        assert_eq!(claimed_voxels(Path::new("a.mha"), components.as_bytes()), Ok(Claim::Voxels(189)));
+        let nrrd = b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 10 20 30\nencoding: raw\n\n";
+        assert_eq!(claimed_voxels(Path::new("a.nrrd"), nrrd), Ok(Claim::Voxels(6000)));
+        // PNG headers before a few bytes of data; one claiming more than the file can hold is refused, as
+        // its reader refuses it
+        let png = |side: u32| {
+            let mut png = Vec::new();
+            let mut encoder = png::Encoder::new(&mut png, side, side);
+            encoder.set_color(png::ColorType::Rgb);
+            let mut writer = encoder.write_header().unwrap();
+            writer.write_chunk(png::chunk::IDAT, &[0; 16]).unwrap();
+            drop(writer);
+            png
+        };
+        assert_eq!(claimed_voxels(Path::new("a.png"), &png(100)), Ok(Claim::Voxels(3 * 100 * 100)));
+        let refused = claimed_voxels(Path::new("a.png"), &png(60_000)).unwrap_err();
+        assert!(refused.message.ends_with("limits are exceeded"), "{refused}");
+        let overflow = "NDims = 4\nDimSize = 100000000 100000000 100000000 100000000\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n";
+        assert!(claimed_voxels(Path::new("a.mha"), overflow.as_bytes()).unwrap_err().message.contains("overflow"));
+    }
+
+    #[test]
+    fn a_data_file_a_header_names_is_its_claim() {
+        let nrrd = b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 1 1 1\ndata file: /etc/shadow\n\n";
+        assert_eq!(claimed_voxels(Path::new("a.nrrd"), nrrd), Ok(Claim::DetachedData("/etc/shadow".into())));
+        let mha = "NDims = 2\nDimSize = 1 1\nElementType = MET_UCHAR\nElementDataFile = ../secret.raw\n";
+        assert_eq!(claimed_voxels(Path::new("a.mha"), mha.as_bytes()), Ok(Claim::DetachedData("../secret.raw".into())));
+        // past 64 KB of comments, within the reader's bound on headers: still found
+        let long = format!("{}{mha}", "Comment = x\n".repeat(10_000));
+        assert_eq!(
+            claimed_voxels(Path::new("a.mha"), long.as_bytes()),
+            Ok(Claim::DetachedData("../secret.raw".into()))
+        );
+        // key=value pairs are not fields; the reader reads an attached file
+        let pairs = b"NRRD0004\ntype: uint8\ndimension: 1\nsizes: 2\ndata file:=x\n\n\x01\x02";
+        assert_eq!(claimed_voxels(Path::new("a.nrrd"), pairs), Ok(Claim::Voxels(2)));
     }
 }

@@ -25,8 +25,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use geometry::Geometry;
 pub use gipl::{read_gipl, write_gipl};
 pub use image::{
-    Format, IMAGE_ENDINGS, Image, Stored, read_image, read_label_map, split_image_ending, write_image, write_label_map,
-    write_rgb,
+    Claim, Format, IMAGE_ENDINGS, Image, Stored, claimed_voxels, read_image, read_label_map, split_image_ending,
+    write_image, write_label_map, write_rgb,
 };
 pub use lock::OutputLock;
 pub use metaimage::{read_metaimage, write_metaimage};

@@ -4,10 +4,10 @@
 //! `ElementDataFile` line, so a small parser here is simpler than a dependency.
 
 use crate::raster::{
-    MAX_HEADER_BYTES, PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, identity,
-    inflate, join, scalar_file_sizes, to_array, write_header_and_data,
+    MAX_HEADER_BYTES, PixelType, RasterImage, check_geometry, claimed_values, data_bytes, encode_voxels, exact_prefix,
+    identity, inflate, join, scalar_file_sizes, to_array, write_header_and_data,
 };
-use crate::{Error, Result};
+use crate::{Claim, Error, Result};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -109,10 +109,16 @@ impl Header {
     }
 }
 
-/// Reads a `.mha` or `.mhd` file (its data `LOCAL` or in one detached file relative to the header).
-pub fn read_metaimage(path: &Path) -> Result<RasterImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    let header = parse_header(path, &bytes)?;
+/// What a header says of the data's size: `NDims`, the element type and the sizes of the data as stored
+/// (`ElementNumberOfChannels` first when there are several).
+struct Shape {
+    ndims: usize,
+    pixel: PixelType,
+    channels: usize,
+    file_sizes: Vec<usize>,
+}
+
+fn shape(path: &Path, header: &Header) -> Result<Shape> {
     let ndims = match header.integer(path, "NDims")? {
         Some(n @ 2..=4) => n as usize,
         Some(n) => return Err(Error::bad_input(path, format!("NDims {n} is not supported (2 to 4)"))),
@@ -133,6 +139,28 @@ pub fn read_metaimage(path: &Path) -> Result<RasterImage> {
         c if c > 1 && ndims < 4 => c as usize,
         c => return Err(Error::bad_input(path, format!("ElementNumberOfChannels {c} is not supported here"))),
     };
+    let file_sizes = if channels > 1 { std::iter::once(channels).chain(sizes).collect() } else { sizes };
+    Ok(Shape { ndims, pixel, channels, file_sizes })
+}
+
+/// What a `.mha` or `.mhd` file's header claims, from the file's first bytes: the file its
+/// `ElementDataFile` names when that is not `LOCAL`, else the values [`read_metaimage`] sizes the data by.
+pub(crate) fn claim(path: &Path, leading_bytes: &[u8]) -> Result<Claim> {
+    let header = parse_header(path, leading_bytes)?;
+    match header.get("ElementDataFile").unwrap_or_default() {
+        "LOCAL" => {
+            let Shape { pixel, file_sizes, .. } = shape(path, &header)?;
+            claimed_values(path, &file_sizes, pixel).map(Claim::Voxels)
+        }
+        data_file => Ok(Claim::DetachedData(data_file.to_owned())),
+    }
+}
+
+/// Reads a `.mha` or `.mhd` file (its data `LOCAL` or in one detached file relative to the header).
+pub fn read_metaimage(path: &Path) -> Result<RasterImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    let header = parse_header(path, &bytes)?;
+    let Shape { ndims, pixel, channels, file_sizes } = shape(path, &header)?;
     if header.get("BinaryData").is_some_and(|_| !header.flag("BinaryData")) {
         return Err(Error::bad_input(path, "ASCII MetaImage data (BinaryData = False) is not supported"));
     }
@@ -150,11 +178,7 @@ pub fn read_metaimage(path: &Path) -> Result<RasterImage> {
     check_geometry(path, &spacing, &origin, &direction)?;
     let big_endian = header.flag("BinaryDataByteOrderMSB") || header.flag("ElementByteOrderMSB");
 
-    let (file_sizes, channel_file_axis) = if channels > 1 {
-        (std::iter::once(channels).chain(sizes.iter().copied()).collect(), Some(0))
-    } else {
-        (sizes, None)
-    };
+    let channel_file_axis = (channels > 1).then_some(0);
     let expected = data_bytes(path, &file_sizes, pixel)?;
     let data_file = header.get("ElementDataFile").unwrap_or_default();
     let detached;

@@ -77,6 +77,36 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, &e))
 }
 
+fn invalid_png(path: &Path) -> impl Fn(png::DecodingError) -> Error + '_ {
+    move |e| Error::bad_input(path, format!("invalid PNG: {e}"))
+}
+
+fn invalid_bmp(path: &Path) -> impl Fn(image::ImageError) -> Error + '_ {
+    move |e| Error::bad_input(path, format!("invalid BMP: {e}"))
+}
+
+/// A PNG's decoder past its header chunks (`read_info`; decoding limited to what `bytes`, the file or
+/// its first bytes, can hold) and the samples its header claims (width x height x samples per pixel).
+fn png_header<'a>(path: &Path, bytes: &'a [u8]) -> Result<(png::Reader<Cursor<&'a [u8]>>, u128)> {
+    let limit = bytes.len().saturating_mul(DEFLATE_EXPANSION);
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: limit.max(1 << 16) });
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let reader = decoder.read_info().map_err(invalid_png(path))?;
+    let info = reader.info();
+    let values = u128::from(info.width) * u128::from(info.height) * info.color_type.samples() as u128;
+    Ok((reader, values))
+}
+
+/// The samples a PNG's header claims, from the file's first bytes.
+pub(crate) fn png_claimed_values(path: &Path, leading_bytes: &[u8]) -> Result<u64> {
+    png_header(path, leading_bytes).map(|(_, values)| saturated(values))
+}
+
+/// A count of values as a `u64`, the largest when it is more.
+pub(crate) fn saturated(values: u128) -> u64 {
+    u64::try_from(values).unwrap_or(u64::MAX)
+}
+
 /// A PNG as Pillow decodes it (`PIL/PngImagePlugin.py: _MODES`) and imageio returns it: grey of 1 bit as
 /// 0/1 (mode "1", a bool array), of 2 and 4 bits scaled to 0..255, of 16 bits as uint16; every colour
 /// image (RGB, RGBA, grey+alpha, palette) as uint8, 16-bit samples cut to their high byte; a palette
@@ -86,25 +116,15 @@ fn read_png(path: &Path) -> Result<(ArrayD<f32>, PixelType)> {
     use png::{BitDepth, ColorType};
     let bytes = read_file(path)?;
     let file_len = bytes.len();
-    let bad = |e: png::DecodingError| Error::bad_input(path, format!("invalid PNG: {e}"));
-    let limit = file_len.saturating_mul(DEFLATE_EXPANSION);
-    let mut decoder = png::Decoder::new_with_limits(Cursor::new(&bytes[..]), png::Limits { bytes: limit.max(1 << 16) });
-    decoder.set_transformations(png::Transformations::IDENTITY);
-    let mut reader = decoder.read_info().map_err(bad)?;
+    let (mut reader, values) = png_header(path, &bytes)?;
     let info = reader.info();
     let (width, height) = (info.width as usize, info.height as usize);
     let (color, depth) = (info.color_type, info.bit_depth);
     let palette: Vec<u8> = info.palette.as_deref().unwrap_or_default().to_vec();
     let samples = color.samples();
-    check_claimed_size(
-        path,
-        (width * height * samples) as u128,
-        (depth as usize).div_ceil(8),
-        file_len,
-        DEFLATE_EXPANSION,
-    )?;
+    check_claimed_size(path, values, (depth as usize).div_ceil(8), file_len, DEFLATE_EXPANSION)?;
     let mut buffer = vec![0; reader.output_buffer_size()];
-    let frame = reader.next_frame(&mut buffer).map_err(bad)?;
+    let frame = reader.next_frame(&mut buffer).map_err(invalid_png(path))?;
     let line = frame.line_size;
     let bits = depth as usize;
     let sample = |row: &[u8], i: usize| -> u16 {
@@ -190,25 +210,42 @@ fn bmp_palette(path: &Path, bytes: &[u8]) -> Result<Option<Vec<[u8; 3]>>> {
     Ok(Some(colours))
 }
 
+/// A BMP's decoder past its headers, giving palette indices where [`bmp_palette`] finds a palette, that
+/// palette, and the samples the headers claim (width x height x channels as decoded).
+type BmpHeader<'a> = (image::codecs::bmp::BmpDecoder<Cursor<&'a [u8]>>, Option<Vec<[u8; 3]>>, u128);
+
+fn bmp_header<'a>(path: &Path, bytes: &'a [u8]) -> Result<BmpHeader<'a>> {
+    use image::ImageDecoder;
+    let mut decoder = image::codecs::bmp::BmpDecoder::new(Cursor::new(bytes)).map_err(invalid_bmp(path))?;
+    let palette = bmp_palette(path, bytes)?;
+    if palette.is_some() {
+        decoder.set_indexed_color(true);
+    }
+    let (width, height) = decoder.dimensions();
+    let channels = decoder.color_type().channel_count();
+    let values = u128::from(width) * u128::from(height) * u128::from(channels);
+    Ok((decoder, palette, values))
+}
+
+/// The samples a BMP's headers claim, from the file's first bytes.
+pub(crate) fn bmp_claimed_values(path: &Path, leading_bytes: &[u8]) -> Result<u64> {
+    bmp_header(path, leading_bytes).map(|(_, _, values)| saturated(values))
+}
+
 /// A BMP as Pillow decodes it: a palette image whose colours are the grey ramp (black and white for
 /// two colours) as grey values (the palette index; mode "1" gives 0/1), any other palette applied as
 /// RGB, true-colour images as RGB or, with an alpha mask, RGBA. Returned channels last.
 fn read_bmp(path: &Path) -> Result<(ArrayD<f32>, PixelType)> {
     use image::ImageDecoder;
     let bytes = read_file(path)?;
-    let bad = |e: image::ImageError| Error::bad_input(path, format!("invalid BMP: {e}"));
-    let mut decoder = image::codecs::bmp::BmpDecoder::new(Cursor::new(&bytes[..])).map_err(bad)?;
-    let palette = bmp_palette(path, &bytes)?;
-    if palette.is_some() {
-        decoder.set_indexed_color(true);
-    }
+    let (decoder, palette, values) = bmp_header(path, &bytes)?;
     let (width, height) = decoder.dimensions();
     let (width, height) = (width as usize, height as usize);
     let channels = usize::from(decoder.color_type().channel_count());
     // well above run-length encoding's 255 pixels per 2 bytes
-    check_claimed_size(path, width as u128 * height as u128 * channels as u128, 1, bytes.len(), DEFLATE_EXPANSION)?;
+    check_claimed_size(path, values, 1, bytes.len(), DEFLATE_EXPANSION)?;
     let mut buffer = vec![0; decoder.total_bytes() as usize];
-    decoder.read_image(&mut buffer).map_err(bad)?;
+    decoder.read_image(&mut buffer).map_err(invalid_bmp(path))?;
     let Some(colours) = palette else {
         let shape = [height, width, channels];
         return Ok((

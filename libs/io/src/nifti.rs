@@ -276,6 +276,14 @@ fn read_layout(path: &Path, raw: &[u8]) -> Result<Layout> {
     Ok(Layout { header, shape, volumes, datatype, data_start, needed })
 }
 
+/// The voxels a NIfTI file's header claims, every volume's, from the file's first bytes (gzip or not):
+/// its header is read as [`read_layout`] reads it, at most a NIfTI-2 header's 540 bytes inflated.
+pub(crate) fn claimed_voxels(path: &Path, leading_bytes: &[u8]) -> Result<u64> {
+    let layout = read_layout(path, leading_bytes)?;
+    // read_layout checked that their bytes (`needed`) fit a usize
+    Ok((layout.volume_voxels() * layout.volumes) as u64)
+}
+
 /// The voxel bytes of a NIfTI file's bytes `raw`, as elements of `E` (`u8`, or `f32` for float32 voxels,
 /// decoded in place), of which the first `layout.needed` bytes are the voxels.
 fn voxel_data<E: bytemuck::Pod>(path: &Path, raw: &[u8], layout: &Layout) -> Result<Vec<E>> {

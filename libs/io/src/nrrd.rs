@@ -4,10 +4,10 @@
 //! at a blank line, and only the raw and gzip encodings matter here, so a small parser is simpler.
 
 use crate::raster::{
-    MAX_HEADER_BYTES, PixelType, RasterImage, check_geometry, data_bytes, encode_voxels, exact_prefix, identity,
-    inflate, join, scalar_file_sizes, to_array, write_header_and_data,
+    MAX_HEADER_BYTES, PixelType, RasterImage, check_geometry, claimed_values, data_bytes, encode_voxels, exact_prefix,
+    identity, inflate, join, scalar_file_sizes, to_array, write_header_and_data,
 };
-use crate::{Error, Result};
+use crate::{Claim, Error, Result};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -151,10 +151,13 @@ pub fn nrrd_key_values(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(parse_header(path, &bytes)?.key_values)
 }
 
-/// Reads a `.nrrd` or `.nhdr` file (raw or gzip data, attached or in one detached file).
-pub fn read_nrrd(path: &Path) -> Result<RasterImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    let header = parse_header(path, &bytes)?;
+/// The data file a header names (`data file`, teem's `datafile`), which a `.nhdr` has.
+fn data_file(header: &Header) -> Option<&str> {
+    header.get(&["data file", "datafile"])
+}
+
+/// A header's `dimension`, voxel type and `sizes`.
+fn shape(path: &Path, header: &Header) -> Result<(usize, PixelType, Vec<usize>)> {
     let dimension = match header.integer(path, "dimension")? {
         Some(n @ 1..=16) => n as usize,
         Some(n) => return Err(Error::bad_input(path, format!("dimension {n} is not supported"))),
@@ -173,6 +176,25 @@ pub fn read_nrrd(path: &Path) -> Result<RasterImage> {
     if sizes.len() != dimension {
         return Err(Error::bad_input(path, format!("{} sizes for dimension {dimension}", sizes.len())));
     }
+    Ok((dimension, pixel, sizes))
+}
+
+/// What a `.nrrd` or `.nhdr` file's header claims, from the file's first bytes: the data file it names,
+/// else the values [`read_nrrd`] sizes the data by.
+pub(crate) fn claim(path: &Path, leading_bytes: &[u8]) -> Result<Claim> {
+    let header = parse_header(path, leading_bytes)?;
+    if let Some(name) = data_file(&header) {
+        return Ok(Claim::DetachedData(name.to_owned()));
+    }
+    let (_, pixel, sizes) = shape(path, &header)?;
+    claimed_values(path, &sizes, pixel).map(Claim::Voxels)
+}
+
+/// Reads a `.nrrd` or `.nhdr` file (raw or gzip data, attached or in one detached file).
+pub fn read_nrrd(path: &Path) -> Result<RasterImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    let header = parse_header(path, &bytes)?;
+    let (dimension, pixel, sizes) = shape(path, &header)?;
     let kinds: Vec<&str> = match header.get(&["kinds"]) {
         Some(k) => {
             let kinds: Vec<&str> = k.split_whitespace().collect();
@@ -209,7 +231,7 @@ pub fn read_nrrd(path: &Path) -> Result<RasterImage> {
     };
     let expected = data_bytes(path, &sizes, pixel)?;
     let detached;
-    let mut stored: &[u8] = match header.get(&["data file", "datafile"]) {
+    let mut stored: &[u8] = match data_file(&header) {
         None => &bytes[header.data_offset..],
         Some(name) if name.starts_with("LIST") || name.contains(' ') => {
             return Err(Error::bad_input(path, format!("data file {name:.60} (file lists) is not supported")));

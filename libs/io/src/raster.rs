@@ -159,6 +159,11 @@ pub(crate) fn data_bytes(path: &Path, sizes: &[usize], pixel: PixelType) -> Resu
         .ok_or_else(|| Error::bad_input(path, format!("image sizes {sizes:?} overflow")))
 }
 
+/// The values of data of `sizes` (a header's claim), refused as [`data_bytes`] refuses them.
+pub(crate) fn claimed_values(path: &Path, sizes: &[usize], pixel: PixelType) -> Result<u64> {
+    Ok((data_bytes(path, sizes, pixel)? / pixel.size()) as u64)
+}
+
 /// The whole of a data file a header names (a `.mhd`'s `ElementDataFile`, a `.nhdr`'s `data file`), which
 /// must be a regular file: a header naming `/dev/zero` or a pipe would otherwise be read without end.
 pub(crate) fn read_data_file(path: &Path) -> std::io::Result<Vec<u8>> {

@@ -7,7 +7,7 @@ use crate::raster::{PixelType, RasterImage, encode_voxels, identity};
 use crate::{Error, Result};
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashSet;
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tiff::decoder::{Decoder, DecodingResult, Limits};
@@ -17,7 +17,7 @@ use tiff::tags::Tag;
 /// emits at most 4096 bytes per 12-bit code (deflate about 1032, PackBits 64).
 const MAX_EXPANSION: usize = 2731;
 
-type TiffDecoder = Decoder<Cursor<Vec<u8>>>;
+type TiffDecoder<R = Cursor<Vec<u8>>> = Decoder<R>;
 
 /// What one page (IFD) holds, from its tags alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,13 @@ struct Page {
     pixel: PixelType,
 }
 
+impl Page {
+    /// The samples of the page.
+    fn values(&self) -> u128 {
+        self.width as u128 * self.height as u128 * self.samples as u128
+    }
+}
+
 fn bad(path: &Path) -> impl Fn(tiff::TiffError) -> Error + '_ {
     move |e| Error::bad_input(path, format!("invalid TIFF: {e}"))
 }
@@ -38,15 +45,29 @@ fn bad(path: &Path) -> impl Fn(tiff::TiffError) -> Error + '_ {
 fn open(path: &Path) -> Result<(TiffDecoder, usize)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     let file_len = bytes.len();
+    Ok((decoder(path, Cursor::new(bytes), file_len)?, file_len))
+}
+
+/// A decoder of a TIFF file of `file_len` bytes read from `file`, with decoding limited to what the
+/// file can hold.
+fn decoder<R: Read + Seek>(path: &Path, file: R, file_len: usize) -> Result<TiffDecoder<R>> {
     let mut limits = Limits::default();
     limits.decoding_buffer_size = file_len.saturating_mul(MAX_EXPANSION).max(1 << 16);
-    let decoder = Decoder::new(Cursor::new(bytes)).map_err(bad(path))?.with_limits(limits);
-    Ok((decoder, file_len))
+    Ok(Decoder::new(file).map_err(bad(path))?.with_limits(limits))
+}
+
+/// The samples a TIFF file's pages claim, from the file's first bytes: its page directories as
+/// [`read_tifffile_array`] checks them, no strip decoded.
+pub(crate) fn claimed_values(path: &Path, leading_bytes: &[u8]) -> Result<u64> {
+    let mut decoder = decoder(path, Cursor::new(leading_bytes), leading_bytes.len())?;
+    let first = page(path, &mut decoder)?;
+    let pages = page_count(path, &mut decoder, &first)?;
+    Ok(crate::natural::saturated(first.values() * pages as u128))
 }
 
 /// The current page's layout and voxel type (`BitsPerSample`, `SampleFormat`, as tifffile maps them to
 /// numpy dtypes); types nnU-Net's arrays cannot hold (1-bit, 12-bit, float16, complex) are refused.
-fn page(path: &Path, decoder: &mut TiffDecoder) -> Result<Page> {
+fn page<R: Read + Seek>(path: &Path, decoder: &mut TiffDecoder<R>) -> Result<Page> {
     let (width, height) = decoder.dimensions().map_err(bad(path))?;
     let samples: usize = decoder.find_tag_unsigned(Tag::SamplesPerPixel).map_err(bad(path))?.unwrap_or(1);
     let bits: Vec<u16> = decoder.find_tag_unsigned_vec(Tag::BitsPerSample).map_err(bad(path))?.unwrap_or(vec![1]);
@@ -114,25 +135,11 @@ fn decode(path: &Path) -> Result<(ArrayD<f32>, Page)> {
     let (mut decoder, file_len) = open(path)?;
     let first = page(path, &mut decoder)?;
     let stack_of_one = one_slice_stack(&mut decoder, &first);
-    let mut pages = vec![first];
-    while decoder.more_images() {
-        decoder.next_image().map_err(bad(path))?;
-        let next = page(path, &mut decoder)?;
-        if next != first {
-            return Err(Error::bad_input(
-                path,
-                format!(
-                    "page {} is {next:?} where page 0 is {first:?}; all pages of a stack must be alike",
-                    pages.len()
-                ),
-            ));
-        }
-        pages.push(next);
-    }
+    let pages = page_count(path, &mut decoder, &first)?;
+    check_claimed_size(path, first.values() * pages as u128, first.pixel.size(), file_len, MAX_EXPANSION)?;
     let per_page = first.width * first.height * first.samples;
-    check_claimed_size(path, per_page as u128 * pages.len() as u128, first.pixel.size(), file_len, MAX_EXPANSION)?;
-    let mut values = Vec::with_capacity(per_page * pages.len());
-    for index in 0..pages.len() {
+    let mut values = Vec::with_capacity(per_page * pages);
+    for index in 0..pages {
         decoder.seek_to_image(index).map_err(bad(path))?;
         let mut result = DecodingResult::U8(Vec::new());
         let layout = decoder.read_image_to_buffer(&mut result).map_err(bad(path))?;
@@ -148,7 +155,7 @@ fn decode(path: &Path) -> Result<(ArrayD<f32>, Page)> {
             ));
         }
     }
-    let mut shape = if pages.len() > 1 || stack_of_one { vec![pages.len()] } else { Vec::new() };
+    let mut shape = if pages > 1 || stack_of_one { vec![pages] } else { Vec::new() };
     match (first.samples, first.planar) {
         (1, _) => shape.extend([first.height, first.width]),
         (s, true) => shape.extend([s, first.height, first.width]),
@@ -156,6 +163,24 @@ fn decode(path: &Path) -> Result<(ArrayD<f32>, Page)> {
     }
     let array = ArrayD::from_shape_vec(IxDyn(&shape), values).expect("sample count checked");
     Ok((array, first))
+}
+
+/// The pages of a file whose first page, the decoder's current one, is `first`: all must be alike, as
+/// tifffile makes one series of them. Leaves the decoder at the last page.
+fn page_count<R: Read + Seek>(path: &Path, decoder: &mut TiffDecoder<R>, first: &Page) -> Result<usize> {
+    let mut pages = 1;
+    while decoder.more_images() {
+        decoder.next_image().map_err(bad(path))?;
+        let next = page(path, decoder)?;
+        if next != *first {
+            return Err(Error::bad_input(
+                path,
+                format!("page {pages} is {next:?} where page 0 is {first:?}; all pages of a stack must be alike"),
+            ));
+        }
+        pages += 1;
+    }
+    Ok(pages)
 }
 
 /// Appends decoded samples as `f32`, as nnU-Net casts them (`np.vstack(..., dtype=np.float32)`).

@@ -127,6 +127,9 @@ fn agent() -> ureq::Agent {
 fn nifti(dims: &[i16]) -> Vec<u8> {
     let mut header = vec![0u8; 352];
     header[..4].copy_from_slice(&348i32.to_le_bytes());
+    header[70..72].copy_from_slice(&2i16.to_le_bytes()); // datatype uint8
+    header[108..112].copy_from_slice(&352f32.to_le_bytes()); // vox_offset
+    header[344..348].copy_from_slice(b"n+1\0");
     header[40..42].copy_from_slice(&(dims.len() as i16).to_le_bytes());
     for (i, d) in dims.iter().enumerate() {
         header[42 + 2 * i..44 + 2 * i].copy_from_slice(&d.to_le_bytes());
