@@ -537,6 +537,16 @@ fn plans_preprocessed_data_and_checkpoints() {
                 })
             }),
         ),
+        (
+            "a stage of no convolutions",
+            Box::new(move |p: &Path| {
+                corpus::edit_json(p, |j| {
+                    let mut c = configuration(j);
+                    c["architecture"]["arch_kwargs"]["n_conv_per_stage"][0] = serde_json::json!(0);
+                    j["configurations"]["3d_fullres"] = c;
+                })
+            }),
+        ),
     ];
     let mut report = Report::default();
     for (what, spoil) in &plan_spoils {

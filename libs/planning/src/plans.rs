@@ -145,6 +145,13 @@ impl Configuration {
                 kwargs.features_per_stage
             ));
         }
+        let encoder_convs = kwargs.n_conv_per_stage.as_ref().or(kwargs.n_blocks_per_stage.as_ref());
+        for (key, counts) in [("encoder", encoder_convs), ("decoder", Some(&kwargs.n_conv_per_stage_decoder))] {
+            if let Some(counts) = counts.filter(|c| c.contains(&0)) {
+                // nnU-Net's StackedConvBlocks indexes its first convolution's channels and fails
+                return Err(format!("architecture {key} convolutions per stage {counts:?} must be at least 1"));
+            }
+        }
         if let Some(bad) = kwargs.kernel_sizes.iter().chain(&kwargs.strides).find(|k| k.len() != axes || k.contains(&0))
         {
             return Err(format!("architecture kernel size or stride {bad:?} does not fit a {axes}-axis patch"));
@@ -287,5 +294,16 @@ mod tests {
         assert!(error.contains(", 0, ") && error.contains("must be positive"), "{error}");
         // The cascade's later stage inherits the spoilt architecture.
         assert!(plans.configuration("3d_cascade_fullres").unwrap_err().contains("features_per_stage"));
+    }
+
+    #[test]
+    fn a_stage_without_convolutions_is_refused() {
+        for (key, stage, expected) in [("n_conv_per_stage", 0, "encoder"), ("n_conv_per_stage_decoder", 1, "decoder")] {
+            let mut plans = read(CASCADE);
+            plans.configurations["3d_fullres"]["architecture"]["arch_kwargs"][key][stage] = Value::from(0);
+            let error = plans.configuration("3d_fullres").unwrap_err();
+            let expected = format!("configuration \"3d_fullres\": architecture {expected} convolutions per stage [");
+            assert!(error.starts_with(&expected) && error.ends_with("] must be at least 1"), "{error}");
+        }
     }
 }

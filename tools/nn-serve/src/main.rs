@@ -63,7 +63,8 @@ struct Args {
     /// Largest request body, in MiB.
     #[arg(long, default_value_t = 512)]
     max_body_mb: usize,
-    /// Largest image, in voxels per channel, as its header claims.
+    /// Largest image a request may carry, in values as its header claims: voxels times channels (the
+    /// volumes of a 4-D file, the samples of an RGB pixel), per file of a multipart request.
     #[arg(long, default_value_t = 1 << 30)]
     max_voxels: u64,
     /// Time limit of a request from arrival to answer, in seconds.
