@@ -26,6 +26,17 @@ impl Serve {
     /// Starts nn-serve with `args` on a free port of 127.0.0.1 and waits (up to a minute) until its model
     /// is loaded.
     fn start(args: &[&dyn AsRef<OsStr>]) -> Self {
+        let serve = Self::spawn(args);
+        let started = Instant::now();
+        while agent().get(format!("{}/healthz", serve.url)).call().map(|r| r.status().as_u16()).ok() != Some(200) {
+            assert!(started.elapsed() < Duration::from_secs(60), "model not loaded: {}", serve.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        serve
+    }
+
+    /// Starts nn-serve with `args` on a free port of 127.0.0.1, returning once it prints its address.
+    fn spawn(args: &[&dyn AsRef<OsStr>]) -> Self {
         let mut child = Command::new(nntools_tests::binary("nn-serve"))
             .args(["--listen", "127.0.0.1:0", "--device", "cpu", "-j", "1"])
             .args(os_args(args))
@@ -47,13 +58,7 @@ impl Serve {
             })
         };
         let url = address_rx.recv_timeout(Duration::from_secs(60)).expect("nn-serve prints its address");
-        let serve = Self { child, url, log, reader: Some(reader) };
-        let started = Instant::now();
-        while agent().get(format!("{}/healthz", serve.url)).call().map(|r| r.status().as_u16()).ok() != Some(200) {
-            assert!(started.elapsed() < Duration::from_secs(60), "model not loaded: {}", serve.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        serve
+        Self { child, url, log, reader: Some(reader) }
     }
 
     fn log(&self) -> String {
@@ -290,6 +295,15 @@ fn a_full_queue_answers_429_and_sigterm_answers_what_was_accepted() {
     }
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(agent().get(&url).call().is_err(), "still accepting connections after SIGTERM");
+}
+
+/// SIGTERM sent as soon as the address is printed, while the model loads, stops the server gracefully:
+/// the signal is caught from the bind on, not left to its default action (exit 143).
+#[test]
+fn sigterm_right_after_the_address_is_printed_exits_0() {
+    let Some(shared) = shared() else { return };
+    let (code, log) = Serve::spawn(&[&"-m", &shared.join("reference/infer/model")]).terminate();
+    assert_eq!(code, Some(0), "{log}");
 }
 
 #[test]

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use worker::{Channel, Failure, Job};
 
 pub use image::{FORMATS, check_header, sniff};
@@ -93,6 +94,10 @@ pub fn read_token(path: &Path) -> Result<String> {
 pub struct Server {
     config: Config,
     listener: std::net::TcpListener,
+    runtime: tokio::runtime::Runtime,
+    /// SIGTERM and SIGINT, caught from `bind` on: a script that reads the address and signals at once
+    /// gets the graceful shutdown too, not the default action's death. Taken by `run`.
+    stop_signals: Option<(Signal, Signal)>,
 }
 
 impl Server {
@@ -116,7 +121,17 @@ impl Server {
         let listener = std::net::TcpListener::bind(config.listen)
             .map_err(|e| Error::runtime("--listen", format!("cannot listen on {}: {e}", config.listen)))?;
         listener.set_nonblocking(true).map_err(|e| Error::runtime("--listen", e))?;
-        Ok(Self { config, listener })
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::runtime("nn-serve", format!("async runtime: {e}")))?;
+        let stop_signals = {
+            let _context = runtime.enter();
+            let catch = |kind| signal(kind).map_err(|e| Error::runtime("nn-serve", format!("signal handler: {e}")));
+            Some((catch(SignalKind::terminate())?, catch(SignalKind::interrupt())?))
+        };
+        Ok(Self { config, listener, runtime, stop_signals })
     }
 
     /// The address bound (the port chosen for port 0).
@@ -125,15 +140,10 @@ impl Server {
     }
 
     /// Serves until SIGTERM or SIGINT; see [`Server::run_until`].
-    pub fn run<M: Model + 'static>(self, load: impl FnOnce() -> Result<M> + Send + 'static) -> Result<()> {
-        self.run_until(load, async {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} },
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
+    pub fn run<M: Model + 'static>(mut self, load: impl FnOnce() -> Result<M> + Send + 'static) -> Result<()> {
+        let (mut term, mut interrupt) = self.stop_signals.take().expect("bind catches the signals");
+        self.run_until(load, async move {
+            tokio::select! { _ = term.recv() => {}, _ = interrupt.recv() => {} }
         })
     }
 
@@ -145,11 +155,6 @@ impl Server {
         load: impl FnOnce() -> Result<M> + Send + 'static,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| Error::runtime("nn-serve", format!("async runtime: {e}")))?;
         let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(self.config.queue);
         let ready = Arc::new(OnceLock::new());
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
@@ -187,7 +192,7 @@ impl Server {
             .layer(middleware::from_fn_with_state(state.clone(), authorize))
             .layer(middleware::from_fn_with_state(state.clone(), access_log))
             .with_state(state.clone());
-        let outcome = runtime.block_on(async move {
+        let outcome = self.runtime.block_on(async move {
             let listener =
                 tokio::net::TcpListener::from_std(self.listener).map_err(|e| Error::runtime("--listen", e))?;
             let load_failed = std::sync::Arc::new(std::sync::Mutex::new(None));
@@ -211,11 +216,10 @@ impl Server {
                 None => Ok(()),
             }
         });
-        // every accepted request is answered: the queue closes and the worker ends
+        // every accepted request is answered: the queue closes and the worker ends, once its model is
+        // loaded if a signal came first (exiting while libtorch loads crashes in its static destructors)
         state.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if outcome.is_ok() && state.ready.get().is_some() {
-            let _ = worker.join();
-        }
+        let _ = worker.join();
         outcome
     }
 }
