@@ -154,18 +154,28 @@ pub fn group_image_files(files: &[PathBuf], channels: usize) -> Result<Vec<(Stri
 /// The one wording for a case whose channel files are not `_0000` to `_000K`: "case a: expected 2
 /// channels (_0000, _0001), found _0000 and _0002" (`found`: the channel indices of its files, sorted).
 pub fn channel_files_problem(id: &str, expected: usize, found: &[usize]) -> String {
-    let suffix = |c: &usize| format!("_{c:04}");
     let expected_list = match expected {
-        0..=3 => (0..expected).map(|c| suffix(&c)).collect::<Vec<_>>().join(", "),
-        _ => format!("_0000 to {}", suffix(&(expected - 1))),
-    };
-    let found_list = match found {
-        [] => "none".to_owned(),
-        [one] => suffix(one),
-        [rest @ .., last] => format!("{} and {}", rest.iter().map(suffix).collect::<Vec<_>>().join(", "), suffix(last)),
+        0..=3 => (0..expected).map(channel_suffix).collect::<Vec<_>>().join(", "),
+        _ => format!("_0000 to {}", channel_suffix(expected - 1)),
     };
     let noun = if expected == 1 { "channel" } else { "channels" };
-    format!("case {id}: expected {expected} {noun} ({expected_list}), found {found_list}")
+    format!("case {id}: expected {expected} {noun} ({expected_list}), found {}", channel_suffixes(found))
+}
+
+/// Channel indices as their file suffixes, `_0000, _0001 and _0003` (`none` for no index).
+pub fn channel_suffixes(channels: &[usize]) -> String {
+    match channels {
+        [] => "none".to_owned(),
+        [one] => channel_suffix(*one),
+        [rest @ .., last] => {
+            let rest: Vec<String> = rest.iter().copied().map(channel_suffix).collect();
+            format!("{} and {}", rest.join(", "), channel_suffix(*last))
+        }
+    }
+}
+
+fn channel_suffix(channel: usize) -> String {
+    format!("_{channel:04}")
 }
 
 fn standard_case(root: &Path, descriptor: &Descriptor, id: String) -> Case {

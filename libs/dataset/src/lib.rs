@@ -11,7 +11,9 @@ mod labelling;
 mod part;
 
 pub use descriptor::{Descriptor, Label, check_labels, undeclared_labels};
-pub use discovery::{Case, Dataset, channel_files_problem, group_image_files, list_image_cases, split_channel_suffix};
+pub use discovery::{
+    Case, Dataset, channel_files_problem, channel_suffixes, group_image_files, list_image_cases, split_channel_suffix,
+};
 pub use fingerprint_file::{Fingerprint, IntensityStats};
 pub use labelling::Labelling;
 pub use part::Part;

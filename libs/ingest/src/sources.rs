@@ -11,7 +11,9 @@
 use crate::layout::{Plan, ending_of, write_raw_dataset};
 use crate::slicer::{check_single_layer, is_segmentation, segment_labels};
 use crate::{Images, Options, SourceCase};
-use nntools_dataset::{Label, channel_files_problem, check_labels, group_image_files, split_channel_suffix};
+use nntools_dataset::{
+    Label, channel_files_problem, channel_suffixes, check_labels, group_image_files, split_channel_suffix,
+};
 use nntools_io::split_image_ending;
 use nntools_io::{Error, ReaderWriter, Result};
 use serde_json::{Map, Value};
@@ -196,7 +198,11 @@ fn training_cases(
             }
             Some(path) if channel_files.is_empty() => Images::Stacked(path),
             Some(path) => {
-                problems.push(format!("{}: case {id} also has channel files {indices:?}", path.display()));
+                problems.push(format!(
+                    "{}: case {id} has channel files ({}) too: give either the one image or its channel files",
+                    path.display(),
+                    channel_suffixes(&indices)
+                ));
                 continue;
             }
             None if indices != (0..channels).collect::<Vec<_>>() => {
@@ -337,6 +343,21 @@ mod tests {
             "{message}"
         );
         assert!(lines[3].contains("d.nii.gz: label map without an image"), "{message}");
+    }
+
+    #[test]
+    fn a_case_given_as_one_image_and_as_channel_files_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let request =
+            CreateRequest { images: root.path().join("img"), labels: root.path().join("lab"), ..Default::default() };
+        let labels = touch(&request.labels, &["a.png"]);
+        let images = touch(&request.images, &["a.png", "a_0001.png", "a_0002.png"]);
+        let message = training_cases(&request, images, labels, 3).unwrap_err().message;
+        let expected = format!(
+            "{}: case a has channel files (_0001 and _0002) too: give either the one image or its channel files",
+            request.images.join("a.png").display()
+        );
+        assert!(message.ends_with(&expected), "{message}");
     }
 
     #[test]
