@@ -436,7 +436,7 @@ fn images_to_predict_and_label_maps_to_evaluate() {
             what,
             &scratch.root,
             "nn-infer",
-            &args(&[&"-m", &scratch.path("run"), &"-i", &test_images, &"-o", &predictions, &"--device", &"cpu", &"-q"]),
+            &prediction(&scratch, &test_images, &predictions, &[]),
             2,
             &spoilt,
             std::slice::from_ref(&predictions),
@@ -580,17 +580,7 @@ fn plans_preprocessed_data_and_checkpoints() {
             what,
             &scratch.root,
             "nn-infer",
-            &args(&[
-                &"-m",
-                &scratch.path("run"),
-                &"-i",
-                &scratch.path("raw/imagesTs"),
-                &"-o",
-                &predictions,
-                &"--device",
-                &"cpu",
-                &"-q",
-            ]),
+            &prediction(&scratch, &scratch.path("raw/imagesTs"), &predictions, &[]),
             2,
             &model_plans,
             std::slice::from_ref(&predictions),
@@ -682,19 +672,7 @@ fn plans_preprocessed_data_and_checkpoints() {
             what,
             &scratch.root,
             "nn-infer",
-            &args(&[
-                &"-m",
-                &scratch.path("run"),
-                &"--folds",
-                &"0",
-                &"-i",
-                &scratch.path("raw/imagesTs"),
-                &"-o",
-                &predictions,
-                &"--device",
-                &"cpu",
-                &"-q",
-            ]),
+            &prediction(&scratch, &scratch.path("raw/imagesTs"), &predictions, &["--folds", "0"]),
             2,
             Path::new("checkpoint_final"),
             std::slice::from_ref(&predictions),
@@ -714,6 +692,13 @@ fn hostile_pth(pth: &Path, fixture: &str) {
     only_pth(pth);
     let fixtures = nntools_tests::workspace().join("libs/checkpoint/tests/fixtures/read");
     std::fs::copy(fixtures.join(fixture), pth).unwrap();
+}
+
+/// nn-infer's arguments to predict `images` with `scratch`'s model into `out` on the CPU, quietly.
+fn prediction(scratch: &Scratch, images: &Path, out: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut list = args(&[&"-m", &scratch.path("run"), &"-i", &images, &"-o", &out, &"--device", &"cpu", &"-q"]);
+    list.extend(extra.iter().map(OsString::from));
+    list
 }
 
 /// nn-train's arguments for a run of one iteration on the CPU on `scratch`'s plans, preprocessed data
@@ -1001,17 +986,7 @@ fn unwritable_and_full_outputs() {
             ),
             (
                 "nn-infer",
-                args(&[
-                    &"-m",
-                    &scratch.path("run"),
-                    &"-i",
-                    &raw.join("imagesTs"),
-                    &"-o",
-                    &out("predictions"),
-                    &"--device",
-                    &"cpu",
-                    &"-q",
-                ]),
+                prediction(&scratch, &raw.join("imagesTs"), &out("predictions"), &[]),
                 out("predictions"),
                 vec![out("predictions/plans.json")],
             ),
@@ -1386,20 +1361,7 @@ fn a_file_where_an_output_folder_is_expected_is_refused() {
                 args(&[&"--plans", &scratch.path("plans.json"), &"-c", &"3d_fullres", &"-i", &raw, &"-o", &out, &"-q"]),
             ),
             ("nn-train", one_iteration_training(&scratch, "0", &out, &[])),
-            (
-                "nn-infer",
-                args(&[
-                    &"-m",
-                    &scratch.path("run"),
-                    &"-i",
-                    &raw.join("imagesTs"),
-                    &"-o",
-                    &out,
-                    &"--device",
-                    &"cpu",
-                    &"-q",
-                ]),
-            ),
+            ("nn-infer", prediction(&scratch, &raw.join("imagesTs"), &out, &[])),
             (
                 "nn-synth",
                 args(&[&"-o", &out, &"--cases", &"2", &"--min-size", &"16", &"--max-size", &"16", &"--force"]),

@@ -3,7 +3,7 @@
 //! naming the file and the size (the step: the flag and why), exit 2, and no output; `--max-memory-gb`
 //! sets the budget.
 
-use super::{Scratch, one_iteration_training};
+use super::{Scratch, one_iteration_training, prediction};
 use nntools_tests::{binary, run, stderr};
 use std::path::Path;
 
@@ -75,20 +75,18 @@ fn a_batch_that_cannot_fit_is_refused_before_the_run_folder_is_made() {
 fn a_step_below_one_voxel_and_a_window_beyond_the_budget_are_refused_before_predicting() {
     let scratch = Scratch::new();
     let out = scratch.path("predictions");
-    let infer = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
-        let model = scratch.path("run");
-        let images = scratch.path("raw/imagesTs");
-        let common: [&dyn AsRef<std::ffi::OsStr>; 7] = [&"-m", &model, &"-i", &images, &"-o", &out, &"--device"];
-        run("nn-infer", &[&common[..], &[&"cpu"], extra].concat())
+    let infer = |extra: &[&str]| {
+        let arguments = prediction(&scratch, &scratch.path("raw/imagesTs"), &out, extra);
+        std::process::Command::new(binary("nn-infer")).args(arguments).output().unwrap()
     };
     // nnU-Net would predict some 10^5 to 10^18 tiles, most of them again at one position
-    let output = infer(&[&"--step", &"1e-6"]);
+    let output = infer(&["--step", "1e-6"]);
     assert_refused_before_work(
         "step 1e-6",
         &output,
         &["--step: 0.000001 moves the patch", "less than one voxel"],
         &out,
     );
-    let output = infer(&[&"--max-memory-gb", &"0.000001"]);
+    let output = infer(&["--max-memory-gb", "0.000001"]);
     assert_refused_before_work("a budget of 1 kB", &output, &["would need", "more than the 0.0 GB allowed"], &out);
 }

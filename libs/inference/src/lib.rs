@@ -231,7 +231,7 @@ impl Predictor {
     }
 
     /// Refuses case `id` (preprocessed shape `(c, z, y, x)`) when its sliding window cannot fit in the
-    /// memory budget (`--step 1e-6` makes some 10^19 tiles), before anything is allocated.
+    /// memory budget (the fp16 sums of many classes over a large CT), before anything is allocated.
     fn check_memory(&self, id: &str, shape: &[usize]) -> Result<()> {
         let window = &self.plain;
         nntools_io::memory::check(id, window.memory_bytes(&shape[1..], self.classes), || {
