@@ -2,10 +2,10 @@
 //! sample class locations.
 
 use crate::class_locations::sample_class_locations;
-use crate::cropping::{BoundingBox, box_shape, nonzero_mask};
+use crate::cropping::{BoundingBox, box_shape, box_slice, nonzero_mask};
 use crate::normalization::{Scheme, normalize};
 use crate::resampling::{Resampling, resample_image, resample_labels, separate_z_axis};
-use ndarray::{Array3, Array4, Axis, Zip, s};
+use ndarray::{Array3, Array4, Axis, Zip};
 use nntools_dataset::integrity::check_case;
 use nntools_dataset::{Descriptor, IntensityStats};
 use nntools_io::{Error, Geometry, ReaderWriter, Result, Stored};
@@ -197,7 +197,7 @@ fn crop<T: Clone>(array: Array3<T>, bbox: &BoundingBox) -> Array3<T> {
     if array.shape().iter().zip(bbox).all(|(&n, [lo, hi])| *lo == 0 && *hi == n) {
         return array;
     }
-    array.slice(s![bbox[0][0]..bbox[0][1], bbox[1][0]..bbox[1][1], bbox[2][0]..bbox[2][1]]).to_owned()
+    array.slice(box_slice(bbox)).to_owned()
 }
 
 fn resampling(kwargs: &ResamplingKwargs) -> Resampling {
@@ -250,9 +250,8 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     let shape_before = [channels[0].shape()[0], channels[0].shape()[1], channels[0].shape()[2]];
 
     let views: Vec<_> = channels.iter().map(|c| c.view()).collect();
-    let mask = nonzero_mask(&views);
     let bbox = crate::cropping::nonzero_bounding_box(&views);
-    let mask = crop(mask, &bbox);
+    let mask = nonzero_mask(&views, &bbox);
     let labelled = seg.is_some();
     let mut cropped_seg = match seg {
         Some(seg) => crop(seg, &bbox),
@@ -285,17 +284,20 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     let data_resampling = resampling(&config.resampling_fn_data_kwargs);
     let separate = separate_z_axis(data_resampling.force_separate_z, &original_spacing, &target_spacing);
     for (c, channel) in channels.into_iter().enumerate() {
-        let mut cropped = crop(channel, &bbox);
-        normalize(
-            &mut cropped.view_mut(),
-            &inside.view(),
-            recipe.schemes[c],
-            config.use_mask_for_norm[c],
-            &recipe.stats[c],
-        )
-        .map_err(|problem| Error::bad_input(&files.images[c], problem))?;
-        let resampled = resample_image(&cropped, new_shape, separate, data_resampling);
-        data.index_axis_mut(Axis(0), c).assign(&resampled);
+        let normalized = |mut image: ndarray::ArrayViewMut3<f32>| {
+            normalize(&mut image, &inside.view(), recipe.schemes[c], config.use_mask_for_norm[c], &recipe.stats[c])
+                .map_err(|problem| Error::bad_input(&files.images[c], problem))
+        };
+        let mut slot = data.index_axis_mut(Axis(0), c);
+        if new_shape == shape_after_crop {
+            // no resampling: cropped straight into the output and normalised there
+            slot.assign(&channel.slice(box_slice(&bbox)));
+            normalized(slot)?;
+        } else {
+            let mut cropped = crop(channel, &bbox);
+            normalized(cropped.view_mut())?;
+            slot.assign(&resample_image(cropped.view(), new_shape, separate, data_resampling));
+        }
     }
 
     let (seg, class_locations) = if labelled {

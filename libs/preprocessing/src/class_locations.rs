@@ -16,12 +16,22 @@ pub fn sample_class_locations(seg: &Array3<i16>, classes: &[Vec<i16>]) -> Vec<Ve
     let mut wanted: Vec<i16> = classes.iter().flatten().copied().collect();
     wanted.sort_unstable();
     wanted.dedup();
-    let mut voxels_of: BTreeMap<i16, Vec<[u32; 3]>> = wanted.iter().map(|&l| (l, Vec::new())).collect();
-    for ((z, y, x), label) in seg.indexed_iter() {
-        if let Some(voxels) = voxels_of.get_mut(label) {
-            voxels.push([z as u32, y as u32, x as u32]);
+    // a table from every i16 value to its place in `wanted` (+1; 0: not wanted)
+    let mut place = vec![0u16; 1 << 16];
+    for (i, &label) in wanted.iter().enumerate() {
+        place[usize::from(label as u16)] = i as u16 + 1;
+    }
+    let mut voxels: Vec<Vec<[u32; 3]>> = vec![Vec::new(); wanted.len()];
+    let ny = seg.shape()[1];
+    for (row_index, row) in seg.rows().into_iter().enumerate() {
+        let (z, y) = ((row_index / ny) as u32, (row_index % ny) as u32);
+        for (x, &label) in row.iter().enumerate() {
+            if let Some(i) = place[usize::from(label as u16)].checked_sub(1) {
+                voxels[usize::from(i)].push([z, y, x as u32]);
+            }
         }
     }
+    let voxels_of: BTreeMap<i16, Vec<[u32; 3]>> = wanted.into_iter().zip(voxels).collect();
     let mut rng = RandomState::new(SEED);
     classes
         .iter()

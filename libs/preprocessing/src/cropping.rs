@@ -2,7 +2,7 @@
 //! `image != 0` with holes filled (`scipy.ndimage.binary_fill_holes`, 6-connected background); the crop
 //! is its tight bounding box, or the whole image when the mask is empty.
 
-use ndarray::{Array3, ArrayView3, Zip};
+use ndarray::{Array3, ArrayView3, Ix3, SliceInfo, SliceInfoElem, Zip, s};
 
 /// Half-open bounding box `[[lo, hi), ...]` per axis, nnU-Net's (acvl_utils) convention.
 pub type BoundingBox = [[usize; 2]; 3];
@@ -29,11 +29,15 @@ pub fn nonzero_bounding_box(channels: &[ArrayView3<f32>]) -> BoundingBox {
     [[lo[0], hi[0]], [lo[1], hi[1]], [lo[2], hi[2]]]
 }
 
-/// The nonzero mask over all channels with enclosed holes filled.
-pub fn nonzero_mask(channels: &[ArrayView3<f32>]) -> Array3<bool> {
-    let mut mask = Array3::from_elem(channels[0].raw_dim(), false);
+/// The nonzero mask over all channels within `bbox`, their nonzero bounding box, with enclosed holes
+/// filled. Filling within the box gives the box's part of the whole image's filled mask: a background
+/// voxel outside the box reaches the border in a straight line, so every background voxel on the
+/// box's faces is reached from outside, and a path from inside the box to the border leaves it
+/// through one of them.
+pub fn nonzero_mask(channels: &[ArrayView3<f32>], bbox: &BoundingBox) -> Array3<bool> {
+    let mut mask = Array3::from_elem(box_shape(bbox), false);
     for channel in channels {
-        Zip::from(&mut mask).and(channel).for_each(|m, &v| *m |= v != 0.0);
+        Zip::from(&mut mask).and(channel.slice(box_slice(bbox))).for_each(|m, &v| *m |= v != 0.0);
     }
     fill_holes(&mut mask);
     mask
@@ -41,41 +45,72 @@ pub fn nonzero_mask(channels: &[ArrayView3<f32>]) -> Array3<bool> {
 
 /// Sets every background voxel that is not 6-connected to the image border to true.
 pub fn fill_holes(mask: &mut Array3<bool>) {
+    const BACKGROUND: u8 = 0;
+    const FOREGROUND: u8 = 1;
+    const REACHED: u8 = 2;
     let (nz, ny, nx) = mask.dim();
-    let mut outside = Array3::from_elem((nz, ny, nx), false);
-    let mut stack: Vec<[usize; 3]> = Vec::new();
-    let visit = |p: [usize; 3], outside: &mut Array3<bool>, stack: &mut Vec<[usize; 3]>| {
-        if !mask[p] && !outside[p] {
-            outside[p] = true;
-            stack.push(p);
+    if mask.is_empty() {
+        return;
+    }
+    // the states on a grid padded by one voxel on every side; the padding counts as reached, so that
+    // runs and neighbours are found without bounds checks
+    let (py, px) = (ny + 2, nx + 2);
+    let mut states = vec![REACHED; (nz + 2) * py * px];
+    let row_start = |z: usize, y: usize| ((z + 1) * py + y + 1) * px + 1;
+    for (i, row) in mask.rows().into_iter().enumerate() {
+        let start = row_start(i / ny, i % ny);
+        for (state, &m) in states[start..start + nx].iter_mut().zip(row) {
+            *state = if m { FOREGROUND } else { BACKGROUND };
         }
-    };
+    }
+    // scanline flood fill from the border's background voxels: a popped voxel's run along x is
+    // reached at once, and one voxel of each background run beside it (along y and z) is pushed
+    let mut seeds: Vec<usize> = Vec::new();
     for z in 0..nz {
         for y in 0..ny {
-            for x in 0..nx {
-                let on_border = z == 0 || y == 0 || x == 0 || z + 1 == nz || y + 1 == ny || x + 1 == nx;
-                if on_border {
-                    visit([z, y, x], &mut outside, &mut stack);
+            let start = row_start(z, y);
+            if z == 0 || y == 0 || z + 1 == nz || y + 1 == ny {
+                seeds.extend(start..start + nx);
+            } else {
+                seeds.extend([start, start + nx - 1]);
+            }
+        }
+    }
+    seeds.retain(|&i| states[i] == BACKGROUND);
+    while let Some(seed) = seeds.pop() {
+        if states[seed] != BACKGROUND {
+            continue;
+        }
+        let (mut lo, mut hi) = (seed, seed);
+        while states[lo - 1] == BACKGROUND {
+            lo -= 1;
+        }
+        while states[hi + 1] == BACKGROUND {
+            hi += 1;
+        }
+        states[lo..=hi].fill(REACHED);
+        for neighbour in [lo - px, lo + px, lo - px * py, lo + px * py] {
+            let mut in_run = false;
+            for (i, &state) in states[neighbour..=neighbour + hi - lo].iter().enumerate() {
+                let background = state == BACKGROUND;
+                if background && !in_run {
+                    seeds.push(neighbour + i);
                 }
+                in_run = background;
             }
         }
     }
-    let dims = [nz, ny, nx];
-    while let Some(p) = stack.pop() {
-        for axis in 0..3 {
-            if p[axis] > 0 {
-                let mut q = p;
-                q[axis] -= 1;
-                visit(q, &mut outside, &mut stack);
-            }
-            if p[axis] + 1 < dims[axis] {
-                let mut q = p;
-                q[axis] += 1;
-                visit(q, &mut outside, &mut stack);
-            }
+    for (i, mut row) in mask.rows_mut().into_iter().enumerate() {
+        let start = row_start(i / ny, i % ny);
+        for (m, &state) in row.iter_mut().zip(&states[start..start + nx]) {
+            *m = state != REACHED;
         }
     }
-    Zip::from(mask).and(&outside).for_each(|m, &o| *m = !o);
+}
+
+/// The slice of an array that a bounding box selects.
+pub fn box_slice(bbox: &BoundingBox) -> SliceInfo<[SliceInfoElem; 3], Ix3, Ix3> {
+    s![bbox[0][0]..bbox[0][1], bbox[1][0]..bbox[1][1], bbox[2][0]..bbox[2][1]]
 }
 
 /// The shape of a bounding box.
@@ -86,7 +121,11 @@ pub fn box_shape(bbox: &BoundingBox) -> [usize; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::s;
+
+    fn whole(image: &Array3<f32>) -> BoundingBox {
+        let (nz, ny, nx) = image.dim();
+        [[0, nz], [0, ny], [0, nx]]
+    }
 
     #[test]
     fn box_spans_nonzero_voxels_of_all_channels() {
@@ -114,10 +153,10 @@ mod tests {
         image[[0, 0, 0]] = 0.0;
         let mut with_notch = image.clone();
         with_notch[[1, 2, 2]] = 0.0; // opens the hole towards z = 0, which is background
-        let mask = nonzero_mask(&[image.view()]);
+        let mask = nonzero_mask(&[image.view()], &whole(&image));
         assert!(mask[[2, 2, 2]], "enclosed hole must be filled");
         assert_eq!(mask.iter().filter(|&&m| m).count(), 27);
-        let mask = nonzero_mask(&[with_notch.view()]);
+        let mask = nonzero_mask(&[with_notch.view()], &whole(&with_notch));
         assert!(!mask[[2, 2, 2]] && !mask[[1, 2, 2]], "a hole open to the outside stays background");
         assert_eq!(mask.iter().filter(|&&m| m).count(), 25);
     }
@@ -129,8 +168,77 @@ mod tests {
         image[[1, 1, 1]] = 0.0;
         image[[1, 2, 2]] = 0.0;
         image[[0, 0, 0]] = 0.0;
-        let mask = nonzero_mask(&[image.view()]);
+        let mask = nonzero_mask(&[image.view()], &whole(&image));
         assert!(mask[[1, 1, 1]] && mask[[1, 2, 2]]);
         assert!(!mask[[0, 0, 0]]);
+    }
+
+    #[test]
+    fn filling_within_the_bounding_box_is_the_box_of_filling_the_whole_image() {
+        // shells with holes, open and enclosed, that touch the box's faces, inside a zero margin
+        let mut image = Array3::<f32>::zeros((9, 10, 11));
+        image.slice_mut(s![2..7, 1..8, 3..10]).fill(1.0);
+        image.slice_mut(s![3..6, 2..7, 4..9]).fill(0.0); // an enclosed cavity
+        image[[2, 1, 5]] = 0.0; // a dent open to the box's face at y = 1, apart from the cavity
+        image[[3, 4, 3]] = 0.0; // a dent open at x = 3, leading into the cavity
+        image[[5, 5, 6]] = 2.0; // an island inside the cavity
+        let bbox = nonzero_bounding_box(&[image.view()]);
+        assert_eq!(bbox, [[2, 7], [1, 8], [3, 10]]);
+        let mut filled_whole = nonzero_mask(&[image.view()], &whole(&image));
+        let in_box = nonzero_mask(&[image.view()], &bbox);
+        assert_eq!(in_box, filled_whole.slice(box_slice(&bbox)));
+        // the cavity is open through the dent at x = 3: nothing is filled; closing it fills the cavity
+        assert!(!in_box[[2, 3, 2]]);
+        image[[3, 4, 3]] = 1.0;
+        filled_whole = nonzero_mask(&[image.view()], &whole(&image));
+        let in_box = nonzero_mask(&[image.view()], &bbox);
+        assert_eq!(in_box, filled_whole.slice(box_slice(&bbox)));
+        assert!(in_box[[2, 3, 2]] && !in_box[[0, 0, 2]]);
+    }
+
+    #[test]
+    fn random_masks_fill_as_a_plain_relaxation_does() {
+        // the reference: background reached from the border, grown one neighbour at a time until stable
+        fn relaxation(mask: &Array3<bool>) -> Array3<bool> {
+            let dims = mask.shape().to_vec();
+            let on_border = |p: [usize; 3]| (0..3).any(|a| p[a] == 0 || p[a] + 1 == dims[a]);
+            let mut reached = Array3::from_shape_fn(mask.dim(), |(z, y, x)| !mask[[z, y, x]] && on_border([z, y, x]));
+            loop {
+                let before = reached.clone();
+                for ((z, y, x), &m) in mask.indexed_iter() {
+                    let p = [z, y, x];
+                    let touches = (0..3).any(|a| {
+                        let mut q = p;
+                        (p[a] > 0 && {
+                            q[a] = p[a] - 1;
+                            before[q]
+                        }) || (p[a] + 1 < dims[a] && {
+                            q[a] = p[a] + 1;
+                            before[q]
+                        })
+                    });
+                    if !m && touches {
+                        reached[p] = true;
+                    }
+                }
+                if reached == before {
+                    return reached.mapv(|r| !r);
+                }
+            }
+        }
+        let (mut state, mut with_holes) = (12345u64, 0);
+        for (case, shape) in [(7, 8, 9), (1, 6, 5), (10, 3, 12), (6, 6, 6)].into_iter().enumerate() {
+            for density in [0.5, 0.65, 0.8] {
+                let mask = Array3::from_shape_fn(shape, |_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((state >> 33) as f64 / (1u64 << 31) as f64) < density
+                });
+                let mut filled = mask.clone();
+                fill_holes(&mut filled);
+                assert_eq!(filled, relaxation(&mask), "case {case}, density {density}");
+                with_holes += usize::from(filled != mask);
+            }
+        }
+        assert!(with_holes >= 4, "only {with_holes} masks had holes to fill");
     }
 }

@@ -47,7 +47,7 @@ impl LogitsResampling {
         let shape = self.shape;
         let mut output = Array4::<f32>::zeros((logits.shape()[0], shape[0], shape[1], shape[2]));
         for (mut out, channel) in output.axis_iter_mut(Axis(0)).zip(logits.axis_iter(Axis(0))) {
-            out.assign(&resample_image(&channel.to_owned(), shape, self.separate_axis, self.how));
+            out.assign(&resample_image(channel, shape, self.separate_axis, self.how));
         }
         output
     }

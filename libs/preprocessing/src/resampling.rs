@@ -7,7 +7,7 @@
 //! does not change the interpolant reproduces the samples exactly, and is skipped. Sample positions
 //! follow grid mode: output voxel `o` of `m` reads input position `(o + 0.5) * n / m - 0.5`.
 
-use ndarray::{Array2, Array3, Axis, Zip};
+use ndarray::{Array2, Array3, ArrayView3, Axis, Zip};
 
 /// Spacing ratio above which an axis counts as anisotropic (nnU-Net's `ANISO_THRESHOLD`).
 const ANISOTROPY_THRESHOLD: f64 = 3.0;
@@ -70,34 +70,53 @@ fn source_position(o: usize, n: usize, m: usize) -> f64 {
     (o as f64 + 0.5) * (n as f64 / m as f64) - 0.5
 }
 
-/// Cubic B-spline prefilter of one line in place (poles of the cubic spline, half-sample symmetric
-/// boundary as scipy uses for mode 'nearest'; the edge padding makes the boundary immaterial).
-fn prefilter_cubic(line: &mut [f64]) {
-    let n = line.len();
-    if n < 2 {
-        return;
-    }
+/// Lines resampled together: the prefilter's recursions and the interpolation run across a block of
+/// lines at once (vectorised, and reading a strided axis a cache line at a time instead of a value),
+/// while each line's arithmetic stays in the order it has on its own.
+const BLOCK: usize = 32;
+
+/// Cubic B-spline prefilter, in place, of the `len`-sample lines of a block (row `i` holds sample `i`
+/// of every line): poles of the cubic spline, half-sample symmetric boundary as scipy uses for mode
+/// 'nearest'; the edge padding makes the boundary immaterial.
+fn prefilter_cubic(block: &mut [f64], len: usize) {
     let z = 3f64.sqrt() - 2.0;
     let gain = (1.0 - z) * (1.0 - 1.0 / z);
-    for v in line.iter_mut() {
+    let block = &mut block[..len * BLOCK];
+    for v in block.iter_mut() {
         *v *= gain;
     }
     // causal initialisation, reflect boundary
-    let z_n = z.powi(n as i32);
-    let first = line[0];
-    let mut sum = line[0] + z_n * line[n - 1];
+    let z_n = z.powi(len as i32);
+    let row = |block: &[f64], i: usize| -> [f64; BLOCK] { block[i * BLOCK..][..BLOCK].try_into().expect("a row") };
+    let (first, last) = (row(block, 0), row(block, len - 1));
+    let mut sum: [f64; BLOCK] = std::array::from_fn(|b| first[b] + z_n * last[b]);
     let mut z_i = z;
-    for i in 1..n {
-        sum += z_i * (line[i] + z_n * line[n - 1 - i]);
+    for i in 1..len {
+        let (ahead, behind) = (&block[i * BLOCK..][..BLOCK], &block[(len - 1 - i) * BLOCK..][..BLOCK]);
+        for ((s, &a), &b) in sum.iter_mut().zip(ahead).zip(behind) {
+            *s += z_i * (a + z_n * b);
+        }
         z_i *= z;
     }
-    line[0] = sum * z / (1.0 - z_n * z_n) + first;
-    for i in 1..n {
-        line[i] += z * line[i - 1];
+    let denominator = 1.0 - z_n * z_n;
+    for ((v, &s), &f) in block[..BLOCK].iter_mut().zip(&sum).zip(&first) {
+        *v = s * z / denominator + f;
     }
-    line[n - 1] *= z / (z - 1.0);
-    for i in (0..n - 1).rev() {
-        line[i] = z * (line[i + 1] - line[i]);
+    for i in 1..len {
+        let (done, rest) = block.split_at_mut(i * BLOCK);
+        for (v, &previous) in rest[..BLOCK].iter_mut().zip(&done[(i - 1) * BLOCK..]) {
+            *v += z * previous;
+        }
+    }
+    let end = z / (z - 1.0);
+    for v in &mut block[(len - 1) * BLOCK..] {
+        *v *= end;
+    }
+    for i in (0..len - 1).rev() {
+        let (rest, done) = block.split_at_mut((i + 1) * BLOCK);
+        for (v, &next) in rest[i * BLOCK..].iter_mut().zip(&done[..BLOCK]) {
+            *v = z * (next - *v);
+        }
     }
 }
 
@@ -109,57 +128,86 @@ fn cubic_weights(t: f64) -> [f64; 4] {
 }
 
 /// Resamples every line of `input` along `axis` to `m` samples.
-fn resample_axis(input: &Array3<f64>, axis: usize, m: usize, kernel: Kernel) -> Array3<f64> {
-    let n = input.len_of(Axis(axis));
-    let mut shape = [input.shape()[0], input.shape()[1], input.shape()[2]];
-    shape[axis] = m;
-    let mut output = Array3::<f64>::zeros(shape);
+fn resample_axis<T: Copy + Into<f64>>(input: ArrayView3<T>, axis: usize, m: usize, kernel: Kernel) -> Array3<f64> {
+    let input = input.as_standard_layout();
+    let source = input.as_slice().expect("standard layout");
+    let shape = [input.shape()[0], input.shape()[1], input.shape()[2]];
+    let n = shape[axis];
+    // the array as (outer, n, inner): line l starts at (l / inner) * n * inner + l % inner, step inner
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut output_shape = shape;
+    output_shape[axis] = m;
+    let mut output = vec![0.0; outer * m * inner];
+    let pad = if kernel == Kernel::CubicSpline { SPLINE_PADDING } else { 0 };
+    let len = n + 2 * pad;
+    // per output sample: the rows of the (padded) block it reads, and their weights
     let clamp = |i: i64| i.clamp(0, n as i64 - 1) as usize;
-    // per output sample: first source index and weights
-    let taps: Vec<(i64, [f64; 4])> = (0..m)
+    let taps: Vec<([usize; 4], [f64; 4])> = (0..m)
         .map(|o| {
             let x = source_position(o, n, m);
             match kernel {
-                Kernel::Nearest => ((x + 0.5).floor() as i64, [1.0, 0.0, 0.0, 0.0]),
+                Kernel::Nearest => ([clamp((x + 0.5).floor() as i64), 0, 0, 0], [1.0, 0.0, 0.0, 0.0]),
                 Kernel::Linear => {
                     let i = x.floor();
-                    (i as i64, [1.0 - (x - i), x - i, 0.0, 0.0])
+                    ([clamp(i as i64), clamp(i as i64 + 1), 0, 0], [1.0 - (x - i), x - i, 0.0, 0.0])
                 }
                 Kernel::CubicSpline => {
                     let x = x + SPLINE_PADDING as f64;
-                    let i = x.floor();
-                    (i as i64 - 1, cubic_weights(x - i))
+                    let i = x.floor() as usize - 1;
+                    ([i, i + 1, i + 2, i + 3], cubic_weights(x - x.floor()))
                 }
             }
         })
         .collect();
-    let mut line = vec![0.0; n + 2 * SPLINE_PADDING];
-    Zip::from(output.lanes_mut(Axis(axis))).and(input.lanes(Axis(axis))).for_each(|mut out, src| match kernel {
-        Kernel::Nearest => {
-            for (o, &(i, _)) in out.iter_mut().zip(&taps) {
-                *o = src[clamp(i)];
+    let lines = outer * inner;
+    let mut block = vec![0.0; len * BLOCK];
+    let mut values = [0.0; BLOCK];
+    for first_line in (0..lines).step_by(BLOCK) {
+        let count = BLOCK.min(lines - first_line);
+        let start = |b: usize, length: usize| {
+            let line = first_line + b;
+            line / inner * length * inner + line % inner
+        };
+        for b in 0..count {
+            let start = start(b, n);
+            for k in 0..n {
+                block[(pad + k) * BLOCK + b] = source[start + k * inner].into();
             }
         }
-        Kernel::Linear => {
-            for (o, &(i, w)) in out.iter_mut().zip(&taps) {
-                *o = w[0] * src[clamp(i)] + w[1] * src[clamp(i + 1)];
+        if kernel == Kernel::CubicSpline {
+            let (head, rest) = block.split_at_mut(pad * BLOCK);
+            let (body, tail) = rest.split_at_mut(n * BLOCK);
+            for row in head.chunks_exact_mut(BLOCK) {
+                row.copy_from_slice(&body[..BLOCK]);
+            }
+            for row in tail.chunks_exact_mut(BLOCK) {
+                row.copy_from_slice(&body[(n - 1) * BLOCK..]);
+            }
+            prefilter_cubic(&mut block, len);
+        }
+        let row = |i: usize| &block[i * BLOCK..][..BLOCK];
+        for (o, &(rows, w)) in taps.iter().enumerate() {
+            match kernel {
+                Kernel::Nearest => values.copy_from_slice(row(rows[0])),
+                Kernel::Linear => {
+                    for (v, (&a, &b)) in values.iter_mut().zip(row(rows[0]).iter().zip(row(rows[1]))) {
+                        *v = w[0] * a + w[1] * b;
+                    }
+                }
+                Kernel::CubicSpline => {
+                    let (r0, r1, r2, r3) = (row(rows[0]), row(rows[1]), row(rows[2]), row(rows[3]));
+                    for (b, v) in values.iter_mut().enumerate() {
+                        *v = w[0] * r0[b] + w[1] * r1[b] + w[2] * r2[b] + w[3] * r3[b];
+                    }
+                }
+            }
+            for (b, &v) in values[..count].iter().enumerate() {
+                output[start(b, m) + o * inner] = v;
             }
         }
-        Kernel::CubicSpline => {
-            let (first, last) = (src[0], src[n - 1]);
-            line[..SPLINE_PADDING].fill(first);
-            for (l, &s) in line[SPLINE_PADDING..SPLINE_PADDING + n].iter_mut().zip(src.iter()) {
-                *l = s;
-            }
-            line[SPLINE_PADDING + n..].fill(last);
-            prefilter_cubic(&mut line);
-            for (o, &(i, w)) in out.iter_mut().zip(&taps) {
-                let i = i as usize;
-                *o = w[0] * line[i] + w[1] * line[i + 1] + w[2] * line[i + 2] + w[3] * line[i + 3];
-            }
-        }
-    });
-    output
+    }
+    Array3::from_shape_vec(output_shape, output).expect("the output's shape")
 }
 
 /// The linear map `m x n` that resampling one line of `n` samples to `m` applies with interpolation
@@ -167,7 +215,7 @@ fn resample_axis(input: &Array3<f64>, axis: usize, m: usize, kernel: Kernel) -> 
 pub fn resampling_matrix(n: usize, m: usize, order: u32) -> Array2<f64> {
     let identity = Array3::from_shape_fn((1, n, n), |(_, j, i)| f64::from(u8::from(i == j)));
     // line j of the output is the response to unit sample j, i.e. column j of the matrix
-    let responses = resample_axis(&identity, 2, m, Kernel::of_order(order));
+    let responses = resample_axis(identity.view(), 2, m, Kernel::of_order(order));
     responses.index_axis_move(Axis(0), 0).reversed_axes().as_standard_layout().into_owned()
 }
 
@@ -179,24 +227,32 @@ pub fn clips_to_input_range(order: u32) -> bool {
 
 /// skimage's `resize(order, mode='edge', clip=True, anti_aliasing=False)` of a whole array, or of
 /// every slice along `slice_axis` separately (then clipped slice by slice, as nnU-Net resizes slices).
-fn resize(input: Array3<f64>, new_shape: [usize; 3], order: u32, slice_axis: Option<usize>) -> Array3<f64> {
+fn resize<T: Copy + Into<f64>>(
+    input: ArrayView3<T>,
+    new_shape: [usize; 3],
+    order: u32,
+    slice_axis: Option<usize>,
+) -> Array3<f64> {
     let kernel = Kernel::of_order(order);
-    // clip=True clips to the input's range (per slice when slices are resized on their own); taken
-    // first, so that the input can be dropped as soon as the first axis is resampled
-    let range = |values: ndarray::ArrayView<f64, _>| {
-        values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    // clip=True clips to the input's range (per slice when slices are resized on their own)
+    let range = |values: ndarray::ArrayView<T, _>| {
+        values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v.into()), hi.max(v.into())))
     };
     let ranges: Vec<(f64, f64)> = match (clips_to_input_range(order), slice_axis) {
-        (true, None) => vec![range(input.view().into_dyn())],
+        (true, None) => vec![range(input.into_dyn())],
         (true, Some(axis)) => input.axis_iter(Axis(axis)).map(|slice| range(slice.into_dyn())).collect(),
         (false, _) => Vec::new(),
     };
-    let mut current = input;
+    let mut resized: Option<Array3<f64>> = None;
     for (axis, &size) in new_shape.iter().enumerate() {
-        if Some(axis) != slice_axis && current.len_of(Axis(axis)) != size {
-            current = resample_axis(&current, axis, size, kernel);
+        if Some(axis) != slice_axis && input.len_of(Axis(axis)) != size {
+            resized = Some(match &resized {
+                None => resample_axis(input, axis, size, kernel),
+                Some(current) => resample_axis(current.view(), axis, size, kernel),
+            });
         }
     }
+    let mut current = resized.unwrap_or_else(|| input.mapv(Into::into));
     match (ranges.as_slice(), slice_axis) {
         ([], _) => {}
         (&[(min, max)], None) => current.mapv_inplace(|v| v.clamp(min, max)),
@@ -212,24 +268,23 @@ fn resize(input: Array3<f64>, new_shape: [usize; 3], order: u32, slice_axis: Opt
 
 /// Resamples one channel of image data (or logits/probabilities) to `new_shape`.
 pub fn resample_image(
-    input: &Array3<f32>,
+    input: ArrayView3<f32>,
     new_shape: [usize; 3],
     separate_axis: Option<usize>,
     how: Resampling,
 ) -> Array3<f32> {
     if input.shape() == new_shape {
-        return input.clone();
+        return input.to_owned();
     }
-    let data = input.mapv(f64::from);
     let resized = match separate_axis {
-        None => resize(data, new_shape, how.order, None),
+        None => resize(input, new_shape, how.order, None),
         Some(axis) => {
             let in_plane =
-                resize(data, in_plane_shape(new_shape, axis, input.len_of(Axis(axis))), how.order, Some(axis));
+                resize(input, in_plane_shape(new_shape, axis, input.len_of(Axis(axis))), how.order, Some(axis));
             if in_plane.len_of(Axis(axis)) == new_shape[axis] {
                 in_plane
             } else {
-                resample_axis(&in_plane, axis, new_shape[axis], Kernel::of_order(how.order_z))
+                resample_axis(in_plane.view(), axis, new_shape[axis], Kernel::of_order(how.order_z))
             }
         }
     };
@@ -265,14 +320,12 @@ pub fn resample_labels(
                 return in_plane;
             }
             match Kernel::of_order(how.order_z) {
-                Kernel::Nearest => {
-                    resample_axis(&in_plane.mapv(f64::from), axis, new_shape[axis], Kernel::Nearest).mapv(|v| v as i16)
-                }
+                Kernel::Nearest => resize_nearest(&in_plane, new_shape, None),
                 kernel => {
                     let mut output = Array3::<i16>::zeros(new_shape);
                     for label in sorted_labels(&in_plane) {
-                        let mask = in_plane.mapv(|v| f64::from(u8::from(v == label)));
-                        let score = resample_axis(&mask, axis, new_shape[axis], kernel);
+                        let mask = in_plane.mapv(|v| u8::from(v == label));
+                        let score = resample_axis(mask.view(), axis, new_shape[axis], kernel);
                         Zip::from(&mut output).and(&score).for_each(|o, &s| {
                             if s.round_ties_even() > 0.5 {
                                 *o = label;
@@ -295,27 +348,117 @@ fn sorted_labels(labels: &Array3<i16>) -> Vec<i16> {
     values
 }
 
-/// Per-label resize with the argmax rule and nearest-neighbour tie-break (see `resample_labels`).
+/// Per axis, the source index of each output index for a nearest-neighbour resize; an axis that is
+/// not resampled (its length is kept, or it is `slice_axis`) maps each index to itself.
+fn nearest_sources(input: [usize; 3], new_shape: [usize; 3], slice_axis: Option<usize>) -> [Vec<usize>; 3] {
+    [0, 1, 2].map(|axis| {
+        let (n, m) = (input[axis], new_shape[axis]);
+        (0..m)
+            .map(|o| {
+                if Some(axis) == slice_axis || n == m {
+                    o
+                } else {
+                    ((source_position(o, n, m) + 0.5).floor().max(0.0) as usize).min(n - 1)
+                }
+            })
+            .collect()
+    })
+}
+
 /// Order-0 resize (`resize` with the nearest kernel) of labels, by index lookup: no float copies.
 fn resize_nearest(input: &Array3<i16>, new_shape: [usize; 3], slice_axis: Option<usize>) -> Array3<i16> {
-    let source: Vec<Vec<usize>> = (0..3)
-        .map(|axis| {
-            let (n, m) = (input.len_of(Axis(axis)), new_shape[axis]);
-            (0..m)
-                .map(|o| {
-                    if Some(axis) == slice_axis || n == m {
-                        o
-                    } else {
-                        ((source_position(o, n, m) + 0.5).floor().max(0.0) as usize).min(n - 1)
-                    }
-                })
-                .collect()
-        })
-        .collect();
+    let source = nearest_sources(input.dim().into(), new_shape, slice_axis);
     Array3::from_shape_fn(new_shape, |(z, y, x)| input[[source[0][z], source[1][y], source[2][x]]])
 }
 
+/// Per-label resize with the argmax rule and nearest-neighbour tie-break (see `resample_labels`).
 fn resize_labels(input: &Array3<i16>, new_shape: [usize; 3], order: u32, slice_axis: Option<usize>) -> Array3<i16> {
+    match Kernel::of_order(order) {
+        // every indicator is 1 at its nearest neighbour and 0 elsewhere: the nearest label wins
+        Kernel::Nearest => resize_nearest(input, new_shape, slice_axis),
+        Kernel::Linear => resize_labels_linear(input, new_shape, slice_axis),
+        Kernel::CubicSpline => resize_labels_by_indicators(input, new_shape, order, slice_axis),
+    }
+}
+
+/// One output index of a linear resize along an axis: its two source indices and their weights.
+type LinearTap = ([usize; 2], [f64; 2]);
+
+/// The linear case of `resize_labels` in one pass over the output: a label's linearly resized
+/// indicator at a voxel depends only on the (up to) 8 source voxels around it, and is 0 for labels not
+/// among them, so only those labels are scored. Each score is computed with the arithmetic of the
+/// separable passes (axis 0, then 1, then 2), so ties fall as they do there.
+fn resize_labels_linear(input: &Array3<i16>, new_shape: [usize; 3], slice_axis: Option<usize>) -> Array3<i16> {
+    let shape: [usize; 3] = input.dim().into();
+    let input = input.as_standard_layout();
+    let source = input.as_slice().expect("standard layout");
+    // per axis and output index: the two source indices and their weights (`None`: not resampled)
+    let taps: [Vec<Option<LinearTap>>; 3] = [0, 1, 2].map(|axis| {
+        let (n, m) = (shape[axis], new_shape[axis]);
+        let clamp = |i: i64| i.clamp(0, n as i64 - 1) as usize;
+        (0..m)
+            .map(|o| {
+                (Some(axis) != slice_axis && n != m).then(|| {
+                    let x = source_position(o, n, m);
+                    let i = x.floor();
+                    ([clamp(i as i64), clamp(i as i64 + 1)], [1.0 - (x - i), x - i])
+                })
+            })
+            .collect()
+    });
+    let nearest = nearest_sources(shape, new_shape, slice_axis);
+    let strides = [shape[1] * shape[2], shape[2], 1];
+    let corners = |axis: usize, o: usize| taps[axis][o].map_or([o, o], |(i, _)| i).map(|i| i * strides[axis]);
+    // a separable pass along one axis: its weights applied to the values at its two sources
+    let pass = |axis: usize, o: usize, value: &dyn Fn(usize) -> f64| match taps[axis][o] {
+        Some((_, w)) => w[0] * value(0) + w[1] * value(1),
+        None => value(0),
+    };
+    let mut output = Vec::with_capacity(new_shape.iter().product());
+    for z in 0..new_shape[0] {
+        let zs = corners(0, z);
+        for y in 0..new_shape[1] {
+            let ys = corners(1, y);
+            for x in 0..new_shape[2] {
+                let xs = corners(2, x);
+                let at = |c: usize| source[zs[c >> 2] + ys[(c >> 1) & 1] + xs[c & 1]];
+                let first = at(0);
+                if (1..8).all(|c| at(c) == first) {
+                    output.push(first);
+                    continue;
+                }
+                let score = |label: i16| {
+                    let indicator = |c: usize| f64::from(u8::from(at(c) == label));
+                    pass(2, x, &|xi| pass(1, y, &|yi| pass(0, z, &|zi| indicator(zi << 2 | yi << 1 | xi))))
+                };
+                let mut labels: [i16; 8] = std::array::from_fn(at);
+                labels.sort_unstable();
+                // the first label (in ascending order) with the highest score
+                let (mut winner, mut best) = (labels[0], score(labels[0]));
+                for (i, &label) in labels.iter().enumerate().skip(1) {
+                    if label != labels[i - 1] {
+                        let s = score(label);
+                        if s > best {
+                            (winner, best) = (label, s);
+                        }
+                    }
+                }
+                let nearest = source[nearest[0][z] * strides[0] + nearest[1][y] * strides[1] + nearest[2][x]];
+                let nearest_score = score(nearest);
+                output.push(if nearest_score > 0.0 && nearest_score == best { nearest } else { winner });
+            }
+        }
+    }
+    Array3::from_shape_vec(new_shape, output).expect("the output's shape")
+}
+
+/// `resize_labels` for any order: every label's indicator resized in full.
+fn resize_labels_by_indicators(
+    input: &Array3<i16>,
+    new_shape: [usize; 3],
+    order: u32,
+    slice_axis: Option<usize>,
+) -> Array3<i16> {
     let labels = sorted_labels(input);
     if labels.len() == 1 {
         return Array3::from_elem(new_shape, labels[0]);
@@ -325,7 +468,8 @@ fn resize_labels(input: &Array3<i16>, new_shape: [usize; 3], order: u32, slice_a
     let mut winner = Array3::<u16>::zeros(new_shape);
     let mut nearest_score = Array3::<f64>::zeros(new_shape);
     for (index, &label) in labels.iter().enumerate() {
-        let score = resize(input.mapv(|v| f64::from(u8::from(v == label))), new_shape, order, slice_axis);
+        let indicator = input.mapv(|v| u8::from(v == label));
+        let score = resize(indicator.view(), new_shape, order, slice_axis);
         Zip::from(&mut best).and(&mut winner).and(&mut nearest_score).and(&score).and(&nearest).for_each(
             |best, winner, nearest_score, &score, &nearest| {
                 if index == 0 || score > *best {
@@ -367,12 +511,12 @@ mod tests {
         // the edges, where the edge padding bends it (the error decays like 0.268^distance).
         let n = 40;
         let input = Array3::from_shape_fn((1, 1, n), |(_, _, i)| (i as f64 - 20.0).powi(2));
-        let out = resample_axis(&input, 2, 2 * n, Kernel::CubicSpline);
+        let out = resample_axis(input.view(), 2, 2 * n, Kernel::CubicSpline);
         for o in 30..50 {
             let x = source_position(o, n, 2 * n) - 20.0;
             assert!((out[[0, 0, o]] - x * x).abs() < 1e-6, "{o}: {} vs {}", out[[0, 0, o]], x * x);
         }
-        let same = resample_axis(&input, 2, n, Kernel::CubicSpline);
+        let same = resample_axis(input.view(), 2, n, Kernel::CubicSpline);
         for i in 0..n {
             assert!((same[[0, 0, i]] - input[[0, 0, i]]).abs() < 1e-9);
         }
@@ -382,10 +526,10 @@ mod tests {
     fn linear_and_nearest_grid_positions() {
         let input = Array3::from_shape_fn((1, 1, 4), |(_, _, i)| i as f64 * 10.0);
         // 4 -> 8: positions -0.25, 0.25, 0.75, ..., 3.25 (clamped at the ends)
-        let linear = resample_axis(&input, 2, 8, Kernel::Linear);
+        let linear = resample_axis(input.view(), 2, 8, Kernel::Linear);
         assert_eq!(linear.iter().copied().collect::<Vec<_>>(), [0.0, 2.5, 7.5, 12.5, 17.5, 22.5, 27.5, 30.0]);
         // 4 -> 2: positions 0.5 and 2.5 -> nearest rounds half up: 1 and 3
-        let nearest = resample_axis(&input, 2, 2, Kernel::Nearest);
+        let nearest = resample_axis(input.view(), 2, 2, Kernel::Nearest);
         assert_eq!(nearest.iter().copied().collect::<Vec<_>>(), [10.0, 30.0]);
     }
 
@@ -395,7 +539,7 @@ mod tests {
         for (m, order) in [(17, 3), (6, 3), (17, 1), (4, 0)] {
             let matrix = resampling_matrix(11, m, order);
             let by_matrix = matrix.dot(&input.index_axis(Axis(0), 0).index_axis(Axis(0), 0));
-            let direct = resample_axis(&input, 2, m, Kernel::of_order(order));
+            let direct = resample_axis(input.view(), 2, m, Kernel::of_order(order));
             for o in 0..m {
                 assert!((by_matrix[o] - direct[[0, 0, o]]).abs() < 1e-12, "m {m} order {order} at {o}");
             }
@@ -428,5 +572,34 @@ mod tests {
         let corner = Array3::from_shape_vec((1, 2, 2), vec![1i16, 2, 3, 4]).unwrap();
         let one = resample_labels(&corner, [1, 1, 1], None, how);
         assert_eq!(one[[0, 0, 0]], 4);
+    }
+
+    #[test]
+    fn linear_labels_in_one_pass_equal_the_resized_indicators() {
+        // random label maps, blocky (ties where blocks meet) or voxel by voxel (ties between labels that
+        // are not the nearest, at the centres of 2x2x2 cells), up- and downsampled, with kept axes and
+        // slice axes, through the one-pass rule and through every label's resized indicator
+        let mut state = 99u64;
+        let mut random = |below: u64| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) % below
+        };
+        let cases = [
+            ([4, 6, 5], [8, 3, 5], None, 2),
+            ([3, 7, 8], [3, 14, 4], Some(0), 2),
+            ([5, 4, 6], [2, 9, 11], None, 2),
+            ([6, 5, 4], [6, 5, 9], Some(1), 2),
+            ([2, 2, 2], [5, 3, 1], None, 1),
+            ([8, 8, 8], [4, 4, 4], None, 1),
+        ];
+        for (shape, new_shape, slice_axis, block) in cases {
+            let labels: Vec<i16> = (0..shape.iter().product::<usize>()).map(|_| random(4) as i16 - 1).collect();
+            let input = Array3::from_shape_fn(shape, |(z, y, x)| {
+                labels[(z / block * shape[1] + y / block) * shape[2] + x / block]
+            });
+            let one_pass = resize_labels_linear(&input, new_shape, slice_axis);
+            let indicators = resize_labels_by_indicators(&input, new_shape, 1, slice_axis);
+            assert_eq!(one_pass, indicators, "{shape:?} -> {new_shape:?}, slices along {slice_axis:?}");
+        }
     }
 }
