@@ -237,10 +237,15 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     }
     let seg = match label {
         Some((path, label)) => {
-            if label.data.iter().any(|&v| i16::try_from(v).is_err()) {
+            let mut fits = true;
+            let seg = label.data.mapv(|v| {
+                fits &= i16::try_from(v).is_ok();
+                v as i16
+            });
+            if !fits {
                 return Err(Error::bad_input(path, "label values must fit in 16 bits"));
             }
-            Some(transposed(label.data.mapv(|v| v as i16), recipe.transpose_forward))
+            Some(transposed(seg, recipe.transpose_forward))
         }
         None => None,
     };

@@ -226,13 +226,16 @@ pub fn clips_to_input_range(order: u32) -> bool {
 }
 
 /// skimage's `resize(order, mode='edge', clip=True, anti_aliasing=False)` of a whole array, or of
-/// every slice along `slice_axis` separately (then clipped slice by slice, as nnU-Net resizes slices).
-fn resize<T: Copy + Into<f64>>(
+/// every slice along `slice_axis` separately (then clipped slice by slice, as nnU-Net resizes slices),
+/// each clipped value converted by `finish`. The passes along axes 1 and 2 run plane by plane after
+/// the pass along axis 0, so that only that one pass leaves a volume of intermediate values.
+fn resize<T: Copy + Into<f64>, O>(
     input: ArrayView3<T>,
     new_shape: [usize; 3],
     order: u32,
     slice_axis: Option<usize>,
-) -> Array3<f64> {
+    finish: impl Fn(f64) -> O,
+) -> Array3<O> {
     let kernel = Kernel::of_order(order);
     // clip=True clips to the input's range (per slice when slices are resized on their own)
     let range = |values: ndarray::ArrayView<T, _>| {
@@ -243,27 +246,55 @@ fn resize<T: Copy + Into<f64>>(
         (true, Some(axis)) => input.axis_iter(Axis(axis)).map(|slice| range(slice.into_dyn())).collect(),
         (false, _) => Vec::new(),
     };
-    let mut resized: Option<Array3<f64>> = None;
-    for (axis, &size) in new_shape.iter().enumerate() {
-        if Some(axis) != slice_axis && input.len_of(Axis(axis)) != size {
-            resized = Some(match &resized {
-                None => resample_axis(input, axis, size, kernel),
-                Some(current) => resample_axis(current.view(), axis, size, kernel),
-            });
-        }
-    }
-    let mut current = resized.unwrap_or_else(|| input.mapv(Into::into));
-    match (ranges.as_slice(), slice_axis) {
-        ([], _) => {}
-        (&[(min, max)], None) => current.mapv_inplace(|v| v.clamp(min, max)),
-        (ranges, Some(axis)) => {
-            for (mut out, &(min, max)) in current.axis_iter_mut(Axis(axis)).zip(ranges) {
-                out.mapv_inplace(|v| v.clamp(min, max));
+    // the value at output voxel [z, y, x], clipped
+    let clipped = |at: [usize; 3], v: f64| match (ranges.as_slice(), slice_axis) {
+        ([], _) => v,
+        (&[(min, max)], None) => v.clamp(min, max),
+        (ranges, Some(axis)) => v.clamp(ranges[at[axis]].0, ranges[at[axis]].1),
+        _ => unreachable!("one range without a slice axis"),
+    };
+    let resampled = |axis: usize| Some(axis) != slice_axis && input.len_of(Axis(axis)) != new_shape[axis];
+    let along_0 = resampled(0).then(|| resample_axis(input, 0, new_shape[0], kernel));
+    let mut output = Vec::with_capacity(new_shape.iter().product());
+    for z in 0..new_shape[0] {
+        // one plane through the passes along axes 1 and 2, then clipped and finished
+        fn planar<S: Copy + Into<f64>>(
+            plane: ArrayView3<S>,
+            new_shape: [usize; 3],
+            kernel: Kernel,
+            resampled: [bool; 2],
+        ) -> Option<Array3<f64>> {
+            let along_1 = resampled[0].then(|| resample_axis(plane, 1, new_shape[1], kernel));
+            match (along_1, resampled[1]) {
+                (Some(along_1), true) => Some(resample_axis(along_1.view(), 2, new_shape[2], kernel)),
+                (None, true) => Some(resample_axis(plane, 2, new_shape[2], kernel)),
+                (along_1, false) => along_1,
             }
         }
-        _ => unreachable!("one range without a slice axis"),
+        let axes = [resampled(1), resampled(2)];
+        let mut extend = |plane: ndarray::ArrayView3<f64>| {
+            for (y, row) in plane.index_axis(Axis(0), 0).rows().into_iter().enumerate() {
+                output.extend(row.iter().enumerate().map(|(x, &v)| finish(clipped([z, y, x], v))));
+            }
+        };
+        match &along_0 {
+            Some(along_0) => {
+                let plane = along_0.slice(ndarray::s![z..z + 1, .., ..]);
+                match planar(plane, new_shape, kernel, axes) {
+                    Some(done) => extend(done.view()),
+                    None => extend(plane),
+                }
+            }
+            None => {
+                let plane = input.slice(ndarray::s![z..z + 1, .., ..]);
+                match planar(plane, new_shape, kernel, axes) {
+                    Some(done) => extend(done.view()),
+                    None => extend(plane.mapv(Into::into).view()),
+                }
+            }
+        }
     }
-    current
+    Array3::from_shape_vec(new_shape, output).expect("the output's shape")
 }
 
 /// Resamples one channel of image data (or logits/probabilities) to `new_shape`.
@@ -276,19 +307,18 @@ pub fn resample_image(
     if input.shape() == new_shape {
         return input.to_owned();
     }
-    let resized = match separate_axis {
-        None => resize(input, new_shape, how.order, None),
+    let narrow = |v: f64| v as f32;
+    match separate_axis {
+        None => resize(input, new_shape, how.order, None, narrow),
         Some(axis) => {
-            let in_plane =
-                resize(input, in_plane_shape(new_shape, axis, input.len_of(Axis(axis))), how.order, Some(axis));
-            if in_plane.len_of(Axis(axis)) == new_shape[axis] {
-                in_plane
-            } else {
-                resample_axis(in_plane.view(), axis, new_shape[axis], Kernel::of_order(how.order_z))
+            let plane = in_plane_shape(new_shape, axis, input.len_of(Axis(axis)));
+            if plane[axis] == new_shape[axis] {
+                return resize(input, plane, how.order, Some(axis), narrow);
             }
+            let in_plane = resize(input, plane, how.order, Some(axis), |v| v);
+            resample_axis(in_plane.view(), axis, new_shape[axis], Kernel::of_order(how.order_z)).mapv(narrow)
         }
-    };
-    resized.mapv(|v| v as f32)
+    }
 }
 
 fn in_plane_shape(new_shape: [usize; 3], axis: usize, current: usize) -> [usize; 3] {
@@ -469,7 +499,7 @@ fn resize_labels_by_indicators(
     let mut nearest_score = Array3::<f64>::zeros(new_shape);
     for (index, &label) in labels.iter().enumerate() {
         let indicator = input.mapv(|v| u8::from(v == label));
-        let score = resize(indicator.view(), new_shape, order, slice_axis);
+        let score = resize(indicator.view(), new_shape, order, slice_axis, |v| v);
         Zip::from(&mut best).and(&mut winner).and(&mut nearest_score).and(&score).and(&nearest).for_each(
             |best, winner, nearest_score, &score, &nearest| {
                 if index == 0 || score > *best {
