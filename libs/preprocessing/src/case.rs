@@ -308,7 +308,7 @@ pub fn preprocess_case(recipe: &Recipe, files: &CaseFiles) -> Result<Preprocesse
     let (seg, class_locations) = if labelled {
         let seg_resampling = resampling(&config.resampling_fn_seg_kwargs);
         let separate = separate_z_axis(seg_resampling.force_separate_z, &original_spacing, &target_spacing);
-        let resampled = resample_labels(&cropped_seg, new_shape, separate, seg_resampling);
+        let resampled = resample_labels(cropped_seg, new_shape, separate, seg_resampling);
         let class_sets: Vec<Vec<i16>> = recipe.classes.iter().map(|(_, labels)| labels.clone()).collect();
         let locations = sample_class_locations(&resampled, &class_sets);
         (Some(resampled), locations)

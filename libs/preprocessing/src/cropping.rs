@@ -2,7 +2,7 @@
 //! `image != 0` with holes filled (`scipy.ndimage.binary_fill_holes`, 6-connected background); the crop
 //! is its tight bounding box, or the whole image when the mask is empty.
 
-use ndarray::{Array3, ArrayView3, Ix3, SliceInfo, SliceInfoElem, Zip, s};
+use ndarray::{Array3, ArrayView3, Ix3, SliceInfo, SliceInfoElem, s};
 
 /// Half-open bounding box `[[lo, hi), ...]` per axis, nnU-Net's (acvl_utils) convention.
 pub type BoundingBox = [[usize; 2]; 3];
@@ -35,76 +35,119 @@ pub fn nonzero_bounding_box(channels: &[ArrayView3<f32>]) -> BoundingBox {
 /// box's faces is reached from outside, and a path from inside the box to the border leaves it
 /// through one of them.
 pub fn nonzero_mask(channels: &[ArrayView3<f32>], bbox: &BoundingBox) -> Array3<bool> {
-    let mut mask = Array3::from_elem(box_shape(bbox), false);
+    let mut grid = Grid::new(box_shape(bbox));
     for channel in channels {
-        Zip::from(&mut mask).and(channel.slice(box_slice(bbox))).for_each(|m, &v| *m |= v != 0.0);
+        grid.mark(channel.slice(box_slice(bbox)), |v| v != 0.0);
     }
-    fill_holes(&mut mask);
-    mask
+    grid.fill_holes();
+    grid.mask()
 }
 
 /// Sets every background voxel that is not 6-connected to the image border to true.
 pub fn fill_holes(mask: &mut Array3<bool>) {
-    const BACKGROUND: u8 = 0;
-    const FOREGROUND: u8 = 1;
-    const REACHED: u8 = 2;
-    let (nz, ny, nx) = mask.dim();
-    if mask.is_empty() {
-        return;
-    }
-    // the states on a grid padded by one voxel on every side; the padding counts as reached, so that
-    // runs and neighbours are found without bounds checks
-    let (py, px) = (ny + 2, nx + 2);
-    let mut states = vec![REACHED; (nz + 2) * py * px];
-    let row_start = |z: usize, y: usize| ((z + 1) * py + y + 1) * px + 1;
-    for (i, row) in mask.rows().into_iter().enumerate() {
-        let start = row_start(i / ny, i % ny);
-        for (state, &m) in states[start..start + nx].iter_mut().zip(row) {
-            *state = if m { FOREGROUND } else { BACKGROUND };
+    let mut grid = Grid::new(mask.dim().into());
+    grid.mark(mask.view(), |m| m);
+    grid.fill_holes();
+    *mask = grid.mask();
+}
+
+const BACKGROUND: u8 = 0;
+const FOREGROUND: u8 = 1;
+const REACHED: u8 = 2;
+
+/// Voxel states for filling holes, on a grid padded by one voxel on every side. The padding counts as
+/// reached, so that runs and neighbours are found without bounds checks.
+struct Grid {
+    states: Vec<u8>,
+    shape: [usize; 3],
+}
+
+impl Grid {
+    /// All background.
+    fn new(shape: [usize; 3]) -> Self {
+        let [nz, ny, nx] = shape;
+        let mut states = vec![REACHED; (nz + 2) * (ny + 2) * (nx + 2)];
+        for z in 0..nz {
+            for y in 0..ny {
+                let start = Self::row_start(shape, z, y);
+                states[start..start + nx].fill(BACKGROUND);
+            }
         }
+        Self { states, shape }
     }
-    // scanline flood fill from the border's background voxels: a popped voxel's run along x is
-    // reached at once, and one voxel of each background run beside it (along y and z) is pushed
-    let mut seeds: Vec<usize> = Vec::new();
-    for z in 0..nz {
-        for y in 0..ny {
-            let start = row_start(z, y);
-            if z == 0 || y == 0 || z + 1 == nz || y + 1 == ny {
-                seeds.extend(start..start + nx);
-            } else {
-                seeds.extend([start, start + nx - 1]);
+
+    /// Where row `(z, y)` starts in `states`.
+    fn row_start([_, ny, nx]: [usize; 3], z: usize, y: usize) -> usize {
+        ((z + 1) * (ny + 2) + y + 1) * (nx + 2) + 1
+    }
+
+    /// Marks the voxels for which `foreground` holds as foreground.
+    fn mark<T: Copy>(&mut self, values: ArrayView3<T>, foreground: impl Fn(T) -> bool) {
+        let [_, ny, nx] = self.shape;
+        for (i, row) in values.rows().into_iter().enumerate() {
+            let start = Self::row_start(self.shape, i / ny, i % ny);
+            for (state, &v) in self.states[start..start + nx].iter_mut().zip(row) {
+                // BACKGROUND is 0: a voxel foreground in any channel stays so
+                *state |= if foreground(v) { FOREGROUND } else { BACKGROUND };
             }
         }
     }
-    seeds.retain(|&i| states[i] == BACKGROUND);
-    while let Some(seed) = seeds.pop() {
-        if states[seed] != BACKGROUND {
-            continue;
-        }
-        let (mut lo, mut hi) = (seed, seed);
-        while states[lo - 1] == BACKGROUND {
-            lo -= 1;
-        }
-        while states[hi + 1] == BACKGROUND {
-            hi += 1;
-        }
-        states[lo..=hi].fill(REACHED);
-        for neighbour in [lo - px, lo + px, lo - px * py, lo + px * py] {
-            let mut in_run = false;
-            for (i, &state) in states[neighbour..=neighbour + hi - lo].iter().enumerate() {
-                let background = state == BACKGROUND;
-                if background && !in_run {
-                    seeds.push(neighbour + i);
+
+    /// Marks the background reached from the border: a scanline flood fill from the border's background
+    /// voxels, where a popped voxel's run along x is reached at once and one voxel of each background
+    /// run beside it (along y and z) is pushed.
+    fn fill_holes(&mut self) {
+        let [nz, ny, nx] = self.shape;
+        let (px, plane) = (nx + 2, (nx + 2) * (ny + 2));
+        let states = &mut self.states;
+        let mut seeds: Vec<usize> = Vec::new();
+        for z in 0..nz {
+            for y in 0..ny {
+                let start = Self::row_start(self.shape, z, y);
+                if z == 0 || y == 0 || z + 1 == nz || y + 1 == ny {
+                    seeds.extend(start..start + nx);
+                } else {
+                    seeds.extend([start, start + nx - 1]);
                 }
-                in_run = background;
+            }
+        }
+        seeds.retain(|&i| states[i] == BACKGROUND);
+        while let Some(seed) = seeds.pop() {
+            if states[seed] != BACKGROUND {
+                continue;
+            }
+            let (mut lo, mut hi) = (seed, seed);
+            while states[lo - 1] == BACKGROUND {
+                lo -= 1;
+            }
+            while states[hi + 1] == BACKGROUND {
+                hi += 1;
+            }
+            states[lo..=hi].fill(REACHED);
+            for neighbour in [lo - px, lo + px, lo - plane, lo + plane] {
+                let mut in_run = false;
+                for (i, &state) in states[neighbour..=neighbour + hi - lo].iter().enumerate() {
+                    let background = state == BACKGROUND;
+                    if background && !in_run {
+                        seeds.push(neighbour + i);
+                    }
+                    in_run = background;
+                }
             }
         }
     }
-    for (i, mut row) in mask.rows_mut().into_iter().enumerate() {
-        let start = row_start(i / ny, i % ny);
-        for (m, &state) in row.iter_mut().zip(&states[start..start + nx]) {
-            *m = state != REACHED;
+
+    /// Foreground and the background not reached.
+    fn mask(&self) -> Array3<bool> {
+        let [nz, ny, nx] = self.shape;
+        let mut mask = Vec::with_capacity(nz * ny * nx);
+        for z in 0..nz {
+            for y in 0..ny {
+                let start = Self::row_start(self.shape, z, y);
+                mask.extend(self.states[start..start + nx].iter().map(|&state| state != REACHED));
+            }
         }
+        Array3::from_shape_vec(self.shape, mask).expect("one value per voxel")
     }
 }
 

@@ -50,7 +50,7 @@ pub fn normalize(
             image.mapv_inplace(|v| (v.clamp(lo, hi) - mean) / std);
         }
         Scheme::ZScore if use_mask => {
-            let (mean, std) = mean_std(image.iter().zip(inside.iter()).filter(|(_, m)| **m).map(|(v, _)| *v));
+            let (mean, std) = mean_std(image.view(), Some(inside));
             let (mean, std) = (mean as f32, std.max(EPS) as f32);
             Zip::from(image).and(inside).for_each(|v, &m| {
                 if m {
@@ -59,7 +59,7 @@ pub fn normalize(
             });
         }
         Scheme::ZScore => {
-            let (mean, std) = mean_std(image.iter().copied());
+            let (mean, std) = mean_std(image.view(), None);
             let (mean, std) = (mean as f32, std.max(EPS) as f32);
             image.mapv_inplace(|v| (v - mean) / std);
         }
@@ -81,15 +81,56 @@ pub fn normalize(
     Ok(())
 }
 
-/// Mean and population standard deviation, accumulated in f64 (two passes).
-fn mean_std(values: impl Iterator<Item = f32> + Clone) -> (f64, f64) {
-    let (sum, count) = values.clone().fold((0.0, 0usize), |(s, n), v| (s + f64::from(v), n + 1));
+/// Mean and population standard deviation of the values `keep` selects (all without it), accumulated
+/// in f64 over two passes.
+fn mean_std(values: ArrayView3<f32>, keep: Option<&ArrayView3<bool>>) -> (f64, f64) {
+    let values = values.as_standard_layout();
+    let values = values.as_slice().expect("standard layout");
+    let keep = keep.map(|keep| keep.as_standard_layout());
+    let keep = keep.as_ref().map(|keep| keep.as_slice().expect("standard layout"));
+    let (sum, count) = kept_sum(values, keep, f64::from);
     if count == 0 {
         return (0.0, 0.0);
     }
     let mean = sum / count as f64;
-    let variance = values.map(|v| (f64::from(v) - mean).powi(2)).sum::<f64>() / count as f64;
-    (mean, variance.sqrt())
+    let (squares, _) = kept_sum(values, keep, |v| (f64::from(v) - mean).powi(2));
+    (mean, (squares / count as f64).sqrt())
+}
+
+/// The sum of `term` over the values `keep` selects (all without it), and their count; in eight
+/// running sums, so that the loop vectorises.
+fn kept_sum(values: &[f32], keep: Option<&[bool]>, term: impl Fn(f32) -> f64) -> (f64, usize) {
+    const LANES: usize = 8;
+    let mut sums = [0.0; LANES];
+    let mut counts = [0usize; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    match keep {
+        Some(keep) => {
+            let keep_chunks = keep.chunks_exact(LANES);
+            let keep_rest = keep_chunks.remainder();
+            for (v, k) in chunks.zip(keep_chunks) {
+                for lane in 0..LANES {
+                    sums[lane] += if k[lane] { term(v[lane]) } else { 0.0 };
+                    counts[lane] += usize::from(k[lane]);
+                }
+            }
+            for (&v, &k) in rest.iter().zip(keep_rest) {
+                sums[0] += if k { term(v) } else { 0.0 };
+                counts[0] += usize::from(k);
+            }
+        }
+        None => {
+            for v in chunks {
+                for lane in 0..LANES {
+                    sums[lane] += term(v[lane]);
+                }
+            }
+            sums[0] += rest.iter().map(|&v| term(v)).sum::<f64>();
+            counts[0] = values.len();
+        }
+    }
+    (sums.iter().sum(), counts.iter().sum())
 }
 
 #[cfg(test)]

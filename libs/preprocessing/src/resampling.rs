@@ -333,19 +333,19 @@ fn in_plane_shape(new_shape: [usize; 3], axis: usize, current: usize) -> [usize;
 /// separate thick axis labels are looked up by nearest neighbour (order_z 0) or, with order_z 1, by
 /// nnU-Net's rounded-indicator rule.
 pub fn resample_labels(
-    input: &Array3<i16>,
+    input: Array3<i16>,
     new_shape: [usize; 3],
     separate_axis: Option<usize>,
     how: Resampling,
 ) -> Array3<i16> {
     if input.shape() == new_shape {
-        return input.clone();
+        return input;
     }
     match separate_axis {
-        None => resize_labels(input, new_shape, how.order, None),
+        None => resize_labels(&input, new_shape, how.order, None),
         Some(axis) => {
             let plane = in_plane_shape(new_shape, axis, input.len_of(Axis(axis)));
-            let in_plane = resize_labels(input, plane, how.order, Some(axis));
+            let in_plane = resize_labels(&input, plane, how.order, Some(axis));
             if plane[axis] == new_shape[axis] {
                 return in_plane;
             }
@@ -582,7 +582,7 @@ mod tests {
     fn labels_take_the_argmax_and_nearest_neighbour_breaks_ties() {
         let how = Resampling { order: 1, order_z: 0, force_separate_z: None };
         let input = Array3::from_shape_fn((1, 2, 2), |(_, y, x)| (y * 2 + x) as i16 - 1);
-        let up = resample_labels(&input, [1, 4, 4], None, how);
+        let up = resample_labels(input, [1, 4, 4], None, how);
         let values: std::collections::BTreeSet<i16> = up.iter().copied().collect();
         assert_eq!(values.into_iter().collect::<Vec<_>>(), [-1, 0, 1, 2]);
         assert_eq!(up[[0, 0, 0]], -1);
@@ -590,17 +590,17 @@ mod tests {
         // [0, 2] -> 3 voxels: the middle one scores 0.5 for both; its nearest neighbour (position 0.5
         // rounds up to 1) is the 2. No intermediate label 1 appears.
         let edge = Array3::from_shape_vec((1, 1, 2), vec![0i16, 2]).unwrap();
-        let three = resample_labels(&edge, [1, 1, 3], None, how);
+        let three = resample_labels(edge, [1, 1, 3], None, how);
         assert_eq!(three.iter().copied().collect::<Vec<_>>(), [0, 2, 2]);
         // [1, 2, 3, 3] -> 2 voxels at positions 0.5 and 2.5: the first ties 1 and 2 at 0.5 and its
         // nearest neighbour (index 1) is a 2, so 2 wins although 1 comes first
         let spread = Array3::from_shape_vec((1, 1, 4), vec![1i16, 2, 3, 3]).unwrap();
-        let two = resample_labels(&spread, [1, 1, 2], None, how);
+        let two = resample_labels(spread, [1, 1, 2], None, how);
         assert_eq!(two.iter().copied().collect::<Vec<_>>(), [2, 3]);
         // four labels meeting at a point score 0.25 each: no label reaches 0.5, the nearest one wins
         // (the old >= 0.5 rule left such voxels at 0)
         let corner = Array3::from_shape_vec((1, 2, 2), vec![1i16, 2, 3, 4]).unwrap();
-        let one = resample_labels(&corner, [1, 1, 1], None, how);
+        let one = resample_labels(corner, [1, 1, 1], None, how);
         assert_eq!(one[[0, 0, 0]], 4);
     }
 
