@@ -8,6 +8,24 @@ use std::process::ExitCode;
 
 const TOOL: &str = "nn-train";
 
+// jemalloc, linked unprefixed, is the process's malloc: libtorch's tensors come from it too. glibc maps
+// every block over 32 MB afresh and unmaps it when freed, so each iteration faulted in and zeroed its
+// activations again: at a 128^3 patch half of an epoch's time went to the kernel.
+use tikv_jemalloc_sys as _;
+
+/// jemalloc's options, read at its first allocation: freed pages are kept for the next iteration's
+/// tensors and never returned to the kernel (a decay of -1). A finite decay returned them between
+/// iterations and gave back most of the gain (measured in docs/performance.md).
+#[unsafe(no_mangle)]
+static malloc_conf: JemallocOptions = JemallocOptions(c"dirty_decay_ms:-1,muzzy_decay_ms:-1".as_ptr());
+
+/// jemalloc's `const char *malloc_conf`.
+#[repr(transparent)]
+struct JemallocOptions(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a static string that nothing writes.
+unsafe impl Sync for JemallocOptions {}
+
 /// Train nnU-Net's U-Net for one configuration and cross-validation fold: Dice + CE loss with deep
 /// supervision (Dice + BCE with one sigmoid output per region for region-based datasets; an ignore
 /// label is left out of both), SGD with Nesterov momentum and poly learning rate, foreground
