@@ -3,6 +3,7 @@
 //! for itself). Images are tens of megabytes, and filling a fresh 35 MB block of 4 KB pages takes 8,700
 //! page faults: nn-resample on Dataset005 spent half its CPU time in the kernel, and this halved that.
 //! Where huge pages are off, or `madvise`'s advice is refused, blocks stay as they are.
+//! In nn-train the system's malloc is jemalloc, which keeps freed pages for reuse (tools/nn-train/src/main.rs).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
