@@ -70,6 +70,23 @@ fn source_position(o: usize, n: usize, m: usize) -> f64 {
     (o as f64 + 0.5) * (n as f64 / m as f64) - 0.5
 }
 
+/// Nearest-neighbour source of output voxel `o` when `n` voxels become `m` (rounding half up).
+fn nearest_source(o: usize, n: usize, m: usize) -> usize {
+    ((source_position(o, n, m) + 0.5).floor().max(0.0) as usize).min(n - 1)
+}
+
+/// One output voxel of a linear resize along an axis: its two sources and their weights.
+type LinearTap = ([usize; 2], [f64; 2]);
+
+/// Linear interpolation of output voxel `o` when `n` voxels become `m`: its two sources (clamped to the
+/// edge) and their weights.
+fn linear_tap(o: usize, n: usize, m: usize) -> LinearTap {
+    let x = source_position(o, n, m);
+    let i = x.floor();
+    let clamp = |i: i64| i.clamp(0, n as i64 - 1) as usize;
+    ([clamp(i as i64), clamp(i as i64 + 1)], [1.0 - (x - i), x - i])
+}
+
 /// Lines resampled together: the prefilter's recursions and the interpolation run across a block of
 /// lines at once (vectorised, and reading a strided axis a cache line at a time instead of a value),
 /// while each line's arithmetic stays in the order it has on its own.
@@ -142,21 +159,17 @@ fn resample_axis<T: Copy + Into<f64>>(input: ArrayView3<T>, axis: usize, m: usiz
     let pad = if kernel == Kernel::CubicSpline { SPLINE_PADDING } else { 0 };
     let len = n + 2 * pad;
     // per output sample: the rows of the (padded) block it reads, and their weights
-    let clamp = |i: i64| i.clamp(0, n as i64 - 1) as usize;
     let taps: Vec<([usize; 4], [f64; 4])> = (0..m)
-        .map(|o| {
-            let x = source_position(o, n, m);
-            match kernel {
-                Kernel::Nearest => ([clamp((x + 0.5).floor() as i64), 0, 0, 0], [1.0, 0.0, 0.0, 0.0]),
-                Kernel::Linear => {
-                    let i = x.floor();
-                    ([clamp(i as i64), clamp(i as i64 + 1), 0, 0], [1.0 - (x - i), x - i, 0.0, 0.0])
-                }
-                Kernel::CubicSpline => {
-                    let x = x + SPLINE_PADDING as f64;
-                    let i = x.floor() as usize - 1;
-                    ([i, i + 1, i + 2, i + 3], cubic_weights(x - x.floor()))
-                }
+        .map(|o| match kernel {
+            Kernel::Nearest => ([nearest_source(o, n, m), 0, 0, 0], [1.0, 0.0, 0.0, 0.0]),
+            Kernel::Linear => {
+                let ([i, j], [v, w]) = linear_tap(o, n, m);
+                ([i, j, 0, 0], [v, w, 0.0, 0.0])
+            }
+            Kernel::CubicSpline => {
+                let x = source_position(o, n, m) + SPLINE_PADDING as f64;
+                let i = x.floor() as usize - 1;
+                ([i, i + 1, i + 2, i + 3], cubic_weights(x - x.floor()))
             }
         })
         .collect();
@@ -256,42 +269,30 @@ fn resize<T: Copy + Into<f64>, O>(
     let resampled = |axis: usize| Some(axis) != slice_axis && input.len_of(Axis(axis)) != new_shape[axis];
     let along_0 = resampled(0).then(|| resample_axis(input, 0, new_shape[0], kernel));
     let mut output = Vec::with_capacity(new_shape.iter().product());
-    for z in 0..new_shape[0] {
-        // one plane through the passes along axes 1 and 2, then clipped and finished
-        fn planar<S: Copy + Into<f64>>(
-            plane: ArrayView3<S>,
-            new_shape: [usize; 3],
-            kernel: Kernel,
-            resampled: [bool; 2],
-        ) -> Option<Array3<f64>> {
-            let along_1 = resampled[0].then(|| resample_axis(plane, 1, new_shape[1], kernel));
-            match (along_1, resampled[1]) {
-                (Some(along_1), true) => Some(resample_axis(along_1.view(), 2, new_shape[2], kernel)),
-                (None, true) => Some(resample_axis(plane, 2, new_shape[2], kernel)),
-                (along_1, false) => along_1,
-            }
+    // one plane through the passes along axes 1 and 2 (as f64, also where neither applies)
+    fn planar<S: Copy + Into<f64>>(
+        plane: ArrayView3<S>,
+        new_shape: [usize; 3],
+        kernel: Kernel,
+        resampled: [bool; 2],
+    ) -> Array3<f64> {
+        let along_1 = resampled[0].then(|| resample_axis(plane, 1, new_shape[1], kernel));
+        match (along_1, resampled[1]) {
+            (Some(along_1), true) => resample_axis(along_1.view(), 2, new_shape[2], kernel),
+            (None, true) => resample_axis(plane, 2, new_shape[2], kernel),
+            (Some(along_1), false) => along_1,
+            (None, false) => plane.mapv(Into::into),
         }
-        let axes = [resampled(1), resampled(2)];
-        let mut extend = |plane: ndarray::ArrayView3<f64>| {
-            for (y, row) in plane.index_axis(Axis(0), 0).rows().into_iter().enumerate() {
-                output.extend(row.iter().enumerate().map(|(x, &v)| finish(clipped([z, y, x], v))));
-            }
+    }
+    let axes = [resampled(1), resampled(2)];
+    for z in 0..new_shape[0] {
+        let plane = ndarray::s![z..z + 1, .., ..];
+        let done = match &along_0 {
+            Some(along_0) => planar(along_0.slice(plane), new_shape, kernel, axes),
+            None => planar(input.slice(plane), new_shape, kernel, axes),
         };
-        match &along_0 {
-            Some(along_0) => {
-                let plane = along_0.slice(ndarray::s![z..z + 1, .., ..]);
-                match planar(plane, new_shape, kernel, axes) {
-                    Some(done) => extend(done.view()),
-                    None => extend(plane),
-                }
-            }
-            None => {
-                let plane = input.slice(ndarray::s![z..z + 1, .., ..]);
-                match planar(plane, new_shape, kernel, axes) {
-                    Some(done) => extend(done.view()),
-                    None => extend(plane.mapv(Into::into).view()),
-                }
-            }
+        for (y, row) in done.index_axis(Axis(0), 0).rows().into_iter().enumerate() {
+            output.extend(row.iter().enumerate().map(|(x, &v)| finish(clipped([z, y, x], v))));
         }
     }
     Array3::from_shape_vec(new_shape, output).expect("the output's shape")
@@ -383,15 +384,7 @@ fn sorted_labels(labels: &Array3<i16>) -> Vec<i16> {
 fn nearest_sources(input: [usize; 3], new_shape: [usize; 3], slice_axis: Option<usize>) -> [Vec<usize>; 3] {
     [0, 1, 2].map(|axis| {
         let (n, m) = (input[axis], new_shape[axis]);
-        (0..m)
-            .map(|o| {
-                if Some(axis) == slice_axis || n == m {
-                    o
-                } else {
-                    ((source_position(o, n, m) + 0.5).floor().max(0.0) as usize).min(n - 1)
-                }
-            })
-            .collect()
+        (0..m).map(|o| if Some(axis) == slice_axis || n == m { o } else { nearest_source(o, n, m) }).collect()
     })
 }
 
@@ -411,9 +404,6 @@ fn resize_labels(input: &Array3<i16>, new_shape: [usize; 3], order: u32, slice_a
     }
 }
 
-/// One output index of a linear resize along an axis: its two source indices and their weights.
-type LinearTap = ([usize; 2], [f64; 2]);
-
 /// The linear case of `resize_labels` in one pass over the output: a label's linearly resized
 /// indicator at a voxel depends only on the (up to) 8 source voxels around it, and is 0 for labels not
 /// among them, so only those labels are scored. Each score is computed with the arithmetic of the
@@ -425,16 +415,7 @@ fn resize_labels_linear(input: &Array3<i16>, new_shape: [usize; 3], slice_axis: 
     // per axis and output index: the two source indices and their weights (`None`: not resampled)
     let taps: [Vec<Option<LinearTap>>; 3] = [0, 1, 2].map(|axis| {
         let (n, m) = (shape[axis], new_shape[axis]);
-        let clamp = |i: i64| i.clamp(0, n as i64 - 1) as usize;
-        (0..m)
-            .map(|o| {
-                (Some(axis) != slice_axis && n != m).then(|| {
-                    let x = source_position(o, n, m);
-                    let i = x.floor();
-                    ([clamp(i as i64), clamp(i as i64 + 1)], [1.0 - (x - i), x - i])
-                })
-            })
-            .collect()
+        (0..m).map(|o| (Some(axis) != slice_axis && n != m).then(|| linear_tap(o, n, m))).collect()
     });
     let nearest = nearest_sources(shape, new_shape, slice_axis);
     let strides = [shape[1] * shape[2], shape[2], 1];
